@@ -1,0 +1,179 @@
+// switchboardctl: operator CLI. Output is JSON on stdout; errors on stderr
+// with a non-zero exit code.
+#include <jwt.h>
+
+#include <cstdio>
+#include <ctime>
+#include <memory>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_split.h"
+#include "common/config.h"
+#include "google/protobuf/util/json_util.h"
+#include "switchboard/v1/control.grpc.pb.h"
+
+ABSL_FLAG(std::string, config, "config/switchboard.yaml", "config file (app secrets, control address, API key)");
+ABSL_FLAG(std::string, control, "", "control address host:port (default: first control.addresses)");
+ABSL_FLAG(std::string, api_key, "", "API key (default: $SWITCHBOARD_API_KEY, else the first in config)");
+ABSL_FLAG(std::string, app, "", "app ID (default: config default_app)");
+ABSL_FLAG(std::string, user, "", "user ID");
+ABSL_FLAG(std::string, client, "", "client (connection) ID, for disconnect");
+ABSL_FLAG(std::string, except, "", "comma-separated client IDs that terminate keeps");
+ABSL_FLAG(int, code, 0, "close code (0: server default)");
+ABSL_FLAG(std::string, reason, "", "close reason");
+ABSL_FLAG(std::string, info, "", "gentoken: JSON for the info claim");
+ABSL_FLAG(std::string, meta, "", "gentoken: JSON for the meta claim (server-side only)");
+ABSL_FLAG(int, ttl, 3600, "gentoken: seconds until exp (0: no exp)");
+ABSL_FLAG(int, timeout_ms, 2000, "call deadline");
+ABSL_FLAG(int, repeat, 1, "connections: call N times and print latency percentiles");
+
+namespace {
+
+using namespace switchboard;
+
+int Fail(const std::string& msg, int code = 1) {
+  std::fprintf(stderr, "switchboardctl: %s\n", msg.c_str());
+  return code;
+}
+
+void PrintJson(const google::protobuf::Message& m) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions opts;
+  opts.preserve_proto_field_names = true;
+  opts.add_whitespace = true;
+  (void)google::protobuf::util::MessageToJsonString(m, &out, opts);
+  std::printf("%s", out.c_str());
+}
+
+int GenToken(const v1::Config& config, const std::string& app_id) {
+  const v1::AppConfig* app = FindApp(config, app_id);
+  if (app == nullptr) return Fail("unknown app " + app_id, 2);
+  jwt_t* jwt = nullptr;
+  if (jwt_new(&jwt) != 0) return Fail("jwt_new failed");
+  std::unique_ptr<jwt_t, void (*)(jwt_t*)> guard(jwt, jwt_free);
+  jwt_add_grant(jwt, "sub", absl::GetFlag(FLAGS_user).c_str());
+  if (absl::GetFlag(FLAGS_ttl) > 0) jwt_add_grant_int(jwt, "exp", std::time(nullptr) + absl::GetFlag(FLAGS_ttl));
+  if (!absl::GetFlag(FLAGS_info).empty()) {
+    std::string j = "{\"info\":" + absl::GetFlag(FLAGS_info) + "}";
+    if (jwt_add_grants_json(jwt, j.c_str()) != 0) return Fail("--info is not valid JSON", 2);
+  }
+  if (!absl::GetFlag(FLAGS_meta).empty()) {
+    std::string j = "{\"meta\":" + absl::GetFlag(FLAGS_meta) + "}";
+    if (jwt_add_grants_json(jwt, j.c_str()) != 0) return Fail("--meta is not valid JSON", 2);
+  }
+  jwt_set_alg(jwt, JWT_ALG_HS256, reinterpret_cast<const unsigned char*>(app->secret().data()),
+              static_cast<int>(app->secret().size()));
+  char* token = jwt_encode_str(jwt);
+  if (token == nullptr) return Fail("cannot encode token");
+  std::printf("%s\n", token);
+  free(token);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "switchboardctl COMMAND [flags]\n"
+      "  gentoken    --user=U [--info=JSON] [--meta=JSON] [--ttl=S]   print a client JWT\n"
+      "  connections --user=U                                          a user's live connections\n"
+      "  terminate   --user=U [--except=ID,..] [--code=C --reason=R]  close a user's connections\n"
+      "  disconnect  --client=ID                                       close one connection\n"
+      "  gateways                                                      the attached gateways");
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  if (args.size() != 2) return Fail("expected one command; see --help", 2);
+  const std::string cmd = args[1];
+
+  auto config_or = LoadConfig(absl::GetFlag(FLAGS_config));
+  if (!config_or.ok()) return Fail("config error: " + std::string(config_or.status().message()), 2);
+  const v1::Config config = *config_or;
+  std::string app_id = absl::GetFlag(FLAGS_app).empty() ? config.default_app() : absl::GetFlag(FLAGS_app);
+
+  if (cmd == "gentoken") {
+    if (absl::GetFlag(FLAGS_user).empty()) return Fail("gentoken needs --user", 2);
+    return GenToken(config, app_id);
+  }
+
+  std::string address = absl::GetFlag(FLAGS_control);
+  if (address.empty()) address = config.control().addresses(0);
+  std::string api_key = absl::GetFlag(FLAGS_api_key);
+  if (api_key.empty() && std::getenv("SWITCHBOARD_API_KEY")) api_key = std::getenv("SWITCHBOARD_API_KEY");
+  if (api_key.empty()) api_key = config.api_keys(0);
+
+  auto stub = v1::Control::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  auto make_ctx = [&](grpc::ClientContext* ctx) {
+    ctx->AddMetadata("authorization", "apikey " + api_key);
+    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(absl::GetFlag(FLAGS_timeout_ms)));
+  };
+  auto check = [](const grpc::Status& st) {
+    if (st.ok()) return 0;
+    return Fail("rpc failed: " + std::to_string(st.error_code()) + " " + st.error_message(), 3);
+  };
+
+  if (cmd == "connections") {
+    v1::UserConnectionsRequest req;
+    req.set_app_id(app_id);
+    req.set_user_id(absl::GetFlag(FLAGS_user));
+    int repeat = std::max(1, absl::GetFlag(FLAGS_repeat));
+    std::vector<double> ms;
+    v1::UserConnectionsResponse resp;
+    for (int i = 0; i < repeat; ++i) {
+      grpc::ClientContext ctx;
+      make_ctx(&ctx);
+      resp.Clear();
+      auto t0 = std::chrono::steady_clock::now();
+      grpc::Status st = stub->UserConnections(&ctx, req, &resp);
+      ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      if (int rc = check(st)) return rc;
+    }
+    if (repeat > 1) {
+      std::sort(ms.begin(), ms.end());
+      std::fprintf(stderr, "calls=%d median_ms=%.3f p90_ms=%.3f p99_ms=%.3f\n", repeat, ms[ms.size() / 2],
+                   ms[ms.size() * 9 / 10], ms[std::min(ms.size() - 1, ms.size() * 99 / 100)]);
+    }
+    PrintJson(resp);
+    return 0;
+  }
+  if (cmd == "terminate") {
+    v1::TerminateUserRequest req;
+    req.set_app_id(app_id);
+    req.set_user_id(absl::GetFlag(FLAGS_user));
+    for (auto id : absl::StrSplit(absl::GetFlag(FLAGS_except), ',', absl::SkipEmpty())) {
+      req.add_except_client_ids(std::string(id));
+    }
+    req.set_code(static_cast<uint32_t>(absl::GetFlag(FLAGS_code)));
+    req.set_reason(absl::GetFlag(FLAGS_reason));
+    v1::TerminateUserResponse resp;
+    grpc::ClientContext ctx;
+    make_ctx(&ctx);
+    if (int rc = check(stub->TerminateUser(&ctx, req, &resp))) return rc;
+    PrintJson(resp);
+    return 0;
+  }
+  if (cmd == "disconnect") {
+    v1::DisconnectRequest req;
+    req.set_app_id(app_id);
+    req.set_client_id(absl::GetFlag(FLAGS_client));
+    req.set_code(static_cast<uint32_t>(absl::GetFlag(FLAGS_code)));
+    req.set_reason(absl::GetFlag(FLAGS_reason));
+    v1::DisconnectResponse resp;
+    grpc::ClientContext ctx;
+    make_ctx(&ctx);
+    if (int rc = check(stub->Disconnect(&ctx, req, &resp))) return rc;
+    PrintJson(resp);
+    return 0;
+  }
+  if (cmd == "gateways") {
+    v1::ListGatewaysResponse resp;
+    grpc::ClientContext ctx;
+    make_ctx(&ctx);
+    if (int rc = check(stub->ListGateways(&ctx, v1::ListGatewaysRequest(), &resp))) return rc;
+    PrintJson(resp);
+    return 0;
+  }
+  return Fail("unknown command " + cmd + "; see --help", 2);
+}

@@ -1,0 +1,250 @@
+#include "common/config.h"
+
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/descriptor.h"
+#include "google/protobuf/reflection.h"
+#include "yaml-cpp/yaml.h"
+
+namespace switchboard {
+namespace {
+
+using google::protobuf::FieldDescriptor;
+using google::protobuf::Message;
+
+absl::StatusOr<std::string> ExpandEnv(const std::string& in, const std::string& path) {
+  std::string out;
+  size_t i = 0;
+  while (i < in.size()) {
+    if (in[i] == '$' && i + 1 < in.size() && in[i + 1] == '{') {
+      size_t end = in.find('}', i);
+      if (end == std::string::npos) {
+        return absl::InvalidArgumentError(absl::StrCat(path, ": unterminated ${ in value"));
+      }
+      std::string expr = in.substr(i + 2, end - i - 2);
+      std::string name = expr, fallback;
+      bool has_default = false;
+      if (size_t d = expr.find(":-"); d != std::string::npos) {
+        name = expr.substr(0, d);
+        fallback = expr.substr(d + 2);
+        has_default = true;
+      }
+      const char* v = std::getenv(name.c_str());
+      if (v != nullptr && *v != '\0') {
+        out += v;
+      } else if (has_default) {
+        out += fallback;
+      } else {
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, ": environment variable ", name, " is not set"));
+      }
+      i = end + 1;
+    } else {
+      out += in[i++];
+    }
+  }
+  return out;
+}
+
+absl::Status SetScalar(Message& msg, const FieldDescriptor* f, const YAML::Node& node,
+                       const std::string& path) {
+  if (!node.IsScalar()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": expected a scalar value"));
+  }
+  auto text_or = ExpandEnv(node.Scalar(), path);
+  if (!text_or.ok()) return text_or.status();
+  const std::string& text = *text_or;
+  const auto* refl = msg.GetReflection();
+  bool repeated = f->is_repeated();
+  switch (f->cpp_type()) {
+    case FieldDescriptor::CPPTYPE_STRING:
+      repeated ? refl->AddString(&msg, f, text) : refl->SetString(&msg, f, text);
+      return absl::OkStatus();
+    case FieldDescriptor::CPPTYPE_UINT32: {
+      uint32_t v;
+      if (!absl::SimpleAtoi(text, &v)) {
+        return absl::InvalidArgumentError(absl::StrCat(path, ": expected a non-negative integer, got \"", text, "\""));
+      }
+      repeated ? refl->AddUInt32(&msg, f, v) : refl->SetUInt32(&msg, f, v);
+      return absl::OkStatus();
+    }
+    case FieldDescriptor::CPPTYPE_INT32: {
+      int32_t v;
+      if (!absl::SimpleAtoi(text, &v)) {
+        return absl::InvalidArgumentError(absl::StrCat(path, ": expected an integer, got \"", text, "\""));
+      }
+      repeated ? refl->AddInt32(&msg, f, v) : refl->SetInt32(&msg, f, v);
+      return absl::OkStatus();
+    }
+    case FieldDescriptor::CPPTYPE_BOOL: {
+      bool v;
+      if (!absl::SimpleAtob(text, &v)) {
+        return absl::InvalidArgumentError(absl::StrCat(path, ": expected true or false, got \"", text, "\""));
+      }
+      repeated ? refl->AddBool(&msg, f, v) : refl->SetBool(&msg, f, v);
+      return absl::OkStatus();
+    }
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(path, ": unsupported field type"));
+  }
+}
+
+absl::Status FillMessage(Message& msg, const YAML::Node& node, const std::string& path) {
+  if (!node.IsMap()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path.empty() ? "config" : path, ": expected a mapping"));
+  }
+  const auto* desc = msg.GetDescriptor();
+  const auto* refl = msg.GetReflection();
+  for (const auto& kv : node) {
+    std::string key = kv.first.as<std::string>();
+    std::string field_path = path.empty() ? key : absl::StrCat(path, ".", key);
+    const FieldDescriptor* f = desc->FindFieldByName(key);
+    if (f == nullptr) f = desc->FindFieldByCamelcaseName(key);
+    if (f == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(field_path, ": unknown field"));
+    }
+    const YAML::Node& value = kv.second;
+    if (value.IsNull()) continue;
+    if (f->is_repeated()) {
+      if (!value.IsSequence()) {
+        return absl::InvalidArgumentError(absl::StrCat(field_path, ": expected a list"));
+      }
+      for (size_t i = 0; i < value.size(); ++i) {
+        std::string item_path = absl::StrCat(field_path, "[", i, "]");
+        if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+          auto st = FillMessage(*refl->AddMessage(&msg, f), value[i], item_path);
+          if (!st.ok()) return st;
+        } else {
+          auto st = SetScalar(msg, f, value[i], item_path);
+          if (!st.ok()) return st;
+        }
+      }
+    } else if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+      auto st = FillMessage(*refl->MutableMessage(&msg, f), value, field_path);
+      if (!st.ok()) return st;
+    } else {
+      auto st = SetScalar(msg, f, value, field_path);
+      if (!st.ok()) return st;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Bad(const std::string& field, const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat(field, ": ", what));
+}
+
+bool ValidHostPort(const std::string& s) {
+  size_t colon = s.rfind(':');
+  uint32_t port;
+  return colon != std::string::npos && colon > 0 &&
+         absl::SimpleAtoi(s.substr(colon + 1), &port) && port <= 65535;
+}
+
+}  // namespace
+
+absl::StatusOr<v1::Config> ParseConfig(const std::string& text) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("config: not valid YAML: ", e.what()));
+  }
+  v1::Config config;
+  absl::Status st;
+  try {
+    st = FillMessage(config, root, "");
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("config: ", e.what()));
+  }
+  if (!st.ok()) return st;
+  return config;
+}
+
+absl::Status ValidateConfig(v1::Config& c) {
+  if (c.cluster().empty()) return Bad("cluster", "must not be empty");
+  for (char ch : c.cluster()) {
+    if (!(isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_')) {
+      return Bad("cluster", "only letters, digits, '-' and '_' are allowed (it prefixes NATS subjects)");
+    }
+  }
+  if (c.nats_url().empty()) return Bad("nats_url", "must not be empty");
+  if (c.apps().empty()) return Bad("apps", "at least one app is required");
+  std::set<std::string> ids, keys;
+  for (int i = 0; i < c.apps_size(); ++i) {
+    const auto& app = c.apps(i);
+    std::string p = absl::StrCat("apps[", i, "]");
+    if (app.id().empty()) return Bad(p + ".id", "must not be empty");
+    if (app.id().size() > 128) return Bad(p + ".id", "longer than 128 characters");
+    if (!ids.insert(app.id()).second) return Bad(p + ".id", "duplicate app id \"" + app.id() + "\"");
+    if (app.key().empty()) return Bad(p + ".key", "must not be empty");
+    if (!keys.insert(app.key()).second) return Bad(p + ".key", "duplicate app key");
+    if (app.secret().size() < 8) return Bad(p + ".secret", "must be at least 8 characters");
+  }
+  if (c.default_app().empty()) c.set_default_app(c.apps(0).id());
+  if (ids.count(c.default_app()) == 0) return Bad("default_app", "names no app in apps");
+  if (c.api_keys().empty()) return Bad("api_keys", "at least one API key is required");
+  for (int i = 0; i < c.api_keys_size(); ++i) {
+    if (c.api_keys(i).size() < 8) return Bad(absl::StrCat("api_keys[", i, "]"), "must be at least 8 characters");
+  }
+
+  auto* control = c.mutable_control();
+  if (control->listen().empty()) control->set_listen("127.0.0.1:50051");
+  if (!ValidHostPort(control->listen())) return Bad("control.listen", "expected host:port");
+  if (control->addresses().empty()) control->add_addresses(control->listen());
+  for (int i = 0; i < control->addresses_size(); ++i) {
+    if (!ValidHostPort(control->addresses(i))) {
+      return Bad(absl::StrCat("control.addresses[", i, "]"), "expected host:port");
+    }
+  }
+  if (control->default_timeout_ms() == 0) control->set_default_timeout_ms(1000);
+  if (control->default_timeout_ms() > 60000) return Bad("control.default_timeout_ms", "at most 60000");
+
+  auto* gw = c.mutable_gateway();
+  if (gw->listen_host().empty()) gw->set_listen_host("127.0.0.1");
+  if (gw->port() > 65535) return Bad("gateway.port", "at most 65535");
+  if (gw->ping_interval_s() == 0) gw->set_ping_interval_s(25);
+  if (gw->pong_timeout_s() == 0) gw->set_pong_timeout_s(8);
+  if (gw->pong_timeout_s() >= gw->ping_interval_s() + 10) {
+    return Bad("gateway.pong_timeout_s", "must be shorter than ping_interval_s + 10");
+  }
+  if (gw->connect_timeout_ms() == 0) gw->set_connect_timeout_ms(10000);
+  if (gw->max_message_bytes() == 0) gw->set_max_message_bytes(65536);
+  if (gw->max_message_bytes() < 1024 || gw->max_message_bytes() > (16u << 20)) {
+    return Bad("gateway.max_message_bytes", "must be between 1024 and 16777216");
+  }
+  // Each process may hold at most 20000 descriptors; leave room for NATS,
+  // gRPC, logs and the listener.
+  if (gw->max_sessions() == 0) gw->set_max_sessions(18000);
+  if (gw->max_sessions() > 19000) return Bad("gateway.max_sessions", "at most 19000 (20000-fd process limit)");
+  if (gw->outbox_limit() == 0) gw->set_outbox_limit(256);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::Config> LoadConfig(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("config: cannot read ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto config = ParseConfig(ss.str());
+  if (!config.ok()) return config.status();
+  auto st = ValidateConfig(*config);
+  if (!st.ok()) return st;
+  return config;
+}
+
+const v1::AppConfig* FindApp(const v1::Config& config, const std::string& app_id) {
+  for (const auto& app : config.apps()) {
+    if (app.id() == app_id) return &app;
+  }
+  return nullptr;
+}
+
+}  // namespace switchboard

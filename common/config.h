@@ -1,0 +1,25 @@
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "switchboard/v1/config.pb.h"
+
+namespace switchboard {
+
+// Parses YAML (JSON is YAML too) into the config schema. String values may use
+// ${VAR} or ${VAR:-default}; an unset VAR without default is an error. Errors
+// name the field path, e.g. "apps[0].secret: expected a string".
+absl::StatusOr<v1::Config> ParseConfig(const std::string& text);
+
+// Checks required fields and ranges, and fills defaults. The error names the
+// first bad field.
+absl::Status ValidateConfig(v1::Config& config);
+
+// Reads, parses and validates a file.
+absl::StatusOr<v1::Config> LoadConfig(const std::string& path);
+
+// The app with this ID, or nullptr.
+const v1::AppConfig* FindApp(const v1::Config& config, const std::string& app_id);
+
+}  // namespace switchboard

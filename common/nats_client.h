@@ -1,0 +1,30 @@
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace switchboard {
+
+// The bus as the rest of the code sees it. Publish() never blocks on the
+// network: it queues and returns. Handlers run on a bus thread and must only
+// post work elsewhere or touch thread-safe state.
+class NatsClient {
+ public:
+  using Handler = std::function<void(const std::string& subject, const std::string& reply,
+                                     const std::string& data)>;
+  virtual ~NatsClient() = default;
+
+  virtual absl::Status Publish(const std::string& subject, const std::string& data,
+                               const std::string& reply = "") = 0;
+  // Subscription lives as long as the client.
+  virtual absl::Status Subscribe(const std::string& subject, Handler handler) = 0;
+  // True while the connection to the server is up.
+  virtual bool Connected() const = 0;
+  // A fresh, unique inbox prefix for reply subjects.
+  virtual std::string NewInbox() = 0;
+};
+
+}  // namespace switchboard

@@ -1,0 +1,128 @@
+#include "common/nats_client_impl.h"
+
+#include "absl/strings/str_cat.h"
+#include "spdlog/spdlog.h"
+
+namespace switchboard {
+namespace {
+
+constexpr size_t kMaxQueued = 100000;
+
+absl::Status FromNats(natsStatus s, const std::string& what) {
+  if (s == NATS_OK) return absl::OkStatus();
+  return absl::UnavailableError(absl::StrCat(what, ": ", natsStatus_GetText(s)));
+}
+
+void OnDisconnected(natsConnection*, void*) { spdlog::warn("nats: disconnected"); }
+void OnReconnected(natsConnection*, void*) { spdlog::info("nats: reconnected"); }
+void OnConnected(natsConnection*, void*) { spdlog::info("nats: connected"); }
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<NatsClientImpl>> NatsClientImpl::Create(const std::string& url,
+                                                                      const std::string& name) {
+  natsOptions* opts = nullptr;
+  if (auto st = FromNats(natsOptions_Create(&opts), "nats options"); !st.ok()) return st;
+  std::unique_ptr<natsOptions, void (*)(natsOptions*)> guard(opts, natsOptions_Destroy);
+  natsStatus s = natsOptions_SetURL(opts, url.c_str());
+  if (s == NATS_OK) s = natsOptions_SetName(opts, name.c_str());
+  if (s == NATS_OK) s = natsOptions_SetSendAsap(opts, true);
+  if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts, -1);
+  if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts, 250);
+  if (s == NATS_OK) s = natsOptions_SetTimeout(opts, 2000);
+  if (s == NATS_OK) s = natsOptions_SetAllowReconnect(opts, true);
+  if (s == NATS_OK) s = natsOptions_SetRetryOnFailedConnect(opts, true, OnConnected, nullptr);
+  if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(opts, OnDisconnected, nullptr);
+  if (s == NATS_OK) s = natsOptions_SetReconnectedCB(opts, OnReconnected, nullptr);
+  if (s != NATS_OK) return absl::InvalidArgumentError(absl::StrCat("nats_url \"", url, "\": ", natsStatus_GetText(s)));
+
+  std::unique_ptr<NatsClientImpl> client(new NatsClientImpl());
+  s = natsConnection_Connect(&client->conn_, opts);
+  if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED) {
+    return absl::UnavailableError(absl::StrCat("nats connect ", url, ": ", natsStatus_GetText(s)));
+  }
+  if (s == NATS_NOT_YET_CONNECTED) spdlog::warn("nats: {} not reachable yet, retrying in background", url);
+  client->sender_ = std::thread([c = client.get()] { c->SendLoop(); });
+  return client;
+}
+
+NatsClientImpl::~NatsClientImpl() {
+  {
+    absl::MutexLock lock(&mu_);
+    stop_ = true;
+  }
+  if (sender_.joinable()) sender_.join();
+  if (conn_ != nullptr) {
+    natsConnection_Close(conn_);
+    std::vector<std::unique_ptr<Sub>> subs;
+    {
+      absl::MutexLock lock(&mu_);
+      subs.swap(subs_);
+    }
+    for (auto& sub : subs) natsSubscription_Destroy(sub->sub);
+    natsConnection_Destroy(conn_);
+  }
+}
+
+absl::Status NatsClientImpl::Publish(const std::string& subject, const std::string& data,
+                                     const std::string& reply) {
+  absl::MutexLock lock(&mu_);
+  if (queue_.size() >= kMaxQueued) return absl::ResourceExhaustedError("nats publish queue full");
+  queue_.push_back({subject, reply, data});
+  return absl::OkStatus();
+}
+
+void NatsClientImpl::SendLoop() {
+  for (;;) {
+    std::deque<Outgoing> batch;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](NatsClientImpl* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->mu_) {
+            return self->stop_ || !self->queue_.empty();
+          },
+          this));
+      if (stop_) return;
+      batch.swap(queue_);
+    }
+    for (const auto& m : batch) {
+      natsStatus s = natsConnection_PublishRequest(conn_, m.subject.c_str(),
+                                                   m.reply.empty() ? nullptr : m.reply.c_str(),
+                                                   m.data.data(), static_cast<int>(m.data.size()));
+      if (s == NATS_OK && m.reply.empty()) continue;
+      if (s != NATS_OK) spdlog::warn("nats: publish to {} failed: {}", m.subject, natsStatus_GetText(s));
+    }
+  }
+}
+
+void NatsClientImpl::OnMessage(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
+  auto* sub = static_cast<Sub*>(closure);
+  const char* reply = natsMsg_GetReply(msg);
+  std::string data(natsMsg_GetData(msg), static_cast<size_t>(natsMsg_GetDataLength(msg)));
+  sub->handler(natsMsg_GetSubject(msg), reply ? reply : "", data);
+  natsMsg_Destroy(msg);
+}
+
+absl::Status NatsClientImpl::Subscribe(const std::string& subject, Handler handler) {
+  auto sub = std::make_unique<Sub>();
+  sub->handler = std::move(handler);
+  natsStatus s = natsConnection_Subscribe(&sub->sub, conn_, subject.c_str(), OnMessage, sub.get());
+  if (s != NATS_OK) return FromNats(s, "nats subscribe " + subject);
+  absl::MutexLock lock(&mu_);
+  subs_.push_back(std::move(sub));
+  return absl::OkStatus();
+}
+
+bool NatsClientImpl::Connected() const {
+  return natsConnection_Status(conn_) == NATS_CONN_STATUS_CONNECTED;
+}
+
+std::string NatsClientImpl::NewInbox() {
+  natsInbox* inbox = nullptr;
+  if (natsInbox_Create(&inbox) != NATS_OK) return "_INBOX.fallback";
+  std::string out(inbox);
+  natsInbox_Destroy(inbox);
+  return out;
+}
+
+}  // namespace switchboard

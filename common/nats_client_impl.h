@@ -1,0 +1,53 @@
+#pragma once
+
+#include <deque>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nats/nats.h>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "common/nats_client.h"
+
+namespace switchboard {
+
+// NATS.c behind NatsClient. Connects in the background and reconnects forever,
+// so a process starts and keeps running while NATS is down. Publishes go
+// through a bounded queue drained by one sender thread with SendAsap, so no
+// caller ever waits on the socket. Thread-safe.
+class NatsClientImpl final : public NatsClient {
+ public:
+  static absl::StatusOr<std::unique_ptr<NatsClientImpl>> Create(const std::string& url,
+                                                                const std::string& name);
+  ~NatsClientImpl() override;
+
+  absl::Status Publish(const std::string& subject, const std::string& data,
+                       const std::string& reply) override;
+  absl::Status Subscribe(const std::string& subject, Handler handler) override;
+  bool Connected() const override;
+  std::string NewInbox() override;
+
+ private:
+  struct Outgoing {
+    std::string subject, reply, data;
+  };
+  struct Sub {
+    Handler handler;
+    natsSubscription* sub = nullptr;
+  };
+  NatsClientImpl() = default;
+  void SendLoop();
+  static void OnMessage(natsConnection*, natsSubscription*, natsMsg* msg, void* closure);
+
+  natsConnection* conn_ = nullptr;
+  absl::Mutex mu_;
+  std::deque<Outgoing> queue_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::unique_ptr<Sub>> subs_ ABSL_GUARDED_BY(mu_);
+  std::thread sender_;
+};
+
+}  // namespace switchboard

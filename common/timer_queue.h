@@ -1,0 +1,40 @@
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <thread>
+#include <utility>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+
+namespace switchboard {
+
+// Runs closures at a deadline on its own thread. Schedule/Cancel may be called
+// from any thread; callbacks run without the lock held and must be quick.
+class TimerQueue {
+ public:
+  TimerQueue();
+  ~TimerQueue();
+  TimerQueue(const TimerQueue&) = delete;
+  TimerQueue& operator=(const TimerQueue&) = delete;
+
+  uint64_t Schedule(absl::Time when, std::function<void()> fn);
+  // True if the timer was still pending (and now never runs).
+  bool Cancel(uint64_t id);
+
+ private:
+  void Run();
+
+  absl::Mutex mu_;
+  absl::CondVar cv_;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  // (deadline, id) -> callback
+  std::map<std::pair<absl::Time, uint64_t>, std::function<void()>> timers_ ABSL_GUARDED_BY(mu_);
+  std::map<uint64_t, absl::Time> by_id_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;
+};
+
+}  // namespace switchboard

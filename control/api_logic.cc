@@ -1,0 +1,139 @@
+#include "control/api_logic.h"
+
+#include <openssl/crypto.h>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/config.h"
+#include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/time_util.h"
+
+namespace switchboard::control {
+namespace {
+
+constexpr size_t kMaxIdLength = 256;
+constexpr int kMaxExcept = 10000;
+
+bool ConstantTimeEquals(const std::string& a, const std::string& b) {
+  return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+absl::Status CheckId(const std::string& field, const std::string& value) {
+  if (value.empty()) return absl::InvalidArgumentError(field + " must not be empty");
+  if (value.size() > kMaxIdLength) {
+    return absl::InvalidArgumentError(absl::StrCat(field, " is longer than ", kMaxIdLength, " bytes"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckApp(const v1::Config& config, const std::string& app_id) {
+  if (auto st = CheckId("app_id", app_id); !st.ok()) return st;
+  if (FindApp(config, app_id) == nullptr) return absl::NotFoundError("unknown app \"" + app_id + "\"");
+  return absl::OkStatus();
+}
+
+absl::Status CheckClose(uint32_t code, const std::string& reason) {
+  if (code != 0 && (code < 3000 || code > 4999)) {
+    return absl::InvalidArgumentError("code must be 0 (default) or between 3000 and 4999");
+  }
+  // A close frame carries at most 123 bytes of reason.
+  if (reason.size() > 120) return absl::InvalidArgumentError("reason is longer than 120 bytes");
+  return absl::OkStatus();
+}
+
+void FillCoverage(const GatherResult& g, v1::Coverage* c) {
+  c->set_complete(g.complete);
+  for (const auto& id : g.asked) c->add_gateways_asked(id);
+  for (const auto& [id, reply] : g.answers) c->add_gateways_answered(id);
+  for (const auto& id : g.missing) c->add_gateways_missing(id);
+}
+
+}  // namespace
+
+absl::Status CheckApiKey(const v1::Config& config, const std::string& authorization,
+                         const std::string& x_api_key) {
+  std::string key = x_api_key;
+  if (key.empty()) {
+    absl::string_view auth = authorization;
+    if (!absl::StartsWithIgnoreCase(auth, "apikey ")) {
+      return absl::UnauthenticatedError("missing API key: send 'authorization: apikey KEY'");
+    }
+    key = std::string(absl::StripAsciiWhitespace(auth.substr(7)));
+  }
+  bool ok = false;
+  for (const auto& k : config.api_keys()) ok |= ConstantTimeEquals(k, key);
+  if (!ok) return absl::UnauthenticatedError("invalid API key");
+  return absl::OkStatus();
+}
+
+absl::Status ValidateUserConnections(const v1::Config& config, const v1::UserConnectionsRequest& r) {
+  if (auto st = CheckApp(config, r.app_id()); !st.ok()) return st;
+  return CheckId("user_id", r.user_id());
+}
+
+absl::Status ValidateTerminateUser(const v1::Config& config, const v1::TerminateUserRequest& r) {
+  if (auto st = CheckApp(config, r.app_id()); !st.ok()) return st;
+  if (auto st = CheckId("user_id", r.user_id()); !st.ok()) return st;
+  if (r.except_client_ids_size() > kMaxExcept) {
+    return absl::InvalidArgumentError(absl::StrCat("except_client_ids has more than ", kMaxExcept, " entries"));
+  }
+  if (r.ban_seconds() != 0) return absl::UnimplementedError("ban_seconds is not supported yet");
+  return CheckClose(r.code(), r.reason());
+}
+
+absl::Status ValidateDisconnect(const v1::Config& config, const v1::DisconnectRequest& r) {
+  if (auto st = CheckApp(config, r.app_id()); !st.ok()) return st;
+  if (auto st = CheckId("client_id", r.client_id()); !st.ok()) return st;
+  return CheckClose(r.code(), r.reason());
+}
+
+void FillUserConnections(const GatherResult& g, v1::UserConnectionsResponse* out) {
+  auto* result = out->mutable_result();
+  result->set_complete(g.complete);
+  for (const auto& id : g.asked) result->add_gateways_asked(id);
+  for (const auto& id : g.missing) result->add_gateways_missing(id);
+  for (const auto& [gw, reply] : g.answers) {
+    result->add_gateways_answered(gw);
+    for (const auto& s : reply.sessions()) {
+      v1::ConnectionInfo& info = (*result->mutable_connections())[s.client_id()];
+      info.set_app_name(s.app_name());
+      info.set_app_version(s.app_version());
+      info.set_transport(s.transport());
+      info.set_protocol(s.protocol());
+      info.set_user(s.user_id());
+      info.set_gateway(gw);
+      info.set_remote_addr(s.remote_addr());
+      *info.mutable_connected_at() = google::protobuf::util::TimeUtil::MillisecondsToTimestamp(s.connected_at_ms());
+      if (!s.meta_json().empty()) {
+        // The gateway stored what the token carried; if it is somehow not
+        // JSON, hand it back as a string rather than dropping it.
+        if (!google::protobuf::util::JsonStringToMessage(s.meta_json(), info.mutable_meta()).ok()) {
+          info.mutable_meta()->set_string_value(s.meta_json());
+        }
+      }
+    }
+  }
+}
+
+void FillTerminateUser(const GatherResult& g, v1::TerminateUserResponse* out) {
+  uint32_t total = 0;
+  for (const auto& [gw, reply] : g.answers) {
+    (*out->mutable_closed_per_gateway())[gw] = reply.closed();
+    total += reply.closed();
+  }
+  out->set_closed(total);
+  FillCoverage(g, out->mutable_coverage());
+}
+
+void FillDisconnect(const GatherResult& g, v1::DisconnectResponse* out) {
+  for (const auto& [gw, reply] : g.answers) {
+    if (reply.closed() > 0) {
+      out->set_found(true);
+      out->set_gateway(gw);
+    }
+  }
+  FillCoverage(g, out->mutable_coverage());
+}
+
+}  // namespace switchboard::control

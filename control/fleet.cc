@@ -1,0 +1,63 @@
+#include "control/fleet.h"
+
+#include <algorithm>
+
+#include "google/protobuf/util/time_util.h"
+
+namespace switchboard::control {
+
+using google::protobuf::util::TimeUtil;
+
+uint64_t Fleet::Attach(const v1::GatewayHello& hello, absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  uint64_t token = next_token_++;
+  members_[hello.gateway_id()] = Member{token, hello, now, 0};
+  return token;
+}
+
+void Fleet::Detach(const std::string& gateway_id, uint64_t token) {
+  absl::MutexLock lock(&mu_);
+  auto it = members_.find(gateway_id);
+  if (it != members_.end() && it->second.token == token) members_.erase(it);
+}
+
+void Fleet::ApplySnapshot(const std::string& gateway_id, uint64_t token, const v1::SessionSnapshot& s) {
+  absl::MutexLock lock(&mu_);
+  auto it = members_.find(gateway_id);
+  if (it != members_.end() && it->second.token == token) it->second.sessions = s.sessions_size();
+}
+
+void Fleet::ApplyDelta(const std::string& gateway_id, uint64_t token, const v1::SessionDelta& d) {
+  absl::MutexLock lock(&mu_);
+  auto it = members_.find(gateway_id);
+  if (it == members_.end() || it->second.token != token) return;
+  it->second.sessions = std::max<int64_t>(0, it->second.sessions + d.opened_size() - d.closed_client_ids_size());
+}
+
+std::vector<std::string> Fleet::LiveIds() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::string> out;
+  out.reserve(members_.size());
+  for (const auto& [id, m] : members_) out.push_back(id);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::vector<v1::GatewayInfo> Fleet::List() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<v1::GatewayInfo> out;
+  for (const auto& [id, m] : members_) {
+    v1::GatewayInfo info;
+    info.set_id(id);
+    info.set_version(m.hello.version());
+    info.set_sessions(static_cast<uint32_t>(m.sessions));
+    info.set_address(m.hello.address());
+    *info.mutable_attached_since() = TimeUtil::MillisecondsToTimestamp(absl::ToUnixMillis(m.attached_at));
+    *info.mutable_started_at() = TimeUtil::MillisecondsToTimestamp(m.hello.start_time_ms());
+    out.push_back(std::move(info));
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.id() < b.id(); });
+  return out;
+}
+
+}  // namespace switchboard::control

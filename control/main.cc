@@ -1,0 +1,85 @@
+// switchboard-control: reads flags and config, wires the parts, serves.
+#include <signal.h>
+
+#include <cstdio>
+#include <memory>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "common/config.h"
+#include "common/ids.h"
+#include "common/logging.h"
+#include "common/nats_client_impl.h"
+#include "common/timer_queue.h"
+#include "control/fleet.h"
+#include "control/scatter_gather.h"
+#include "control/services.h"
+#include "spdlog/spdlog.h"
+
+ABSL_FLAG(std::string, config, "config/switchboard.yaml", "config file (YAML)");
+ABSL_FLAG(std::string, log_level, "info", "trace|debug|info|warn|error|off");
+ABSL_FLAG(std::string, listen, "", "override control.listen (host:port; port 0 = OS chooses)");
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("switchboard-control --config=FILE");
+  absl::ParseCommandLine(argc, argv);
+  using namespace switchboard;
+
+  if (auto st = InitLogging(absl::GetFlag(FLAGS_log_level), "control"); !st.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(st.message()).c_str());
+    return 2;
+  }
+  auto config_or = LoadConfig(absl::GetFlag(FLAGS_config));
+  if (!config_or.ok()) {
+    std::fprintf(stderr, "config error: %s\n", std::string(config_or.status().message()).c_str());
+    return 2;
+  }
+  v1::Config config = *std::move(config_or);
+  if (!absl::GetFlag(FLAGS_listen).empty()) config.mutable_control()->set_listen(absl::GetFlag(FLAGS_listen));
+
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
+  auto bus_or = NatsClientImpl::Create(config.nats_url(), "switchboard-control");
+  if (!bus_or.ok()) {
+    spdlog::error("{}", std::string(bus_or.status().message()));
+    return 1;
+  }
+  auto bus = *std::move(bus_or);
+  TimerQueue timers;
+  control::Fleet fleet;
+  control::ScatterGather gather(bus.get(), &timers, [&fleet] { return fleet.LiveIds(); },
+                                "switchboard." + config.cluster() + ".gateways");
+  if (auto st = gather.Start(); !st.ok()) {
+    spdlog::error("{}", std::string(st.message()));
+    return 1;
+  }
+  control::ControlService control_service(config, &fleet, &gather);
+  control::RegistryService registry_service(&fleet, NewUuid());
+
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(config.control().listen(), grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&control_service);
+  builder.RegisterService(&registry_service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) {
+    spdlog::error("cannot listen on {}", config.control().listen());
+    return 1;
+  }
+  std::printf("READY port=%d\n", port);
+  std::fflush(stdout);
+  spdlog::info("control listening on {} (port {})", config.control().listen(), port);
+
+  int sig = 0;
+  sigwait(&sigs, &sig);
+  spdlog::info("signal {}: stopping", sig);
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  return 0;
+}

@@ -1,0 +1,109 @@
+#include "control/scatter_gather.h"
+
+#include <algorithm>
+
+#include "common/ids.h"
+#include "spdlog/spdlog.h"
+
+namespace switchboard::control {
+
+ScatterGather::ScatterGather(NatsClient* bus, TimerQueue* timers, LiveFn live, std::string subject)
+    : bus_(bus), timers_(timers), live_(std::move(live)), subject_(std::move(subject)) {}
+
+absl::Status ScatterGather::Start() {
+  inbox_ = bus_->NewInbox();
+  return bus_->Subscribe(inbox_ + ".*", [this](const std::string& subject, const std::string&,
+                                               const std::string& data) { OnReply(subject, data); });
+}
+
+size_t ScatterGather::in_flight() const {
+  absl::MutexLock lock(&mu_);
+  return pending_.size();
+}
+
+void ScatterGather::Call(v1::BusRequest request, absl::Time deadline, Done done) {
+  if (!bus_->Connected()) {
+    done(absl::UnavailableError("message bus unavailable"));
+    return;
+  }
+  const std::string request_id = NewUuid();
+  request.set_format_version(1);
+  request.set_request_id(request_id);
+  auto pending = std::make_shared<Pending>();
+  pending->asked = live_();
+  pending->done = std::move(done);
+  if (pending->asked.empty()) {
+    // Nobody to ask: an empty fleet answers completely, at once.
+    GatherResult result;
+    result.complete = true;
+    pending->done(std::move(result));
+    return;
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    pending_[request_id] = pending;
+  }
+  // Arm the deadline before publishing so a fast answer always finds it.
+  uint64_t timer = timers_->Schedule(deadline, [this, request_id] { Finish(request_id, true); });
+  {
+    absl::MutexLock lock(&mu_);
+    pending->timer = timer;
+  }
+  auto st = bus_->Publish(subject_, request.SerializeAsString(), inbox_ + "." + request_id);
+  if (!st.ok()) {
+    std::shared_ptr<Pending> p;
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = pending_.find(request_id);
+      if (it == pending_.end()) return;
+      p = it->second;
+      pending_.erase(it);
+    }
+    timers_->Cancel(timer);
+    p->done(absl::UnavailableError(std::string("message bus unavailable: ") + std::string(st.message())));
+  }
+}
+
+void ScatterGather::OnReply(const std::string& subject, const std::string& data) {
+  v1::BusReply reply;
+  if (!reply.ParseFromString(data) || reply.gateway_id().empty()) {
+    spdlog::warn("bus: malformed reply on {}", subject);
+    return;
+  }
+  const std::string request_id = reply.request_id();
+  bool all_in = false;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = pending_.find(request_id);
+    if (it == pending_.end()) return;  // late: the call already finished
+    auto& p = *it->second;
+    p.answers[reply.gateway_id()] = std::move(reply);
+    all_in = std::all_of(p.asked.begin(), p.asked.end(),
+                         [&p](const std::string& id) { return p.answers.count(id) > 0; });
+  }
+  if (all_in) Finish(request_id, false);
+}
+
+void ScatterGather::Finish(const std::string& request_id, bool timed_out) {
+  std::shared_ptr<Pending> p;
+  uint64_t timer = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = pending_.find(request_id);
+    if (it == pending_.end()) return;  // the other path finished it
+    p = it->second;
+    timer = p->timer;
+    pending_.erase(it);
+  }
+  if (!timed_out && timer != 0) timers_->Cancel(timer);
+  GatherResult result;
+  result.asked = p->asked;
+  result.answers = std::move(p->answers);
+  for (const auto& id : result.asked) {
+    if (result.answers.count(id) == 0) result.missing.push_back(id);
+  }
+  result.complete = result.missing.empty();
+  p->done(std::move(result));
+}
+
+}  // namespace switchboard::control

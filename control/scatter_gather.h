@@ -1,0 +1,62 @@
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/nats_client.h"
+#include "common/timer_queue.h"
+#include "switchboard/v1/bus.pb.h"
+
+namespace switchboard::control {
+
+struct GatherResult {
+  std::vector<std::string> asked;     // live gateways when the call started
+  std::map<std::string, v1::BusReply> answers;  // by gateway ID (may include unasked ones)
+  std::vector<std::string> missing;   // asked but did not answer in time
+  bool complete = false;              // every asked gateway answered
+};
+
+// Broadcasts one request to every gateway over the bus and gathers the
+// answers until each gateway live at the start has answered or the deadline
+// passes; then calls `done` exactly once, on a bus or timer thread. Never
+// waits on the network itself. Thread-safe.
+class ScatterGather {
+ public:
+  using Done = std::function<void(absl::StatusOr<GatherResult>)>;
+  using LiveFn = std::function<std::vector<std::string>()>;
+
+  ScatterGather(NatsClient* bus, TimerQueue* timers, LiveFn live, std::string subject);
+  // Subscribes to this replica's reply inbox.
+  absl::Status Start();
+
+  void Call(v1::BusRequest request, absl::Time deadline, Done done);
+
+  size_t in_flight() const;
+
+ private:
+  struct Pending {
+    std::vector<std::string> asked;
+    std::map<std::string, v1::BusReply> answers;
+    Done done;
+    uint64_t timer = 0;
+  };
+  void OnReply(const std::string& subject, const std::string& data);
+  void Finish(const std::string& request_id, bool timed_out);
+
+  NatsClient* bus_;
+  TimerQueue* timers_;
+  LiveFn live_;
+  const std::string subject_;
+  std::string inbox_;
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, std::shared_ptr<Pending>> pending_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace switchboard::control

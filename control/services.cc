@@ -1,0 +1,201 @@
+#include "control/services.h"
+
+#include <chrono>
+
+#include "common/grpc_status.h"
+#include "control/api_logic.h"
+#include "spdlog/spdlog.h"
+
+namespace switchboard::control {
+namespace {
+
+std::string Metadata(grpc::CallbackServerContext* ctx, const std::string& key) {
+  const auto& md = ctx->client_metadata();
+  auto it = md.find(key);
+  if (it == md.end()) return "";
+  return std::string(it->second.data(), it->second.size());
+}
+
+// Answers a partial result a little before the caller's deadline, so the
+// caller gets `complete=false` instead of DEADLINE_EXCEEDED.
+absl::Duration Margin(absl::Duration remaining) {
+  return std::min(absl::Milliseconds(100), remaining / 10);
+}
+
+}  // namespace
+
+absl::Status ControlService::Authenticate(grpc::CallbackServerContext* ctx) const {
+  return CheckApiKey(config_, Metadata(ctx, "authorization"), Metadata(ctx, "x-api-key"));
+}
+
+absl::Time ControlService::GatherDeadline(grpc::CallbackServerContext* ctx) const {
+  absl::Time now = absl::Now();
+  absl::Time fallback = now + absl::Milliseconds(config_.control().default_timeout_ms());
+  auto deadline = ctx->deadline();
+  if (deadline >= std::chrono::system_clock::time_point::max() - std::chrono::hours(24 * 365)) return fallback;
+  absl::Time caller = absl::FromChrono(deadline);
+  absl::Duration remaining = caller - now;
+  if (remaining <= absl::ZeroDuration()) return now;
+  return caller - Margin(remaining);
+}
+
+grpc::ServerUnaryReactor* ControlService::UserConnections(grpc::CallbackServerContext* ctx,
+                                                          const v1::UserConnectionsRequest* req,
+                                                          v1::UserConnectionsResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  absl::Status st = Authenticate(ctx);
+  if (st.ok()) st = ValidateUserConnections(config_, *req);
+  if (!st.ok()) {
+    reactor->Finish(ToGrpcStatus(st));
+    return reactor;
+  }
+  v1::BusRequest bus_req;
+  bus_req.mutable_user_query()->set_app_id(req->app_id());
+  bus_req.mutable_user_query()->set_user_id(req->user_id());
+  gather_->Call(std::move(bus_req), GatherDeadline(ctx), [reactor, resp](absl::StatusOr<GatherResult> r) {
+    if (!r.ok()) {
+      reactor->Finish(ToGrpcStatus(r.status()));
+      return;
+    }
+    FillUserConnections(*r, resp);
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ControlService::TerminateUser(grpc::CallbackServerContext* ctx,
+                                                        const v1::TerminateUserRequest* req,
+                                                        v1::TerminateUserResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  absl::Status st = Authenticate(ctx);
+  if (st.ok()) st = ValidateTerminateUser(config_, *req);
+  if (!st.ok()) {
+    reactor->Finish(ToGrpcStatus(st));
+    return reactor;
+  }
+  v1::BusRequest bus_req;
+  auto* t = bus_req.mutable_terminate();
+  t->set_app_id(req->app_id());
+  t->set_user_id(req->user_id());
+  *t->mutable_except_client_ids() = req->except_client_ids();
+  t->set_code(req->code());
+  t->set_reason(req->reason());
+  gather_->Call(std::move(bus_req), GatherDeadline(ctx), [reactor, resp](absl::StatusOr<GatherResult> r) {
+    if (!r.ok()) {
+      reactor->Finish(ToGrpcStatus(r.status()));
+      return;
+    }
+    FillTerminateUser(*r, resp);
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ControlService::Disconnect(grpc::CallbackServerContext* ctx,
+                                                     const v1::DisconnectRequest* req,
+                                                     v1::DisconnectResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  absl::Status st = Authenticate(ctx);
+  if (st.ok()) st = ValidateDisconnect(config_, *req);
+  if (!st.ok()) {
+    reactor->Finish(ToGrpcStatus(st));
+    return reactor;
+  }
+  v1::BusRequest bus_req;
+  auto* d = bus_req.mutable_disconnect();
+  d->set_app_id(req->app_id());
+  d->set_client_id(req->client_id());
+  d->set_code(req->code());
+  d->set_reason(req->reason());
+  gather_->Call(std::move(bus_req), GatherDeadline(ctx), [reactor, resp](absl::StatusOr<GatherResult> r) {
+    if (!r.ok()) {
+      reactor->Finish(ToGrpcStatus(r.status()));
+      return;
+    }
+    FillDisconnect(*r, resp);
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ControlService::ListGateways(grpc::CallbackServerContext* ctx,
+                                                       const v1::ListGatewaysRequest*,
+                                                       v1::ListGatewaysResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  absl::Status st = Authenticate(ctx);
+  if (!st.ok()) {
+    reactor->Finish(ToGrpcStatus(st));
+    return reactor;
+  }
+  for (auto& g : fleet_->List()) *resp->add_gateways() = std::move(g);
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+namespace {
+
+class AttachReactor final : public grpc::ServerBidiReactor<v1::GatewayMessage, v1::ControlMessage> {
+ public:
+  AttachReactor(Fleet* fleet, const std::string& control_id) : fleet_(fleet) {
+    welcome_.mutable_welcome()->set_control_id(control_id);
+    StartRead(&in_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status::OK);
+      return;
+    }
+    switch (in_.kind_case()) {
+      case v1::GatewayMessage::kHello:
+        if (!gateway_id_.empty() || in_.hello().gateway_id().empty()) {
+          Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "one hello with a gateway_id first"));
+          return;
+        }
+        gateway_id_ = in_.hello().gateway_id();
+        token_ = fleet_->Attach(in_.hello(), absl::Now());
+        spdlog::info("gateway {} attached ({})", gateway_id_, in_.hello().address());
+        StartWrite(&welcome_);
+        break;
+      case v1::GatewayMessage::kSnapshot:
+        if (token_) fleet_->ApplySnapshot(gateway_id_, token_, in_.snapshot());
+        break;
+      case v1::GatewayMessage::kDelta:
+        if (token_) fleet_->ApplyDelta(gateway_id_, token_, in_.delta());
+        break;
+      default:
+        break;
+    }
+    if (gateway_id_.empty()) {
+      Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "hello must come first"));
+      return;
+    }
+    StartRead(&in_);
+  }
+
+  void OnWriteDone(bool) override {}
+
+  void OnDone() override {
+    if (token_) {
+      fleet_->Detach(gateway_id_, token_);
+      spdlog::info("gateway {} detached", gateway_id_);
+    }
+    delete this;
+  }
+
+ private:
+  Fleet* fleet_;
+  v1::GatewayMessage in_;
+  v1::ControlMessage welcome_;
+  std::string gateway_id_;
+  uint64_t token_ = 0;
+};
+
+}  // namespace
+
+grpc::ServerBidiReactor<v1::GatewayMessage, v1::ControlMessage>* RegistryService::Attach(
+    grpc::CallbackServerContext*) {
+  return new AttachReactor(fleet_, control_id_);
+}
+
+}  // namespace switchboard::control

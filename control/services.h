@@ -1,0 +1,56 @@
+#pragma once
+
+#include <atomic>
+#include <string>
+
+#include "control/fleet.h"
+#include "control/scatter_gather.h"
+#include "switchboard/v1/config.pb.h"
+#include "switchboard/v1/control.grpc.pb.h"
+#include "switchboard/v1/registry.grpc.pb.h"
+
+namespace switchboard::control {
+
+// The public API: a thin translator from gRPC to the plain classes. Each call
+// checks auth and arguments, starts a scatter-gather and returns at once; the
+// reactor finishes from a bus or timer thread.
+class ControlService final : public v1::Control::CallbackService {
+ public:
+  ControlService(const v1::Config& config, Fleet* fleet, ScatterGather* gather)
+      : config_(config), fleet_(fleet), gather_(gather) {}
+
+  grpc::ServerUnaryReactor* UserConnections(grpc::CallbackServerContext* ctx,
+                                            const v1::UserConnectionsRequest* req,
+                                            v1::UserConnectionsResponse* resp) override;
+  grpc::ServerUnaryReactor* TerminateUser(grpc::CallbackServerContext* ctx,
+                                          const v1::TerminateUserRequest* req,
+                                          v1::TerminateUserResponse* resp) override;
+  grpc::ServerUnaryReactor* Disconnect(grpc::CallbackServerContext* ctx, const v1::DisconnectRequest* req,
+                                       v1::DisconnectResponse* resp) override;
+  grpc::ServerUnaryReactor* ListGateways(grpc::CallbackServerContext* ctx,
+                                         const v1::ListGatewaysRequest* req,
+                                         v1::ListGatewaysResponse* resp) override;
+
+ private:
+  absl::Status Authenticate(grpc::CallbackServerContext* ctx) const;
+  absl::Time GatherDeadline(grpc::CallbackServerContext* ctx) const;
+
+  const v1::Config& config_;
+  Fleet* fleet_;
+  ScatterGather* gather_;
+};
+
+// Gateways attach here; each stream is a reactor that owns its state and
+// deletes itself when done. Fleet membership follows the stream.
+class RegistryService final : public v1::Registry::CallbackService {
+ public:
+  RegistryService(Fleet* fleet, std::string control_id) : fleet_(fleet), control_id_(std::move(control_id)) {}
+  grpc::ServerBidiReactor<v1::GatewayMessage, v1::ControlMessage>* Attach(
+      grpc::CallbackServerContext* ctx) override;
+
+ private:
+  Fleet* fleet_;
+  std::string control_id_;
+};
+
+}  // namespace switchboard::control

@@ -1,0 +1,42 @@
+#include "gateway/centrifuge_codec.h"
+
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace switchboard::gateway {
+
+absl::StatusOr<std::vector<v1::ClientCommand>> CentrifugeJsonCodec::DecodeCommands(
+    std::string_view frame) {
+  std::vector<v1::ClientCommand> out;
+  google::protobuf::util::JsonParseOptions opts;
+  opts.ignore_unknown_fields = true;
+  size_t start = 0;
+  while (start <= frame.size()) {
+    size_t end = frame.find('\n', start);
+    if (end == std::string_view::npos) end = frame.size();
+    std::string_view line = frame.substr(start, end - start);
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.remove_suffix(1);
+    if (!line.empty()) {
+      if (line.front() != '{') return absl::InvalidArgumentError("command is not a JSON object");
+      v1::ClientCommand cmd;
+      auto st = google::protobuf::util::JsonStringToMessage(
+          google::protobuf::StringPiece(line.data(), line.size()), &cmd, opts);
+      if (!st.ok()) return absl::InvalidArgumentError(absl::StrCat("bad command: ", st.message().as_string()));
+      out.push_back(std::move(cmd));
+    }
+    start = end + 1;
+  }
+  if (out.empty()) return absl::InvalidArgumentError("empty frame");
+  return out;
+}
+
+std::string CentrifugeJsonCodec::EncodeReply(const v1::ClientReply& reply) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions opts;
+  opts.preserve_proto_field_names = true;
+  // A reply built by the gateway always serialises.
+  (void)google::protobuf::util::MessageToJsonString(reply, &out, opts);
+  return out;
+}
+
+}  // namespace switchboard::gateway

@@ -1,0 +1,74 @@
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "common/dispatcher.h"
+#include "gateway/transport.h"
+#include "switchboard/v1/registry.pb.h"
+
+namespace grpc {
+class ClientContext;
+}
+
+namespace switchboard::gateway {
+
+// Keeps this gateway attached to one control replica: hello, a full snapshot
+// on every (re)attach, then batched opened/closed deltas; reconnects with
+// capped exponential backoff. Session events arrive on the loop thread and
+// are only queued here; the gRPC work runs on the link's own threads.
+class ControlLink final : public SessionObserver {
+ public:
+  using SnapshotFn = std::function<std::vector<v1::SessionRecord>()>;  // runs on the loop
+  ControlLink(std::string address, v1::GatewayHello hello, Dispatcher* loop, SnapshotFn snapshot);
+  ~ControlLink() override;
+
+  void Start();
+  // Ends the stream (the control service drops this gateway) and joins.
+  void Stop();
+  bool attached() const { return attached_.load(); }
+
+  void OnSessionOpened(const v1::SessionRecord& record) override;
+  void OnSessionClosed(const std::string& client_id) override;
+
+ private:
+  void Run();
+  // One attach attempt; returns when the stream breaks or Stop() is called.
+  void AttachOnce();
+  bool TakeSnapshot(v1::SessionSnapshot* out);
+
+  const std::string address_;
+  const v1::GatewayHello hello_;
+  Dispatcher* loop_;
+  SnapshotFn snapshot_;
+  std::atomic<bool> attached_{false};
+
+  absl::Mutex mu_;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  bool broken_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::ClientContext* ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
+  v1::SessionDelta pending_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;
+};
+
+// Fans session events out to every link (one per control replica).
+class SessionObserverList final : public SessionObserver {
+ public:
+  void Add(SessionObserver* o) { observers_.push_back(o); }
+  void OnSessionOpened(const v1::SessionRecord& r) override {
+    for (auto* o : observers_) o->OnSessionOpened(r);
+  }
+  void OnSessionClosed(const std::string& id) override {
+    for (auto* o : observers_) o->OnSessionClosed(id);
+  }
+
+ private:
+  std::vector<SessionObserver*> observers_;
+};
+
+}  // namespace switchboard::gateway

@@ -1,0 +1,155 @@
+// switchboard-gateway: reads flags and config, wires the parts, runs the loop.
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <future>
+#include <memory>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "common/config.h"
+#include "common/ids.h"
+#include "common/logging.h"
+#include "common/nats_client_impl.h"
+#include "gateway/bus_handler.h"
+#include "gateway/centrifuge_codec.h"
+#include "gateway/control_link.h"
+#include "gateway/hub.h"
+#include "gateway/ws_server.h"
+#include "spdlog/spdlog.h"
+
+ABSL_FLAG(std::string, config, "config/switchboard.yaml", "config file (YAML)");
+ABSL_FLAG(std::string, log_level, "info", "trace|debug|info|warn|error|off");
+ABSL_FLAG(int, port, -1, "override gateway.port (0 = OS chooses)");
+ABSL_FLAG(std::string, listen_host, "", "override gateway.listen_host");
+ABSL_FLAG(std::string, id, "", "gateway ID (default: hostname-port)");
+ABSL_FLAG(int, drain_ms, 2000, "on SIGTERM, how long to wait for clients to go");
+
+namespace {
+
+constexpr char kVersion[] = "0.1.0";
+
+// Asks the loop a question and waits for the answer (not on the loop thread).
+template <typename T>
+bool AskLoop(switchboard::Dispatcher* loop, std::function<T()> fn, T* out) {
+  auto p = std::make_shared<std::promise<T>>();
+  auto f = p->get_future();
+  loop->Post([p, fn] { p->set_value(fn()); });
+  if (f.wait_for(std::chrono::seconds(2)) != std::future_status::ready) return false;
+  *out = f.get();
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("switchboard-gateway --config=FILE");
+  absl::ParseCommandLine(argc, argv);
+  using namespace switchboard;
+
+  if (auto st = InitLogging(absl::GetFlag(FLAGS_log_level), "gateway"); !st.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(st.message()).c_str());
+    return 2;
+  }
+  auto config_or = LoadConfig(absl::GetFlag(FLAGS_config));
+  if (!config_or.ok()) {
+    std::fprintf(stderr, "config error: %s\n", std::string(config_or.status().message()).c_str());
+    return 2;
+  }
+  v1::Config config = *std::move(config_or);
+  if (absl::GetFlag(FLAGS_port) >= 0) config.mutable_gateway()->set_port(absl::GetFlag(FLAGS_port));
+  if (!absl::GetFlag(FLAGS_listen_host).empty()) {
+    config.mutable_gateway()->set_listen_host(absl::GetFlag(FLAGS_listen_host));
+  }
+
+  // Signals go to one waiting thread, never to the loop.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  gateway::WsServer::Options ws_opts;
+  ws_opts.host = config.gateway().listen_host();
+  ws_opts.port = static_cast<int>(config.gateway().port());
+  ws_opts.max_message_bytes = config.gateway().max_message_bytes();
+  ws_opts.outbox_limit = config.gateway().outbox_limit();
+  ws_opts.max_connections = config.gateway().max_sessions() + 500;  // room to refuse politely
+  auto server_or = gateway::WsServer::Create(ws_opts);
+  if (!server_or.ok()) {
+    spdlog::error("{}", std::string(server_or.status().message()));
+    return 1;
+  }
+  auto server = *std::move(server_or);
+
+  std::string gateway_id = absl::GetFlag(FLAGS_id);
+  if (gateway_id.empty()) {
+    char host[256] = {0};
+    gethostname(host, sizeof(host) - 1);
+    gateway_id = absl::StrCat(host, "-", server->port());
+  }
+
+  auto bus_or = NatsClientImpl::Create(config.nats_url(), "switchboard-gateway " + gateway_id);
+  if (!bus_or.ok()) {
+    spdlog::error("{}", std::string(bus_or.status().message()));
+    return 1;
+  }
+  auto bus = *std::move(bus_or);
+
+  v1::GatewayHello hello;
+  hello.set_gateway_id(gateway_id);
+  hello.set_version(kVersion);
+  hello.set_start_time_ms(NowUnixMs());
+  hello.set_address(absl::StrCat(config.gateway().listen_host(), ":", server->port()));
+
+  gateway::SessionObserverList observers;
+  std::unique_ptr<gateway::Hub> hub;
+  std::vector<std::unique_ptr<gateway::ControlLink>> links;
+  for (const auto& addr : config.control().addresses()) {
+    links.push_back(std::make_unique<gateway::ControlLink>(addr, hello, server.get(),
+                                                           [&hub] { return hub->Snapshot(); }));
+    observers.Add(links.back().get());
+  }
+  hub = std::make_unique<gateway::Hub>(config, gateway_id, server.get(), &observers);
+  server->set_hub(hub.get());
+
+  gateway::BusHandler bus_handler(bus.get(), server.get(), hub.get());
+  if (auto st = bus_handler.Start(config.cluster()); !st.ok()) {
+    spdlog::error("{}", std::string(st.message()));
+    return 1;
+  }
+  for (auto& link : links) link->Start();
+
+  std::thread signal_thread([&] {
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    spdlog::info("signal {}: draining", sig);
+    gateway::WsServer* srv = server.get();
+    gateway::Hub* h = hub.get();
+    srv->Post([srv, h] {
+      srv->StopAccepting();
+      h->CloseAll(gateway::close_code::kShutdown, "shutdown");
+    });
+    absl::Time deadline = absl::Now() + absl::Milliseconds(absl::GetFlag(FLAGS_drain_ms));
+    size_t left = 1;
+    while (absl::Now() < deadline) {
+      if (!AskLoop<size_t>(srv, [srv] { return srv->connection_count(); }, &left) || left == 0) break;
+      absl::SleepFor(absl::Milliseconds(20));  // polling the loop, not synchronising a test
+    }
+    for (auto& link : links) link->Stop();
+    spdlog::info("gateway drained ({} connections left), exiting", left);
+    std::_Exit(0);  // the lws/uv context goes with the process
+  });
+
+  std::printf("READY gateway_id=%s port=%d\n", gateway_id.c_str(), server->port());
+  std::fflush(stdout);
+  spdlog::info("gateway {} listening on {}:{}", gateway_id, config.gateway().listen_host(), server->port());
+  server->Run();
+  signal_thread.join();
+  return 0;
+}

@@ -1,0 +1,228 @@
+#include "gateway/ws_server.h"
+
+#include <libwebsockets.h>
+
+#include <cstring>
+
+#include "gateway/centrifuge_codec.h"
+#include "spdlog/spdlog.h"
+
+namespace switchboard::gateway {
+namespace {
+
+constexpr char kWebSocketPath[] = "/connection/websocket";
+
+std::string HeaderUri(lws* wsi) {
+  char buf[1024];
+  int n = lws_hdr_copy(wsi, buf, sizeof(buf), WSI_TOKEN_GET_URI);
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<WsServer>> WsServer::Create(const Options& options) {
+  std::unique_ptr<WsServer> server(new WsServer(options));
+  // lws keeps pointers to these for the context's lifetime.
+  static const lws_protocols kProtocols[] = {
+      {"switchboard",
+       [](lws* wsi, lws_callback_reasons reason, void* user, void* in, size_t len) {
+         return WsServer::Callback(wsi, static_cast<int>(reason), user, in, len);
+       },
+       sizeof(ConnId), 0, 0, nullptr, 0},
+      {nullptr, nullptr, 0, 0, 0, nullptr, 0}};
+
+  lws_set_log_level(LLL_ERR, nullptr);
+  lws_context_creation_info info;
+  std::memset(&info, 0, sizeof(info));
+  info.port = options.port;
+  info.iface = server->options_.host.c_str();
+  info.protocols = kProtocols;
+  info.user = server.get();
+  info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_VALIDATE_UTF8 |
+                 LWS_SERVER_OPTION_UV_NO_SIGSEGV_SIGFPE_SPIN;
+  info.timeout_secs = 10;
+  server->context_ = lws_create_context(&info);
+  if (server->context_ == nullptr) {
+    return absl::UnavailableError("cannot start the WebSocket server on " + options.host + ":" +
+                                  std::to_string(options.port));
+  }
+  lws_vhost* vh = lws_get_vhost_by_name(server->context_, "default");
+  server->port_ = vh ? lws_get_vhost_listen_port(vh) : options.port;
+  if (server->port_ <= 0) return absl::UnavailableError("WebSocket server has no listening port");
+  return server;
+}
+
+WsServer::~WsServer() {
+  if (context_ != nullptr) lws_context_destroy(context_);
+}
+
+void WsServer::Run() {
+  // With the libuv event library lws_service() runs the loop until the
+  // context goes away; the process exits from its signal thread.
+  while (lws_service(context_, 0) >= 0) {
+  }
+}
+
+void WsServer::StopAccepting() { stopping_ = true; }
+
+void WsServer::Post(std::function<void()> fn) {
+  {
+    absl::MutexLock lock(&post_mu_);
+    posted_.push_back(std::move(fn));
+  }
+  lws_cancel_service(context_);
+}
+
+void WsServer::RunPosted() {
+  std::vector<std::function<void()>> batch;
+  {
+    absl::MutexLock lock(&post_mu_);
+    batch.swap(posted_);
+  }
+  for (auto& fn : batch) fn();
+}
+
+bool WsServer::Send(ConnId id, std::string frame, bool binary) {
+  auto it = peers_.find(id);
+  if (it == peers_.end() || it->second.closing) return false;
+  Peer& peer = it->second;
+  if (peer.outbox.size() >= options_.outbox_limit) {
+    spdlog::warn("conn {}: outbox full ({} frames), closing as slow", id, peer.outbox.size());
+    Close(id, close_code::kSlow, "slow");
+    return false;
+  }
+  std::string buf(LWS_PRE, '\0');
+  buf += frame;
+  peer.outbox.push_back({std::move(buf), binary});
+  lws_callback_on_writable(peer.wsi);
+  return true;
+}
+
+void WsServer::Close(ConnId id, int code, const std::string& reason) {
+  auto it = peers_.find(id);
+  if (it == peers_.end() || it->second.closing) return;
+  it->second.closing = true;
+  it->second.close_code = code;
+  it->second.close_reason = reason;
+  lws_callback_on_writable(it->second.wsi);
+}
+
+void WsServer::ArmTimer(ConnId id, absl::Duration after) {
+  auto it = peers_.find(id);
+  if (it == peers_.end()) return;
+  lws_set_timer_usecs(it->second.wsi, absl::ToInt64Microseconds(after));
+}
+
+int WsServer::Callback(lws* wsi, int reason, void* user, void* in, size_t len) {
+  lws_context* ctx = lws_get_context(wsi);
+  auto* self = ctx ? static_cast<WsServer*>(lws_context_user(ctx)) : nullptr;
+  if (self == nullptr) return 0;
+  return self->HandleEvent(wsi, reason, static_cast<ConnId*>(user), in, len);
+}
+
+int WsServer::OnWritable(lws* wsi, ConnId id) {
+  auto it = peers_.find(id);
+  if (it == peers_.end()) return -1;
+  Peer& peer = it->second;
+  if (!peer.outbox.empty()) {
+    Peer::Frame& f = peer.outbox.front();
+    size_t n = f.buf.size() - LWS_PRE;
+    int wrote = lws_write(wsi, reinterpret_cast<unsigned char*>(&f.buf[LWS_PRE]), n,
+                          f.binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
+    if (wrote < static_cast<int>(n)) return -1;
+    peer.outbox.pop_front();
+    if (!peer.outbox.empty() || peer.closing) lws_callback_on_writable(wsi);
+    return 0;
+  }
+  if (peer.closing) {
+    std::string reason = peer.close_reason.substr(0, 120);
+    lws_close_reason(wsi, static_cast<lws_close_status>(peer.close_code),
+                     reinterpret_cast<unsigned char*>(reason.data()), reason.size());
+    return -1;
+  }
+  return 0;
+}
+
+int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t len) {
+  switch (reason) {
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+      RunPosted();
+      return 0;
+
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
+      if (HeaderUri(wsi) != kWebSocketPath) return 1;
+      if (stopping_ || peers_.size() >= options_.max_connections) return 1;
+      return 0;
+    }
+
+    case LWS_CALLBACK_ESTABLISHED: {
+      ConnId id = next_id_++;
+      *pss = id;
+      Peer& peer = peers_[id];
+      peer.wsi = wsi;
+      ConnectionMeta meta;
+      char buf[256];
+      lws_get_peer_simple(wsi, buf, sizeof(buf));
+      meta.remote_addr = buf;
+      char arg[256];
+      if (const char* app = lws_get_urlarg_by_name(wsi, "app=", arg, sizeof(arg))) meta.app_id = app;
+      meta.transport = "websocket";
+      meta.protocol = "json";
+      hub_->OnOpen(id, std::move(meta));
+      return 0;
+    }
+
+    case LWS_CALLBACK_RECEIVE: {
+      ConnId id = *pss;
+      auto it = peers_.find(id);
+      if (it == peers_.end() || it->second.closing) return 0;
+      Peer& peer = it->second;
+      if (!peer.rx_oversized) {
+        if (peer.rx.size() + len > options_.max_message_bytes) {
+          peer.rx_oversized = true;
+          peer.rx.clear();
+          hub_->OnOversizedFrame(id);
+        } else {
+          peer.rx.append(static_cast<const char*>(in), len);
+        }
+      }
+      if (lws_is_final_fragment(wsi)) {
+        if (!peer.rx_oversized) {
+          std::string frame;
+          frame.swap(peer.rx);
+          hub_->OnFrame(id, frame, lws_frame_is_binary(wsi) != 0);
+        }
+        peer.rx_oversized = false;
+      }
+      return 0;
+    }
+
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+      return OnWritable(wsi, *pss);
+
+    case LWS_CALLBACK_TIMER:
+      if (*pss != 0) hub_->OnTimer(*pss);
+      return 0;
+
+    case LWS_CALLBACK_CLOSED: {
+      ConnId id = *pss;
+      if (peers_.erase(id) > 0) hub_->OnClosed(id);
+      return 0;
+    }
+
+    case LWS_CALLBACK_HTTP: {
+      std::string uri = HeaderUri(wsi);
+      if (uri == "/healthz") {
+        if (lws_return_http_status(wsi, HTTP_STATUS_OK, "ok")) return -1;
+      } else {
+        if (lws_return_http_status(wsi, HTTP_STATUS_NOT_FOUND, "not found")) return -1;
+      }
+      return lws_http_transaction_completed(wsi) ? -1 : 0;
+    }
+
+    default:
+      return lws_callback_http_dummy(wsi, static_cast<lws_callback_reasons>(reason), pss, in, len);
+  }
+}
+
+}  // namespace switchboard::gateway

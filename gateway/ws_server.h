@@ -1,0 +1,87 @@
+#pragma once
+
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "common/dispatcher.h"
+#include "gateway/hub.h"
+#include "gateway/transport.h"
+
+struct lws;
+struct lws_context;
+
+namespace switchboard::gateway {
+
+// The only code that touches libwebsockets. Owns the event loop (libuv), every
+// `lws*` and every outbox. Post() is the one thread-safe door; everything else
+// runs on the loop thread, inside Run().
+class WsServer final : public Transport, public Dispatcher {
+ public:
+  struct Options {
+    std::string host = "127.0.0.1";
+    int port = 0;  // 0: the OS chooses; see port()
+    size_t max_message_bytes = 65536;
+    size_t outbox_limit = 256;
+    size_t max_connections = 18000;
+  };
+  static absl::StatusOr<std::unique_ptr<WsServer>> Create(const Options& options);
+  ~WsServer() override;
+
+  void set_hub(Hub* hub) { hub_ = hub; }
+  int port() const { return port_; }
+
+  // Runs the loop; does not return while the server is up.
+  void Run();
+  // Refuse new WebSocket upgrades (drain). Loop thread.
+  void StopAccepting();
+
+  // Transport (loop thread).
+  bool Send(ConnId conn, std::string frame, bool binary) override;
+  void Close(ConnId conn, int code, const std::string& reason) override;
+  void ArmTimer(ConnId conn, absl::Duration after) override;
+
+  // Dispatcher (any thread).
+  void Post(std::function<void()> fn) override;
+
+  size_t connection_count() const { return peers_.size(); }
+
+ private:
+  struct Peer {
+    lws* wsi = nullptr;
+    struct Frame {
+      std::string buf;  // LWS_PRE bytes of headroom, then the payload
+      bool binary;
+    };
+    std::deque<Frame> outbox;
+    std::string rx;
+    bool rx_oversized = false;
+    bool closing = false;
+    int close_code = 1000;
+    std::string close_reason;
+  };
+
+  explicit WsServer(const Options& options) : options_(options) {}
+  static int Callback(lws* wsi, int reason, void* user, void* in, size_t len);
+  int HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t len);
+  int OnWritable(lws* wsi, ConnId id);
+  void RunPosted();
+
+  Options options_;
+  lws_context* context_ = nullptr;
+  int port_ = 0;
+  Hub* hub_ = nullptr;
+  ConnId next_id_ = 1;
+  absl::flat_hash_map<ConnId, Peer> peers_;
+  bool stopping_ = false;
+
+  absl::Mutex post_mu_;
+  std::vector<std::function<void()>> posted_ ABSL_GUARDED_BY(post_mu_);
+};
+
+}  // namespace switchboard::gateway
