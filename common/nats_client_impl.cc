@@ -86,10 +86,11 @@ void NatsClientImpl::SendLoop() {
       batch.swap(queue_);
     }
     for (const auto& m : batch) {
-      natsStatus s = natsConnection_PublishRequest(conn_, m.subject.c_str(),
-                                                   m.reply.empty() ? nullptr : m.reply.c_str(),
-                                                   m.data.data(), static_cast<int>(m.data.size()));
-      if (s == NATS_OK && m.reply.empty()) continue;
+      const int len = static_cast<int>(m.data.size());
+      natsStatus s = m.reply.empty()
+                         ? natsConnection_Publish(conn_, m.subject.c_str(), m.data.data(), len)
+                         : natsConnection_PublishRequest(conn_, m.subject.c_str(), m.reply.c_str(),
+                                                         m.data.data(), len);
       if (s != NATS_OK) spdlog::warn("nats: publish to {} failed: {}", m.subject, natsStatus_GetText(s));
     }
   }

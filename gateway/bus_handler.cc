@@ -22,7 +22,9 @@ void BusHandler::OnMessage(const std::string& reply_to, const std::string& data)
     if (malformed_.fetch_add(1) == 0) spdlog::warn("bus: dropping malformed request");
     return;
   }
+  spdlog::debug("bus: request {} -> {}", request->request_id(), reply_to);
   loop_->Post([this, request, reply_to] {
+    spdlog::debug("bus: handling {}", request->request_id());
     v1::BusReply reply = hub_->HandleBusRequest(*request);
     auto st = bus_->Publish(reply_to, reply.SerializeAsString());
     if (!st.ok()) spdlog::warn("bus: reply not sent: {}", std::string(st.message()));

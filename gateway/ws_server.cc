@@ -31,7 +31,7 @@ absl::StatusOr<std::unique_ptr<WsServer>> WsServer::Create(const Options& option
        sizeof(ConnId), 0, 0, nullptr, 0},
       {nullptr, nullptr, 0, 0, 0, nullptr, 0}};
 
-  lws_set_log_level(LLL_ERR, nullptr);
+  lws_set_log_level(getenv("SB_LWS_DEBUG") ? 0xfff : LLL_ERR, nullptr);
   lws_context_creation_info info;
   std::memset(&info, 0, sizeof(info));
   info.port = options.port;
@@ -134,11 +134,22 @@ int WsServer::OnWritable(lws* wsi, ConnId id) {
     if (!peer.outbox.empty() || peer.closing) lws_callback_on_writable(wsi);
     return 0;
   }
-  if (peer.closing) {
-    std::string reason = peer.close_reason.substr(0, 120);
-    lws_close_reason(wsi, static_cast<lws_close_status>(peer.close_code),
-                     reinterpret_cast<unsigned char*>(reason.data()), reason.size());
-    return -1;
+  if (peer.closing && !peer.close_sent) {
+    // Write the close frame ourselves: with the libuv event library, lws 4.1
+    // drops the socket before sending the frame set by lws_close_reason().
+    std::string buf(LWS_PRE, '\0');
+    buf.push_back(static_cast<char>((peer.close_code >> 8) & 0xFF));
+    buf.push_back(static_cast<char>(peer.close_code & 0xFF));
+    buf += peer.close_reason.substr(0, 120);
+    size_t n = buf.size() - LWS_PRE;
+    if (lws_write(wsi, reinterpret_cast<unsigned char*>(&buf[LWS_PRE]), n, static_cast<lws_write_protocol>(4) /* close opcode; lws keeps the name private */) < static_cast<int>(n)) {
+      return -1;
+    }
+    peer.close_sent = true;
+    // The client answers with its own close and lws finishes; a client that
+    // does not is dropped after this.
+    lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_ACK, 3);
+    return 0;
   }
   return 0;
 }

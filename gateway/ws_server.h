@@ -62,6 +62,7 @@ class WsServer final : public Transport, public Dispatcher {
     std::string rx;
     bool rx_oversized = false;
     bool closing = false;
+    bool close_sent = false;
     int close_code = 1000;
     std::string close_reason;
   };

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs every system package Switchboard needs (Debian 12), then the
+# node test clients. Idempotent: only missing packages are installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PKGS=(
+  build-essential cmake pkg-config ccache git curl ca-certificates
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libabsl-dev libwebsockets-dev libwebsockets-evlib-uv libuv1-dev
+  libnats-dev nats-server libjwt-dev libyaml-cpp-dev libspdlog-dev
+  nlohmann-json3-dev libssl-dev libgtest-dev libgmock-dev
+  python3 python3-grpcio python3-protobuf python3-jwt
+  nodejs npm
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+# node/npm may come from outside Debian (already on PATH): do not replace them.
+if command -v node >/dev/null && command -v npm >/dev/null; then
+  tmp=()
+  for p in "${missing[@]}"; do [[ "$p" == nodejs || "$p" == npm ]] || tmp+=("$p"); done
+  missing=("${tmp[@]+"${tmp[@]}"}")
+fi
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if [[ -f tests/integration/node/package.json ]]; then
+  if [[ ! -d tests/integration/node/node_modules ]] || \
+     [[ tests/integration/node/package-lock.json -nt tests/integration/node/node_modules ]]; then
+    (cd tests/integration/node && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+fi

@@ -1,0 +1,211 @@
+"""Starts a real Switchboard cluster for tests: nats-server, control, gateways
+on OS-chosen ports, and the node driver for real client SDKs. Every wait has a
+deadline; every process is stopped by its PID."""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+GOOGLEAPIS = "/usr/share/gocode/src/github.com/grpc-ecosystem/grpc-gateway/third_party/googleapis"
+
+
+def wait_until(pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.01)
+    raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
+
+
+class Proc:
+    """A child process whose stdout/stderr lines are collected."""
+
+    def __init__(self, name, argv, cwd=None, stdin=False):
+        self.name = name
+        self.lines = []
+        self.cond = threading.Condition()
+        self.log = open(os.path.join(tempfile.gettempdir(), "sb-%s-%d.log" % (name, os.getpid())), "w")
+        self.p = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, text=True, bufsize=1)
+        self.t = threading.Thread(target=self._read, daemon=True)
+        self.t.start()
+
+    def _read(self):
+        for line in self.p.stdout:
+            self.log.write(line)
+            self.log.flush()
+            with self.cond:
+                self.lines.append(line.rstrip("\n"))
+                self.cond.notify_all()
+
+    def wait_line(self, regex, timeout=15):
+        rx = re.compile(regex)
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for line in self.lines:
+                    m = rx.search(line)
+                    if m:
+                        return m
+                left = deadline - time.monotonic()
+                if left <= 0 or self.p.poll() is not None and not self._pending():
+                    raise AssertionError("%s: no line matching %r (exit=%s); log %s" %
+                                         (self.name, regex, self.p.poll(), self.log.name))
+                self.cond.wait(min(left, 0.2))
+
+    def _pending(self):
+        return self.t.is_alive()
+
+    def signal(self, sig):
+        if self.p.poll() is None:
+            os.kill(self.p.pid, sig)
+
+    def stop(self, timeout=10):
+        if self.p.poll() is None:
+            os.kill(self.p.pid, signal.SIGTERM)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.p.pid, signal.SIGKILL)
+                self.p.wait(5)
+        return self.p.returncode
+
+
+class Driver(Proc):
+    """The node process that runs real client SDKs."""
+
+    def __init__(self, node_dir):
+        node_dir = os.path.abspath(node_dir)
+        super().__init__("driver", ["node", os.path.join(node_dir, "driver.js")], cwd=node_dir, stdin=True)
+        self.wait_line(r'"event":"ready"')
+
+    def send(self, **cmd):
+        self.p.stdin.write(json.dumps(cmd) + "\n")
+        self.p.stdin.flush()
+
+    def events(self, name=None):
+        with self.cond:
+            out = []
+            for line in self.lines:
+                try:
+                    ev = json.loads(line)
+                except ValueError:
+                    continue
+                if name is None or ev.get("name") == name:
+                    out.append(ev)
+            return out
+
+    def wait_event(self, name, event, timeout=10, **match):
+        def find():
+            for ev in self.events(name):
+                if ev.get("event") == event and all(ev.get(k) == v for k, v in match.items()):
+                    return ev
+            return None
+        return wait_until(find, timeout, "%s %s %s" % (name, event, match))
+
+
+def gen_stubs(source_dir, out_dir):
+    protos = ["switchboard/v1/%s.proto" % n for n in ("bus", "client", "config", "control", "registry")]
+    subprocess.check_call(["protoc", "-I", os.path.join(source_dir, "proto"), "-I", GOOGLEAPIS,
+                           "--python_out=" + out_dir, "--grpc_out=" + out_dir,
+                           "--plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin"] + protos)
+    subprocess.check_call(["protoc", "-I", GOOGLEAPIS, "--python_out=" + out_dir,
+                           "google/api/annotations.proto", "google/api/http.proto"])
+    # No __init__.py under google/: it must merge with the system google.protobuf namespace.
+    for d in ("switchboard", "switchboard/v1"):
+        open(os.path.join(out_dir, d, "__init__.py"), "a").close()
+    sys.path.insert(0, out_dir)
+
+
+CONFIG = """
+cluster: {cluster}
+nats_url: nats://127.0.0.1:{nats_port}
+default_app: demo
+apps:
+  - {{id: demo, key: demo-key, secret: demo-secret-for-tests}}
+  - {{id: other, key: other-key, secret: other-secret-for-tests}}
+api_keys: [test-api-key-1234]
+control:
+  listen: 127.0.0.1:0
+  addresses: [127.0.0.1:{control_port}]
+  default_timeout_ms: 1000
+gateway:
+  listen_host: 127.0.0.1
+  port: 0
+  ping_interval_s: {ping}
+  pong_timeout_s: 2
+  connect_timeout_ms: 1500
+  max_message_bytes: 4096
+  max_sessions: 1000
+"""
+
+
+class Cluster:
+    def __init__(self, build_dir, source_dir, gateways=2, ping=25):
+        self.build_dir = os.path.abspath(build_dir)
+        self.source_dir = source_dir
+        self.tmp = tempfile.mkdtemp(prefix="switchboard-test-")
+        self.procs = []
+        self.gateways = {}
+        self.ping = ping
+        self.cluster = "t%d" % os.getpid()
+        self.nats = self._start("nats", ["nats-server", "-a", "127.0.0.1", "-p", "-1"])
+        m = self.nats.wait_line(r"Listening for client connections on [\d.]+:(\d+)")
+        self.nats_port = int(m.group(1))
+        self.config = os.path.join(self.tmp, "switchboard.yaml")
+        self._write_config(0)
+        self.control = self._start("control", [self.bin("control/switchboard-control"),
+                                               "--config", self.config])
+        self.control_port = int(self.control.wait_line(r"READY port=(\d+)").group(1))
+        self._write_config(self.control_port)
+        for i in range(gateways):
+            self.add_gateway("gw-%d" % (i + 1))
+
+    def bin(self, rel):
+        return os.path.join(self.build_dir, rel)
+
+    def _write_config(self, control_port):
+        with open(self.config, "w") as f:
+            f.write(CONFIG.format(cluster=self.cluster, nats_port=self.nats_port,
+                                  control_port=control_port, ping=self.ping))
+
+    def _start(self, name, argv, **kw):
+        p = Proc(name, argv, **kw)
+        self.procs.append(p)
+        return p
+
+    def add_gateway(self, gw_id):
+        p = self._start(gw_id, [self.bin("gateway/switchboard-gateway"), "--config", self.config,
+                                "--id", gw_id])
+        port = int(p.wait_line(r"READY gateway_id=\S+ port=(\d+)").group(1))
+        self.gateways[gw_id] = (p, port)
+        return p, port
+
+    def ws_url(self, gw_id, query=""):
+        return "ws://127.0.0.1:%d/connection/websocket%s" % (self.gateways[gw_id][1], query)
+
+    def ctl(self, *args):
+        out = subprocess.run([self.bin("cli/switchboardctl"), "--config", self.config] + list(args),
+                             capture_output=True, text=True, timeout=20)
+        if out.returncode != 0:
+            raise AssertionError("switchboardctl %s failed: %s" % (args, out.stderr))
+        return out.stdout
+
+    def token(self, user, app="demo", **kw):
+        args = ["gentoken", "--user", user, "--app", app]
+        for k, v in kw.items():
+            args += ["--" + k, v if isinstance(v, str) else json.dumps(v)]
+        return self.ctl(*args).strip()
+
+    def close(self):
+        for p in reversed(self.procs):
+            p.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
