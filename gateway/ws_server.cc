@@ -175,6 +175,10 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
       char buf[256];
       lws_get_peer_simple(wsi, buf, sizeof(buf));
       meta.remote_addr = buf;
+      // IPv4 peers arrive on the dual-stack socket as v4-mapped v6 addresses.
+      if (meta.remote_addr.rfind("::ffff:", 0) == 0 && meta.remote_addr.find('.') != std::string::npos) {
+        meta.remote_addr.erase(0, 7);
+      }
       char arg[256];
       if (const char* app = lws_get_urlarg_by_name(wsi, "app=", arg, sizeof(arg))) meta.app_id = app;
       meta.transport = "websocket";

@@ -11,6 +11,7 @@ PKGS=(
   libnats-dev nats-server libjwt-dev libyaml-cpp-dev libspdlog-dev
   nlohmann-json3-dev libssl-dev libgtest-dev libgmock-dev
   python3 python3-grpcio python3-protobuf python3-jwt
+  golang-go golang-github-grpc-ecosystem-grpc-gateway-dev
   nodejs npm
 )
 
