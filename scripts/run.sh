@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Builds and starts a local Switchboard cluster on loopback: nats-server,
+# one switchboard-control, two switchboard-gateways (and the HTTP proxy once
+# built). Processes run in the background; logs and PIDs live in .run/.
+#   scripts/run.sh          set up, build, (re)start, print what to do next
+#   scripts/run.sh stop     stop what a previous run started
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+RUN=$ROOT/.run
+CONFIG=${SWITCHBOARD_CONFIG:-config/switchboard.yaml}
+NATS_PORT=4222
+GW_PORTS=(8001 8002)
+
+stop_all() {
+  [[ -d $RUN ]] || return 0
+  for f in "$RUN"/*.pid; do
+    [[ -e $f ]] || continue
+    pid=$(cat "$f")
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$f"
+  done
+}
+
+# Waits (with a deadline) for a line matching $2 in log $1.
+wait_log() {
+  local log=$1 pattern=$2 name=$3
+  for _ in $(seq 1 150); do
+    grep -qE "$pattern" "$log" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "run: $name did not start; see $log" >&2
+  tail -n 20 "$log" >&2 || true
+  exit 1
+}
+
+start() {  # name, log pattern, argv...
+  local name=$1 pattern=$2; shift 2
+  nohup "$@" >"$RUN/$name.log" 2>&1 &
+  echo $! >"$RUN/$name.pid"
+  wait_log "$RUN/$name.log" "$pattern" "$name"
+}
+
+if [[ ${1:-} == stop ]]; then stop_all; echo "stopped"; exit 0; fi
+
+bash scripts/setup.sh
+bash scripts/build.sh build
+stop_all
+mkdir -p "$RUN"
+
+start nats 'Server is ready' nats-server -a 127.0.0.1 -p $NATS_PORT
+start control 'READY port=' build/control/switchboard-control --config "$CONFIG"
+i=1
+for port in "${GW_PORTS[@]}"; do
+  start gateway-$i 'READY gateway_id=' build/gateway/switchboard-gateway --config "$CONFIG" \
+    --port "$port" --id "gw-$i"
+  i=$((i + 1))
+done
+CONTROL=$(grep -oE 'READY port=[0-9]+' "$RUN/control.log" | cut -d= -f2)
+
+cat <<MSG
+
+Switchboard is running on loopback (logs and PIDs in .run/):
+  nats-server          nats://127.0.0.1:$NATS_PORT
+  switchboard-control  gRPC 127.0.0.1:$CONTROL   (API key: see api_keys in $CONFIG)
+  gateway gw-1         ws://127.0.0.1:${GW_PORTS[0]}/connection/websocket
+  gateway gw-2         ws://127.0.0.1:${GW_PORTS[1]}/connection/websocket
+
+Next:
+  build/cli/switchboardctl gentoken --user 42          # a connection token for user 42
+  build/cli/switchboardctl gateways                    # the live fleet
+  build/cli/switchboardctl connections --user 42       # user 42's sessions on every gateway
+  build/cli/switchboardctl terminate --user 42         # close them all
+  scripts/run.sh stop                                  # stop the cluster
+See README.md for the full quick start.
+MSG

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds, and runs the whole test suite twice: a
+# normal build and an ASan+UBSan build. Exit status 0 only if every test passes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+bash scripts/setup.sh
+
+run_suite() {
+  local dir=$1; shift
+  echo "== build $dir"
+  bash scripts/build.sh "$dir" "$@"
+  echo "== test $dir"
+  (cd "$dir" && ctest --output-on-failure --timeout 900)
+}
+
+run_suite build
+# Sanitizers: leaks are reported too; a finding fails the test that hit it.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+run_suite build-asan -DSWITCHBOARD_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+
+echo "== all tests passed in $(( $(date +%s) - start )) s"
