@@ -1,1 +1,131 @@
-#include <gtest/gtest.h>
+#include "common/config.h"
+
+#include <cstdlib>
+
+#include "gtest/gtest.h"
+
+namespace switchboard {
+namespace {
+
+constexpr char kMinimal[] = R"(
+cluster: test
+nats_url: nats://127.0.0.1:4222
+apps:
+  - id: demo
+    key: demo-key
+    secret: demo-secret-123
+api_keys: [api-key-12345]
+)";
+
+absl::Status Load(const std::string& text) {
+  auto c = ParseConfig(text);
+  if (!c.ok()) return c.status();
+  return ValidateConfig(*c);
+}
+
+TEST(Config, MinimalFileGetsDefaults) {
+  auto c = ParseConfig(kMinimal);
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE(ValidateConfig(*c).ok());
+  EXPECT_EQ(c->default_app(), "demo");
+  EXPECT_EQ(c->control().listen(), "127.0.0.1:50051");
+  EXPECT_EQ(c->control().addresses(0), "127.0.0.1:50051");
+  EXPECT_EQ(c->control().default_timeout_ms(), 1000u);
+  EXPECT_EQ(c->gateway().ping_interval_s(), 25u);
+  EXPECT_EQ(c->gateway().max_sessions(), 18000u);
+  EXPECT_EQ(c->gateway().max_message_bytes(), 65536u);
+  ASSERT_NE(FindApp(*c, "demo"), nullptr);
+  EXPECT_EQ(FindApp(*c, "demo")->secret(), "demo-secret-123");
+  EXPECT_EQ(FindApp(*c, "nope"), nullptr);
+}
+
+TEST(Config, JsonIsAcceptedToo) {
+  EXPECT_TRUE(Load(R"({"cluster":"c","nats_url":"nats://x:1","apps":[{"id":"a","key":"k","secret":"12345678"}],
+                     "api_keys":["12345678"]})").ok());
+}
+
+TEST(Config, SecretsComeFromTheEnvironment) {
+  setenv("SB_TEST_SECRET", "from-the-environment", 1);
+  unsetenv("SB_TEST_UNSET");
+  auto c = ParseConfig(R"(
+cluster: test
+nats_url: ${SB_TEST_UNSET:-nats://default:4222}
+apps: [{id: demo, key: k, secret: "${SB_TEST_SECRET}"}]
+api_keys: [api-key-12345]
+)");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->apps(0).secret(), "from-the-environment");
+  EXPECT_EQ(c->nats_url(), "nats://default:4222");
+}
+
+TEST(Config, UnsetVariableWithoutDefaultNamesTheField) {
+  unsetenv("SB_TEST_UNSET");
+  auto c = ParseConfig("cluster: ${SB_TEST_UNSET}\n");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("cluster"), absl::string_view::npos) << c.status();
+  EXPECT_NE(c.status().message().find("SB_TEST_UNSET"), absl::string_view::npos) << c.status();
+}
+
+struct BadCase {
+  const char* yaml;
+  const char* field;  // the error must name it
+};
+
+class ConfigErrors : public ::testing::TestWithParam<BadCase> {};
+
+TEST_P(ConfigErrors, NameTheField) {
+  absl::Status st = Load(GetParam().yaml);
+  ASSERT_FALSE(st.ok()) << GetParam().yaml;
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find(GetParam().field), absl::string_view::npos) << st;
+  EXPECT_EQ(st.message().find('\n'), absl::string_view::npos) << "one line: " << st;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Config, ConfigErrors,
+    ::testing::Values(
+        BadCase{"cluster: [oops", "YAML"},
+        BadCase{"- a\n- b\n", "config"},
+        BadCase{"cluster: c\nnats_url: n\nbogus: 1\n", "bogus"},
+        BadCase{"cluster: c\nnats_url: n\napps: {id: a}\n", "apps"},
+        BadCase{"cluster: c\nnats_url: n\napps: [{id: a, key: k, secret: 12345678}]\napi_keys: [12345678]\n"
+                "gateway: {port: eighty}\n",
+                "gateway.port"},
+        BadCase{"cluster: c\nnats_url: n\napps: [{id: a, key: k, secret: 12345678}]\napi_keys: [12345678]\n"
+                "gateway: {port: -1}\n",
+                "gateway.port"},
+        BadCase{"cluster: c\nnats_url: n\napps: [{id: a, key: k, secret: 12345678}]\napi_keys: [12345678]\n"
+                "gateway: {port: 70000}\n",
+                "gateway.port"},
+        BadCase{"nats_url: n\napps: [{id: a, key: k, secret: 12345678}]\napi_keys: [12345678]\n", "cluster"},
+        BadCase{"cluster: a.b\nnats_url: n\napps: [{id: a, key: k, secret: 12345678}]\napi_keys: [12345678]\n",
+                "cluster"},
+        BadCase{"cluster: c\napps: [{id: a, key: k, secret: 12345678}]\napi_keys: [12345678]\n", "nats_url"},
+        BadCase{"cluster: c\nnats_url: n\napi_keys: [12345678]\n", "apps"},
+        BadCase{"cluster: c\nnats_url: n\napps: [{id: a, key: k, secret: short}]\napi_keys: [12345678]\n",
+                "apps[0].secret"},
+        BadCase{"cluster: c\nnats_url: n\napps: [{id: a, key: k, secret: 12345678}, {id: a, key: k2, "
+                "secret: 12345678}]\napi_keys: [12345678]\n",
+                "apps[1].id"},
+        BadCase{"cluster: c\nnats_url: n\napps: [{id: a, key: k, secret: 12345678}]\napi_keys: [12345678]\n"
+                "default_app: b\n",
+                "default_app"},
+        BadCase{"cluster: c\nnats_url: n\napps: [{id: a, key: k, secret: 12345678}]\n", "api_keys"},
+        BadCase{"cluster: c\nnats_url: n\napps: [{id: a, key: k, secret: 12345678}]\napi_keys: [12345678]\n"
+                "control: {listen: nohostport}\n",
+                "control.listen"},
+        BadCase{"cluster: c\nnats_url: n\napps: [{id: a, key: k, secret: 12345678}]\napi_keys: [12345678]\n"
+                "gateway: {max_sessions: 50000}\n",
+                "gateway.max_sessions"},
+        BadCase{"cluster: c\nnats_url: n\napps: [{id: a, key: k, secret: 12345678}]\napi_keys: [12345678]\n"
+                "gateway: {max_message_bytes: 10}\n",
+                "gateway.max_message_bytes"}));
+
+TEST(Config, MissingFileIsAnError) {
+  auto c = LoadConfig("/nonexistent/switchboard.yaml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("/nonexistent/switchboard.yaml"), absl::string_view::npos);
+}
+
+}  // namespace
+}  // namespace switchboard

@@ -1,1 +1,201 @@
-#include <gtest/gtest.h>
+#include "control/scatter_gather.h"
+
+#include <chrono>
+#include <future>
+#include <optional>
+
+#include "gtest/gtest.h"
+#include "tests/unit/testing/in_memory_bus.h"
+
+namespace switchboard::control {
+namespace {
+
+using ::switchboard::testing::InMemoryBus;
+constexpr char kSubject[] = "switchboard.test.gateways";
+
+// A gateway on the in-memory bus. It answers at once, never, or when told.
+class FakeGateway {
+ public:
+  enum class Mode { kAnswer, kSilent, kHold };
+  FakeGateway(InMemoryBus* bus, std::string id, Mode mode) : bus_(bus), id_(std::move(id)), mode_(mode) {
+    (void)bus_->Subscribe(kSubject, [this](const std::string&, const std::string& reply, const std::string& data) {
+      v1::BusRequest req;
+      ASSERT_TRUE(req.ParseFromString(data));
+      ++requests_;
+      if (mode_ == Mode::kAnswer) Answer(req, reply);
+      if (mode_ == Mode::kHold) held_.emplace_back(req, reply);
+    });
+  }
+  void Answer(const v1::BusRequest& req, const std::string& reply_to) {
+    v1::BusReply reply;
+    reply.set_format_version(1);
+    reply.set_request_id(req.request_id());
+    reply.set_gateway_id(id_);
+    reply.set_closed(1);
+    (void)bus_->Publish(reply_to, reply.SerializeAsString(), "");
+  }
+  void ReleaseHeld() {
+    for (auto& [req, reply] : held_) Answer(req, reply);
+    held_.clear();
+  }
+  int requests() const { return requests_; }
+
+ private:
+  InMemoryBus* bus_;
+  std::string id_;
+  Mode mode_;
+  std::atomic<int> requests_{0};
+  std::vector<std::pair<v1::BusRequest, std::string>> held_;
+};
+
+class ScatterGatherTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    sg_ = std::make_unique<ScatterGather>(&bus_, &timers_, [this] { return live_; }, kSubject);
+    ASSERT_TRUE(sg_->Start().ok());
+  }
+
+  // Calls and waits (bounded) for the result.
+  absl::StatusOr<GatherResult> CallAndWait(absl::Duration deadline) {
+    auto promise = std::make_shared<std::promise<absl::StatusOr<GatherResult>>>();
+    auto future = promise->get_future();
+    v1::BusRequest req;
+    req.mutable_user_query()->set_app_id("demo");
+    req.mutable_user_query()->set_user_id("42");
+    sg_->Call(req, absl::Now() + deadline, [promise](absl::StatusOr<GatherResult> r) { promise->set_value(std::move(r)); });
+    if (future.wait_for(std::chrono::seconds(10)) != std::future_status::ready) {
+      return absl::DeadlineExceededError("test: no answer within 10 s");
+    }
+    return future.get();
+  }
+
+  InMemoryBus bus_;
+  TimerQueue timers_;
+  std::vector<std::string> live_;
+  std::unique_ptr<ScatterGather> sg_;
+};
+
+TEST_F(ScatterGatherTest, CompletesAsSoonAsEveryGatewayAnswered) {
+  FakeGateway a(&bus_, "gw-a", FakeGateway::Mode::kAnswer);
+  FakeGateway b(&bus_, "gw-b", FakeGateway::Mode::kAnswer);
+  live_ = {"gw-a", "gw-b"};
+  const absl::Time start = absl::Now();
+  auto r = CallAndWait(absl::Seconds(30));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->complete);
+  EXPECT_TRUE(r->missing.empty());
+  EXPECT_EQ(r->answers.size(), 2u);
+  EXPECT_EQ(r->asked, (std::vector<std::string>{"gw-a", "gw-b"}));
+  // It did not wait for the 30 s deadline.
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+  EXPECT_EQ(sg_->in_flight(), 0u);
+}
+
+TEST_F(ScatterGatherTest, MissingGatewayGivesPartialResultAtDeadline) {
+  FakeGateway a(&bus_, "gw-a", FakeGateway::Mode::kAnswer);
+  FakeGateway b(&bus_, "gw-b", FakeGateway::Mode::kSilent);
+  live_ = {"gw-a", "gw-b"};
+  const absl::Time start = absl::Now();
+  auto r = CallAndWait(absl::Milliseconds(100));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(100));
+  EXPECT_FALSE(r->complete);
+  EXPECT_EQ(r->missing, (std::vector<std::string>{"gw-b"}));
+  EXPECT_EQ(r->answers.count("gw-a"), 1u);
+  EXPECT_EQ(b.requests(), 1);
+}
+
+TEST_F(ScatterGatherTest, LateAnswerAfterDeadlineIsIgnored) {
+  FakeGateway a(&bus_, "gw-a", FakeGateway::Mode::kAnswer);
+  FakeGateway late(&bus_, "gw-late", FakeGateway::Mode::kHold);
+  live_ = {"gw-a", "gw-late"};
+  auto r = CallAndWait(absl::Milliseconds(50));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->complete);
+  EXPECT_EQ(r->missing, (std::vector<std::string>{"gw-late"}));
+  late.ReleaseHeld();  // arrives after the call finished: dropped, no second callback
+  EXPECT_EQ(sg_->in_flight(), 0u);
+}
+
+TEST_F(ScatterGatherTest, SlowButInTimeAnswerCompletes) {
+  FakeGateway a(&bus_, "gw-a", FakeGateway::Mode::kAnswer);
+  FakeGateway slow(&bus_, "gw-slow", FakeGateway::Mode::kHold);
+  live_ = {"gw-a", "gw-slow"};
+  auto promise = std::make_shared<std::promise<absl::StatusOr<GatherResult>>>();
+  auto future = promise->get_future();
+  v1::BusRequest req;
+  req.mutable_terminate()->set_user_id("42");
+  sg_->Call(req, absl::Now() + absl::Seconds(30), [promise](absl::StatusOr<GatherResult> r) { promise->set_value(std::move(r)); });
+  EXPECT_EQ(future.wait_for(std::chrono::milliseconds(0)), std::future_status::timeout);
+  EXPECT_EQ(sg_->in_flight(), 1u);
+  slow.ReleaseHeld();
+  ASSERT_EQ(future.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  auto r = future.get();
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->complete);
+  EXPECT_EQ(r->answers.size(), 2u);
+}
+
+TEST_F(ScatterGatherTest, UnaskedGatewayAnswerIsKeptButNotAwaited) {
+  // A gateway that attached after the call started may still answer.
+  FakeGateway a(&bus_, "gw-a", FakeGateway::Mode::kAnswer);
+  FakeGateway extra(&bus_, "gw-new", FakeGateway::Mode::kAnswer);
+  live_ = {"gw-a"};
+  auto r = CallAndWait(absl::Seconds(30));
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->complete);
+  EXPECT_EQ(r->answers.count("gw-a"), 1u);
+}
+
+TEST_F(ScatterGatherTest, EmptyFleetIsCompleteAtOnce) {
+  live_ = {};
+  auto r = CallAndWait(absl::Seconds(30));
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->complete);
+  EXPECT_TRUE(r->answers.empty());
+  EXPECT_EQ(bus_.published(), 0);
+}
+
+TEST_F(ScatterGatherTest, BusDownIsUnavailableAtOnce) {
+  FakeGateway a(&bus_, "gw-a", FakeGateway::Mode::kAnswer);
+  live_ = {"gw-a"};
+  bus_.set_connected(false);
+  auto r = CallAndWait(absl::Seconds(30));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(sg_->in_flight(), 0u);
+}
+
+TEST_F(ScatterGatherTest, MalformedRepliesAreIgnored) {
+  FakeGateway a(&bus_, "gw-a", FakeGateway::Mode::kHold);
+  live_ = {"gw-a"};
+  auto promise = std::make_shared<std::promise<absl::StatusOr<GatherResult>>>();
+  auto future = promise->get_future();
+  sg_->Call(v1::BusRequest(), absl::Now() + absl::Milliseconds(100),
+            [promise](absl::StatusOr<GatherResult> r) { promise->set_value(std::move(r)); });
+  (void)bus_.Publish("_INBOX.test1.x", "\xff\xff garbage", "");
+  (void)bus_.Publish("_INBOX.test1.x", v1::BusReply().SerializeAsString(), "");  // no gateway_id
+  ASSERT_EQ(future.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  auto r = future.get();
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->complete);
+  EXPECT_EQ(r->missing, (std::vector<std::string>{"gw-a"}));
+}
+
+TEST_F(ScatterGatherTest, RequestCarriesFormatVersionAndId) {
+  std::vector<v1::BusRequest> seen;
+  (void)bus_.Subscribe(kSubject, [&seen](const std::string&, const std::string&, const std::string& data) {
+    v1::BusRequest req;
+    req.ParseFromString(data);
+    seen.push_back(req);
+  });
+  live_ = {"gw-x"};
+  (void)CallAndWait(absl::Milliseconds(10));
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].format_version(), 1u);
+  EXPECT_FALSE(seen[0].request_id().empty());
+  EXPECT_EQ(seen[0].user_query().user_id(), "42");
+}
+
+}  // namespace
+}  // namespace switchboard::control

@@ -1,1 +1,352 @@
-#include <gtest/gtest.h>
+#include "gateway/hub.h"
+
+#include <map>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "gateway/centrifuge_codec.h"
+#include "gtest/gtest.h"
+#include "tests/unit/testing/tokens.h"
+
+namespace switchboard::gateway {
+namespace {
+
+using ::switchboard::testing::MakeToken;
+
+class FakeTransport : public Transport {
+ public:
+  struct Closed {
+    int code;
+    std::string reason;
+  };
+  bool Send(ConnId conn, std::string frame, bool) override {
+    sent[conn].push_back(std::move(frame));
+    return true;
+  }
+  void Close(ConnId conn, int code, const std::string& reason) override { closed[conn] = {code, reason}; }
+  void ArmTimer(ConnId conn, absl::Duration after) override { timers[conn] = after; }
+
+  std::map<ConnId, std::vector<std::string>> sent;
+  std::map<ConnId, Closed> closed;
+  std::map<ConnId, absl::Duration> timers;
+};
+
+class RecordingObserver : public SessionObserver {
+ public:
+  void OnSessionOpened(const v1::SessionRecord& r) override { opened.push_back(r); }
+  void OnSessionClosed(const std::string& id) override { closed.push_back(id); }
+  std::vector<v1::SessionRecord> opened;
+  std::vector<std::string> closed;
+};
+
+constexpr char kSecret[] = "demo-secret-123";
+constexpr char kOtherSecret[] = "other-secret-456";
+
+class HubTest : public ::testing::Test {
+ protected:
+  HubTest() {
+    auto* app = config_.add_apps();
+    app->set_id("demo");
+    app->set_key("demo-key");
+    app->set_secret(kSecret);
+    app = config_.add_apps();
+    app->set_id("other");
+    app->set_key("other-key");
+    app->set_secret(kOtherSecret);
+    config_.set_default_app("demo");
+    auto* gw = config_.mutable_gateway();
+    gw->set_ping_interval_s(25);
+    gw->set_pong_timeout_s(8);
+    gw->set_connect_timeout_ms(10000);
+    gw->set_max_sessions(100);
+    hub_ = std::make_unique<Hub>(config_, "gw-test", &transport_, &observer_, [this] { return now_; });
+  }
+
+  std::string Token(const std::string& sub, const std::string& extra = "", const std::string& secret = kSecret) {
+    return MakeToken(absl::StrCat(R"({"sub":")", sub, "\"", extra, "}"), secret);
+  }
+
+  void Open(ConnId id, const std::string& app = "") {
+    hub_->OnOpen(id, ConnectionMeta{"10.0.0.1", app, "websocket", "json"});
+  }
+
+  // Opens and connects; returns the client ID from the reply.
+  std::string Connect(ConnId id, const std::string& user, const std::string& extra = "") {
+    Open(id);
+    hub_->OnFrame(id, absl::StrCat(R"({"id":1,"connect":{"token":")", Token(user, extra),
+                                   R"(","name":"web","version":"2.0"}})"),
+                  false);
+    EXPECT_EQ(transport_.closed.count(id), 0u);
+    EXPECT_FALSE(transport_.sent[id].empty());
+    if (observer_.opened.empty()) return "";
+    return observer_.opened.back().client_id();
+  }
+
+  v1::BusReply Bus(const v1::BusRequest& req) {
+    v1::BusRequest r = req;
+    r.set_format_version(1);
+    r.set_request_id("req-1");
+    return hub_->HandleBusRequest(r);
+  }
+
+  int CloseCode(ConnId id) { return transport_.closed.count(id) ? transport_.closed[id].code : 0; }
+
+  v1::Config config_;
+  FakeTransport transport_;
+  RecordingObserver observer_;
+  absl::Time now_ = absl::FromUnixSeconds(1'800'000'000);
+  std::unique_ptr<Hub> hub_;
+};
+
+TEST_F(HubTest, ConnectRepliesWithClientIdAndRecordsSession) {
+  std::string client = Connect(1, "42", R"(,"info":{"n":1},"meta":{"secret":"M3TA"})");
+  ASSERT_FALSE(client.empty());
+  const std::string& reply = transport_.sent[1].back();
+  EXPECT_NE(reply.find(client), std::string::npos) << reply;
+  EXPECT_NE(reply.find("\"ping\":25"), std::string::npos) << reply;
+  EXPECT_EQ(reply.find("M3TA"), std::string::npos) << "meta must stay server-side: " << reply;
+  const auto& rec = observer_.opened.back();
+  EXPECT_EQ(rec.app_id(), "demo");
+  EXPECT_EQ(rec.user_id(), "42");
+  EXPECT_EQ(rec.app_name(), "web");
+  EXPECT_EQ(rec.app_version(), "2.0");
+  EXPECT_EQ(rec.transport(), "websocket");
+  EXPECT_EQ(rec.protocol(), "json");
+  EXPECT_EQ(rec.remote_addr(), "10.0.0.1");
+  EXPECT_EQ(rec.gateway_id(), "gw-test");
+  EXPECT_EQ(rec.connected_at_ms(), 1'800'000'000'000);
+  EXPECT_NE(rec.meta_json().find("M3TA"), std::string::npos);
+  EXPECT_EQ(hub_->session_count(), 1u);
+}
+
+TEST_F(HubTest, ClientIdsAreUnique) {
+  std::string a = Connect(1, "42");
+  std::string b = Connect(2, "42");
+  EXPECT_NE(a, b);
+}
+
+TEST_F(HubTest, BadTokenClosesWithInvalidToken) {
+  Open(1);
+  hub_->OnFrame(1, absl::StrCat(R"({"id":1,"connect":{"token":")", Token("42", "", "wrong-secret-999"), "\"}}"),
+                false);
+  EXPECT_EQ(CloseCode(1), close_code::kInvalidToken);
+  EXPECT_EQ(transport_.closed[1].reason, "invalid token");
+  EXPECT_EQ(hub_->session_count(), 0u);
+  EXPECT_TRUE(observer_.opened.empty());
+}
+
+TEST_F(HubTest, TokenOfAnotherAppIsInvalid) {
+  Open(1, "demo");
+  hub_->OnFrame(1, absl::StrCat(R"({"id":1,"connect":{"token":")", Token("42", "", kOtherSecret), "\"}}"), false);
+  EXPECT_EQ(CloseCode(1), close_code::kInvalidToken);
+  Open(2, "other");
+  hub_->OnFrame(2, absl::StrCat(R"({"id":1,"connect":{"token":")", Token("42", "", kOtherSecret), "\"}}"), false);
+  EXPECT_EQ(CloseCode(2), 0);
+  EXPECT_EQ(observer_.opened.back().app_id(), "other");
+}
+
+TEST_F(HubTest, UnknownAppIsBadRequest) {
+  Open(1, "nope");
+  hub_->OnFrame(1, absl::StrCat(R"({"id":1,"connect":{"token":")", Token("42"), "\"}}"), false);
+  EXPECT_EQ(CloseCode(1), close_code::kBadRequest);
+}
+
+TEST_F(HubTest, ExpiredTokenClosesWithExpired) {
+  Open(1);
+  hub_->OnFrame(1, absl::StrCat(R"({"id":1,"connect":{"token":")", Token("42", R"(,"exp":1799999999)"), "\"}}"),
+                false);
+  EXPECT_EQ(CloseCode(1), close_code::kExpired);
+}
+
+TEST_F(HubTest, SessionExpiresWithItsToken) {
+  Connect(1, "42", R"(,"exp":1800000060)");
+  now_ += absl::Seconds(61);
+  hub_->OnTimer(1);
+  EXPECT_EQ(CloseCode(1), close_code::kExpired);
+  EXPECT_EQ(observer_.closed.size(), 1u);
+}
+
+TEST_F(HubTest, MalformedJsonClosesWithBadRequest) {
+  Open(1);
+  hub_->OnFrame(1, "{bad", false);
+  EXPECT_EQ(CloseCode(1), close_code::kBadRequest);
+  Connect(2, "42");
+  hub_->OnFrame(2, "not json at all", false);
+  EXPECT_EQ(CloseCode(2), close_code::kBadRequest);
+  EXPECT_EQ(hub_->session_count(), 0u);
+  EXPECT_EQ(hub_->stats().bad_frames, 2u);
+}
+
+TEST_F(HubTest, FirstCommandMustBeConnect) {
+  Open(1);
+  hub_->OnFrame(1, R"({"id":1,"ping":{}})", false);
+  EXPECT_EQ(CloseCode(1), close_code::kBadRequest);
+}
+
+TEST_F(HubTest, SecondConnectIsBadRequest) {
+  Connect(1, "42");
+  hub_->OnFrame(1, absl::StrCat(R"({"id":2,"connect":{"token":")", Token("43"), "\"}}"), false);
+  EXPECT_EQ(CloseCode(1), close_code::kBadRequest);
+}
+
+TEST_F(HubTest, NoConnectBeforeDeadlineIsStale) {
+  Open(1);
+  ASSERT_EQ(transport_.timers[1], absl::Seconds(10));
+  now_ += absl::Seconds(5);
+  hub_->OnTimer(1);
+  EXPECT_EQ(CloseCode(1), 0);
+  now_ += absl::Seconds(5);
+  hub_->OnTimer(1);
+  EXPECT_EQ(CloseCode(1), close_code::kStale);
+}
+
+TEST_F(HubTest, PingsAndClosesWhenNoPong) {
+  Connect(1, "42");
+  size_t before = transport_.sent[1].size();
+  now_ += absl::Seconds(25);
+  hub_->OnTimer(1);
+  ASSERT_EQ(transport_.sent[1].size(), before + 1);
+  EXPECT_EQ(transport_.sent[1].back(), "{}");
+  now_ += absl::Seconds(8);
+  hub_->OnTimer(1);
+  EXPECT_EQ(CloseCode(1), close_code::kNoPong);
+}
+
+TEST_F(HubTest, PongKeepsTheSessionAlive) {
+  Connect(1, "42");
+  for (int i = 0; i < 5; ++i) {
+    now_ += absl::Seconds(25);
+    hub_->OnTimer(1);
+    now_ += absl::Seconds(1);
+    hub_->OnFrame(1, "{}", false);
+  }
+  now_ += absl::Seconds(7);
+  hub_->OnTimer(1);
+  EXPECT_EQ(CloseCode(1), 0);
+}
+
+TEST_F(HubTest, UnsupportedCommandsGetAnErrorReplyNotAClose) {
+  Connect(1, "42");
+  hub_->OnFrame(1, R"({"id":5,"subscribe":{"channel":"news"}})", false);
+  EXPECT_EQ(CloseCode(1), 0);
+  EXPECT_NE(transport_.sent[1].back().find("\"code\":108"), std::string::npos) << transport_.sent[1].back();
+  hub_->OnFrame(1, R"({"id":6,"ping":{}})", false);
+  EXPECT_NE(transport_.sent[1].back().find("\"id\":6"), std::string::npos);
+}
+
+TEST_F(HubTest, OversizedFrameCloses1009) {
+  Connect(1, "42");
+  hub_->OnOversizedFrame(1);
+  EXPECT_EQ(CloseCode(1), close_code::kMessageTooBig);
+}
+
+TEST_F(HubTest, FullGatewayRefusesNewSessions) {
+  config_.mutable_gateway()->set_max_sessions(2);
+  Connect(1, "a");
+  Connect(2, "b");
+  Open(3);
+  hub_->OnFrame(3, absl::StrCat(R"({"id":1,"connect":{"token":")", Token("c"), "\"}}"), false);
+  EXPECT_EQ(CloseCode(3), close_code::kTryAgainLater);
+  EXPECT_EQ(hub_->session_count(), 2u);
+}
+
+TEST_F(HubTest, UserQueryAnswersOnlyThatUsersSessionsWithMeta) {
+  std::string a = Connect(1, "42", R"(,"meta":{"device":"phone"})");
+  std::string b = Connect(2, "42");
+  Connect(3, "43");
+  v1::BusRequest req;
+  req.mutable_user_query()->set_app_id("demo");
+  req.mutable_user_query()->set_user_id("42");
+  v1::BusReply reply = Bus(req);
+  EXPECT_EQ(reply.gateway_id(), "gw-test");
+  EXPECT_EQ(reply.request_id(), "req-1");
+  ASSERT_EQ(reply.sessions_size(), 2);
+  std::set<std::string> ids;
+  for (const auto& s : reply.sessions()) ids.insert(s.client_id());
+  EXPECT_EQ(ids, (std::set<std::string>{a, b}));
+  req.mutable_user_query()->set_app_id("other");
+  EXPECT_EQ(Bus(req).sessions_size(), 0);
+}
+
+TEST_F(HubTest, TerminateClosesAllButKeptAndLeavesOthers) {
+  std::string a = Connect(1, "42");
+  std::string b = Connect(2, "42");
+  std::string c = Connect(3, "42");
+  Connect(4, "43");
+  v1::BusRequest req;
+  auto* t = req.mutable_terminate();
+  t->set_app_id("demo");
+  t->set_user_id("42");
+  t->add_except_client_ids(b);
+  v1::BusReply reply = Bus(req);
+  EXPECT_EQ(reply.closed(), 2u);
+  EXPECT_EQ(CloseCode(1), close_code::kForceDisconnect);
+  EXPECT_EQ(transport_.closed[1].reason, "force disconnect");
+  EXPECT_EQ(CloseCode(2), 0);
+  EXPECT_EQ(CloseCode(3), close_code::kForceDisconnect);
+  EXPECT_EQ(CloseCode(4), 0);
+  EXPECT_EQ(std::set<std::string>(observer_.closed.begin(), observer_.closed.end()), (std::set<std::string>{a, c}));
+  // The socket layer reports the close later; counts stay right.
+  hub_->OnClosed(1);
+  hub_->OnClosed(3);
+  EXPECT_EQ(hub_->session_count(), 2u);
+  EXPECT_EQ(observer_.closed.size(), 2u);
+  EXPECT_EQ(Bus(req).closed(), 0u);
+}
+
+TEST_F(HubTest, TerminateUsesRequestedCodeAndReason) {
+  Connect(1, "42");
+  v1::BusRequest req;
+  req.mutable_terminate()->set_app_id("demo");
+  req.mutable_terminate()->set_user_id("42");
+  req.mutable_terminate()->set_code(4501);
+  req.mutable_terminate()->set_reason("suspended");
+  EXPECT_EQ(Bus(req).closed(), 1u);
+  EXPECT_EQ(CloseCode(1), 4501);
+  EXPECT_EQ(transport_.closed[1].reason, "suspended");
+}
+
+TEST_F(HubTest, DisconnectClosesOneConnectionOfTheRightApp) {
+  std::string a = Connect(1, "42");
+  Connect(2, "42");
+  v1::BusRequest req;
+  req.mutable_disconnect()->set_app_id("other");
+  req.mutable_disconnect()->set_client_id(a);
+  EXPECT_EQ(Bus(req).closed(), 0u);
+  EXPECT_EQ(CloseCode(1), 0);
+  req.mutable_disconnect()->set_app_id("demo");
+  EXPECT_EQ(Bus(req).closed(), 1u);
+  EXPECT_EQ(CloseCode(1), close_code::kForceDisconnect);
+  EXPECT_EQ(CloseCode(2), 0);
+}
+
+TEST_F(HubTest, UnknownFormatVersionIsAnsweredWithError) {
+  v1::BusRequest req;
+  req.set_format_version(99);
+  req.set_request_id("r");
+  v1::BusReply reply = hub_->HandleBusRequest(req);
+  EXPECT_FALSE(reply.error().empty());
+  EXPECT_EQ(reply.gateway_id(), "gw-test");
+}
+
+TEST_F(HubTest, ClientGoingAwayDropsTheSession) {
+  std::string a = Connect(1, "42");
+  hub_->OnClosed(1);
+  EXPECT_EQ(hub_->session_count(), 0u);
+  EXPECT_EQ(hub_->connection_count(), 0u);
+  EXPECT_EQ(observer_.closed, (std::vector<std::string>{a}));
+  hub_->OnFrame(1, "{}", false);  // late frame for a gone connection: ignored
+  hub_->OnTimer(1);
+}
+
+TEST_F(HubTest, CloseAllClosesEveryConnection) {
+  Connect(1, "42");
+  Open(2);
+  EXPECT_EQ(hub_->CloseAll(close_code::kShutdown, "shutdown"), 2u);
+  EXPECT_EQ(CloseCode(1), close_code::kShutdown);
+  EXPECT_EQ(CloseCode(2), close_code::kShutdown);
+  EXPECT_EQ(hub_->session_count(), 0u);
+}
+
+}  // namespace
+}  // namespace switchboard::gateway
