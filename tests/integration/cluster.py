@@ -11,6 +11,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 
 GOOGLEAPIS = "/usr/share/gocode/src/github.com/grpc-ecosystem/grpc-gateway/third_party/googleapis"
 
@@ -76,6 +77,9 @@ class Proc:
             except subprocess.TimeoutExpired:
                 os.kill(self.p.pid, signal.SIGKILL)
                 self.p.wait(5)
+        self.t.join(5)
+        if not self.t.is_alive():
+            self.log.close()
         return self.p.returncode
 
 
@@ -157,9 +161,10 @@ class Cluster:
         self.gateways = {}
         self.ping = ping
         self.cluster = "t%d" % os.getpid()
-        self.nats = self._start("nats", ["nats-server", "-a", "127.0.0.1", "-p", "-1"])
+        self.nats = self._start("nats", ["nats-server", "-a", "127.0.0.1", "-p", "-1", "-m", "-1"])
         m = self.nats.wait_line(r"Listening for client connections on [\d.]+:(\d+)")
         self.nats_port = int(m.group(1))
+        self.nats_monitor_port = int(self.nats.wait_line(r"Starting http monitor on [\d.]+:(\d+)").group(1))
         self.config = os.path.join(self.tmp, "switchboard.yaml")
         self._write_config(0)
         self.control = self._start("control", [self.bin("control/switchboard-control"),
@@ -168,6 +173,24 @@ class Cluster:
         self._write_config(self.control_port)
         for i in range(gateways):
             self.add_gateway("gw-%d" % (i + 1))
+
+    def nats_out_msgs(self, conn_name):
+        """Messages nats-server has delivered to the named client connection."""
+        url = "http://127.0.0.1:%d/connz?limit=1024" % self.nats_monitor_port
+        with urllib.request.urlopen(url, timeout=5) as r:
+            connz = json.load(r)
+        return sum(c.get("out_msgs", 0) for c in connz.get("connections", []) if c.get("name") == conn_name)
+
+    def stop_nats(self):
+        self.nats.stop()
+
+    def restart_nats(self):
+        """Starts nats-server again on the same port (clients reconnect by themselves)."""
+        self._restarts = getattr(self, "_restarts", 0) + 1
+        self.nats = self._start("nats-%d" % self._restarts,
+                                ["nats-server", "-a", "127.0.0.1", "-p", str(self.nats_port), "-m", "-1"])
+        self.nats.wait_line(r"Server is ready")
+        self.nats_monitor_port = int(self.nats.wait_line(r"Starting http monitor on [\d.]+:(\d+)").group(1))
 
     def bin(self, rel):
         return os.path.join(self.build_dir, rel)

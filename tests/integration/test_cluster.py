@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -222,7 +223,10 @@ class GatewayFailureTest(unittest.TestCase):
         proc, _ = cluster.add_gateway("gw-3")
         wait_until(lambda: "gw-3" in [g.id for g in list_gateways().gateways], 10, "gw-3 attached")
         name, cid = open_client("49", "gw-1")
-        # Freeze gw-3 so the call is surely in flight when it dies.
+        # Freeze gw-3, then kill it once the request has been delivered to it:
+        # the call is then surely in flight when the gateway dies.
+        conn_name = "switchboard-gateway gw-3"
+        delivered = cluster.nats_out_msgs(conn_name)
         proc.signal(signal.SIGSTOP)
         result = {}
 
@@ -232,7 +236,7 @@ class GatewayFailureTest(unittest.TestCase):
             result["secs"] = time.monotonic() - t0
         t = threading.Thread(target=call)
         t.start()
-        time.sleep(0.2)  # not synchronisation: lets the call be in flight before the kill
+        wait_until(lambda: cluster.nats_out_msgs(conn_name) > delivered, 5, "request delivered to gw-3")
         proc.signal(signal.SIGKILL)
         t.join(5)
         self.assertFalse(t.is_alive())
@@ -243,6 +247,68 @@ class GatewayFailureTest(unittest.TestCase):
         self.assertLess(result["secs"], 1.5)
         wait_until(lambda: "gw-3" not in [g.id for g in list_gateways().gateways], 10, "gw-3 left the fleet")
         self.assertTrue(user_connections("49").complete)
+
+
+class ConfigFileTest(unittest.TestCase):
+    def test_bad_file_exits_2_with_one_line_naming_the_field(self):
+        bad = os.path.join(cluster.tmp, "bad.yaml")
+        with open(bad, "w") as f:
+            f.write("cluster: x\nnats_url: nats://127.0.0.1:1\napps: [{id: a, key: k, secret: short}]\n"
+                    "api_keys: [12345678]\n")
+        for binary in ("control/switchboard-control", "gateway/switchboard-gateway"):
+            out = subprocess.run([cluster.bin(binary), "--config", bad], capture_output=True, text=True, timeout=20)
+            self.assertEqual(out.returncode, 2, binary)
+            lines = [l for l in (out.stdout + out.stderr).splitlines() if l.strip()]
+            self.assertEqual(len(lines), 1, lines)
+            self.assertIn("apps[0].secret", lines[0])
+
+
+class NatsOutageTest(unittest.TestCase):
+    """Its own cluster: it takes the bus down."""
+
+    def test_bus_down_fails_fast_keeps_sockets_and_recovers(self):
+        c = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=1)
+        try:
+            ch = grpc.insecure_channel("127.0.0.1:%d" % c.control_port)
+            s = stub_mod.ControlStub(ch)
+            req = pb.UserConnectionsRequest(app_id="demo", user_id="50")
+            wait_until(lambda: len(s.ListGateways(pb.ListGatewaysRequest(), metadata=API_KEY, timeout=2).gateways) == 1,
+                       10, "gateway attached")
+            driver.send(op="centrifuge", name="outage", url=c.ws_url("gw-1"), token=c.token("50"))
+            cid = driver.wait_event("outage", "connected")["client"]
+            c.stop_nats()
+
+            def unavailable():
+                try:
+                    s.UserConnections(req, metadata=API_KEY, timeout=2)
+                    return False
+                except grpc.RpcError as e:
+                    return e.code() == grpc.StatusCode.UNAVAILABLE
+            wait_until(unavailable, 10, "UNAVAILABLE while NATS is down")
+            t0 = time.monotonic()
+            with self.assertRaises(grpc.RpcError) as cm:
+                s.UserConnections(req, metadata=API_KEY, timeout=2)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
+            self.assertLess(time.monotonic() - t0, 1.0)  # fails fast, well inside the 2 s deadline
+
+            c.restart_nats()
+
+            def recovered():
+                # Until the gateway is back on the bus the answer is partial (and says so).
+                try:
+                    res = s.UserConnections(req, metadata=API_KEY, timeout=2).result
+                    return res if res.complete else None
+                except grpc.RpcError:
+                    return None
+            res = wait_until(recovered, 15, "UserConnections answers again")
+            # The socket stayed up through the outage.
+            self.assertEqual(list(res.connections.keys()), [cid])
+            self.assertTrue(res.complete)
+            self.assertFalse([e for e in driver.events("outage") if e["event"] == "disconnected"
+                              or (e["event"] == "connecting" and e["code"] != 0)])
+            driver.send(op="close", name="outage")
+        finally:
+            c.close()
 
 
 if __name__ == "__main__":

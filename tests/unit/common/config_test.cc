@@ -1,6 +1,7 @@
 #include "common/config.h"
 
 #include <cstdlib>
+#include <ostream>
 
 #include "gtest/gtest.h"
 
@@ -71,6 +72,8 @@ struct BadCase {
   const char* field;  // the error must name it
 };
 
+void PrintTo(const BadCase& c, std::ostream* os) { *os << c.field; }
+
 class ConfigErrors : public ::testing::TestWithParam<BadCase> {};
 
 TEST_P(ConfigErrors, NameTheField) {
@@ -119,7 +122,14 @@ INSTANTIATE_TEST_SUITE_P(
                 "gateway.max_sessions"},
         BadCase{"cluster: c\nnats_url: n\napps: [{id: a, key: k, secret: 12345678}]\napi_keys: [12345678]\n"
                 "gateway: {max_message_bytes: 10}\n",
-                "gateway.max_message_bytes"}));
+                "gateway.max_message_bytes"}),
+    [](const ::testing::TestParamInfo<BadCase>& info) {
+      std::string name = info.param.field;
+      for (char& ch : name) {
+        if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
+      }
+      return name + "_" + std::to_string(info.index);
+    });
 
 TEST(Config, MissingFileIsAnError) {
   auto c = LoadConfig("/nonexistent/switchboard.yaml");
