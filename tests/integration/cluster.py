@@ -80,6 +80,9 @@ class Proc:
         self.t.join(5)
         if not self.t.is_alive():
             self.log.close()
+            self.p.stdout.close()
+            if self.p.stdin:
+                self.p.stdin.close()
         return self.p.returncode
 
 

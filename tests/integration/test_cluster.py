@@ -268,8 +268,8 @@ class NatsOutageTest(unittest.TestCase):
 
     def test_bus_down_fails_fast_keeps_sockets_and_recovers(self):
         c = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=1)
+        ch = grpc.insecure_channel("127.0.0.1:%d" % c.control_port)
         try:
-            ch = grpc.insecure_channel("127.0.0.1:%d" % c.control_port)
             s = stub_mod.ControlStub(ch)
             req = pb.UserConnectionsRequest(app_id="demo", user_id="50")
             wait_until(lambda: len(s.ListGateways(pb.ListGatewaysRequest(), metadata=API_KEY, timeout=2).gateways) == 1,
@@ -308,6 +308,7 @@ class NatsOutageTest(unittest.TestCase):
                               or (e["event"] == "connecting" and e["code"] != 0)])
             driver.send(op="close", name="outage")
         finally:
+            ch.close()
             c.close()
 
 
