@@ -4,6 +4,7 @@
 
 #include "common/grpc_status.h"
 #include "control/api_logic.h"
+#include "control/pusher_auth.h"
 #include "spdlog/spdlog.h"
 
 namespace switchboard::control {
@@ -24,8 +25,19 @@ absl::Duration Margin(absl::Duration remaining) {
 
 }  // namespace
 
-absl::Status ControlService::Authenticate(grpc::CallbackServerContext* ctx) const {
-  return CheckApiKey(config_, Metadata(ctx, "authorization"), Metadata(ctx, "x-api-key"));
+absl::Status ControlService::Authenticate(grpc::CallbackServerContext* ctx, const HttpTarget* target) const {
+  const std::string authorization = Metadata(ctx, "authorization");
+  const std::string api_key = Metadata(ctx, "x-api-key");
+  if (!authorization.empty() || !api_key.empty() || target == nullptr) {
+    return CheckApiKey(config_, authorization, api_key);
+  }
+  HttpRequestInfo http{Metadata(ctx, kHttpMethodKey), Metadata(ctx, kHttpPathKey), Metadata(ctx, kHttpQueryKey),
+                       Metadata(ctx, kHttpBodyMd5Key)};
+  const std::string q = "&" + http.raw_query;
+  if (q.find("&auth_") == std::string::npos && q.find("&body_md5") == std::string::npos) {
+    return absl::UnauthenticatedError("missing credentials: an API key or a Pusher-style signature");
+  }
+  return VerifyPusherSignature(config_, target->app_id, target->method, target->path, http, absl::Now());
 }
 
 absl::Time ControlService::GatherDeadline(grpc::CallbackServerContext* ctx) const {
@@ -43,16 +55,24 @@ grpc::ServerUnaryReactor* ControlService::UserConnections(grpc::CallbackServerCo
                                                           const v1::UserConnectionsRequest* req,
                                                           v1::UserConnectionsResponse* resp) {
   auto* reactor = ctx->DefaultReactor();
-  absl::Status st = Authenticate(ctx);
+  HttpTarget target{req->app_id(), "GET", "/apps/" + req->app_id() + "/users/" + req->user_id() + "/connections"};
+  absl::Status st = Authenticate(ctx, &target);
   if (st.ok()) st = ValidateUserConnections(config_, *req);
   if (!st.ok()) {
     reactor->Finish(ToGrpcStatus(st));
     return reactor;
   }
+  return GatherUserConnections(reactor, GatherDeadline(ctx), req->app_id(), req->user_id(), resp);
+}
+
+grpc::ServerUnaryReactor* ControlService::GatherUserConnections(grpc::ServerUnaryReactor* reactor,
+                                                                absl::Time deadline, const std::string& app_id,
+                                                                const std::string& user_id,
+                                                                v1::UserConnectionsResponse* resp) {
   v1::BusRequest bus_req;
-  bus_req.mutable_user_query()->set_app_id(req->app_id());
-  bus_req.mutable_user_query()->set_user_id(req->user_id());
-  gather_->Call(std::move(bus_req), GatherDeadline(ctx), [reactor, resp](absl::StatusOr<GatherResult> r) {
+  bus_req.mutable_user_query()->set_app_id(app_id);
+  bus_req.mutable_user_query()->set_user_id(user_id);
+  gather_->Call(std::move(bus_req), deadline, [reactor, resp](absl::StatusOr<GatherResult> r) {
     if (!r.ok()) {
       reactor->Finish(ToGrpcStatus(r.status()));
       return;
@@ -63,11 +83,68 @@ grpc::ServerUnaryReactor* ControlService::UserConnections(grpc::CallbackServerCo
   return reactor;
 }
 
+grpc::ServerUnaryReactor* ControlService::CentrifugoUserConnections(
+    grpc::CallbackServerContext* ctx, const v1::CentrifugoUserConnectionsRequest* req,
+    v1::UserConnectionsResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  v1::UserConnectionsRequest plain;
+  plain.set_app_id(config_.default_app());
+  plain.set_user_id(req->user());
+  absl::Status st = Authenticate(ctx);
+  if (st.ok()) st = ValidateUserConnections(config_, plain);
+  if (!st.ok()) {
+    reactor->Finish(ToGrpcStatus(st));
+    return reactor;
+  }
+  return GatherUserConnections(reactor, GatherDeadline(ctx), plain.app_id(), plain.user_id(), resp);
+}
+
+grpc::ServerUnaryReactor* ControlService::CentrifugoDisconnect(grpc::CallbackServerContext* ctx,
+                                                               const v1::CentrifugoDisconnectRequest* req,
+                                                               v1::CentrifugoDisconnectResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  v1::TerminateUserRequest plain;
+  plain.set_app_id(config_.default_app());
+  plain.set_user_id(req->user());
+  *plain.mutable_except_client_ids() = req->whitelist();
+  plain.set_code(req->disconnect().code());
+  plain.set_reason(req->disconnect().reason());
+  absl::Status st = Authenticate(ctx);
+  if (st.ok()) st = ValidateTerminateUser(config_, plain);
+  if (st.ok() && req->client().size() > 256) st = absl::InvalidArgumentError("client is longer than 256 bytes");
+  if (!st.ok()) {
+    reactor->Finish(ToGrpcStatus(st));
+    return reactor;
+  }
+  v1::BusRequest bus_req;
+  auto* t = bus_req.mutable_terminate();
+  t->set_app_id(plain.app_id());
+  t->set_user_id(plain.user_id());
+  *t->mutable_except_client_ids() = plain.except_client_ids();
+  t->set_only_client_id(req->client());
+  t->set_code(plain.code());
+  t->set_reason(plain.reason());
+  gather_->Call(std::move(bus_req), GatherDeadline(ctx), [reactor, resp](absl::StatusOr<GatherResult> r) {
+    if (!r.ok()) {
+      reactor->Finish(ToGrpcStatus(r.status()));
+      return;
+    }
+    v1::TerminateUserResponse full;
+    FillTerminateUser(*r, &full);
+    resp->mutable_result()->set_closed(full.closed());
+    *resp->mutable_result()->mutable_coverage() = full.coverage();
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
 grpc::ServerUnaryReactor* ControlService::TerminateUser(grpc::CallbackServerContext* ctx,
                                                         const v1::TerminateUserRequest* req,
                                                         v1::TerminateUserResponse* resp) {
   auto* reactor = ctx->DefaultReactor();
-  absl::Status st = Authenticate(ctx);
+  HttpTarget target{req->app_id(), "POST",
+                    "/apps/" + req->app_id() + "/users/" + req->user_id() + "/terminate_connections"};
+  absl::Status st = Authenticate(ctx, &target);
   if (st.ok()) st = ValidateTerminateUser(config_, *req);
   if (!st.ok()) {
     reactor->Finish(ToGrpcStatus(st));
@@ -95,7 +172,9 @@ grpc::ServerUnaryReactor* ControlService::Disconnect(grpc::CallbackServerContext
                                                      const v1::DisconnectRequest* req,
                                                      v1::DisconnectResponse* resp) {
   auto* reactor = ctx->DefaultReactor();
-  absl::Status st = Authenticate(ctx);
+  HttpTarget target{req->app_id(), "POST",
+                    "/apps/" + req->app_id() + "/connections/" + req->client_id() + "/disconnect"};
+  absl::Status st = Authenticate(ctx, &target);
   if (st.ok()) st = ValidateDisconnect(config_, *req);
   if (!st.ok()) {
     reactor->Finish(ToGrpcStatus(st));

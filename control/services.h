@@ -30,9 +30,26 @@ class ControlService final : public v1::Control::CallbackService {
   grpc::ServerUnaryReactor* ListGateways(grpc::CallbackServerContext* ctx,
                                          const v1::ListGatewaysRequest* req,
                                          v1::ListGatewaysResponse* resp) override;
+  grpc::ServerUnaryReactor* CentrifugoUserConnections(grpc::CallbackServerContext* ctx,
+                                                      const v1::CentrifugoUserConnectionsRequest* req,
+                                                      v1::UserConnectionsResponse* resp) override;
+  grpc::ServerUnaryReactor* CentrifugoDisconnect(grpc::CallbackServerContext* ctx,
+                                                 const v1::CentrifugoDisconnectRequest* req,
+                                                 v1::CentrifugoDisconnectResponse* resp) override;
 
  private:
-  absl::Status Authenticate(grpc::CallbackServerContext* ctx) const;
+  // The HTTP form of a call, for Pusher-signed requests through the proxy.
+  struct HttpTarget {
+    std::string app_id;
+    std::string method;
+    std::string path;
+  };
+  // An API key (authorization / x-api-key), or, where `target` is given, a
+  // Pusher signature over the HTTP request the proxy forwarded.
+  absl::Status Authenticate(grpc::CallbackServerContext* ctx, const HttpTarget* target = nullptr) const;
+  grpc::ServerUnaryReactor* GatherUserConnections(grpc::ServerUnaryReactor* reactor, absl::Time deadline,
+                                                  const std::string& app_id, const std::string& user_id,
+                                                  v1::UserConnectionsResponse* resp);
   absl::Time GatherDeadline(grpc::CallbackServerContext* ctx) const;
 
   const v1::Config& config_;

@@ -290,6 +290,7 @@ v1::BusReply Hub::HandleBusRequest(const v1::BusRequest& req) {
       uint32_t closed = 0;
       for (const auto& client_id : index_.ClientsOf(t.app_id(), t.user_id())) {
         if (keep.contains(client_id)) continue;
+        if (!t.only_client_id().empty() && client_id != t.only_client_id()) continue;
         auto cit = conns_.find(index_.ConnOf(client_id));
         if (cit == conns_.end()) continue;
         CloseConn(cit->first, cit->second, code, reason);

@@ -306,6 +306,22 @@ TEST_F(HubTest, TerminateUsesRequestedCodeAndReason) {
   EXPECT_EQ(transport_.closed[1].reason, "suspended");
 }
 
+TEST_F(HubTest, TerminateCanTargetOneConnectionOfTheUser) {
+  std::string a = Connect(1, "42");
+  std::string b = Connect(2, "42");
+  std::string c = Connect(3, "43");
+  v1::BusRequest req;
+  req.mutable_terminate()->set_app_id("demo");
+  req.mutable_terminate()->set_user_id("42");
+  req.mutable_terminate()->set_only_client_id(c);  // not this user's: untouched
+  EXPECT_EQ(Bus(req).closed(), 0u);
+  req.mutable_terminate()->set_only_client_id(b);
+  EXPECT_EQ(Bus(req).closed(), 1u);
+  EXPECT_EQ(CloseCode(1), 0);
+  EXPECT_EQ(CloseCode(2), close_code::kForceDisconnect);
+  EXPECT_EQ(CloseCode(3), 0);
+}
+
 TEST_F(HubTest, DisconnectClosesOneConnectionOfTheRightApp) {
   std::string a = Connect(1, "42");
   Connect(2, "42");

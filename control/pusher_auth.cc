@@ -1,0 +1,125 @@
+#include "control/pusher_auth.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include <map>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "common/config.h"
+
+namespace switchboard::control {
+namespace {
+
+constexpr size_t kMaxQuery = 4096;
+
+std::string Hex(const unsigned char* data, size_t n) {
+  static const char kDigits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(n * 2);
+  for (size_t i = 0; i < n; ++i) {
+    out.push_back(kDigits[data[i] >> 4]);
+    out.push_back(kDigits[data[i] & 0xF]);
+  }
+  return out;
+}
+
+bool ConstantTimeEquals(const std::string& a, const std::string& b) {
+  return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+int HexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+}  // namespace
+
+bool UrlDecode(const std::string& in, std::string* out) {
+  out->clear();
+  out->reserve(in.size());
+  for (size_t i = 0; i < in.size(); ++i) {
+    char c = in[i];
+    if (c == '+') {
+      out->push_back(' ');
+    } else if (c == '%') {
+      if (i + 2 >= in.size()) return false;
+      int hi = HexValue(in[i + 1]), lo = HexValue(in[i + 2]);
+      if (hi < 0 || lo < 0) return false;
+      out->push_back(static_cast<char>(hi * 16 + lo));
+      i += 2;
+    } else {
+      out->push_back(c);
+    }
+  }
+  return true;
+}
+
+std::string PusherSignature(const std::string& secret, const std::string& method, const std::string& path,
+                            const std::string& sorted_params) {
+  const std::string to_sign = method + "\n" + path + "\n" + sorted_params;
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
+       reinterpret_cast<const unsigned char*>(to_sign.data()), to_sign.size(), mac, &len);
+  return Hex(mac, len);
+}
+
+absl::Status VerifyPusherSignature(const v1::Config& config, const std::string& app_id,
+                                   const std::string& expected_method, const std::string& expected_path,
+                                   const HttpRequestInfo& http, absl::Time now, absl::Duration max_skew) {
+  const v1::AppConfig* app = FindApp(config, app_id);
+  if (app == nullptr) return absl::NotFoundError("unknown app \"" + app_id + "\"");
+  if (http.raw_query.size() > kMaxQuery) return absl::InvalidArgumentError("query string too long");
+
+  std::map<std::string, std::string> params;  // lowercased key -> decoded value
+  for (absl::string_view part : absl::StrSplit(http.raw_query, '&', absl::SkipEmpty())) {
+    std::pair<std::string, std::string> kv = absl::StrSplit(part, absl::MaxSplits('=', 1));
+    std::string key, value;
+    if (!UrlDecode(kv.first, &key) || !UrlDecode(kv.second, &value)) {
+      return absl::InvalidArgumentError("malformed query string");
+    }
+    key = absl::AsciiStrToLower(key);
+    if (!params.emplace(key, value).second) return absl::InvalidArgumentError("repeated parameter " + key);
+  }
+  for (const char* required : {"auth_key", "auth_timestamp", "auth_version", "auth_signature"}) {
+    if (params.count(required) == 0) return absl::InvalidArgumentError(std::string("missing parameter ") + required);
+  }
+  if (expected_method != "GET" && params.count("body_md5") == 0) {
+    return absl::InvalidArgumentError("missing parameter body_md5");
+  }
+
+  if (params["auth_version"] != "1.0") return absl::UnauthenticatedError("auth_version must be 1.0");
+  if (!ConstantTimeEquals(params["auth_key"], app->key())) {
+    return absl::UnauthenticatedError("auth_key does not belong to app \"" + app_id + "\"");
+  }
+  int64_t ts = 0;
+  if (!absl::SimpleAtoi(params["auth_timestamp"], &ts)) return absl::UnauthenticatedError("bad auth_timestamp");
+  if (absl::AbsDuration(now - absl::FromUnixSeconds(ts)) > max_skew) {
+    return absl::UnauthenticatedError("auth_timestamp is more than 600 s from server time");
+  }
+  if (http.method != expected_method || http.path != expected_path) {
+    return absl::UnauthenticatedError("signature does not cover this request");
+  }
+  if (auto it = params.find("body_md5"); it != params.end() &&
+                                         !ConstantTimeEquals(absl::AsciiStrToLower(it->second), http.body_md5)) {
+    return absl::UnauthenticatedError("body_md5 does not match the body");
+  }
+
+  const std::string signature = params["auth_signature"];
+  params.erase("auth_signature");
+  std::string sorted = absl::StrJoin(params, "&", absl::PairFormatter("="));
+  if (!ConstantTimeEquals(PusherSignature(app->secret(), http.method, http.path, sorted),
+                          absl::AsciiStrToLower(signature))) {
+    return absl::UnauthenticatedError("invalid signature");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace switchboard::control

@@ -1,0 +1,157 @@
+// switchboard-http: the HTTP/JSON face of switchboard-control, a grpc-gateway
+// reverse proxy generated from the google.api.http annotations in
+// proto/switchboard/v1/control.proto.
+//
+// It holds no secrets. For Pusher-style signed requests it forwards what
+// control needs to check the signature (method, path, raw query, MD5 of the
+// raw body) as gRPC metadata; API keys pass through as `authorization` /
+// `x-api-key`. Errors are JSON: {"error": "...", "code": <gRPC code>} with the
+// matching HTTP status (400, 401, 404, 503, ...).
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io/ioutil"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/grpc-ecosystem/grpc-gateway/runtime"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	switchboardv1 "switchboard/gen/v1"
+)
+
+const (
+	maxBody       = 1 << 20
+	mdPrefix      = "x-switchboard-http-"
+	bodyMd5Header = "X-Switchboard-Internal-Body-Md5"
+)
+
+func writeError(w http.ResponseWriter, httpStatus int, code codes.Code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(httpStatus)
+	_ = json.NewEncoder(w).Encode(map[string]interface{}{"error": msg, "code": int(code)})
+}
+
+func grpcError(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, _ *http.Request, err error) {
+	s, ok := status.FromError(err)
+	if !ok {
+		s = status.New(codes.Unknown, err.Error())
+	}
+	writeError(w, runtime.HTTPStatusFromCode(s.Code()), s.Code(), s.Message())
+}
+
+func otherError(w http.ResponseWriter, _ *http.Request, msg string, httpStatus int) {
+	code := codes.Unknown
+	switch httpStatus {
+	case http.StatusBadRequest:
+		code = codes.InvalidArgument
+	case http.StatusNotFound, http.StatusMethodNotAllowed:
+		code = codes.Unimplemented
+	}
+	writeError(w, httpStatus, code, msg)
+}
+
+// Headers that become gRPC metadata. Clients never get to set the proxy's own
+// x-switchboard-http-* keys.
+func headerMatcher(key string) (string, bool) {
+	lower := strings.ToLower(key)
+	switch {
+	case lower == "x-api-key":
+		return "x-api-key", true
+	case strings.Contains(lower, "x-switchboard"):
+		return "", false
+	}
+	return runtime.DefaultHeaderMatcher(key)
+}
+
+// What control needs to check a Pusher signature.
+func requestMetadata(_ context.Context, r *http.Request) metadata.MD {
+	return metadata.Pairs(
+		mdPrefix+"method", r.Method,
+		mdPrefix+"path", r.URL.Path,
+		mdPrefix+"query", r.URL.RawQuery,
+		mdPrefix+"body-md5", r.Header.Get(bodyMd5Header),
+	)
+}
+
+// Reads the body once (bounded), records its MD5, and hands it on unchanged.
+func withBodyMd5(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body []byte
+		if r.Body != nil {
+			var err error
+			body, err = ioutil.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+			if err != nil {
+				writeError(w, http.StatusRequestEntityTooLarge, codes.InvalidArgument, "request body too large or unreadable")
+				return
+			}
+		}
+		sum := md5.Sum(body)
+		r.Header.Del(bodyMd5Header)
+		r.Header.Set(bodyMd5Header, hex.EncodeToString(sum[:]))
+		r.Body = ioutil.NopCloser(bytes.NewReader(body))
+		r.ContentLength = int64(len(body))
+		next.ServeHTTP(w, r)
+	})
+}
+
+func main() {
+	listen := flag.String("listen", "127.0.0.1:8080", "HTTP listen address (port 0: the OS chooses)")
+	control := flag.String("control", "127.0.0.1:50051", "switchboard-control gRPC address")
+	flag.Parse()
+
+	runtime.HTTPError = grpcError
+	runtime.OtherErrorHandler = otherError
+	mux := runtime.NewServeMux(
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{OrigName: true, EmitDefaults: true}),
+		runtime.WithIncomingHeaderMatcher(headerMatcher),
+		runtime.WithMetadata(requestMetadata),
+	)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	opts := []grpc.DialOption{grpc.WithInsecure()}
+	if err := switchboardv1.RegisterControlHandlerFromEndpoint(ctx, mux, *control, opts); err != nil {
+		log.Fatalf("switchboard-http: cannot register control handlers: %v", err)
+	}
+
+	root := http.NewServeMux()
+	root.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	root.Handle("/", withBodyMd5(mux))
+
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "switchboard-http: cannot listen on %s: %v\n", *listen, err)
+		os.Exit(2)
+	}
+	srv := &http.Server{Handler: root, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		WriteTimeout: 30 * time.Second, MaxHeaderBytes: 64 << 10}
+	fmt.Printf("READY port=%d control=%s\n", ln.Addr().(*net.TCPAddr).Port, *control)
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		<-sigs
+		shutdownCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
+		defer done()
+		_ = srv.Shutdown(shutdownCtx)
+	}()
+	if err := srv.Serve(ln); err != nil && err != http.ErrServerClosed {
+		log.Fatalf("switchboard-http: %v", err)
+	}
+}
