@@ -1,6 +1,8 @@
 // switchboardctl: operator CLI. Output is JSON on stdout; errors on stderr
 // with a non-zero exit code.
 #include <jwt.h>
+#include <openssl/evp.h>
+#include <openssl/md5.h>
 
 #include <cstdio>
 #include <ctime>
@@ -11,8 +13,12 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/config.h"
+#include "control/pusher_auth.h"
 #include "google/protobuf/util/json_util.h"
 #include "switchboard/v1/control.grpc.pb.h"
 
@@ -29,6 +35,9 @@ ABSL_FLAG(std::string, info, "", "gentoken: JSON for the info claim");
 ABSL_FLAG(std::string, meta, "", "gentoken: JSON for the meta claim (server-side only)");
 ABSL_FLAG(int, ttl, 3600, "gentoken: seconds until exp (0: no exp)");
 ABSL_FLAG(int, timeout_ms, 2000, "call deadline");
+ABSL_FLAG(std::string, method, "POST", "sign: HTTP method");
+ABSL_FLAG(std::string, path, "", "sign: request path, e.g. /apps/demo/users/42/terminate_connections");
+ABSL_FLAG(std::string, body, "", "sign: the exact request body (POST: {} if empty)");
 ABSL_FLAG(int, repeat, 1, "connections: call N times and print latency percentiles");
 
 namespace {
@@ -74,6 +83,28 @@ int GenToken(const v1::Config& config, const std::string& app_id) {
   return 0;
 }
 
+// Prints the Pusher-style signed query string for one HTTP request.
+int Sign(const v1::Config& config, const std::string& app_id) {
+  const v1::AppConfig* app = FindApp(config, app_id);
+  if (app == nullptr) return Fail("unknown app " + app_id, 2);
+  const std::string method = absl::AsciiStrToUpper(absl::GetFlag(FLAGS_method));
+  const std::string path = absl::GetFlag(FLAGS_path);
+  if (path.empty() || path[0] != '/') return Fail("sign needs --path=/apps/...", 2);
+  std::string body = absl::GetFlag(FLAGS_body);
+  if (method != "GET" && body.empty()) body = "{}";
+  std::string params = absl::StrCat("auth_key=", app->key(), "&auth_timestamp=", std::time(nullptr),
+                                    "&auth_version=1.0");
+  if (method != "GET") {
+    unsigned char md5[MD5_DIGEST_LENGTH];
+    unsigned int len = 0;
+    EVP_Digest(body.data(), body.size(), md5, &len, EVP_md5(), nullptr);
+    params += "&body_md5=" + absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(md5), len));
+  }
+  std::printf("%s&auth_signature=%s\n", params.c_str(),
+              control::PusherSignature(app->secret(), method, path, params).c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -83,7 +114,8 @@ int main(int argc, char** argv) {
       "  connections --user=U                                          a user's live connections\n"
       "  terminate   --user=U [--except=ID,..] [--code=C --reason=R]  close a user's connections\n"
       "  disconnect  --client=ID                                       close one connection\n"
-      "  gateways                                                      the attached gateways");
+      "  gateways                                                      the attached gateways\n"
+      "  sign        --path=P [--method=M] [--body=B]                   Pusher-style signed query string");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() != 2) return Fail("expected one command; see --help", 2);
   const std::string cmd = args[1];
@@ -93,6 +125,7 @@ int main(int argc, char** argv) {
   const v1::Config config = *config_or;
   std::string app_id = absl::GetFlag(FLAGS_app).empty() ? config.default_app() : absl::GetFlag(FLAGS_app);
 
+  if (cmd == "sign") return Sign(config, app_id);
   if (cmd == "gentoken") {
     if (absl::GetFlag(FLAGS_user).empty()) return Fail("gentoken needs --user", 2);
     return GenToken(config, app_id);

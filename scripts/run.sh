@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds and starts a local Switchboard cluster on loopback: nats-server,
-# one switchboard-control, two switchboard-gateways (and the HTTP proxy once
-# built). Processes run in the background; logs and PIDs live in .run/.
+# one switchboard-control, two switchboard-gateways and switchboard-http.
+# Processes run in the background; logs and PIDs live in .run/.
 #   scripts/run.sh          set up, build, (re)start, print what to do next
 #   scripts/run.sh stop     stop what a previous run started
 set -euo pipefail
@@ -11,6 +11,7 @@ RUN=$ROOT/.run
 CONFIG=${SWITCHBOARD_CONFIG:-config/switchboard.yaml}
 NATS_PORT=4222
 GW_PORTS=(8001 8002)
+HTTP_PORT=8080
 
 stop_all() {
   [[ -d $RUN ]] || return 0
@@ -61,6 +62,8 @@ for port in "${GW_PORTS[@]}"; do
   i=$((i + 1))
 done
 CONTROL=$(grep -oE 'READY port=[0-9]+' "$RUN/control.log" | cut -d= -f2)
+start http 'READY port=' build/deploy/http-proxy/switchboard-http --listen "127.0.0.1:$HTTP_PORT" \
+  --control "127.0.0.1:$CONTROL"
 
 cat <<MSG
 
@@ -69,12 +72,14 @@ Switchboard is running on loopback (logs and PIDs in .run/):
   switchboard-control  gRPC 127.0.0.1:$CONTROL   (API key: see api_keys in $CONFIG)
   gateway gw-1         ws://127.0.0.1:${GW_PORTS[0]}/connection/websocket
   gateway gw-2         ws://127.0.0.1:${GW_PORTS[1]}/connection/websocket
+  switchboard-http     http://127.0.0.1:$HTTP_PORT   (HTTP/JSON API, grpc-gateway proxy)
 
 Next:
   build/cli/switchboardctl gentoken --user 42          # a connection token for user 42
   build/cli/switchboardctl gateways                    # the live fleet
   build/cli/switchboardctl connections --user 42       # user 42's sessions on every gateway
   build/cli/switchboardctl terminate --user 42         # close them all
+  curl -H 'X-API-Key: dev-api-key-change-me' -d '{"user":"42"}' http://127.0.0.1:$HTTP_PORT/api/user_connections
   scripts/run.sh stop                                  # stop the cluster
 See README.md for the full quick start.
 MSG

@@ -156,7 +156,7 @@ gateway:
 
 
 class Cluster:
-    def __init__(self, build_dir, source_dir, gateways=2, ping=25):
+    def __init__(self, build_dir, source_dir, gateways=2, ping=25, http=True):
         self.build_dir = os.path.abspath(build_dir)
         self.source_dir = source_dir
         self.tmp = tempfile.mkdtemp(prefix="switchboard-test-")
@@ -176,6 +176,12 @@ class Cluster:
         self._write_config(self.control_port)
         for i in range(gateways):
             self.add_gateway("gw-%d" % (i + 1))
+        self.http = None
+        self.http_port = None
+        if http:
+            self.http = self._start("http", [self.bin("deploy/http-proxy/switchboard-http"), "--listen",
+                                             "127.0.0.1:0", "--control", "127.0.0.1:%d" % self.control_port])
+            self.http_port = int(self.http.wait_line(r"READY port=(\d+)").group(1))
 
     def nats_out_msgs(self, conn_name):
         """Messages nats-server has delivered to the named client connection."""

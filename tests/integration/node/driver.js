@@ -4,6 +4,7 @@
 //   {"op":"centrifuge","name":N,"url":U,"token":T,"client_name":..,"client_version":..}
 //   {"op":"raw","name":N,"url":U,"frames":["...", ...]}   plain ws, records every frame
 //   {"op":"close","name":N}
+//   {"op":"pusher_terminate","name":N,"app_id":..,"key":..,"secret":..,"port":P,"user":U}
 'use strict';
 const readline = require('readline');
 const WebSocket = require('ws');
@@ -45,6 +46,19 @@ function openRaw(cmd) {
   clients.set(cmd.name, { close: () => ws.close(), ws });
 }
 
+// The official Pusher Channels server SDK, pointed at switchboard-http.
+function pusherTerminate(cmd) {
+  const Pusher = require('pusher');
+  const p = new Pusher({
+    appId: cmd.app_id, key: cmd.key, secret: cmd.secret,
+    host: '127.0.0.1', port: String(cmd.port), useTLS: false,
+  });
+  p.terminateUserConnections(cmd.user)
+    .then((res) => res.text().then((body) => emit({ event: 'pusher_result', name: cmd.name, status: res.status, body })))
+    .catch((e) => emit({ event: 'pusher_result', name: cmd.name, status: e.status || 0, body: String(e.body || ''),
+                         error: String(e.message) }));
+}
+
 const rl = readline.createInterface({ input: process.stdin });
 rl.on('line', (line) => {
   let cmd;
@@ -58,6 +72,7 @@ rl.on('line', (line) => {
     if (cmd.op === 'centrifuge') openCentrifuge(cmd);
     else if (cmd.op === 'raw') openRaw(cmd);
     else if (cmd.op === 'send') clients.get(cmd.name).ws.send(cmd.frame);
+    else if (cmd.op === 'pusher_terminate') pusherTerminate(cmd);
     else if (cmd.op === 'close') { const c = clients.get(cmd.name); if (c) c.close(); }
     else emit({ event: 'driver_error', message: 'unknown op ' + cmd.op });
   } catch (e) {

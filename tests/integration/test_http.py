@@ -1,0 +1,235 @@
+"""HTTP API through the real switchboard-http proxy (grpc-gateway), with curl
+as the HTTP client, Pusher signatures computed here (not by the code under
+test), the official `pusher` server SDK, and centrifuge-js clients whose
+sockets must close."""
+import argparse
+import hashlib
+import hmac
+import json
+import os
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cluster import Cluster, Driver, wait_until  # noqa: E402
+
+ARGS = None
+API_KEY = "test-api-key-1234"
+APPS = {"demo": ("demo-key", "demo-secret-for-tests"), "other": ("other-key", "other-secret-for-tests")}
+EMPTY_MD5 = hashlib.md5(b"").hexdigest()
+
+
+def setUpModule():
+    global cluster, driver
+    cluster = Cluster(ARGS.build_dir, ARGS.source_dir)
+    driver = Driver(os.path.join(ARGS.source_dir, "tests/integration/node"))
+    wait_until(lambda: curl("GET", "/gateways", headers=["Authorization: apikey " + API_KEY])[1].get("gateways", [])
+               .__len__() == 2, 10, "both gateways attached")
+
+
+def tearDownModule():
+    driver.stop()
+    cluster.close()
+
+
+def curl(method, path, query="", body=None, headers=(), port=None):
+    url = "http://127.0.0.1:%d%s%s" % (port or cluster.http_port, path, "?" + query if query else "")
+    args = ["curl", "-sS", "-X", method, "-o", "-", "-w", "\n%{http_code}", url]
+    for h in headers:
+        args += ["-H", h]
+    if body is not None:
+        args += ["-H", "Content-Type: application/json", "--data-binary", body]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=15)
+    if out.returncode != 0:
+        raise AssertionError("curl failed: %s" % out.stderr)
+    text, _, code = out.stdout.rpartition("\n")
+    return int(code), (json.loads(text) if text.strip() else None)
+
+
+def signed_query(method, path, body, app="demo", key=None, secret=None, ts=None, drop=(), md5=None):
+    """Pusher Channels REST auth, computed independently of the code under test."""
+    k, s = APPS[app]
+    params = {"auth_key": key or k, "auth_timestamp": str(int(time.time()) if ts is None else ts),
+              "auth_version": "1.0"}
+    if method != "GET" or body:
+        params["body_md5"] = md5 or hashlib.md5(body.encode()).hexdigest()
+    joined = "&".join("%s=%s" % (name, params[name]) for name in sorted(params))
+    sig = hmac.new((secret or s).encode(), ("%s\n%s\n%s" % (method, path, joined)).encode(),
+                   hashlib.sha256).hexdigest()
+    params["auth_signature"] = sig
+    return "&".join("%s=%s" % (name, v) for name, v in params.items() if name not in drop)
+
+
+_seq = [0]
+
+
+def open_client(user, gw, app="demo"):
+    _seq[0] += 1
+    name = "h%d" % _seq[0]
+    query = "" if app == "demo" else "?app=" + app
+    driver.send(op="centrifuge", name=name, url=cluster.ws_url(gw, query), token=cluster.token(user, app=app),
+                client_name="http-test", client_version="9.9")
+    return name, driver.wait_event(name, "connected")["client"]
+
+
+def still_connected(name):
+    return not [e for e in driver.events(name)
+                if e["event"] == "disconnected" or (e["event"] == "connecting" and e["code"] != 0)]
+
+
+def terminate_path(user, app="demo"):
+    return "/apps/%s/users/%s/terminate_connections" % (app, user)
+
+
+class PusherRoutesTest(unittest.TestCase):
+    def test_signed_terminate_closes_the_users_connections(self):
+        a, _ = open_client("60", "gw-1")
+        b, _ = open_client("60", "gw-2")
+        c, cc = open_client("61", "gw-1")
+        path = terminate_path("60")
+        status, body = curl("POST", path, signed_query("POST", path, "{}"), "{}")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["closed"], 2)
+        for n in (a, b):
+            self.assertEqual(driver.wait_event(n, "disconnected")["code"], 3503)
+        self.assertTrue(still_connected(c))
+
+    def test_signed_get_connections(self):
+        _, ca = open_client("62", "gw-1")
+        _, cb = open_client("62", "gw-2")
+        path = "/apps/demo/users/62/connections"
+        status, body = curl("GET", path, signed_query("GET", path, ""))
+        self.assertEqual(status, 200, body)
+        conns = body["result"]["connections"]
+        self.assertEqual(set(conns), {ca, cb})
+        self.assertEqual(conns[ca]["app_name"], "http-test")
+        self.assertEqual(conns[ca]["app_version"], "9.9")
+        self.assertTrue(body["result"]["complete"])
+
+    def test_pusher_server_sdk_terminates(self):
+        a, _ = open_client("63", "gw-1")
+        b, _ = open_client("63", "gw-2")
+        key, secret = APPS["demo"]
+        driver.send(op="pusher_terminate", name="sdk", app_id="demo", key=key, secret=secret,
+                    port=cluster.http_port, user="63")
+        res = driver.wait_event("sdk", "pusher_result")
+        self.assertEqual(res["status"], 200, res)
+        for n in (a, b):
+            self.assertEqual(driver.wait_event(n, "disconnected")["code"], 3503)
+
+    def test_every_bad_signature_is_refused_and_nothing_is_terminated(self):
+        victim, cid = open_client("64", "gw-1")
+        path = terminate_path("64")
+        now = int(time.time())
+        cases = [
+            ("no credentials", 401, "", "{}"),
+            ("wrong key", 401, signed_query("POST", path, "{}", key="not-a-key"), "{}"),
+            ("other app's key and secret", 401, signed_query("POST", path, "{}", app="other"), "{}"),
+            ("demo key, other app's secret", 401,
+             signed_query("POST", path, "{}", secret=APPS["other"][1]), "{}"),
+            ("stale timestamp", 401, signed_query("POST", path, "{}", ts=now - 700), "{}"),
+            ("future timestamp", 401, signed_query("POST", path, "{}", ts=now + 700), "{}"),
+            ("body differs from body_md5", 401, signed_query("POST", path, "{}"), '{"x": 1}'),
+            ("md5 of the wrong body", 401, signed_query("POST", path, "{}", md5=EMPTY_MD5), "{}"),
+            ("tampered path (signed for user 65)", 401, signed_query("POST", terminate_path("65"), "{}"), "{}"),
+            ("missing auth_timestamp", 400, signed_query("POST", path, "{}", drop=("auth_timestamp",)), "{}"),
+            ("missing body_md5", 400, signed_query("POST", path, "{}", drop=("body_md5",)), "{}"),
+            ("missing auth_signature", 400, signed_query("POST", path, "{}", drop=("auth_signature",)), "{}"),
+            ("missing auth_key", 400, signed_query("POST", path, "{}", drop=("auth_key",)), "{}"),
+        ]
+        for what, want, query, body in cases:
+            status, resp = curl("POST", path, query, body)
+            self.assertEqual(status, want, "%s: %s" % (what, resp))
+            self.assertIsInstance(resp.get("error"), str, what)
+        # A signature for app "other" presented on other's path works there, never on demo.
+        opath = terminate_path("64", app="other")
+        status, resp = curl("POST", opath, signed_query("POST", opath, "{}", app="other"), "{}")
+        self.assertEqual((status, resp["closed"]), (200, 0))
+        res = curl("GET", "/apps/demo/users/64/connections", "", headers=["X-API-Key: " + API_KEY])[1]
+        self.assertEqual(list(res["result"]["connections"]), [cid])
+        self.assertTrue(still_connected(victim))
+
+    def test_unknown_app_is_404(self):
+        path = terminate_path("1", app="nope")
+        status, resp = curl("POST", path, signed_query("POST", path, "{}"), "{}")
+        self.assertEqual(status, 404, resp)
+        self.assertIn("nope", resp["error"])
+
+
+class CentrifugoRoutesTest(unittest.TestCase):
+    def test_user_connections_with_both_header_forms(self):
+        _, ca = open_client("70", "gw-1")
+        _, cb = open_client("70", "gw-2")
+        open_client("70", "gw-1", app="other")
+        for header in ("Authorization: apikey " + API_KEY, "X-API-Key: " + API_KEY):
+            status, body = curl("POST", "/api/user_connections", body='{"user": "70"}', headers=[header])
+            self.assertEqual(status, 200, body)
+            conns = body["result"]["connections"]
+            self.assertEqual(set(conns), {ca, cb})  # the default app only
+            info = conns[ca]
+            for field in ("app_name", "app_version", "transport", "protocol"):
+                self.assertIn(field, info)
+            self.assertEqual((info["transport"], info["protocol"]), ("websocket", "json"))
+
+    def test_disconnect_with_whitelist_and_code(self):
+        a, ca = open_client("71", "gw-1")
+        b, cb = open_client("71", "gw-2")
+        c, cc = open_client("71", "gw-2")
+        body = json.dumps({"user": "71", "whitelist": [cb], "disconnect": {"code": 4501, "reason": "suspended"}})
+        status, resp = curl("POST", "/api/disconnect", body=body, headers=["X-API-Key: " + API_KEY])
+        self.assertEqual(status, 200, resp)
+        self.assertEqual(resp["result"]["closed"], 2)
+        for n in (a, c):
+            ev = driver.wait_event(n, "disconnected")
+            self.assertEqual((ev["code"], ev["reason"]), (4501, "suspended"))
+        self.assertTrue(still_connected(b))
+        # One client of the user.
+        status, resp = curl("POST", "/api/disconnect", body=json.dumps({"user": "71", "client": cb}),
+                            headers=["X-API-Key: " + API_KEY])
+        self.assertEqual((status, resp["result"]["closed"]), (200, 1))
+        self.assertEqual(driver.wait_event(b, "disconnected")["code"], 3503)
+
+    def test_errors(self):
+        cases = [
+            ("no key", 401, "/api/user_connections", '{"user": "1"}', []),
+            ("wrong key", 401, "/api/user_connections", '{"user": "1"}', ["X-API-Key: wrong-key-123"]),
+            ("wrong scheme", 401, "/api/user_connections", '{"user": "1"}', ["Authorization: Bearer " + API_KEY]),
+            ("empty user", 400, "/api/user_connections", '{"user": ""}', ["X-API-Key: " + API_KEY]),
+            ("not JSON", 400, "/api/user_connections", '{"user": ', ["X-API-Key: " + API_KEY]),
+            ("wrong type", 400, "/api/disconnect", '{"user": "1", "whitelist": 5}', ["X-API-Key: " + API_KEY]),
+            ("bad close code", 400, "/api/disconnect", '{"user": "1", "disconnect": {"code": 7}}',
+             ["X-API-Key: " + API_KEY]),
+            ("no such route", 404, "/api/nothing_here", "{}", ["X-API-Key: " + API_KEY]),
+        ]
+        for what, want, path, body, headers in cases:
+            status, resp = curl("POST", path, body=body, headers=headers)
+            self.assertEqual(status, want, "%s: %s" % (what, resp))
+            self.assertIsInstance(resp.get("error"), str, what)
+
+
+class BusDownTest(unittest.TestCase):
+    def test_http_503_when_nats_is_down(self):
+        c = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=1)
+        try:
+            c.stop_nats()
+
+            def is_503():
+                return curl("POST", "/api/user_connections", body='{"user": "1"}',
+                            headers=["X-API-Key: " + API_KEY], port=c.http_port)[0] == 503
+            wait_until(is_503, 10, "503 while NATS is down")
+            status, resp = curl("POST", "/api/user_connections", body='{"user": "1"}',
+                                headers=["X-API-Key: " + API_KEY], port=c.http_port)
+            self.assertEqual(status, 503)
+            self.assertIn("error", resp)
+        finally:
+            c.close()
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build-dir", required=True)
+    ap.add_argument("--source-dir", required=True)
+    ARGS, rest = ap.parse_known_args()
+    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
