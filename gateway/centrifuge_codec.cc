@@ -1,6 +1,8 @@
 #include "gateway/centrifuge_codec.h"
 
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/util/json_util.h"
 
 namespace switchboard::gateway {
@@ -36,6 +38,40 @@ std::string CentrifugeJsonCodec::EncodeReply(const v1::ClientReply& reply) {
   opts.preserve_proto_field_names = true;
   // A reply built by the gateway always serialises.
   (void)google::protobuf::util::MessageToJsonString(reply, &out, opts);
+  return out;
+}
+
+absl::StatusOr<std::vector<v1::ClientCommand>> CentrifugeProtobufCodec::DecodeCommands(
+    std::string_view frame) {
+  std::vector<v1::ClientCommand> out;
+  google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(frame.data()),
+                                            static_cast<int>(frame.size()));
+  while (in.CurrentPosition() < static_cast<int>(frame.size())) {
+    uint32_t len = 0;
+    if (!in.ReadVarint32(&len)) return absl::InvalidArgumentError("bad length prefix");
+    if (len > frame.size() - static_cast<size_t>(in.CurrentPosition())) {
+      return absl::InvalidArgumentError("command longer than the frame");
+    }
+    auto limit = in.PushLimit(static_cast<int>(len));
+    v1::ClientCommand cmd;
+    if (!cmd.ParseFromCodedStream(&in) || !in.ConsumedEntireMessage()) {
+      return absl::InvalidArgumentError("bad protobuf command");
+    }
+    in.PopLimit(limit);
+    out.push_back(std::move(cmd));
+  }
+  if (out.empty()) return absl::InvalidArgumentError("empty frame");
+  return out;
+}
+
+std::string CentrifugeProtobufCodec::EncodeReply(const v1::ClientReply& reply) {
+  std::string out;
+  {
+    google::protobuf::io::StringOutputStream raw(&out);
+    google::protobuf::io::CodedOutputStream coded(&raw);
+    coded.WriteVarint32(static_cast<uint32_t>(reply.ByteSizeLong()));
+    reply.SerializeWithCachedSizes(&coded);
+  }
   return out;
 }
 

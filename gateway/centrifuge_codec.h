@@ -22,6 +22,17 @@ class CentrifugeJsonCodec {
   static std::string EncodePing() { return "{}"; }
 };
 
+// Centrifugo client protocol v2, protobuf encoding (binary frames): a frame
+// holds one or more varint-length-delimited commands; replies likewise.
+// Stateless; any thread.
+class CentrifugeProtobufCodec {
+ public:
+  static absl::StatusOr<std::vector<v1::ClientCommand>> DecodeCommands(std::string_view frame);
+  static std::string EncodeReply(const v1::ClientReply& reply);
+  // Server ping: an empty reply, i.e. one zero-length record.
+  static std::string EncodePing() { return std::string(1, '\0'); }
+};
+
 // Centrifugo disconnect codes used by the gateway.
 namespace close_code {
 inline constexpr int kShutdown = 3001;       // reconnect

@@ -7,6 +7,7 @@
 #include "common/ids.h"
 #include "gateway/centrifuge_codec.h"
 #include "gateway/jwt_verifier.h"
+#include "google/protobuf/util/json_util.h"
 #include "spdlog/spdlog.h"
 
 namespace switchboard::gateway {
@@ -15,6 +16,19 @@ namespace {
 constexpr uint32_t kBusFormatVersion = 1;
 constexpr size_t kMaxIdLength = 256;
 constexpr char kServerVersion[] = "switchboard 0.1.0";
+
+const char* TransportName(Wire w) { return w == Wire::kUniHttpStream ? "uni_http_stream" : "websocket"; }
+
+const char* ProtocolName(Wire w) {
+  switch (w) {
+    case Wire::kCentrifugeProtobuf:
+      return "protobuf";
+    case Wire::kPusher:
+      return "pusher";
+    default:
+      return "json";
+  }
+}
 
 }  // namespace
 
@@ -29,22 +43,54 @@ Hub::Hub(const v1::Config& config, std::string gateway_id, Transport* transport,
 void Hub::OnOpen(ConnId id, ConnectionMeta meta) {
   Conn conn;
   conn.meta = std::move(meta);
-  conn.connect_deadline = clock_() + absl::Milliseconds(config_.gateway().connect_timeout_ms());
   auto [it, inserted] = conns_.emplace(id, std::move(conn));
   if (!inserted) return;
-  Rearm(id, it->second);
+  Conn& c = it->second;
+  switch (c.meta.wire) {
+    case Wire::kPusher:
+      PusherOpen(id, c);
+      return;
+    case Wire::kUniHttpStream: {
+      // The one command of a unidirectional connection is its body.
+      v1::ClientCommand cmd;
+      cmd.set_id(1);
+      google::protobuf::util::JsonParseOptions opts;
+      opts.ignore_unknown_fields = true;
+      if (c.meta.connect_body.size() > config_.gateway().max_message_bytes()) {
+        ++stats_.bad_frames;
+        CloseConn(id, c, close_code::kMessageTooBig, "message too big");
+        return;
+      }
+      if (!google::protobuf::util::JsonStringToMessage(c.meta.connect_body, cmd.mutable_connect(), opts).ok()) {
+        ++stats_.bad_frames;
+        CloseConn(id, c, close_code::kBadRequest, "bad request");
+        return;
+      }
+      HandleConnect(id, c, cmd);
+      return;
+    }
+    default:
+      c.connect_deadline = clock_() + absl::Milliseconds(config_.gateway().connect_timeout_ms());
+      Rearm(id, c);
+  }
 }
 
 void Hub::OnFrame(ConnId id, std::string_view data, bool binary) {
   auto it = conns_.find(id);
   if (it == conns_.end() || it->second.state == State::kClosing) return;
   Conn& conn = it->second;
-  if (binary) {
+  if (conn.meta.wire == Wire::kPusher) {
+    PusherFrame(id, conn, data, binary);
+    return;
+  }
+  const bool protobuf = conn.meta.wire == Wire::kCentrifugeProtobuf;
+  if (binary != protobuf || conn.meta.wire == Wire::kUniHttpStream) {
     ++stats_.bad_frames;
     CloseConn(id, conn, close_code::kBadRequest, "bad request");
     return;
   }
-  auto commands = CentrifugeJsonCodec::DecodeCommands(data);
+  auto commands =
+      protobuf ? CentrifugeProtobufCodec::DecodeCommands(data) : CentrifugeJsonCodec::DecodeCommands(data);
   if (!commands.ok()) {
     ++stats_.bad_frames;
     spdlog::debug("conn {}: {}", id, std::string(commands.status().message()));
@@ -91,7 +137,7 @@ void Hub::HandleCommand(ConnId id, Conn& conn, const v1::ClientCommand& cmd) {
     v1::ClientReply reply;
     reply.set_id(cmd.id());
     reply.mutable_ping();
-    SendReply(id, reply);
+    SendReply(id, conn, reply);
     return;
   }
   if (cmd.has_refresh()) {
@@ -113,12 +159,33 @@ void Hub::HandleCommand(ConnId id, Conn& conn, const v1::ClientCommand& cmd) {
       r->set_expires(true);
       r->set_ttl(static_cast<uint32_t>(std::max<int64_t>(0, result.claims.exp - absl::ToUnixSeconds(clock_()))));
     }
-    SendReply(id, reply);
+    SendReply(id, conn, reply);
     Rearm(id, conn);
     return;
   }
   // Channels, RPC and presence are not part of this product (yet).
-  SendError(id, cmd.id(), error_code::kNotAvailable, "not available");
+  SendError(id, conn, cmd.id(), error_code::kNotAvailable, "not available");
+}
+
+v1::SessionRecord Hub::NewRecord(const Conn& conn, const std::string& client_id, const std::string& app_id,
+                                 const std::string& user_id) {
+  v1::SessionRecord record;
+  record.set_client_id(client_id);
+  record.set_app_id(app_id);
+  record.set_user_id(user_id);
+  record.set_transport(TransportName(conn.meta.wire));
+  record.set_protocol(ProtocolName(conn.meta.wire));
+  record.set_connected_at_ms(absl::ToUnixMillis(clock_()));
+  record.set_remote_addr(conn.meta.remote_addr);
+  record.set_gateway_id(gateway_id_);
+  return record;
+}
+
+void Hub::AddSession(ConnId id, Conn& conn, const v1::SessionRecord& record) {
+  conn.client_id = record.client_id();
+  conn.session = index_.Add(record, id);
+  if (conn.session) observer_->OnSessionOpened(record);
+  ++stats_.connects_ok;
 }
 
 void Hub::HandleConnect(ConnId id, Conn& conn, const v1::ClientCommand& cmd) {
@@ -152,52 +219,95 @@ void Hub::HandleConnect(ConnId id, Conn& conn, const v1::ClientCommand& cmd) {
   }
 
   const absl::Time now = clock_();
-  v1::SessionRecord record;
-  record.set_client_id(NewUuid());
-  record.set_app_id(app->id());
-  record.set_user_id(result.claims.sub);
+  v1::SessionRecord record = NewRecord(conn, NewUuid(), app->id(), result.claims.sub);
   record.set_app_name(req.name());
   record.set_app_version(req.version());
-  record.set_transport(conn.meta.transport);
-  record.set_protocol(conn.meta.protocol);
   record.set_meta_json(result.claims.meta_json);
-  record.set_connected_at_ms(absl::ToUnixMillis(now));
-  record.set_remote_addr(conn.meta.remote_addr);
-  record.set_gateway_id(gateway_id_);
-  conn.client_id = record.client_id();
   conn.state = State::kConnected;
+  conn.connect_deadline = absl::InfiniteFuture();
   conn.next_ping = now + absl::Seconds(config_.gateway().ping_interval_s());
   if (result.claims.exp) conn.expires_at = absl::FromUnixSeconds(result.claims.exp);
-  index_.Add(record, id);
-  observer_->OnSessionOpened(record);
-  ++stats_.connects_ok;
+  AddSession(id, conn, record);
 
-  v1::ClientReply reply;
-  reply.set_id(cmd.id());
-  auto* r = reply.mutable_connect();
-  r->set_client(conn.client_id);
-  r->set_version(kServerVersion);
-  r->set_ping(config_.gateway().ping_interval_s());
-  r->set_pong(true);
-  r->set_node(gateway_id_);
-  if (result.claims.exp) {
-    r->set_expires(true);
-    r->set_ttl(static_cast<uint32_t>(std::max<int64_t>(0, result.claims.exp - absl::ToUnixSeconds(now))));
+  const uint32_t ttl = result.claims.exp ? static_cast<uint32_t>(std::max<int64_t>(
+                                               0, result.claims.exp - absl::ToUnixSeconds(now)))
+                                         : 0;
+  if (conn.meta.wire == Wire::kUniHttpStream) {
+    // No pong can come back on a one-way stream: pings only keep it alive.
+    v1::ClientPush push;
+    auto* c = push.mutable_connect();
+    c->set_client(conn.client_id);
+    c->set_version(kServerVersion);
+    c->set_ping(config_.gateway().ping_interval_s());
+    c->set_node(gateway_id_);
+    if (result.claims.exp) {
+      c->set_expires(true);
+      c->set_ttl(ttl);
+    }
+    SendPush(id, conn, push);
+  } else {
+    v1::ClientReply reply;
+    reply.set_id(cmd.id());
+    auto* r = reply.mutable_connect();
+    r->set_client(conn.client_id);
+    r->set_version(kServerVersion);
+    r->set_ping(config_.gateway().ping_interval_s());
+    r->set_pong(true);
+    r->set_node(gateway_id_);
+    if (result.claims.exp) {
+      r->set_expires(true);
+      r->set_ttl(ttl);
+    }
+    SendReply(id, conn, reply);
   }
-  SendReply(id, reply);
   Rearm(id, conn);
 }
 
-void Hub::SendReply(ConnId id, const v1::ClientReply& reply) {
-  transport_->Send(id, CentrifugeJsonCodec::EncodeReply(reply), false);
+void Hub::SendReply(ConnId id, const Conn& conn, const v1::ClientReply& reply) {
+  if (conn.meta.wire == Wire::kCentrifugeProtobuf) {
+    transport_->Send(id, CentrifugeProtobufCodec::EncodeReply(reply), true);
+  } else {
+    transport_->Send(id, CentrifugeJsonCodec::EncodeReply(reply), false);
+  }
 }
 
-void Hub::SendError(ConnId id, uint32_t cmd_id, uint32_t code, const std::string& message) {
+void Hub::SendPush(ConnId id, const Conn& conn, const v1::ClientPush& push) {
+  if (conn.meta.wire == Wire::kUniHttpStream) {
+    // One JSON object per line, the push itself (not wrapped in a reply).
+    std::string out;
+    google::protobuf::util::JsonPrintOptions opts;
+    opts.preserve_proto_field_names = true;
+    (void)google::protobuf::util::MessageToJsonString(push, &out, opts);
+    transport_->Send(id, out + "\n", false);
+    return;
+  }
+  v1::ClientReply reply;
+  *reply.mutable_push() = push;
+  SendReply(id, conn, reply);
+}
+
+void Hub::SendError(ConnId id, const Conn& conn, uint32_t cmd_id, uint32_t code, const std::string& message) {
   v1::ClientReply reply;
   reply.set_id(cmd_id);
   reply.mutable_error()->set_code(code);
   reply.mutable_error()->set_message(message);
-  SendReply(id, reply);
+  SendReply(id, conn, reply);
+}
+
+void Hub::SendPing(ConnId id, const Conn& conn) {
+  switch (conn.meta.wire) {
+    case Wire::kCentrifugeProtobuf:
+      transport_->Send(id, CentrifugeProtobufCodec::EncodePing(), true);
+      break;
+    case Wire::kUniHttpStream:
+      transport_->Send(id, "{}\n", false);
+      break;
+    case Wire::kPusher:
+      PusherSend(id, "pusher:ping", "{}");
+      break;
+    default:
+      transport_->Send(id, CentrifugeJsonCodec::EncodePing(), false);
+  }
 }
 
 void Hub::OnTimer(ConnId id) {
@@ -220,9 +330,9 @@ void Hub::OnTimer(ConnId id) {
       return;
     }
     if (now >= conn.next_ping) {
-      transport_->Send(id, CentrifugeJsonCodec::EncodePing(), false);
+      SendPing(id, conn);
       conn.next_ping = now + absl::Seconds(config_.gateway().ping_interval_s());
-      if (conn.pong_deadline == absl::InfiniteFuture()) {
+      if (conn.pong_deadline == absl::InfiniteFuture() && conn.meta.wire != Wire::kUniHttpStream) {
         conn.pong_deadline = now + absl::Seconds(config_.gateway().pong_timeout_s());
       }
     }
@@ -234,24 +344,49 @@ void Hub::Rearm(ConnId id, const Conn& conn) {
   absl::Time next = conn.state == State::kAwaitingConnect
                         ? conn.connect_deadline
                         : std::min({conn.next_ping, conn.pong_deadline, conn.expires_at});
+  if (next == absl::InfiniteFuture()) return;
   absl::Duration after = std::max(next - clock_(), absl::Milliseconds(1));
   transport_->ArmTimer(id, after);
 }
 
 void Hub::CloseConn(ConnId id, Conn& conn, int code, const std::string& reason) {
-  if (!conn.client_id.empty() && index_.Remove(conn.client_id)) {
-    observer_->OnSessionClosed(conn.client_id);
-  }
+  if (conn.session && index_.Remove(conn.client_id)) observer_->OnSessionClosed(conn.client_id);
+  conn.session = false;
   conn.state = State::kClosing;
-  transport_->Close(id, code, reason);
+  switch (conn.meta.wire) {
+    case Wire::kUniHttpStream: {
+      // The stream's last line says why it ends.
+      v1::ClientPush push;
+      push.mutable_disconnect()->set_code(static_cast<uint32_t>(code));
+      push.mutable_disconnect()->set_reason(reason);
+      SendPush(id, conn, push);
+      transport_->Close(id, code, reason);
+      return;
+    }
+    case Wire::kPusher: {
+      // Pusher clients read close codes in their own ranges: 4000-4099 do not
+      // reconnect, 4200-4299 reconnect at once. Pusher-native codes pass
+      // through; Centrifugo-style ones map by whether they mean "reconnect".
+      int pusher_code = code;
+      if (code == close_code::kNoPong) {
+        pusher_code = 4201;  // Pusher's "pong reply not received"
+      } else if (code >= 3000 && (code < 4000 || code >= 4300)) {
+        const bool reconnect = code < 3500 || (code >= 4300 && code < 4500);
+        pusher_code = reconnect ? 4200 : 4009;
+      }
+      if (pusher_code == 4009) PusherError(id, 4009, reason);
+      transport_->Close(id, pusher_code, reason);
+      return;
+    }
+    default:
+      transport_->Close(id, code, reason);
+  }
 }
 
 void Hub::OnClosed(ConnId id) {
   auto it = conns_.find(id);
   if (it == conns_.end()) return;
-  if (!it->second.client_id.empty() && index_.Remove(it->second.client_id)) {
-    observer_->OnSessionClosed(it->second.client_id);
-  }
+  if (it->second.session && index_.Remove(it->second.client_id)) observer_->OnSessionClosed(it->second.client_id);
   conns_.erase(it);
 }
 

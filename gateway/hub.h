@@ -15,12 +15,24 @@
 
 namespace switchboard::gateway {
 
+// The client protocol a connection speaks, chosen by the socket layer from the
+// URL, subprotocol and method.
+enum class Wire {
+  kCentrifugeJson,      // /connection/websocket, text frames
+  kCentrifugeProtobuf,  // /connection/websocket, subprotocol centrifuge-protobuf or ?cf_protocol=protobuf
+  kUniHttpStream,       // POST /connection/uni_http_stream: JSON lines out, nothing in
+  kPusher,              // /app/{key}, Pusher Channels protocol 7
+};
+
 // What the socket layer knows about a new connection.
 struct ConnectionMeta {
   std::string remote_addr;
-  std::string app_id;     // from the URL (?app=); "" means the default app
-  std::string transport;  // "websocket"
-  std::string protocol;   // "json"
+  std::string app_id;  // centrifuge: ?app=; "" means the default app
+  Wire wire = Wire::kCentrifugeJson;
+  std::string pusher_key;      // pusher: the {key} of /app/{key}
+  std::string client_name;     // pusher: ?client=
+  std::string client_version;  // pusher: ?version=
+  std::string connect_body;    // uni_http_stream: the POST body
 };
 
 // Counters readable on the loop thread.
@@ -62,18 +74,38 @@ class Hub {
   struct Conn {
     State state = State::kAwaitingConnect;
     ConnectionMeta meta;
-    std::string client_id;  // set once connected
-    absl::Time connect_deadline;
+    std::string client_id;  // set once connected (pusher: the socket_id, session once signed in)
+    std::string app_id;     // pusher: resolved from the key at open
+    bool session = false;   // in the session index
+    absl::Time connect_deadline = absl::InfiniteFuture();
     absl::Time next_ping = absl::InfiniteFuture();
     absl::Time pong_deadline = absl::InfiniteFuture();
     absl::Time expires_at = absl::InfiniteFuture();
   };
 
+  // Centrifugo protocol (hub.cc).
   void HandleCommand(ConnId id, Conn& conn, const v1::ClientCommand& cmd);
   void HandleConnect(ConnId id, Conn& conn, const v1::ClientCommand& cmd);
-  void SendReply(ConnId id, const v1::ClientReply& reply);
-  void SendError(ConnId id, uint32_t cmd_id, uint32_t code, const std::string& message);
-  // Drops the session (if any) from the index and asks the transport to close.
+  void SendReply(ConnId id, const Conn& conn, const v1::ClientReply& reply);
+  void SendPush(ConnId id, const Conn& conn, const v1::ClientPush& push);
+  void SendError(ConnId id, const Conn& conn, uint32_t cmd_id, uint32_t code, const std::string& message);
+  void SendPing(ConnId id, const Conn& conn);
+
+  // Pusher Channels protocol (hub_pusher.cc).
+  void PusherOpen(ConnId id, Conn& conn);
+  void PusherFrame(ConnId id, Conn& conn, std::string_view data, bool binary);
+  void PusherSignin(ConnId id, Conn& conn, const std::string& auth, const std::string& user_data);
+  void PusherSend(ConnId id, const std::string& event, const std::string& data_json,
+                  const std::string& channel = "");
+  void PusherError(ConnId id, int code, const std::string& message);
+
+  // A session record for this connection, filled with what all protocols share.
+  v1::SessionRecord NewRecord(const Conn& conn, const std::string& client_id, const std::string& app_id,
+                              const std::string& user_id);
+  void AddSession(ConnId id, Conn& conn, const v1::SessionRecord& record);
+  // Drops the session (if any) from the index, tells the client in its own
+  // protocol where it has a way to, and asks the transport to close. `code`
+  // is a Centrifugo code (pusher connections map it, see hub_pusher.cc).
   void CloseConn(ConnId id, Conn& conn, int code, const std::string& reason);
   void Rearm(ConnId id, const Conn& conn);
 

@@ -11,6 +11,9 @@ namespace switchboard::gateway {
 namespace {
 
 constexpr char kWebSocketPath[] = "/connection/websocket";
+constexpr char kUniHttpStreamPath[] = "/connection/uni_http_stream";
+constexpr char kPusherPrefix[] = "/app/";
+constexpr char kProtobufSubprotocol[] = "centrifuge-protobuf";
 
 std::string HeaderUri(lws* wsi) {
   char buf[1024];
@@ -25,6 +28,12 @@ absl::StatusOr<std::unique_ptr<WsServer>> WsServer::Create(const Options& option
   // lws keeps pointers to these for the context's lifetime.
   static const lws_protocols kProtocols[] = {
       {"switchboard",
+       [](lws* wsi, lws_callback_reasons reason, void* user, void* in, size_t len) {
+         return WsServer::Callback(wsi, static_cast<int>(reason), user, in, len);
+       },
+       sizeof(ConnId), 0, 0, nullptr, 0},
+      // Centrifugo's SDKs ask for protobuf with this WebSocket subprotocol.
+      {kProtobufSubprotocol,
        [](lws* wsi, lws_callback_reasons reason, void* user, void* in, size_t len) {
          return WsServer::Callback(wsi, static_cast<int>(reason), user, in, len);
        },
@@ -120,10 +129,45 @@ int WsServer::Callback(lws* wsi, int reason, void* user, void* in, size_t len) {
   return self->HandleEvent(wsi, reason, static_cast<ConnId*>(user), in, len);
 }
 
+int WsServer::OnHttpStreamWritable(lws* wsi, Peer& peer) {
+  if (!peer.outbox.empty()) {
+    // One chunk per queued line: "<hex len>\r\n<data>\r\n".
+    Peer::Frame& f = peer.outbox.front();
+    std::string data = f.buf.substr(LWS_PRE);
+    std::string chunk(LWS_PRE, '\0');
+    char head[16];
+    std::snprintf(head, sizeof(head), "%zx\r\n", data.size());
+    chunk += head;
+    chunk += data;
+    chunk += "\r\n";
+    size_t n = chunk.size() - LWS_PRE;
+    if (lws_write(wsi, reinterpret_cast<unsigned char*>(&chunk[LWS_PRE]), n, LWS_WRITE_HTTP) < static_cast<int>(n)) {
+      return -1;
+    }
+    peer.outbox.pop_front();
+    if (!peer.outbox.empty() || peer.closing) lws_callback_on_writable(wsi);
+    return 0;
+  }
+  if (peer.closing && !peer.close_sent) {
+    peer.close_sent = true;
+    std::string last(LWS_PRE, '\0');
+    last += "0\r\n\r\n";
+    size_t n = last.size() - LWS_PRE;
+    if (lws_write(wsi, reinterpret_cast<unsigned char*>(&last[LWS_PRE]), n, LWS_WRITE_HTTP_FINAL) <
+        static_cast<int>(n)) {
+      return -1;
+    }
+    // One stream per HTTP connection: it ends with the stream.
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
+  }
+  return 0;
+}
+
 int WsServer::OnWritable(lws* wsi, ConnId id) {
   auto it = peers_.find(id);
   if (it == peers_.end()) return -1;
   Peer& peer = it->second;
+  if (peer.http_stream) return OnHttpStreamWritable(wsi, peer);
   if (!peer.outbox.empty()) {
     Peer::Frame& f = peer.outbox.front();
     size_t n = f.buf.size() - LWS_PRE;
@@ -154,6 +198,55 @@ int WsServer::OnWritable(lws* wsi, ConnId id) {
   return 0;
 }
 
+ConnectionMeta WsServer::PeerMeta(lws* wsi) {
+  ConnectionMeta meta;
+  char buf[256];
+  lws_get_peer_simple(wsi, buf, sizeof(buf));
+  meta.remote_addr = buf;
+  // IPv4 peers arrive on the dual-stack socket as v4-mapped v6 addresses.
+  if (meta.remote_addr.rfind("::ffff:", 0) == 0 && meta.remote_addr.find('.') != std::string::npos) {
+    meta.remote_addr.erase(0, 7);
+  }
+  char arg[256];
+  if (const char* app = lws_get_urlarg_by_name(wsi, "app=", arg, sizeof(arg))) meta.app_id = app;
+  const std::string uri = HeaderUri(wsi);
+  if (uri.rfind(kPusherPrefix, 0) == 0) {
+    meta.wire = Wire::kPusher;
+    meta.pusher_key = uri.substr(std::strlen(kPusherPrefix));
+    if (const char* v = lws_get_urlarg_by_name(wsi, "client=", arg, sizeof(arg))) meta.client_name = v;
+    if (const char* v = lws_get_urlarg_by_name(wsi, "version=", arg, sizeof(arg))) meta.client_version = v;
+  }
+  return meta;
+}
+
+int WsServer::StartHttpStream(lws* wsi, ConnId id) {
+  Peer& peer = peers_[id];
+  if (peer.http_started) return 0;
+  peer.http_started = true;
+  unsigned char headers[LWS_PRE + 512];
+  unsigned char* start = headers + LWS_PRE;
+  unsigned char* p = start;
+  unsigned char* end = headers + sizeof(headers) - 1;
+  static const char kChunked[] = "chunked";
+  static const char kNoCache[] = "no-cache";
+  if (lws_add_http_common_headers(wsi, HTTP_STATUS_OK, "application/json", LWS_ILLEGAL_HTTP_CONTENT_LEN, &p, end) ||
+      lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING,
+                                   reinterpret_cast<const unsigned char*>(kChunked), sizeof(kChunked) - 1, &p, end) ||
+      lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL, reinterpret_cast<const unsigned char*>(kNoCache),
+                                   sizeof(kNoCache) - 1, &p, end) ||
+      lws_finalize_write_http_header(wsi, start, &p, end)) {
+    return -1;
+  }
+  // The stream lives as long as the session; lws must not time it out.
+  lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+  ConnectionMeta meta = PeerMeta(wsi);
+  meta.wire = Wire::kUniHttpStream;
+  if (peer.rx_oversized) peer.rx.assign(options_.max_message_bytes + 1, ' ');
+  meta.connect_body.swap(peer.rx);
+  hub_->OnOpen(id, std::move(meta));
+  return 0;
+}
+
 int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t len) {
   switch (reason) {
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
@@ -161,7 +254,10 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
       return 0;
 
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
-      if (HeaderUri(wsi) != kWebSocketPath) return 1;
+      {
+        const std::string uri = HeaderUri(wsi);
+        if (uri != kWebSocketPath && uri.rfind(kPusherPrefix, 0) != 0) return 1;
+      }
       if (stopping_ || peers_.size() >= options_.max_connections) return 1;
       return 0;
     }
@@ -171,18 +267,15 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
       *pss = id;
       Peer& peer = peers_[id];
       peer.wsi = wsi;
-      ConnectionMeta meta;
-      char buf[256];
-      lws_get_peer_simple(wsi, buf, sizeof(buf));
-      meta.remote_addr = buf;
-      // IPv4 peers arrive on the dual-stack socket as v4-mapped v6 addresses.
-      if (meta.remote_addr.rfind("::ffff:", 0) == 0 && meta.remote_addr.find('.') != std::string::npos) {
-        meta.remote_addr.erase(0, 7);
+      ConnectionMeta meta = PeerMeta(wsi);
+      const lws_protocols* proto = lws_get_protocol(wsi);
+      char arg[64];
+      const char* cf = lws_get_urlarg_by_name(wsi, "cf_protocol=", arg, sizeof(arg));
+      if (meta.wire == Wire::kCentrifugeJson &&
+          ((proto && proto->name && std::strcmp(proto->name, kProtobufSubprotocol) == 0) ||
+           (cf && std::strcmp(cf, "protobuf") == 0))) {
+        meta.wire = Wire::kCentrifugeProtobuf;
       }
-      char arg[256];
-      if (const char* app = lws_get_urlarg_by_name(wsi, "app=", arg, sizeof(arg))) meta.app_id = app;
-      meta.transport = "websocket";
-      meta.protocol = "json";
       hub_->OnOpen(id, std::move(meta));
       return 0;
     }
@@ -227,12 +320,68 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
 
     case LWS_CALLBACK_HTTP: {
       std::string uri = HeaderUri(wsi);
+      if (uri.empty()) {
+        char buf[1024];
+        int n = lws_hdr_copy(wsi, buf, sizeof(buf), WSI_TOKEN_POST_URI);
+        if (n > 0) uri.assign(buf, static_cast<size_t>(n));
+      }
+      if (uri == kUniHttpStreamPath) {
+        if (lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) <= 0) {
+          if (lws_return_http_status(wsi, HTTP_STATUS_METHOD_NOT_ALLOWED, "use POST")) return -1;
+          return lws_http_transaction_completed(wsi) ? -1 : 0;
+        }
+        if (stopping_ || peers_.size() >= options_.max_connections) {
+          if (lws_return_http_status(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "try again later")) return -1;
+          return lws_http_transaction_completed(wsi) ? -1 : 0;
+        }
+        ConnId id = next_id_++;
+        *pss = id;
+        Peer& peer = peers_[id];
+        peer.wsi = wsi;
+        peer.http_stream = true;
+        // The body arrives in LWS_CALLBACK_HTTP_BODY; an empty one goes
+        // straight to completion.
+        return 0;
+      }
       if (uri == "/healthz") {
         if (lws_return_http_status(wsi, HTTP_STATUS_OK, "ok")) return -1;
       } else {
         if (lws_return_http_status(wsi, HTTP_STATUS_NOT_FOUND, "not found")) return -1;
       }
       return lws_http_transaction_completed(wsi) ? -1 : 0;
+    }
+
+    case LWS_CALLBACK_HTTP_BODY: {
+      auto it = pss ? peers_.find(*pss) : peers_.end();
+      if (it == peers_.end() || !it->second.http_stream || it->second.http_started) return 0;
+      Peer& peer = it->second;
+      if (peer.rx.size() + len > options_.max_message_bytes) {
+        peer.rx_oversized = true;
+        return 0;
+      }
+      peer.rx.append(static_cast<const char*>(in), len);
+      return 0;
+    }
+
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION: {
+      if (pss == nullptr || peers_.find(*pss) == peers_.end()) return 0;
+      return StartHttpStream(wsi, *pss);
+    }
+
+    case LWS_CALLBACK_HTTP_WRITEABLE:
+      if (pss == nullptr || *pss == 0) return 0;
+      return OnWritable(wsi, *pss);
+
+    case LWS_CALLBACK_CLOSED_HTTP: {
+      if (pss == nullptr || *pss == 0) return 0;
+      ConnId id = *pss;
+      *pss = 0;
+      auto it = peers_.find(id);
+      if (it == peers_.end()) return 0;
+      bool started = it->second.http_started;
+      peers_.erase(it);
+      if (started) hub_->OnClosed(id);
+      return 0;
     }
 
     default:

@@ -65,12 +65,19 @@ class WsServer final : public Transport, public Dispatcher {
     bool close_sent = false;
     int close_code = 1000;
     std::string close_reason;
+    // uni_http_stream: an HTTP response streamed in chunks instead of frames.
+    bool http_stream = false;
+    bool http_started = false;  // the POST body is in and the hub has the connection
   };
 
   explicit WsServer(const Options& options) : options_(options) {}
   static int Callback(lws* wsi, int reason, void* user, void* in, size_t len);
   int HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t len);
   int OnWritable(lws* wsi, ConnId id);
+  int OnHttpStreamWritable(lws* wsi, Peer& peer);
+  // Starts the chunked response of a uni_http_stream once its body is in.
+  int StartHttpStream(lws* wsi, ConnId id);
+  static ConnectionMeta PeerMeta(lws* wsi);
   void RunPosted();
 
   Options options_;

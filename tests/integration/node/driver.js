@@ -4,11 +4,32 @@
 //   {"op":"centrifuge","name":N,"url":U,"token":T,"client_name":..,"client_version":..}
 //   {"op":"raw","name":N,"url":U,"frames":["...", ...]}   plain ws, records every frame
 //   {"op":"close","name":N}
+//   {"op":"centrifuge",...,"protobuf":true}                 the protobuf build of the SDK
+//   {"op":"pusher","name":N,"key":K,"secret":S,"port":P,"user_data":{...}[,"signin":false][,"bad_signature":true]}
+//   {"op":"pusher_send","name":N,"event":E,"data":D[,"channel":C]}, {"op":"pusher_subscribe","name":N,"channel":C}
 //   {"op":"pusher_terminate","name":N,"app_id":..,"key":..,"secret":..,"port":P,"user":U}
 'use strict';
 const readline = require('readline');
 const WebSocket = require('ws');
+const crypto = require('crypto');
 const { Centrifuge } = require('centrifuge');
+const CentrifugeProtobuf = require('centrifuge/build/protobuf').Centrifuge;
+const PusherJs = require('pusher-js');
+
+// Record every pusher-js socket's close code, keyed by its socket_id.
+const origCreateWebSocket = PusherJs.Runtime.createWebSocket;
+PusherJs.Runtime.createWebSocket = function (url) {
+  const ws = origCreateWebSocket.call(this, url);
+  let socketId = null;
+  ws.addEventListener('message', (m) => {
+    try {
+      const msg = JSON.parse(m.data);
+      if (msg.event === 'pusher:connection_established') socketId = JSON.parse(msg.data).socket_id;
+    } catch (e) { /* not ours to judge */ }
+  });
+  ws.addEventListener('close', (e) => emit({ event: 'pusher_ws_close', socket_id: socketId, code: e.code, reason: e.reason }));
+  return ws;
+};
 
 const clients = new Map();
 
@@ -17,7 +38,8 @@ function emit(obj) {
 }
 
 function openCentrifuge(cmd) {
-  const c = new Centrifuge(cmd.url, {
+  const Impl = cmd.protobuf ? CentrifugeProtobuf : Centrifuge;
+  const c = new Impl(cmd.url, {
     websocket: WebSocket,
     token: cmd.token,
     name: cmd.client_name || 'js',
@@ -44,6 +66,33 @@ function openRaw(cmd) {
   ws.on('close', (code, reason) => emit({ event: 'raw_close', name: cmd.name, code, reason: reason.toString() }));
   ws.on('error', (err) => emit({ event: 'raw_error', name: cmd.name, message: String(err.message) }));
   clients.set(cmd.name, { close: () => ws.close(), ws });
+}
+
+// pusher-js, signing in through a userAuthentication custom handler that signs
+// with the app secret the test hands over.
+function openPusher(cmd) {
+  const p = new PusherJs(cmd.key, {
+    wsHost: '127.0.0.1', wsPort: cmd.port, forceTLS: false, enabledTransports: ['ws'],
+    disableStats: true, cluster: 'local',
+    userAuthentication: {
+      customHandler: (params, callback) => {
+        const userData = JSON.stringify(cmd.user_data);
+        const secret = cmd.bad_signature ? 'not-the-secret' : cmd.secret;
+        const sig = crypto.createHmac('sha256', secret).update(`${params.socketId}::user::${userData}`).digest('hex');
+        callback(null, { auth: `${cmd.key}:${sig}`, user_data: userData });
+      },
+    },
+  });
+  const name = cmd.name;
+  p.connection.bind('state_change', (s) => emit({ event: 'pusher_state', name, previous: s.previous, current: s.current }));
+  p.connection.bind('connected', () => {
+    emit({ event: 'pusher_connected', name, socket_id: p.connection.socket_id });
+    if (cmd.signin !== false) p.signin();
+  });
+  p.connection.bind('error', (e) => emit({ event: 'pusher_error', name, data: e && e.data ? e.data : null }));
+  p.bind('pusher:signin_success', (data) => emit({ event: 'pusher_signin_success', name, data }));
+  p.bind('pusher:error', (data) => emit({ event: 'pusher_error_event', name, data }));
+  clients.set(name, { close: () => p.disconnect(), pusher: p });
 }
 
 // The official Pusher Channels server SDK, pointed at switchboard-http.
@@ -73,6 +122,12 @@ rl.on('line', (line) => {
     else if (cmd.op === 'raw') openRaw(cmd);
     else if (cmd.op === 'send') clients.get(cmd.name).ws.send(cmd.frame);
     else if (cmd.op === 'pusher_terminate') pusherTerminate(cmd);
+    else if (cmd.op === 'pusher') openPusher(cmd);
+    else if (cmd.op === 'pusher_send') clients.get(cmd.name).pusher.send_event(cmd.event, cmd.data, cmd.channel);
+    else if (cmd.op === 'pusher_subscribe') {
+      const ch = clients.get(cmd.name).pusher.subscribe(cmd.channel);
+      ch.bind('pusher:subscription_error', (e) => emit({ event: 'pusher_subscription_error', name: cmd.name, data: e }));
+    }
     else if (cmd.op === 'close') { const c = clients.get(cmd.name); if (c) c.close(); }
     else emit({ event: 'driver_error', message: 'unknown op ' + cmd.op });
   } catch (e) {

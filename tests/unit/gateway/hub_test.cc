@@ -66,8 +66,12 @@ class HubTest : public ::testing::Test {
     return MakeToken(absl::StrCat(R"({"sub":")", sub, "\"", extra, "}"), secret);
   }
 
-  void Open(ConnId id, const std::string& app = "") {
-    hub_->OnOpen(id, ConnectionMeta{"10.0.0.1", app, "websocket", "json"});
+  void Open(ConnId id, const std::string& app = "", Wire wire = Wire::kCentrifugeJson) {
+    ConnectionMeta meta;
+    meta.remote_addr = "10.0.0.1";
+    meta.app_id = app;
+    meta.wire = wire;
+    hub_->OnOpen(id, meta);
   }
 
   // Opens and connects; returns the client ID from the reply.

@@ -1,0 +1,303 @@
+"""Client protocols at the gateway, with the clients products ship unchanged:
+pusher-js (Pusher Channels protocol 7), centrifuge-js in its JSON and protobuf
+builds, and curl on the unidirectional HTTP stream. Real nats-server, control
+and two gateways; Python is the gRPC backend (grpcio)."""
+import argparse
+import json
+import os
+import sys
+import tempfile
+import unittest
+
+import grpc
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cluster import Cluster, Driver, Proc, gen_stubs, wait_until  # noqa: E402
+
+ARGS = None
+API_KEY = (("authorization", "apikey test-api-key-1234"),)
+KEY, SECRET = "demo-key", "demo-secret-for-tests"
+
+
+def setUpModule():
+    global cluster, driver, pb, stub
+    stubs = tempfile.mkdtemp(prefix="switchboard-stubs-")
+    gen_stubs(ARGS.source_dir, stubs)
+    from switchboard.v1 import control_pb2, control_pb2_grpc
+    pb = control_pb2
+    cluster = Cluster(ARGS.build_dir, ARGS.source_dir, http=False)
+    driver = Driver(os.path.join(ARGS.source_dir, "tests/integration/node"))
+    stub = control_pb2_grpc.ControlStub(grpc.insecure_channel("127.0.0.1:%d" % cluster.control_port))
+    wait_until(lambda: len(stub.ListGateways(pb.ListGatewaysRequest(), metadata=API_KEY, timeout=5).gateways) == 2,
+               10, "both gateways attached")
+
+
+def tearDownModule():
+    driver.stop()
+    cluster.close()
+
+
+def user_connections(user):
+    return stub.UserConnections(pb.UserConnectionsRequest(app_id="demo", user_id=user), metadata=API_KEY,
+                                timeout=2).result
+
+
+_seq = [0]
+
+
+def next_name(prefix):
+    _seq[0] += 1
+    return "%s%d" % (prefix, _seq[0])
+
+
+def gw_port(gw):
+    return cluster.gateways[gw][1]
+
+
+def centrifuge(user, gw, protobuf=False, **token_kw):
+    name = next_name("pb" if protobuf else "cj")
+    driver.send(op="centrifuge", name=name, url=cluster.ws_url(gw), token=cluster.token(user, **token_kw),
+                client_name="centrifuge-" + ("protobuf" if protobuf else "json"), client_version="5.7.4",
+                protobuf=protobuf)
+    return name, driver.wait_event(name, "connected")["client"]
+
+
+def pusher(user, gw, user_info=None, signin=True, bad_signature=False):
+    name = next_name("pu")
+    user_data = {"id": user}
+    if user_info is not None:
+        user_data["user_info"] = user_info
+    driver.send(op="pusher", name=name, key=KEY, secret=SECRET, port=gw_port(gw), user_data=user_data,
+                signin=signin, bad_signature=bad_signature)
+    socket_id = driver.wait_event(name, "pusher_connected")["socket_id"]
+    if signin and not bad_signature:
+        driver.wait_event(name, "pusher_signin_success")
+    return name, socket_id
+
+
+class UniStream:
+    """curl -N as a client of POST /connection/uni_http_stream."""
+
+    def __init__(self, user, gw, body=None):
+        self.body = body if body is not None else json.dumps(
+            {"token": cluster.token(user), "name": "curl", "version": "8.0"})
+        url = "http://127.0.0.1:%d/connection/uni_http_stream" % gw_port(gw)
+        self.proc = Proc(next_name("curl"), ["curl", "-sN", "-X", "POST", "-H", "Content-Type: application/json",
+                                             "--data-binary", self.body, url])
+
+    def messages(self):
+        with self.proc.cond:
+            return [json.loads(line) for line in self.proc.lines if line.strip()]
+
+    def wait_message(self, key, timeout=10):
+        return wait_until(lambda: next((m[key] for m in self.messages() if key in m), None), timeout,
+                          "uni stream %s" % key)
+
+    def ended(self):
+        return self.proc.p.poll() is not None
+
+    def close(self):
+        self.proc.stop()
+
+
+def pusher_close(socket_id, timeout=10):
+    def find():
+        return next((e for e in driver.events() if e.get("event") == "pusher_ws_close"
+                     and e.get("socket_id") == socket_id), None)
+    return wait_until(find, timeout, "pusher socket %s closed" % socket_id)
+
+
+def centrifuge_dropped(name):
+    return [e for e in driver.events(name)
+            if e["event"] == "disconnected" or (e["event"] == "connecting" and e["code"] != 0)]
+
+
+class AllProtocolsTest(unittest.TestCase):
+    def test_every_protocol_is_listed_and_terminated_with_its_own_close(self):
+        user = "80"
+        cj = [centrifuge(user, gw) for gw in ("gw-1", "gw-2")]
+        cp = [centrifuge(user, gw, protobuf=True) for gw in ("gw-2", "gw-1")]
+        pu = [pusher(user, gw, user_info={"plan": "gold"}) for gw in ("gw-1", "gw-2")]
+        uni = [UniStream(user, gw) for gw in ("gw-2", "gw-1")]
+        uni_ids = [u.wait_message("connect")["client"] for u in uni]
+        other_c = centrifuge("81", "gw-1")
+        other_p = pusher("81", "gw-2")
+        unsigned = pusher(user, "gw-1", signin=False)
+
+        res = user_connections(user)
+        self.assertTrue(res.complete)
+        conns = res.connections
+        want = {}
+        for _, cid in cj:
+            want[cid] = ("websocket", "json", "centrifuge-json", "5.7.4")
+        for _, cid in cp:
+            want[cid] = ("websocket", "protobuf", "centrifuge-protobuf", "5.7.4")
+        for _, sid in pu:
+            want[sid] = ("websocket", "pusher", "js", "8.6.0")
+        for cid in uni_ids:
+            want[cid] = ("uni_http_stream", "json", "curl", "8.0")
+        self.assertEqual(set(conns), set(want))  # unsigned pusher connections are not sessions
+        for cid, (transport, protocol, app_name, app_version) in want.items():
+            info = conns[cid]
+            self.assertEqual((info.transport, info.protocol, info.app_name, info.app_version),
+                             (transport, protocol, app_name, app_version), cid)
+        self.assertEqual(dict(conns[pu[0][1]].meta.struct_value), {"plan": "gold"})
+
+        # Keep one of each, terminate the rest.
+        keep = [cj[0][1], cp[0][1], pu[0][1], uni_ids[0]]
+        resp = stub.TerminateUser(pb.TerminateUserRequest(app_id="demo", user_id=user, except_client_ids=keep),
+                                  metadata=API_KEY, timeout=2)
+        self.assertEqual(resp.closed, 4)
+        self.assertTrue(resp.coverage.complete)
+        for name, _ in (cj[1], cp[1]):
+            ev = driver.wait_event(name, "disconnected")
+            self.assertEqual((ev["code"], ev["reason"]), (3503, "force disconnect"))
+        closed = pusher_close(pu[1][1])
+        self.assertEqual(closed["code"], 4009)
+        err = driver.wait_event(pu[1][0], "pusher_error_event")
+        self.assertEqual(err["data"]["code"], 4009)
+        self.assertTrue(err["data"]["message"])
+        self.assertEqual(uni[1].wait_message("disconnect"), {"code": 3503, "reason": "force disconnect"})
+        wait_until(uni[1].ended, 10, "terminated curl stream ends")
+
+        self.assertEqual(set(user_connections(user).connections), set(keep))
+        self.assertEqual(set(user_connections("81").connections), {other_c[1], other_p[1]})
+        self.assertFalse(centrifuge_dropped(cj[0][0]))
+        self.assertFalse(centrifuge_dropped(cp[0][0]))
+        self.assertFalse(centrifuge_dropped(other_c[0]))
+        self.assertFalse(uni[0].ended())
+        for name, sid in (pu[0], other_p, unsigned):
+            self.assertFalse([e for e in driver.events() if e.get("event") == "pusher_ws_close"
+                              and e.get("socket_id") == sid], name)
+        # pusher-js does not come back after 4009.
+        self.assertEqual([e["current"] for e in driver.events(pu[1][0]) if e["event"] == "pusher_state"][-1],
+                         "disconnected")
+        self.assertEqual(len([e for e in driver.events(pu[1][0]) if e["event"] == "pusher_connected"]), 1)
+
+        # A reconnect-style terminate: Pusher gets 4200 and comes back at once.
+        resp = stub.TerminateUser(pb.TerminateUserRequest(app_id="demo", user_id=user, code=3001, reason="move"),
+                                  metadata=API_KEY, timeout=2)
+        self.assertEqual(resp.closed, 4)
+        self.assertEqual(pusher_close(pu[0][1])["code"], 4200)
+        wait_until(lambda: len([e for e in driver.events(pu[0][0]) if e["event"] == "pusher_connected"]) == 2,
+                   10, "pusher-js reconnected after 4200")
+        ev = driver.wait_event(cj[0][0], "connecting", code=3001)
+        self.assertEqual(ev["reason"], "move")
+        self.assertEqual(uni[0].wait_message("disconnect")["code"], 3001)
+        for u in uni:
+            u.close()
+        for name in [n for n, _ in cj + cp + pu] + [other_c[0], other_p[0], unsigned[0]]:
+            driver.send(op="close", name=name)
+
+
+class PusherProtocolTest(unittest.TestCase):
+    def raw(self, name, path, frames, gw="gw-1"):
+        driver.send(op="raw", name=name, url="ws://127.0.0.1:%d%s" % (gw_port(gw), path), frames=frames)
+
+    def raw_messages(self, name):
+        return [json.loads(e["data"]) for e in driver.events(name) if e["event"] == "raw_message"]
+
+    def test_connection_established_ping_pong(self):
+        self.raw("praw", "/app/%s?protocol=7&client=raw&version=1" % KEY,
+                 [json.dumps({"event": "pusher:ping", "data": {}})])
+        wait_until(lambda: len(self.raw_messages("praw")) >= 2, 10, "established + pong")
+        est, pong = self.raw_messages("praw")[:2]
+        self.assertEqual(est["event"], "pusher:connection_established")
+        data = json.loads(est["data"])
+        self.assertRegex(data["socket_id"], r"^\d+\.\d+$")
+        self.assertEqual(data["activity_timeout"], 25)
+        self.assertEqual(pong["event"], "pusher:pong")
+        driver.send(op="close", name="praw")
+
+    def test_unknown_app_key_is_closed_with_4001(self):
+        self.raw("pnokey", "/app/no-such-key?protocol=7", [])
+        ev = driver.wait_event("pnokey", "raw_close")
+        self.assertEqual(ev["code"], 4001)
+        msgs = self.raw_messages("pnokey")
+        self.assertEqual((msgs[0]["event"], msgs[0]["data"]["code"]), ("pusher:error", 4001))
+
+    def test_bad_signature_gets_an_error_and_stays_unsigned(self):
+        name, sid = pusher("82", "gw-2", bad_signature=True)
+        err = driver.wait_event(name, "pusher_error_event")
+        self.assertIn("signature", err["data"]["message"])
+        self.assertEqual(len(user_connections("82").connections), 0)
+        self.assertFalse([e for e in driver.events() if e.get("event") == "pusher_ws_close"
+                          and e.get("socket_id") == sid])
+        # Unsigned connections are never terminated.
+        self.assertEqual(stub.TerminateUser(pb.TerminateUserRequest(app_id="demo", user_id="82"),
+                                            metadata=API_KEY, timeout=2).closed, 0)
+        driver.send(op="close", name=name)
+
+    def test_unsupported_events_get_clear_errors(self):
+        name, sid = pusher("83", "gw-1")
+        driver.send(op="pusher_subscribe", name=name, channel="news")
+        sub_err = driver.wait_event(name, "pusher_subscription_error")
+        self.assertEqual(sub_err["data"]["status"], 501)
+        driver.send(op="pusher_send", name=name, event="client-typing", data={"x": 1}, channel="news")
+        wait_until(lambda: any("Client events" in e["data"]["message"]
+                               for e in driver.events(name) if e["event"] == "pusher_error_event"),
+                   10, "client event refused")
+        # Still a session.
+        self.assertEqual(list(user_connections("83").connections), [sid])
+        driver.send(op="close", name=name)
+
+    def test_malformed_frames_get_an_error_not_a_crash(self):
+        self.raw("pbad", "/app/%s" % KEY, ["{not json", "[1,2]", '{"event": 5}'])
+        wait_until(lambda: len([m for m in self.raw_messages("pbad") if m["event"] == "pusher:error"]) == 3,
+                   10, "three errors")
+        driver.send(op="close", name="pbad")
+        # The gateway is fine.
+        pusher("84", "gw-1")
+
+
+class UniStreamTest(unittest.TestCase):
+    def test_bad_token_ends_with_3500(self):
+        u = UniStream("x", "gw-1", body=json.dumps({"token": "bad.token.here"}))
+        self.assertEqual(u.wait_message("disconnect")["code"], 3500)
+        wait_until(u.ended, 10, "stream ends")
+
+    def test_malformed_body_ends_with_3501(self):
+        u = UniStream("x", "gw-2", body="{nope")
+        self.assertEqual(u.wait_message("disconnect")["code"], 3501)
+        wait_until(u.ended, 10, "stream ends")
+
+
+class CentrifugeJsonBatchTest(unittest.TestCase):
+    def test_several_commands_in_one_frame(self):
+        token = cluster.token("85")
+        frame = "\n".join([json.dumps({"id": 1, "connect": {"token": token, "name": "batch"}}),
+                           json.dumps({"id": 2, "ping": {}}), json.dumps({"id": 3, "ping": {}})])
+        driver.send(op="raw", name="batch", url=cluster.ws_url("gw-1"), frames=[frame])
+
+        def replies():
+            out = []
+            for e in driver.events("batch"):
+                if e["event"] == "raw_message":
+                    out += [json.loads(line) for line in e["data"].split("\n") if line.strip()]
+            return out
+        wait_until(lambda: len(replies()) >= 3, 10, "three replies")
+        self.assertEqual([r.get("id") for r in replies()[:3]], [1, 2, 3])
+        self.assertIn("client", replies()[0]["connect"])
+        driver.send(op="close", name="batch")
+
+
+class PusherActivityTimeoutTest(unittest.TestCase):
+    def test_silent_client_is_closed_with_4201(self):
+        c = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=1, ping=1, http=False)
+        try:
+            driver.send(op="raw", name="psilent", url="ws://127.0.0.1:%d/app/%s" % (c.gateways["gw-1"][1], KEY),
+                        frames=[])
+            ev = driver.wait_event("psilent", "raw_close", timeout=15)
+            self.assertEqual(ev["code"], 4201)
+            events = [json.loads(e["data"])["event"] for e in driver.events("psilent") if e["event"] == "raw_message"]
+            self.assertEqual(events[:2], ["pusher:connection_established", "pusher:ping"])
+        finally:
+            c.close()
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build-dir", required=True)
+    ap.add_argument("--source-dir", required=True)
+    ARGS, rest = ap.parse_known_args()
+    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
