@@ -64,5 +64,60 @@ TEST(CentrifugeJsonCodec, EncodesErrorReply) {
 
 TEST(CentrifugeJsonCodec, PingIsAnEmptyObject) { EXPECT_EQ(CentrifugeJsonCodec::EncodePing(), "{}"); }
 
+std::string Delimited(const v1::ClientCommand& cmd) {
+  std::string body = cmd.SerializeAsString();
+  std::string out;
+  size_t n = body.size();
+  do {
+    uint8_t b = n & 0x7F;
+    n >>= 7;
+    out.push_back(static_cast<char>(n ? (b | 0x80) : b));
+  } while (n);
+  return out + body;
+}
+
+TEST(CentrifugeProtobufCodec, DecodesDelimitedBatch) {
+  v1::ClientCommand connect;
+  connect.set_id(1);
+  connect.mutable_connect()->set_token(std::string(300, 't'));  // a multi-byte length prefix
+  connect.mutable_connect()->set_name("pb");
+  v1::ClientCommand ping;
+  ping.set_id(2);
+  ping.mutable_ping();
+  v1::ClientCommand pong;  // empty: zero-length record
+  auto cmds = CentrifugeProtobufCodec::DecodeCommands(Delimited(connect) + Delimited(ping) + Delimited(pong));
+  ASSERT_TRUE(cmds.ok()) << cmds.status();
+  ASSERT_EQ(cmds->size(), 3u);
+  EXPECT_EQ((*cmds)[0].connect().token().size(), 300u);
+  EXPECT_EQ((*cmds)[0].connect().name(), "pb");
+  EXPECT_TRUE((*cmds)[1].has_ping());
+  EXPECT_EQ((*cmds)[2].id(), 0u);
+}
+
+TEST(CentrifugeProtobufCodec, RejectsTruncatedAndGarbage) {
+  v1::ClientCommand connect;
+  connect.set_id(1);
+  connect.mutable_connect()->set_token("abc");
+  std::string good = Delimited(connect);
+  EXPECT_FALSE(CentrifugeProtobufCodec::DecodeCommands(good.substr(0, good.size() - 1)).ok());
+  EXPECT_FALSE(CentrifugeProtobufCodec::DecodeCommands("").ok());
+  EXPECT_FALSE(CentrifugeProtobufCodec::DecodeCommands("\xff\xff\xff\xff\xff\xff").ok());
+  EXPECT_FALSE(CentrifugeProtobufCodec::DecodeCommands(std::string("\x05\xff\xff\xff\xff\xff", 6)).ok());
+}
+
+TEST(CentrifugeProtobufCodec, EncodesDelimitedReplyAndEmptyPing) {
+  v1::ClientReply reply;
+  reply.set_id(7);
+  reply.mutable_connect()->set_client("c");
+  std::string out = CentrifugeProtobufCodec::EncodeReply(reply);
+  ASSERT_FALSE(out.empty());
+  EXPECT_EQ(static_cast<size_t>(static_cast<uint8_t>(out[0])), out.size() - 1);
+  v1::ClientReply back;
+  ASSERT_TRUE(back.ParseFromString(out.substr(1)));
+  EXPECT_EQ(back.id(), 7u);
+  EXPECT_EQ(back.connect().client(), "c");
+  EXPECT_EQ(CentrifugeProtobufCodec::EncodePing(), std::string(1, '\0'));
+}
+
 }  // namespace
 }  // namespace switchboard::gateway

@@ -1,11 +1,17 @@
 #include "gateway/hub.h"
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
 #include <map>
+#include <regex>
 #include <set>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "gateway/centrifuge_codec.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "tests/unit/testing/tokens.h"
 
 namespace switchboard::gateway {
@@ -59,6 +65,7 @@ class HubTest : public ::testing::Test {
     gw->set_pong_timeout_s(8);
     gw->set_connect_timeout_ms(10000);
     gw->set_max_sessions(100);
+    gw->set_max_message_bytes(65536);
     hub_ = std::make_unique<Hub>(config_, "gw-test", &transport_, &observer_, [this] { return now_; });
   }
 
@@ -366,6 +373,185 @@ TEST_F(HubTest, CloseAllClosesEveryConnection) {
   EXPECT_EQ(CloseCode(1), close_code::kShutdown);
   EXPECT_EQ(CloseCode(2), close_code::kShutdown);
   EXPECT_EQ(hub_->session_count(), 0u);
+}
+
+// --- Pusher Channels protocol -------------------------------------------
+
+class PusherHubTest : public HubTest {
+ protected:
+  // Opens a pusher connection and returns its socket_id.
+  std::string OpenPusher(ConnId id, const std::string& key = "demo-key") {
+    ConnectionMeta meta;
+    meta.remote_addr = "10.0.0.2";
+    meta.wire = Wire::kPusher;
+    meta.pusher_key = key;
+    meta.client_name = "js";
+    meta.client_version = "8.6.0";
+    hub_->OnOpen(id, meta);
+    if (transport_.sent[id].empty()) return "";
+    auto msg = nlohmann::json::parse(transport_.sent[id][0]);
+    if (msg["event"] != "pusher:connection_established") return "";
+    return nlohmann::json::parse(msg["data"].get<std::string>())["socket_id"];
+  }
+
+  static std::string Sign(const std::string& secret, const std::string& data) {
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
+         reinterpret_cast<const unsigned char*>(data.data()), data.size(), mac, &len);
+    return absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(mac), len));
+  }
+
+  void Signin(ConnId id, const std::string& socket_id, const std::string& user_data,
+              const std::string& secret = kSecret) {
+    nlohmann::json data = {{"auth", "demo-key:" + Sign(secret, socket_id + "::user::" + user_data)},
+                           {"user_data", user_data}};
+    hub_->OnFrame(id, nlohmann::json({{"event", "pusher:signin"}, {"data", data}}).dump(), false);
+  }
+
+  std::string LastEvent(ConnId id) {
+    return nlohmann::json::parse(transport_.sent[id].back())["event"].get<std::string>();
+  }
+};
+
+TEST_F(PusherHubTest, EstablishesWithSocketIdAndActivityTimeout) {
+  std::string sid = OpenPusher(1);
+  EXPECT_TRUE(std::regex_match(sid, std::regex("[0-9]+\\.[0-9]+"))) << sid;
+  auto data = nlohmann::json::parse(nlohmann::json::parse(transport_.sent[1][0])["data"].get<std::string>());
+  EXPECT_EQ(data["activity_timeout"], 25);
+  EXPECT_EQ(hub_->session_count(), 0u);  // not a session until signed in
+}
+
+TEST_F(PusherHubTest, SigninMakesASessionWithUserInfoAsMeta) {
+  std::string sid = OpenPusher(1);
+  Signin(1, sid, R"({"id":"42","user_info":{"plan":"gold"}})");
+  EXPECT_EQ(LastEvent(1), "pusher:signin_success");
+  ASSERT_EQ(observer_.opened.size(), 1u);
+  const auto& rec = observer_.opened[0];
+  EXPECT_EQ(rec.client_id(), sid);
+  EXPECT_EQ(rec.user_id(), "42");
+  EXPECT_EQ(rec.protocol(), "pusher");
+  EXPECT_EQ(rec.app_name(), "js");
+  EXPECT_EQ(rec.app_version(), "8.6.0");
+  EXPECT_EQ(nlohmann::json::parse(rec.meta_json()), nlohmann::json::parse(R"({"plan":"gold"})"));
+}
+
+TEST_F(PusherHubTest, BadSignatureStaysUnsigned) {
+  std::string sid = OpenPusher(1);
+  Signin(1, sid, R"({"id":"42"})", "wrong-secret");
+  EXPECT_EQ(LastEvent(1), "pusher:error");
+  EXPECT_EQ(hub_->session_count(), 0u);
+  EXPECT_EQ(CloseCode(1), 0);
+  // A signature for another socket does not carry over.
+  std::string other = OpenPusher(2);
+  Signin(1, other, R"({"id":"42"})");
+  EXPECT_EQ(hub_->session_count(), 0u);
+  Signin(1, sid, R"({"no_id":true})");
+  EXPECT_EQ(hub_->session_count(), 0u);
+}
+
+TEST_F(PusherHubTest, UnknownKeyCloses4001) {
+  OpenPusher(1, "nope");
+  EXPECT_EQ(LastEvent(1), "pusher:error");
+  EXPECT_EQ(CloseCode(1), 4001);
+}
+
+TEST_F(PusherHubTest, TerminateSendsErrorThen4009AndReconnectStyleIs4200) {
+  std::string a = OpenPusher(1);
+  Signin(1, a, R"({"id":"42"})");
+  std::string b = OpenPusher(2);
+  Signin(2, b, R"({"id":"42"})");
+  v1::BusRequest req;
+  req.mutable_terminate()->set_app_id("demo");
+  req.mutable_terminate()->set_user_id("42");
+  req.mutable_terminate()->add_except_client_ids(b);
+  EXPECT_EQ(Bus(req).closed(), 1u);
+  EXPECT_EQ(LastEvent(1), "pusher:error");
+  EXPECT_EQ(nlohmann::json::parse(transport_.sent[1].back())["data"]["code"], 4009);
+  EXPECT_EQ(CloseCode(1), 4009);
+  req.mutable_terminate()->clear_except_client_ids();
+  req.mutable_terminate()->set_code(3001);
+  EXPECT_EQ(Bus(req).closed(), 1u);
+  EXPECT_EQ(CloseCode(2), 4200);
+}
+
+TEST_F(PusherHubTest, SilenceGetsAPingThenClose4201) {
+  OpenPusher(1);
+  now_ += absl::Seconds(25);
+  hub_->OnTimer(1);
+  EXPECT_EQ(LastEvent(1), "pusher:ping");
+  now_ += absl::Seconds(8);
+  hub_->OnTimer(1);
+  EXPECT_EQ(CloseCode(1), 4201);
+}
+
+TEST_F(PusherHubTest, PingIsAnsweredAndUnsupportedEventsAreRefused) {
+  OpenPusher(1);
+  hub_->OnFrame(1, R"({"event":"pusher:ping","data":{}})", false);
+  EXPECT_EQ(LastEvent(1), "pusher:pong");
+  hub_->OnFrame(1, R"({"event":"pusher:subscribe","data":{"channel":"news"}})", false);
+  EXPECT_EQ(LastEvent(1), "pusher:subscription_error");
+  hub_->OnFrame(1, R"({"event":"client-x","channel":"news","data":{}})", false);
+  EXPECT_EQ(LastEvent(1), "pusher:error");
+  hub_->OnFrame(1, "garbage", false);
+  EXPECT_EQ(LastEvent(1), "pusher:error");
+  hub_->OnFrame(1, "\x01\x02", true);
+  EXPECT_EQ(LastEvent(1), "pusher:error");
+  EXPECT_EQ(CloseCode(1), 0);
+}
+
+// --- Unidirectional HTTP stream ------------------------------------------
+
+TEST_F(HubTest, UniStreamConnectsFromTheBodyAndEndsWithADisconnectLine) {
+  ConnectionMeta meta;
+  meta.wire = Wire::kUniHttpStream;
+  meta.connect_body = absl::StrCat(R"({"token":")", Token("42"), R"(","name":"curl","version":"8"})");
+  hub_->OnOpen(1, meta);
+  ASSERT_EQ(transport_.sent[1].size(), 1u);
+  auto first = nlohmann::json::parse(transport_.sent[1][0]);
+  ASSERT_TRUE(first.contains("connect"));
+  EXPECT_EQ(first["connect"]["ping"], 25);
+  EXPECT_EQ(observer_.opened.back().transport(), "uni_http_stream");
+  now_ += absl::Seconds(25);
+  hub_->OnTimer(1);
+  EXPECT_EQ(transport_.sent[1].back(), "{}\n");
+  now_ += absl::Seconds(60);  // no pong is expected on a one-way stream
+  hub_->OnTimer(1);
+  EXPECT_EQ(CloseCode(1), 0);
+  v1::BusRequest req;
+  req.mutable_terminate()->set_app_id("demo");
+  req.mutable_terminate()->set_user_id("42");
+  EXPECT_EQ(Bus(req).closed(), 1u);
+  auto last = nlohmann::json::parse(transport_.sent[1].back());
+  EXPECT_EQ(last["disconnect"]["code"], 3503);
+  EXPECT_EQ(CloseCode(1), 3503);
+}
+
+TEST_F(HubTest, UniStreamBadBodyEndsWith3501) {
+  ConnectionMeta meta;
+  meta.wire = Wire::kUniHttpStream;
+  meta.connect_body = "{oops";
+  hub_->OnOpen(1, meta);
+  EXPECT_EQ(nlohmann::json::parse(transport_.sent[1].back())["disconnect"]["code"], 3501);
+  EXPECT_EQ(CloseCode(1), close_code::kBadRequest);
+}
+
+TEST_F(HubTest, ProtobufConnectionRepliesInBinary) {
+  Open(1, "", Wire::kCentrifugeProtobuf);
+  hub_->OnFrame(1, R"({"id":1,"connect":{}})", false);  // text on a protobuf connection
+  EXPECT_EQ(CloseCode(1), close_code::kBadRequest);
+  Open(2, "", Wire::kCentrifugeProtobuf);
+  v1::ClientCommand cmd;
+  cmd.set_id(1);
+  cmd.mutable_connect()->set_token(Token("42"));
+  std::string body = cmd.SerializeAsString();
+  ASSERT_LT(body.size(), 128u);
+  hub_->OnFrame(2, std::string(1, static_cast<char>(body.size())) + body, true);
+  ASSERT_EQ(CloseCode(2), 0);
+  v1::ClientReply reply;
+  ASSERT_TRUE(reply.ParseFromString(transport_.sent[2].back().substr(1)));
+  EXPECT_FALSE(reply.connect().client().empty());
+  EXPECT_EQ(observer_.opened.back().protocol(), "protobuf");
 }
 
 }  // namespace
