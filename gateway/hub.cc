@@ -390,9 +390,10 @@ void Hub::OnClosed(ConnId id) {
   conns_.erase(it);
 }
 
-size_t Hub::CloseAll(int code, const std::string& reason) {
+size_t Hub::CloseAll(int code, const std::string& reason, size_t max) {
   size_t n = 0;
   for (auto& [id, conn] : conns_) {
+    if (n >= max) break;
     if (conn.state == State::kClosing) continue;
     CloseConn(id, conn, code, reason);
     ++n;

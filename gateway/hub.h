@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -61,8 +62,9 @@ class Hub {
 
   v1::BusReply HandleBusRequest(const v1::BusRequest& request);
 
-  // Closes every connection with `code` (e.g. shutdown); returns how many.
-  size_t CloseAll(int code, const std::string& reason);
+  // Closes up to `max` open connections with `code` (e.g. shutdown); returns
+  // how many it closed.
+  size_t CloseAll(int code, const std::string& reason, size_t max = SIZE_MAX);
 
   std::vector<v1::SessionRecord> Snapshot() const { return index_.All(); }
   size_t connection_count() const { return conns_.size(); }

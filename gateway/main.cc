@@ -131,16 +131,33 @@ int main(int argc, char** argv) {
     spdlog::info("signal {}: draining", sig);
     gateway::WsServer* srv = server.get();
     gateway::Hub* h = hub.get();
-    srv->Post([srv, h] {
-      srv->StopAccepting();
-      h->CloseAll(gateway::close_code::kShutdown, "shutdown");
-    });
-    absl::Time deadline = absl::Now() + absl::Milliseconds(absl::GetFlag(FLAGS_drain_ms));
-    size_t left = 1;
-    while (absl::Now() < deadline) {
-      if (!AskLoop<size_t>(srv, [srv] { return srv->connection_count(); }, &left) || left == 0) break;
-      absl::SleepFor(absl::Milliseconds(20));  // polling the loop, not synchronising a test
+    // Stop accepting, then close clients with a reconnect code in slices
+    // spread over most of the drain window, so they do not all reconnect to
+    // the rest of the fleet at the same instant.
+    const absl::Duration window = absl::Milliseconds(absl::GetFlag(FLAGS_drain_ms));
+    const absl::Time deadline = absl::Now() + window;
+    size_t total = 0;
+    if (!AskLoop<size_t>(srv, [srv] {
+          srv->StopAccepting();
+          return srv->connection_count();
+        }, &total)) {
+      total = 0;
     }
+    const absl::Duration tick = absl::Milliseconds(50);
+    const int64_t slices = std::max<int64_t>(1, (window * 0.8) / tick);
+    const size_t per_slice = std::max<size_t>(1, (total + slices - 1) / static_cast<size_t>(slices));
+    size_t left = total;
+    while (absl::Now() < deadline) {
+      size_t closed = 0;
+      if (!AskLoop<size_t>(srv, [h, per_slice] {
+            return h->CloseAll(gateway::close_code::kShutdown, "shutdown", per_slice);
+          }, &closed)) {
+        break;
+      }
+      if (!AskLoop<size_t>(srv, [srv] { return srv->connection_count(); }, &left) || left == 0) break;
+      absl::SleepFor(tick);  // pacing the slices, not synchronising anything
+    }
+    srv->Post([h] { h->CloseAll(gateway::close_code::kShutdown, "shutdown"); });
     for (auto& link : links) link->Stop();
     spdlog::info("gateway drained ({} connections left), exiting", left);
     std::_Exit(0);  // the lws/uv context goes with the process

@@ -201,6 +201,15 @@ class Cluster:
         self.nats.wait_line(r"Server is ready")
         self.nats_monitor_port = int(self.nats.wait_line(r"Starting http monitor on [\d.]+:(\d+)").group(1))
 
+    def restart_control(self):
+        """Stops control and starts it again on the same port (gateways re-attach by themselves)."""
+        self.control.stop()
+        self._restarts = getattr(self, "_restarts", 0) + 1
+        self.control = self._start("control-%d" % self._restarts, [
+            self.bin("control/switchboard-control"), "--config", self.config,
+            "--listen", "127.0.0.1:%d" % self.control_port])
+        self.control.wait_line(r"READY port=(\d+)")
+
     def bin(self, rel):
         return os.path.join(self.build_dir, rel)
 

@@ -263,6 +263,62 @@ class ConfigFileTest(unittest.TestCase):
             self.assertIn("apps[0].secret", lines[0])
 
 
+class ControlRestartTest(unittest.TestCase):
+    def test_gateways_reattach_with_full_snapshot_and_sockets_stay(self):
+        c = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=2, http=False)
+        ch = grpc.insecure_channel("127.0.0.1:%d" % c.control_port)
+        try:
+            s = stub_mod.ControlStub(ch)
+
+            def fleet():
+                try:
+                    return {g.id: g.sessions for g in
+                            s.ListGateways(pb.ListGatewaysRequest(), metadata=API_KEY, timeout=2).gateways}
+                except grpc.RpcError:
+                    return None
+            wait_until(lambda: fleet() == {"gw-1": 0, "gw-2": 0}, 10, "both gateways attached")
+            names = []
+            for i, gw in enumerate(("gw-1", "gw-2", "gw-2")):
+                name = "restart%d" % i
+                driver.send(op="centrifuge", name=name, url=c.ws_url(gw), token=c.token("90"))
+                driver.wait_event(name, "connected")
+                names.append(name)
+            wait_until(lambda: fleet() == {"gw-1": 1, "gw-2": 2}, 10, "deltas counted")
+            c.restart_control()
+            # A fresh control knows nothing until the gateways re-attach and resend their sessions.
+            wait_until(lambda: fleet() == {"gw-1": 1, "gw-2": 2}, 15, "snapshots after re-attach")
+            res = s.UserConnections(pb.UserConnectionsRequest(app_id="demo", user_id="90"), metadata=API_KEY,
+                                    timeout=2).result
+            self.assertEqual(len(res.connections), 3)
+            self.assertTrue(res.complete)
+            for name in names:
+                self.assertFalse([e for e in driver.events(name) if e["event"] == "disconnected"
+                                  or (e["event"] == "connecting" and e["code"] != 0)], name)
+                driver.send(op="close", name=name)
+        finally:
+            ch.close()
+            c.close()
+
+
+class GatewayDrainTest(unittest.TestCase):
+    def test_sigterm_closes_clients_with_shutdown_and_exits_0(self):
+        proc, port = cluster.add_gateway("gw-drain")
+        wait_until(lambda: "gw-drain" in [g.id for g in list_gateways().gateways], 10, "gw-drain attached")
+        names = []
+        for i in range(4):
+            name = "drain%d" % i
+            driver.send(op="raw", name=name, url="ws://127.0.0.1:%d/connection/websocket" % port,
+                        frames=[json.dumps({"id": 1, "connect": {"token": cluster.token("91")}})])
+            wait_until(lambda: any(e["event"] == "raw_message" for e in driver.events(name)), 10, name)
+            names.append(name)
+        proc.signal(signal.SIGTERM)
+        for name in names:
+            ev = driver.wait_event(name, "raw_close")
+            self.assertEqual((ev["code"], ev["reason"]), (3001, "shutdown"))
+        self.assertEqual(proc.p.wait(15), 0)
+        wait_until(lambda: "gw-drain" not in [g.id for g in list_gateways().gateways], 10, "gw-drain left")
+
+
 class NatsOutageTest(unittest.TestCase):
     """Its own cluster: it takes the bus down."""
 

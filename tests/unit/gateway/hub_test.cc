@@ -366,6 +366,17 @@ TEST_F(HubTest, ClientGoingAwayDropsTheSession) {
   hub_->OnTimer(1);
 }
 
+TEST_F(HubTest, CloseAllInSlicesForADrain) {
+  for (ConnId id = 1; id <= 5; ++id) Connect(id, "42");
+  EXPECT_EQ(hub_->CloseAll(close_code::kShutdown, "shutdown", 2), 2u);
+  EXPECT_EQ(transport_.closed.size(), 2u);
+  EXPECT_EQ(hub_->CloseAll(close_code::kShutdown, "shutdown", 2), 2u);
+  EXPECT_EQ(hub_->CloseAll(close_code::kShutdown, "shutdown", 2), 1u);
+  EXPECT_EQ(hub_->CloseAll(close_code::kShutdown, "shutdown", 2), 0u);
+  EXPECT_EQ(transport_.closed.size(), 5u);
+  EXPECT_EQ(hub_->session_count(), 0u);
+}
+
 TEST_F(HubTest, CloseAllClosesEveryConnection) {
   Connect(1, "42");
   Open(2);
