@@ -201,10 +201,25 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (cmd == "gateways") {
+    // With --repeat this is the reference for `connections --repeat`: one
+    // control round trip without the NATS fan-out.
+    int repeat = std::max(1, absl::GetFlag(FLAGS_repeat));
+    std::vector<double> ms;
     v1::ListGatewaysResponse resp;
-    grpc::ClientContext ctx;
-    make_ctx(&ctx);
-    if (int rc = check(stub->ListGateways(&ctx, v1::ListGatewaysRequest(), &resp))) return rc;
+    for (int i = 0; i < repeat; ++i) {
+      grpc::ClientContext ctx;
+      make_ctx(&ctx);
+      resp.Clear();
+      auto t0 = std::chrono::steady_clock::now();
+      grpc::Status st = stub->ListGateways(&ctx, v1::ListGatewaysRequest(), &resp);
+      ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      if (int rc = check(st)) return rc;
+    }
+    if (repeat > 1) {
+      std::sort(ms.begin(), ms.end());
+      std::fprintf(stderr, "calls=%d median_ms=%.3f p90_ms=%.3f p99_ms=%.3f\n", repeat, ms[ms.size() / 2],
+                   ms[ms.size() * 9 / 10], ms[std::min(ms.size() - 1, ms.size() * 99 / 100)]);
+    }
     PrintJson(resp);
     return 0;
   }
