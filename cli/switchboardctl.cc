@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <ctime>
+#include <functional>
 #include <memory>
 
 #include <grpcpp/grpcpp.h>
@@ -83,6 +84,25 @@ int GenToken(const v1::Config& config, const std::string& app_id) {
   return 0;
 }
 
+// Makes `call` (a unary RPC filling one response) `repeat` times and, when
+// repeated, prints latency percentiles to stderr. Returns the last status.
+grpc::Status TimedCalls(int repeat, const std::function<grpc::Status()>& call) {
+  std::vector<double> ms;
+  grpc::Status st;
+  for (int i = 0; i < repeat; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    st = call();
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    if (!st.ok()) return st;
+  }
+  if (repeat > 1) {
+    std::sort(ms.begin(), ms.end());
+    std::fprintf(stderr, "calls=%d median_ms=%.3f p90_ms=%.3f p99_ms=%.3f\n", repeat, ms[ms.size() / 2],
+                 ms[ms.size() * 9 / 10], ms[std::min(ms.size() - 1, ms.size() * 99 / 100)]);
+  }
+  return st;
+}
+
 // Prints the Pusher-style signed query string for one HTTP request.
 int Sign(const v1::Config& config, const std::string& app_id) {
   const v1::AppConfig* app = FindApp(config, app_id);
@@ -151,23 +171,15 @@ int main(int argc, char** argv) {
     v1::UserConnectionsRequest req;
     req.set_app_id(app_id);
     req.set_user_id(absl::GetFlag(FLAGS_user));
-    int repeat = std::max(1, absl::GetFlag(FLAGS_repeat));
-    std::vector<double> ms;
+    const int repeat = std::max(1, absl::GetFlag(FLAGS_repeat));
     v1::UserConnectionsResponse resp;
-    for (int i = 0; i < repeat; ++i) {
+    grpc::Status st = TimedCalls(repeat, [&] {
       grpc::ClientContext ctx;
       make_ctx(&ctx);
       resp.Clear();
-      auto t0 = std::chrono::steady_clock::now();
-      grpc::Status st = stub->UserConnections(&ctx, req, &resp);
-      ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-      if (int rc = check(st)) return rc;
-    }
-    if (repeat > 1) {
-      std::sort(ms.begin(), ms.end());
-      std::fprintf(stderr, "calls=%d median_ms=%.3f p90_ms=%.3f p99_ms=%.3f\n", repeat, ms[ms.size() / 2],
-                   ms[ms.size() * 9 / 10], ms[std::min(ms.size() - 1, ms.size() * 99 / 100)]);
-    }
+      return stub->UserConnections(&ctx, req, &resp);
+    });
+    if (int rc = check(st)) return rc;
     PrintJson(resp);
     return 0;
   }
@@ -203,23 +215,15 @@ int main(int argc, char** argv) {
   if (cmd == "gateways") {
     // With --repeat this is the reference for `connections --repeat`: one
     // control round trip without the NATS fan-out.
-    int repeat = std::max(1, absl::GetFlag(FLAGS_repeat));
-    std::vector<double> ms;
+    const int repeat = std::max(1, absl::GetFlag(FLAGS_repeat));
     v1::ListGatewaysResponse resp;
-    for (int i = 0; i < repeat; ++i) {
+    grpc::Status st = TimedCalls(repeat, [&] {
       grpc::ClientContext ctx;
       make_ctx(&ctx);
       resp.Clear();
-      auto t0 = std::chrono::steady_clock::now();
-      grpc::Status st = stub->ListGateways(&ctx, v1::ListGatewaysRequest(), &resp);
-      ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-      if (int rc = check(st)) return rc;
-    }
-    if (repeat > 1) {
-      std::sort(ms.begin(), ms.end());
-      std::fprintf(stderr, "calls=%d median_ms=%.3f p90_ms=%.3f p99_ms=%.3f\n", repeat, ms[ms.size() / 2],
-                   ms[ms.size() * 9 / 10], ms[std::min(ms.size() - 1, ms.size() * 99 / 100)]);
-    }
+      return stub->ListGateways(&ctx, v1::ListGatewaysRequest(), &resp);
+    });
+    if (int rc = check(st)) return rc;
     PrintJson(resp);
     return 0;
   }

@@ -16,6 +16,16 @@ import urllib.request
 GOOGLEAPIS = "/usr/share/gocode/src/github.com/grpc-ecosystem/grpc-gateway/third_party/googleapis"
 
 
+def parse_args():
+    """--build-dir and --source-dir for a test module; the rest goes to unittest."""
+    import argparse
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build-dir", required=True)
+    ap.add_argument("--source-dir", required=True)
+    args, rest = ap.parse_known_args()
+    return args, [sys.argv[0]] + rest
+
+
 def wait_until(pred, timeout, what):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -1,7 +1,6 @@
 """Integration tests: real nats-server, control and gateway processes, real
 centrifuge-js clients (node), and this Python process as a gRPC client
 (grpcio, stubs generated at test time)."""
-import argparse
 import json
 import os
 import signal
@@ -15,7 +14,7 @@ import unittest
 import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import Cluster, Driver, gen_stubs, wait_until  # noqa: E402
+from cluster import parse_args, Cluster, Driver, gen_stubs, wait_until  # noqa: E402
 
 ARGS = None
 API_KEY = (("authorization", "apikey test-api-key-1234"),)
@@ -369,8 +368,5 @@ class NatsOutageTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--build-dir", required=True)
-    ap.add_argument("--source-dir", required=True)
-    ARGS, rest = ap.parse_known_args()
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    ARGS, argv = parse_args()
+    unittest.main(argv=argv, verbosity=2)

@@ -2,7 +2,6 @@
 as the HTTP client, Pusher signatures computed here (not by the code under
 test), the official `pusher` server SDK, and centrifuge-js clients whose
 sockets must close."""
-import argparse
 import hashlib
 import hmac
 import json
@@ -13,7 +12,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import Cluster, Driver, wait_until  # noqa: E402
+from cluster import parse_args, Cluster, Driver, wait_until  # noqa: E402
 
 ARGS = None
 API_KEY = "test-api-key-1234"
@@ -228,8 +227,5 @@ class BusDownTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--build-dir", required=True)
-    ap.add_argument("--source-dir", required=True)
-    ARGS, rest = ap.parse_known_args()
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    ARGS, argv = parse_args()
+    unittest.main(argv=argv, verbosity=2)

@@ -2,7 +2,6 @@
 pusher-js (Pusher Channels protocol 7), centrifuge-js in its JSON and protobuf
 builds, and curl on the unidirectional HTTP stream. Real nats-server, control
 and two gateways; Python is the gRPC backend (grpcio)."""
-import argparse
 import json
 import os
 import sys
@@ -12,7 +11,7 @@ import unittest
 import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import Cluster, Driver, Proc, gen_stubs, wait_until  # noqa: E402
+from cluster import parse_args, Cluster, Driver, Proc, gen_stubs, wait_until  # noqa: E402
 
 ARGS = None
 API_KEY = (("authorization", "apikey test-api-key-1234"),)
@@ -296,8 +295,5 @@ class PusherActivityTimeoutTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--build-dir", required=True)
-    ap.add_argument("--source-dir", required=True)
-    ARGS, rest = ap.parse_known_args()
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    ARGS, argv = parse_args()
+    unittest.main(argv=argv, verbosity=2)
