@@ -33,6 +33,7 @@ struct ConnectionMeta {
   std::string pusher_key;      // pusher: the {key} of /app/{key}
   std::string client_name;     // pusher: ?client=
   std::string client_version;  // pusher: ?version=
+  std::string pusher_protocol; // pusher: ?protocol= ("" if absent)
   std::string connect_body;    // uni_http_stream: the POST body
 };
 

@@ -62,6 +62,15 @@ void Hub::PusherOpen(ConnId id, Conn& conn) {
     CloseConn(id, conn, 4001, "app not found");
     return;
   }
+  // Protocol 7 is what this server speaks; 5 and 6 differ only in what we do
+  // not support (channels), so they are served too.
+  const std::string& proto = conn.meta.pusher_protocol;
+  if (!proto.empty() && proto != "5" && proto != "6" && proto != "7") {
+    ++stats_.bad_frames;
+    PusherError(id, 4007, "Unsupported protocol version " + proto.substr(0, 16));
+    CloseConn(id, conn, 4007, "unsupported protocol version");
+    return;
+  }
   conn.app_id = app->id();
   conn.client_id = NewSocketId();
   conn.state = State::kConnected;

@@ -215,6 +215,7 @@ ConnectionMeta WsServer::PeerMeta(lws* wsi) {
     meta.pusher_key = uri.substr(std::strlen(kPusherPrefix));
     if (const char* v = lws_get_urlarg_by_name(wsi, "client=", arg, sizeof(arg))) meta.client_name = v;
     if (const char* v = lws_get_urlarg_by_name(wsi, "version=", arg, sizeof(arg))) meta.client_version = v;
+    if (const char* v = lws_get_urlarg_by_name(wsi, "protocol=", arg, sizeof(arg))) meta.pusher_protocol = v;
   }
   return meta;
 }

@@ -461,6 +461,16 @@ TEST_F(PusherHubTest, BadSignatureStaysUnsigned) {
   EXPECT_EQ(hub_->session_count(), 0u);
 }
 
+TEST_F(PusherHubTest, UnsupportedProtocolVersionCloses4007) {
+  ConnectionMeta meta;
+  meta.wire = Wire::kPusher;
+  meta.pusher_key = "demo-key";
+  meta.pusher_protocol = "3";
+  hub_->OnOpen(1, meta);
+  EXPECT_EQ(LastEvent(1), "pusher:error");
+  EXPECT_EQ(CloseCode(1), 4007);
+}
+
 TEST_F(PusherHubTest, UnknownKeyCloses4001) {
   OpenPusher(1, "nope");
   EXPECT_EQ(LastEvent(1), "pusher:error");
