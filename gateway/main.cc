@@ -2,6 +2,8 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <sys/resource.h>
+
 #include <cstdio>
 #include <future>
 #include <memory>
@@ -73,6 +75,23 @@ int main(int argc, char** argv) {
   sigaddset(&sigs, SIGINT);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   signal(SIGPIPE, SIG_IGN);
+
+  // Every socket is a descriptor: take the whole hard limit, and fit the
+  // session cap under it (leaving room for NATS, gRPC, the listener, logs).
+  rlimit fds{};
+  if (getrlimit(RLIMIT_NOFILE, &fds) == 0) {
+    if (fds.rlim_cur < fds.rlim_max) {
+      fds.rlim_cur = fds.rlim_max;
+      setrlimit(RLIMIT_NOFILE, &fds);
+      getrlimit(RLIMIT_NOFILE, &fds);
+    }
+    const uint64_t budget = fds.rlim_cur > 700 ? fds.rlim_cur - 600 : 100;
+    if (config.gateway().max_sessions() > budget) {
+      spdlog::warn("gateway.max_sessions {} does not fit the descriptor limit {}; using {}",
+                   config.gateway().max_sessions(), static_cast<uint64_t>(fds.rlim_cur), budget);
+      config.mutable_gateway()->set_max_sessions(static_cast<uint32_t>(budget));
+    }
+  }
 
   gateway::WsServer::Options ws_opts;
   ws_opts.host = config.gateway().listen_host();
