@@ -41,6 +41,7 @@ class Proc:
 
     def __init__(self, name, argv, cwd=None, stdin=False):
         self.name = name
+        self.argv = argv
         self.lines = []
         self.cond = threading.Condition()
         self.log = open(os.path.join(tempfile.gettempdir(), "sb-%s-%d.log" % (name, os.getpid())), "w")
@@ -257,6 +258,15 @@ class Cluster:
         return self.ctl(*args).strip()
 
     def close(self):
+        """Stops everything; our own binaries that were still running must exit 0
+        on SIGTERM (under ASan a leak or a memory error makes that fail)."""
+        bad = []
         for p in reversed(self.procs):
-            p.stop()
+            was_running = p.p.poll() is None
+            rc = p.stop()
+            ours = p.argv[0].startswith(self.build_dir)
+            if ours and was_running and rc != 0:
+                bad.append("%s exited %s (log %s)" % (p.name, rc, p.log.name))
         shutil.rmtree(self.tmp, ignore_errors=True)
+        if bad:
+            raise AssertionError("unclean exit: " + "; ".join(bad))
