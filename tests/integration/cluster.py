@@ -162,18 +162,19 @@ gateway:
   pong_timeout_s: 2
   connect_timeout_ms: 1500
   max_message_bytes: 4096
-  max_sessions: 1000
+  max_sessions: {max_sessions}
 """
 
 
 class Cluster:
-    def __init__(self, build_dir, source_dir, gateways=2, ping=25, http=True):
+    def __init__(self, build_dir, source_dir, gateways=2, ping=25, http=True, max_sessions=1000):
         self.build_dir = os.path.abspath(build_dir)
         self.source_dir = source_dir
         self.tmp = tempfile.mkdtemp(prefix="switchboard-test-")
         self.procs = []
         self.gateways = {}
         self.ping = ping
+        self.max_sessions = max_sessions
         self.cluster = "t%d" % os.getpid()
         self.nats = self._start("nats", ["nats-server", "-a", "127.0.0.1", "-p", "-1", "-m", "-1"])
         m = self.nats.wait_line(r"Listening for client connections on [\d.]+:(\d+)")
@@ -227,7 +228,8 @@ class Cluster:
     def _write_config(self, control_port):
         with open(self.config, "w") as f:
             f.write(CONFIG.format(cluster=self.cluster, nats_port=self.nats_port,
-                                  control_port=control_port, ping=self.ping))
+                                  control_port=control_port, ping=self.ping,
+                                  max_sessions=self.max_sessions))
 
     def _start(self, name, argv, **kw):
         p = Proc(name, argv, **kw)
