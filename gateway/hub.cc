@@ -17,6 +17,37 @@ constexpr uint32_t kBusFormatVersion = 1;
 constexpr size_t kMaxIdLength = 256;
 constexpr char kServerVersion[] = "switchboard 0.1.0";
 
+// Session fields travel in protobuf messages, whose strings must be UTF-8:
+// one client's bytes must never make a gateway's answer unparseable. Invalid
+// sequences become U+FFFD.
+std::string SafeUtf8(const std::string& in) {
+  std::string out;
+  out.reserve(in.size());
+  size_t i = 0;
+  while (i < in.size()) {
+    const auto c = static_cast<unsigned char>(in[i]);
+    size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    bool ok = len > 0 && i + len <= in.size();
+    uint32_t cp = len == 1 ? c : len == 2 ? (c & 0x1F) : len == 3 ? (c & 0x0F) : (c & 0x07);
+    for (size_t k = 1; ok && k < len; ++k) {
+      const auto cc = static_cast<unsigned char>(in[i + k]);
+      ok = (cc >> 6) == 0x2;
+      cp = (cp << 6) | (cc & 0x3F);
+    }
+    // No overlong forms, surrogates or code points past U+10FFFF.
+    ok = ok && !(len == 2 && cp < 0x80) && !(len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) &&
+         !(len == 4 && (cp < 0x10000 || cp > 0x10FFFF));
+    if (ok) {
+      out.append(in, i, len);
+      i += len;
+    } else {
+      out += "\xEF\xBF\xBD";
+      ++i;
+    }
+  }
+  return out;
+}
+
 const char* TransportName(Wire w) { return w == Wire::kUniHttpStream ? "uni_http_stream" : "websocket"; }
 
 const char* ProtocolName(Wire w) {
@@ -181,7 +212,12 @@ v1::SessionRecord Hub::NewRecord(const Conn& conn, const std::string& client_id,
   return record;
 }
 
-void Hub::AddSession(ConnId id, Conn& conn, const v1::SessionRecord& record) {
+void Hub::AddSession(ConnId id, Conn& conn, const v1::SessionRecord& in) {
+  v1::SessionRecord record = in;
+  for (std::string* field : {record.mutable_user_id(), record.mutable_app_name(), record.mutable_app_version(),
+                             record.mutable_meta_json(), record.mutable_remote_addr()}) {
+    *field = SafeUtf8(*field);
+  }
   conn.client_id = record.client_id();
   conn.session = index_.Add(record, id);
   if (conn.session) observer_->OnSessionOpened(record);

@@ -32,6 +32,10 @@ bool ConstantTimeEquals(const std::string& a, const std::string& b) {
   return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
+// Peer-supplied text may be invalid UTF-8 (URL parts, echoed names): replace
+// it rather than let the serializer throw.
+std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
 std::string NewSocketId() {
   static thread_local absl::BitGen gen;
   return absl::StrCat(absl::Uniform<uint32_t>(gen, 1, 0xFFFFFFFFu), ".", absl::Uniform<uint32_t>(gen, 1, 0xFFFFFFFFu));
@@ -43,12 +47,12 @@ void Hub::PusherSend(ConnId id, const std::string& event, const std::string& dat
   // Pusher sends `data` as a JSON-encoded string.
   json frame = {{"event", event}, {"data", data_json}};
   if (!channel.empty()) frame["channel"] = channel;
-  transport_->Send(id, frame.dump(), false);
+  transport_->Send(id, Dump(frame), false);
 }
 
 void Hub::PusherError(ConnId id, int code, const std::string& message) {
   json data = {{"message", message}, {"code", code ? json(code) : json(nullptr)}};
-  transport_->Send(id, json({{"event", "pusher:error"}, {"data", data}}).dump(), false);
+  transport_->Send(id, Dump(json({{"event", "pusher:error"}, {"data", data}})), false);
 }
 
 void Hub::PusherOpen(ConnId id, Conn& conn) {
@@ -77,7 +81,7 @@ void Hub::PusherOpen(ConnId id, Conn& conn) {
   const absl::Time now = clock_();
   conn.next_ping = now + absl::Seconds(config_.gateway().ping_interval_s());
   json established = {{"socket_id", conn.client_id}, {"activity_timeout", config_.gateway().ping_interval_s()}};
-  PusherSend(id, "pusher:connection_established", established.dump());
+  PusherSend(id, "pusher:connection_established", Dump(established));
   Rearm(id, conn);
 }
 
@@ -120,7 +124,7 @@ void Hub::PusherFrame(ConnId id, Conn& conn, std::string_view data, bool binary)
                 {"error", "Channel subscriptions are not supported by this server"},
                 {"status", 501}};
     json frame = {{"event", "pusher:subscription_error"}, {"channel", ch}, {"data", err}};
-    transport_->Send(id, frame.dump(), false);
+    transport_->Send(id, Dump(frame), false);
   } else if (event == "pusher:unsubscribe") {
     PusherError(id, 0, "Channel subscriptions are not supported by this server");
   } else if (absl::StartsWith(event, "client-")) {
@@ -160,9 +164,9 @@ void Hub::PusherSignin(ConnId id, Conn& conn, const std::string& auth, const std
   v1::SessionRecord record = NewRecord(conn, conn.client_id, app->id(), user["id"].get<std::string>());
   record.set_app_name(conn.meta.client_name.substr(0, kMaxIdLength));
   record.set_app_version(conn.meta.client_version.substr(0, kMaxIdLength));
-  if (user.contains("user_info")) record.set_meta_json(user["user_info"].dump());
+  if (user.contains("user_info")) record.set_meta_json(Dump(user["user_info"]));
   AddSession(id, conn, record);
-  PusherSend(id, "pusher:signin_success", json({{"user_data", user_data}}).dump());
+  PusherSend(id, "pusher:signin_success", Dump(json({{"user_data", user_data}})));
 }
 
 }  // namespace switchboard::gateway

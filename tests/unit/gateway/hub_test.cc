@@ -461,6 +461,28 @@ TEST_F(PusherHubTest, BadSignatureStaysUnsigned) {
   EXPECT_EQ(hub_->session_count(), 0u);
 }
 
+TEST_F(PusherHubTest, InvalidUtf8FromTheUrlNeverReachesTheRecord) {
+  ConnectionMeta meta;
+  meta.wire = Wire::kPusher;
+  meta.pusher_key = "demo-key";
+  meta.client_name = "js\xff\xfe";
+  meta.client_version = "\xc0\xaf" "1";  // overlong '/'
+  hub_->OnOpen(1, meta);
+  auto est = nlohmann::json::parse(transport_.sent[1][0]);
+  std::string sid = nlohmann::json::parse(est["data"].get<std::string>())["socket_id"];
+  Signin(1, sid, R"({"id":"42"})");
+  ASSERT_EQ(observer_.opened.size(), 1u);
+  v1::SessionRecord rec = observer_.opened[0];
+  EXPECT_EQ(rec.app_name(), "js\xEF\xBF\xBD\xEF\xBF\xBD");
+  // It round-trips through protobuf (strings must be UTF-8 to parse).
+  v1::SessionRecord back;
+  EXPECT_TRUE(back.ParseFromString(rec.SerializeAsString()));
+  // An unknown key with invalid UTF-8 is echoed safely.
+  meta.pusher_key = "\xff\xfe";
+  hub_->OnOpen(2, meta);
+  EXPECT_EQ(CloseCode(2), 4001);
+}
+
 TEST_F(PusherHubTest, UnsupportedProtocolVersionCloses4007) {
   ConnectionMeta meta;
   meta.wire = Wire::kPusher;
