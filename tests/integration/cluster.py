@@ -153,7 +153,7 @@ apps:
 api_keys: [test-api-key-1234]
 control:
   listen: 127.0.0.1:0
-  addresses: [127.0.0.1:{control_port}]
+  addresses: [{control_addresses}]
   default_timeout_ms: 1000
 gateway:
   listen_host: 127.0.0.1
@@ -167,7 +167,7 @@ gateway:
 
 
 class Cluster:
-    def __init__(self, build_dir, source_dir, gateways=2, ping=25, http=True, max_sessions=1000):
+    def __init__(self, build_dir, source_dir, gateways=2, ping=25, http=True, max_sessions=1000, controls=1):
         self.build_dir = os.path.abspath(build_dir)
         self.source_dir = source_dir
         self.tmp = tempfile.mkdtemp(prefix="switchboard-test-")
@@ -181,11 +181,18 @@ class Cluster:
         self.nats_port = int(m.group(1))
         self.nats_monitor_port = int(self.nats.wait_line(r"Starting http monitor on [\d.]+:(\d+)").group(1))
         self.config = os.path.join(self.tmp, "switchboard.yaml")
-        self._write_config(0)
-        self.control = self._start("control", [self.bin("control/switchboard-control"),
-                                               "--config", self.config])
-        self.control_port = int(self.control.wait_line(r"READY port=(\d+)").group(1))
-        self._write_config(self.control_port)
+        self._write_config([0])
+        # Replicas: every gateway attaches to each (config control.addresses).
+        self.controls = []
+        self.control_ports = []
+        for i in range(controls):
+            p = self._start("control" if i == 0 else "control-r%d" % i,
+                            [self.bin("control/switchboard-control"), "--config", self.config])
+            self.controls.append(p)
+            self.control_ports.append(int(p.wait_line(r"READY port=(\d+)").group(1)))
+        self.control = self.controls[0]
+        self.control_port = self.control_ports[0]
+        self._write_config(self.control_ports)
         for i in range(gateways):
             self.add_gateway("gw-%d" % (i + 1))
         self.http = None
@@ -225,10 +232,11 @@ class Cluster:
     def bin(self, rel):
         return os.path.join(self.build_dir, rel)
 
-    def _write_config(self, control_port):
+    def _write_config(self, control_ports):
+        addresses = ", ".join("127.0.0.1:%d" % p for p in control_ports)
         with open(self.config, "w") as f:
             f.write(CONFIG.format(cluster=self.cluster, nats_port=self.nats_port,
-                                  control_port=control_port, ping=self.ping,
+                                  control_addresses=addresses, ping=self.ping,
                                   max_sessions=self.max_sessions))
 
     def _start(self, name, argv, **kw):

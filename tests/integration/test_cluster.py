@@ -262,6 +262,38 @@ class ConfigFileTest(unittest.TestCase):
             self.assertIn("apps[0].secret", lines[0])
 
 
+class ControlReplicasTest(unittest.TestCase):
+    def test_every_replica_sees_the_whole_fleet_and_answers(self):
+        c = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=2, http=False, controls=2)
+        channels = [grpc.insecure_channel("127.0.0.1:%d" % p) for p in c.control_ports]
+        try:
+            stubs = [stub_mod.ControlStub(ch) for ch in channels]
+            for s in stubs:
+                wait_until(lambda: sorted(g.id for g in s.ListGateways(pb.ListGatewaysRequest(), metadata=API_KEY,
+                                                                       timeout=2).gateways) == ["gw-1", "gw-2"],
+                           10, "both gateways attached to the replica")
+            ids = []
+            for i, gw in enumerate(("gw-1", "gw-2")):
+                name = "replica%d" % i
+                driver.send(op="centrifuge", name=name, url=c.ws_url(gw), token=c.token("92"))
+                ids.append(driver.wait_event(name, "connected")["client"])
+            for s in stubs:
+                res = s.UserConnections(pb.UserConnectionsRequest(app_id="demo", user_id="92"), metadata=API_KEY,
+                                        timeout=2).result
+                self.assertTrue(res.complete)
+                self.assertEqual(set(res.connections), set(ids))
+            # Either replica can terminate; the answer counts every gateway once.
+            resp = stubs[1].TerminateUser(pb.TerminateUserRequest(app_id="demo", user_id="92"), metadata=API_KEY,
+                                          timeout=2)
+            self.assertEqual((resp.closed, resp.coverage.complete), (2, True))
+            for i in range(2):
+                self.assertEqual(driver.wait_event("replica%d" % i, "disconnected")["code"], 3503)
+        finally:
+            for ch in channels:
+                ch.close()
+            c.close()
+
+
 class ControlRestartTest(unittest.TestCase):
     def test_gateways_reattach_with_full_snapshot_and_sockets_stay(self):
         c = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=2, http=False)
