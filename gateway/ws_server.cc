@@ -14,6 +14,9 @@ constexpr char kWebSocketPath[] = "/connection/websocket";
 constexpr char kUniHttpStreamPath[] = "/connection/uni_http_stream";
 constexpr char kPusherPrefix[] = "/app/";
 constexpr char kProtobufSubprotocol[] = "centrifuge-protobuf";
+// Per-connection receive buffer. Client frames are small (commands, pongs);
+// larger ones arrive in pieces and are reassembled up to max_message_bytes.
+constexpr size_t kRxBufferBytes = 1024;
 
 std::string HeaderUri(lws* wsi) {
   char buf[1024];
@@ -31,13 +34,13 @@ absl::StatusOr<std::unique_ptr<WsServer>> WsServer::Create(const Options& option
        [](lws* wsi, lws_callback_reasons reason, void* user, void* in, size_t len) {
          return WsServer::Callback(wsi, static_cast<int>(reason), user, in, len);
        },
-       sizeof(ConnId), 0, 0, nullptr, 0},
+       sizeof(ConnId), kRxBufferBytes, 0, nullptr, 0},
       // Centrifugo's SDKs ask for protobuf with this WebSocket subprotocol.
       {kProtobufSubprotocol,
        [](lws* wsi, lws_callback_reasons reason, void* user, void* in, size_t len) {
          return WsServer::Callback(wsi, static_cast<int>(reason), user, in, len);
        },
-       sizeof(ConnId), 0, 0, nullptr, 0},
+       sizeof(ConnId), kRxBufferBytes, 0, nullptr, 0},
       {nullptr, nullptr, 0, 0, 0, nullptr, 0}};
 
   lws_set_log_level(getenv("SB_LWS_DEBUG") ? 0xfff : LLL_ERR, nullptr);

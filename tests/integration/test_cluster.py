@@ -174,6 +174,17 @@ class ClientProtocolTest(unittest.TestCase):
     def test_first_command_must_be_connect(self):
         self.assertEqual(self.raw("noconnect", ['{"id":1,"subscribe":{"channel":"x"}}'])["code"], 3501)
 
+    def test_frame_larger_than_the_receive_buffer_is_reassembled(self):
+        # ~3 KB: above the 1 KB per-connection receive buffer, below max_message_bytes (4 KB here).
+        token = cluster.token("93", meta={"blob": "x" * 2200})
+        frame = json.dumps({"id": 1, "connect": {"token": token, "name": "big"}})
+        self.assertGreater(len(frame), 2048)
+        driver.send(op="raw", name="bigok", url=cluster.ws_url("gw-1"), frames=[frame])
+        wait_until(lambda: any(e["event"] == "raw_message" and '"connect"' in e["data"]
+                               for e in driver.events("bigok")), 10, "connect reply")
+        self.assertEqual(len(user_connections("93").connections), 1)
+        driver.send(op="close", name="bigok")
+
     def test_oversized_message_closes_1009(self):
         self.assertEqual(self.raw("big", ["{" + "x" * 5000 + "}"])["code"], 1009)
 
