@@ -21,6 +21,7 @@
 #include "common/config.h"
 #include "control/pusher_auth.h"
 #include "google/protobuf/util/json_util.h"
+#include "nlohmann/json.hpp"
 #include "switchboard/v1/control.grpc.pb.h"
 
 ABSL_FLAG(std::string, config, "config/switchboard.yaml", "config file (app secrets, control address, API key)");
@@ -35,6 +36,7 @@ ABSL_FLAG(std::string, reason, "", "close reason");
 ABSL_FLAG(std::string, info, "", "gentoken: JSON for the info claim");
 ABSL_FLAG(std::string, meta, "", "gentoken: JSON for the meta claim (server-side only)");
 ABSL_FLAG(int, ttl, 3600, "gentoken: seconds until exp (0: no exp)");
+ABSL_FLAG(bool, raw, false, "gentoken: print only the token, not JSON");
 ABSL_FLAG(int, timeout_ms, 2000, "call deadline");
 ABSL_FLAG(std::string, method, "POST", "sign: HTTP method");
 ABSL_FLAG(std::string, path, "", "sign: request path, e.g. /apps/demo/users/42/terminate_connections");
@@ -66,7 +68,8 @@ int GenToken(const v1::Config& config, const std::string& app_id) {
   if (jwt_new(&jwt) != 0) return Fail("jwt_new failed");
   std::unique_ptr<jwt_t, void (*)(jwt_t*)> guard(jwt, jwt_free);
   jwt_add_grant(jwt, "sub", absl::GetFlag(FLAGS_user).c_str());
-  if (absl::GetFlag(FLAGS_ttl) > 0) jwt_add_grant_int(jwt, "exp", std::time(nullptr) + absl::GetFlag(FLAGS_ttl));
+  const long exp = absl::GetFlag(FLAGS_ttl) > 0 ? std::time(nullptr) + absl::GetFlag(FLAGS_ttl) : 0;
+  if (exp > 0) jwt_add_grant_int(jwt, "exp", exp);
   if (!absl::GetFlag(FLAGS_info).empty()) {
     std::string j = "{\"info\":" + absl::GetFlag(FLAGS_info) + "}";
     if (jwt_add_grants_json(jwt, j.c_str()) != 0) return Fail("--info is not valid JSON", 2);
@@ -79,8 +82,15 @@ int GenToken(const v1::Config& config, const std::string& app_id) {
               static_cast<int>(app->secret().size()));
   char* token = jwt_encode_str(jwt);
   if (token == nullptr) return Fail("cannot encode token");
-  std::printf("%s\n", token);
+  std::string out(token);
   free(token);
+  if (absl::GetFlag(FLAGS_raw)) {
+    std::printf("%s\n", out.c_str());
+    return 0;
+  }
+  nlohmann::json j = {{"token", out}, {"app", app->id()}, {"user", absl::GetFlag(FLAGS_user)}};
+  if (exp > 0) j["exp"] = exp;
+  std::printf("%s\n", j.dump(1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   return 0;
 }
 
@@ -130,7 +140,7 @@ int Sign(const v1::Config& config, const std::string& app_id) {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "switchboardctl COMMAND [flags]\n"
-      "  gentoken    --user=U [--info=JSON] [--meta=JSON] [--ttl=S]   print a client JWT\n"
+      "  gentoken    --user=U [--info=JSON] [--meta=JSON] [--ttl=S] [--raw]  a client JWT (JSON, or --raw)\n"
       "  connections --user=U                                          a user's live connections\n"
       "  terminate   --user=U [--except=ID,..] [--code=C --reason=R]  close a user's connections\n"
       "  disconnect  --client=ID                                       close one connection\n"

@@ -75,7 +75,7 @@ Switchboard is running on loopback (logs and PIDs in .run/):
   switchboard-http     http://127.0.0.1:$HTTP_PORT   (HTTP/JSON API, grpc-gateway proxy)
 
 Next:
-  build/cli/switchboardctl gentoken --user 42          # a connection token for user 42
+  build/cli/switchboardctl gentoken --user 42          # a connection token for user 42 (--raw: token only)
   build/cli/switchboardctl gateways                    # the live fleet
   build/cli/switchboardctl connections --user 42       # user 42's sessions on every gateway
   build/cli/switchboardctl terminate --user 42         # close them all

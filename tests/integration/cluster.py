@@ -262,7 +262,7 @@ class Cluster:
         return out.stdout
 
     def token(self, user, app="demo", **kw):
-        args = ["gentoken", "--user", user, "--app", app]
+        args = ["gentoken", "--raw", "--user", user, "--app", app]
         for k, v in kw.items():
             args += ["--" + k, v if isinstance(v, str) else json.dumps(v)]
         return self.ctl(*args).strip()
