@@ -53,15 +53,35 @@ NatsClientImpl::~NatsClientImpl() {
   }
   if (sender_.joinable()) sender_.join();
   if (conn_ != nullptr) {
-    natsConnection_Close(conn_);
     std::vector<std::unique_ptr<Sub>> subs;
     {
       absl::MutexLock lock(&mu_);
       subs.swap(subs_);
     }
-    for (auto& sub : subs) natsSubscription_Destroy(sub->sub);
+    // Stop deliveries and wait until no handler runs any more: handlers
+    // point into objects that go away after this client.
+    for (auto& sub : subs) {
+      if (natsSubscription_Unsubscribe(sub->sub) != NATS_OK) {
+        spdlog::debug("nats: unsubscribe at shutdown failed; waiting for the close instead");
+      }
+    }
+    natsConnection_Close(conn_);
+    for (auto& sub : subs) {
+      if (!sub->complete.WaitForNotificationWithTimeout(absl::Seconds(5))) {
+        spdlog::warn("nats: a subscription handler did not finish within 5 s of shutdown");
+      }
+      natsSubscription_Destroy(sub->sub);
+    }
     natsConnection_Destroy(conn_);
   }
+}
+
+void NatsClientImpl::ShutdownLibrary() {
+  if (nats_CloseAndWait(2000) != NATS_OK) spdlog::debug("nats: library threads still running at exit");
+}
+
+void NatsClientImpl::OnSubscriptionComplete(void* closure) {
+  static_cast<Sub*>(closure)->complete.Notify();
 }
 
 absl::Status NatsClientImpl::Publish(const std::string& subject, const std::string& data,
@@ -109,6 +129,11 @@ absl::Status NatsClientImpl::Subscribe(const std::string& subject, Handler handl
   sub->handler = std::move(handler);
   natsStatus s = natsConnection_Subscribe(&sub->sub, conn_, subject.c_str(), OnMessage, sub.get());
   if (s != NATS_OK) return FromNats(s, "nats subscribe " + subject);
+  s = natsSubscription_SetOnCompleteCB(sub->sub, OnSubscriptionComplete, sub.get());
+  if (s != NATS_OK) {
+    natsSubscription_Destroy(sub->sub);
+    return FromNats(s, "nats subscribe " + subject);
+  }
   absl::MutexLock lock(&mu_);
   subs_.push_back(std::move(sub));
   return absl::OkStatus();

@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "common/nats_client.h"
 
 namespace switchboard {
@@ -22,6 +23,10 @@ class NatsClientImpl final : public NatsClient {
  public:
   static absl::StatusOr<std::unique_ptr<NatsClientImpl>> Create(const std::string& url,
                                                                 const std::string& name);
+  // At process end, after every client is gone: waits (bounded) until the
+  // NATS library's own threads, which may still run connection callbacks
+  // that log, have exited. Call once, from main.
+  static void ShutdownLibrary();
   ~NatsClientImpl() override;
 
   absl::Status Publish(const std::string& subject, const std::string& data,
@@ -37,10 +42,14 @@ class NatsClientImpl final : public NatsClient {
   struct Sub {
     Handler handler;
     natsSubscription* sub = nullptr;
+    // Set by NATS once the subscription is closed and its handler has
+    // returned for the last time: only then may the handler's state go.
+    absl::Notification complete;
   };
   NatsClientImpl() = default;
   void SendLoop();
   static void OnMessage(natsConnection*, natsSubscription*, natsMsg* msg, void* closure);
+  static void OnSubscriptionComplete(void* closure);
 
   natsConnection* conn_ = nullptr;
   absl::Mutex mu_;

@@ -52,9 +52,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   auto bus = *std::move(bus_or);
-  TimerQueue timers;
+  auto timers = std::make_unique<TimerQueue>();
   control::Fleet fleet;
-  control::ScatterGather gather(bus.get(), &timers, [&fleet] { return fleet.LiveIds(); },
+  control::ScatterGather gather(bus.get(), timers.get(), [&fleet] { return fleet.LiveIds(); },
                                 "switchboard." + config.cluster() + ".gateways");
   if (auto st = gather.Start(); !st.ok()) {
     spdlog::error("{}", std::string(st.message()));
@@ -81,5 +81,10 @@ int main(int argc, char** argv) {
   sigwait(&sigs, &sig);
   spdlog::info("signal {}: stopping", sig);
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  // Tear down in dependency order: no bus message and no timer may reach the
+  // scatter-gather once it starts to go.
+  bus.reset();
+  NatsClientImpl::ShutdownLibrary();
+  timers.reset();
   return 0;
 }

@@ -80,7 +80,7 @@ class Proc:
         if self.p.poll() is None:
             os.kill(self.p.pid, sig)
 
-    def stop(self, timeout=10):
+    def stop(self, timeout=20):
         if self.p.poll() is None:
             os.kill(self.p.pid, signal.SIGTERM)
             try:
