@@ -20,7 +20,7 @@ std::string Metadata(grpc::CallbackServerContext* ctx, const std::string& key) {
 // Answers a partial result a little before the caller's deadline, so the
 // caller gets `complete=false` instead of DEADLINE_EXCEEDED.
 absl::Duration Margin(absl::Duration remaining) {
-  return std::min(absl::Milliseconds(100), remaining / 10);
+  return std::min(absl::Milliseconds(200), remaining / 5);
 }
 
 }  // namespace
