@@ -1,8 +1,6 @@
 // switchboardctl: operator CLI. Output is JSON on stdout; errors on stderr
 // with a non-zero exit code.
 #include <jwt.h>
-#include <openssl/evp.h>
-#include <openssl/md5.h>
 
 #include <cstdio>
 #include <ctime>
@@ -15,10 +13,10 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/ascii.h"
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/config.h"
+#include "common/crypto.h"
 #include "control/pusher_auth.h"
 #include "google/protobuf/util/json_util.h"
 #include "nlohmann/json.hpp"
@@ -125,10 +123,7 @@ int Sign(const v1::Config& config, const std::string& app_id) {
   std::string params = absl::StrCat("auth_key=", app->key(), "&auth_timestamp=", std::time(nullptr),
                                     "&auth_version=1.0");
   if (method != "GET") {
-    unsigned char md5[MD5_DIGEST_LENGTH];
-    unsigned int len = 0;
-    EVP_Digest(body.data(), body.size(), md5, &len, EVP_md5(), nullptr);
-    params += "&body_md5=" + absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(md5), len));
+    params += "&body_md5=" + Md5Hex(body);
   }
   std::printf("%s&auth_signature=%s\n", params.c_str(),
               control::PusherSignature(app->secret(), method, path, params).c_str());

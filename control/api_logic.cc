@@ -1,11 +1,10 @@
 #include "control/api_logic.h"
 
-#include <openssl/crypto.h>
-
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/config.h"
+#include "common/crypto.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
 
@@ -14,10 +13,6 @@ namespace {
 
 constexpr size_t kMaxIdLength = 256;
 constexpr int kMaxExcept = 10000;
-
-bool ConstantTimeEquals(const std::string& a, const std::string& b) {
-  return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
-}
 
 absl::Status CheckId(const std::string& field, const std::string& value) {
   if (value.empty()) return absl::InvalidArgumentError(field + " must not be empty");

@@ -1,9 +1,5 @@
 #include "control/pusher_auth.h"
 
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-
 #include <map>
 
 #include "absl/strings/ascii.h"
@@ -11,26 +7,12 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/config.h"
+#include "common/crypto.h"
 
 namespace switchboard::control {
 namespace {
 
 constexpr size_t kMaxQuery = 4096;
-
-std::string Hex(const unsigned char* data, size_t n) {
-  static const char kDigits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(n * 2);
-  for (size_t i = 0; i < n; ++i) {
-    out.push_back(kDigits[data[i] >> 4]);
-    out.push_back(kDigits[data[i] & 0xF]);
-  }
-  return out;
-}
-
-bool ConstantTimeEquals(const std::string& a, const std::string& b) {
-  return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
-}
 
 int HexValue(char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -63,12 +45,7 @@ bool UrlDecode(const std::string& in, std::string* out) {
 
 std::string PusherSignature(const std::string& secret, const std::string& method, const std::string& path,
                             const std::string& sorted_params) {
-  const std::string to_sign = method + "\n" + path + "\n" + sorted_params;
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
-       reinterpret_cast<const unsigned char*>(to_sign.data()), to_sign.size(), mac, &len);
-  return Hex(mac, len);
+  return HmacSha256Hex(secret, method + "\n" + path + "\n" + sorted_params);
 }
 
 absl::Status VerifyPusherSignature(const v1::Config& config, const std::string& app_id,

@@ -1,14 +1,10 @@
 // The Pusher Channels protocol 7 side of the hub: connection_established,
 // ping/pong, pusher:signin. Only signed-in connections are sessions.
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-
 #include "absl/random/random.h"
-#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/config.h"
+#include "common/crypto.h"
 #include "gateway/hub.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
@@ -19,18 +15,6 @@ namespace {
 using nlohmann::json;
 
 constexpr size_t kMaxIdLength = 256;
-
-std::string HmacSha256Hex(const std::string& key, const std::string& data) {
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(data.data()),
-       data.size(), mac, &len);
-  return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(mac), len));
-}
-
-bool ConstantTimeEquals(const std::string& a, const std::string& b) {
-  return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
-}
 
 // Peer-supplied text may be invalid UTF-8 (URL parts, echoed names): replace
 // it rather than let the serializer throw.
