@@ -23,6 +23,33 @@ absl::Duration Margin(absl::Duration remaining) {
   return std::min(absl::Milliseconds(200), remaining / 5);
 }
 
+// The reaction to a finished scatter-gather: the error as it is, or `fill`
+// the response and OK. Runs on a bus or timer thread; never blocks.
+template <typename Fill>
+ScatterGather::Done FinishWith(grpc::ServerUnaryReactor* reactor, Fill fill) {
+  return [reactor, fill](absl::StatusOr<GatherResult> r) {
+    if (!r.ok()) {
+      reactor->Finish(ToGrpcStatus(r.status()));
+      return;
+    }
+    fill(*r);
+    reactor->Finish(grpc::Status::OK);
+  };
+}
+
+// The bus form of a terminate; `only_client_id` narrows it to one connection.
+v1::BusRequest TerminateRequest(const v1::TerminateUserRequest& req, const std::string& only_client_id = "") {
+  v1::BusRequest bus_req;
+  auto* t = bus_req.mutable_terminate();
+  t->set_app_id(req.app_id());
+  t->set_user_id(req.user_id());
+  *t->mutable_except_client_ids() = req.except_client_ids();
+  t->set_only_client_id(only_client_id);
+  t->set_code(req.code());
+  t->set_reason(req.reason());
+  return bus_req;
+}
+
 }  // namespace
 
 absl::Status ControlService::Authenticate(grpc::CallbackServerContext* ctx, const HttpTarget* target) const {
@@ -72,14 +99,10 @@ grpc::ServerUnaryReactor* ControlService::GatherUserConnections(grpc::ServerUnar
   v1::BusRequest bus_req;
   bus_req.mutable_user_query()->set_app_id(app_id);
   bus_req.mutable_user_query()->set_user_id(user_id);
-  gather_->Call(std::move(bus_req), deadline, [reactor, resp](absl::StatusOr<GatherResult> r) {
-    if (!r.ok()) {
-      reactor->Finish(ToGrpcStatus(r.status()));
-      return;
-    }
-    FillUserConnections(*r, resp);
-    reactor->Finish(grpc::Status::OK);
-  });
+  gather_->Call(std::move(bus_req), deadline,
+                FinishWith(reactor, [resp](const GatherResult& g) {
+                  FillUserConnections(g, resp);
+                }));
   return reactor;
 }
 
@@ -116,25 +139,13 @@ grpc::ServerUnaryReactor* ControlService::CentrifugoDisconnect(grpc::CallbackSer
     reactor->Finish(ToGrpcStatus(st));
     return reactor;
   }
-  v1::BusRequest bus_req;
-  auto* t = bus_req.mutable_terminate();
-  t->set_app_id(plain.app_id());
-  t->set_user_id(plain.user_id());
-  *t->mutable_except_client_ids() = plain.except_client_ids();
-  t->set_only_client_id(req->client());
-  t->set_code(plain.code());
-  t->set_reason(plain.reason());
-  gather_->Call(std::move(bus_req), GatherDeadline(ctx), [reactor, resp](absl::StatusOr<GatherResult> r) {
-    if (!r.ok()) {
-      reactor->Finish(ToGrpcStatus(r.status()));
-      return;
-    }
-    v1::TerminateUserResponse full;
-    FillTerminateUser(*r, &full);
-    resp->mutable_result()->set_closed(full.closed());
-    *resp->mutable_result()->mutable_coverage() = full.coverage();
-    reactor->Finish(grpc::Status::OK);
-  });
+  gather_->Call(TerminateRequest(plain, req->client()), GatherDeadline(ctx),
+                FinishWith(reactor, [resp](const GatherResult& g) {
+                  v1::TerminateUserResponse full;
+                  FillTerminateUser(g, &full);
+                  resp->mutable_result()->set_closed(full.closed());
+                  *resp->mutable_result()->mutable_coverage() = full.coverage();
+                }));
   return reactor;
 }
 
@@ -150,21 +161,10 @@ grpc::ServerUnaryReactor* ControlService::TerminateUser(grpc::CallbackServerCont
     reactor->Finish(ToGrpcStatus(st));
     return reactor;
   }
-  v1::BusRequest bus_req;
-  auto* t = bus_req.mutable_terminate();
-  t->set_app_id(req->app_id());
-  t->set_user_id(req->user_id());
-  *t->mutable_except_client_ids() = req->except_client_ids();
-  t->set_code(req->code());
-  t->set_reason(req->reason());
-  gather_->Call(std::move(bus_req), GatherDeadline(ctx), [reactor, resp](absl::StatusOr<GatherResult> r) {
-    if (!r.ok()) {
-      reactor->Finish(ToGrpcStatus(r.status()));
-      return;
-    }
-    FillTerminateUser(*r, resp);
-    reactor->Finish(grpc::Status::OK);
-  });
+  gather_->Call(TerminateRequest(*req), GatherDeadline(ctx),
+                FinishWith(reactor, [resp](const GatherResult& g) {
+                  FillTerminateUser(g, resp);
+                }));
   return reactor;
 }
 
@@ -186,14 +186,10 @@ grpc::ServerUnaryReactor* ControlService::Disconnect(grpc::CallbackServerContext
   d->set_client_id(req->client_id());
   d->set_code(req->code());
   d->set_reason(req->reason());
-  gather_->Call(std::move(bus_req), GatherDeadline(ctx), [reactor, resp](absl::StatusOr<GatherResult> r) {
-    if (!r.ok()) {
-      reactor->Finish(ToGrpcStatus(r.status()));
-      return;
-    }
-    FillDisconnect(*r, resp);
-    reactor->Finish(grpc::Status::OK);
-  });
+  gather_->Call(std::move(bus_req), GatherDeadline(ctx),
+                FinishWith(reactor, [resp](const GatherResult& g) {
+                  FillDisconnect(g, resp);
+                }));
   return reactor;
 }
 
