@@ -103,8 +103,19 @@ bool WsServer::Send(ConnId id, std::string frame, bool binary) {
     Close(id, close_code::kSlow, "slow");
     return false;
   }
-  std::string buf(LWS_PRE, '\0');
-  buf += frame;
+  std::string buf;
+  buf.reserve(LWS_PRE + frame.size() + 16);
+  buf.assign(LWS_PRE, '\0');
+  if (peer.http_stream) {
+    // One HTTP chunk per line: "<hex len>\r\n<data>\r\n", framed once here.
+    char head[20];
+    std::snprintf(head, sizeof(head), "%zx\r\n", frame.size());
+    buf += head;
+    buf += frame;
+    buf += "\r\n";
+  } else {
+    buf += frame;
+  }
   peer.outbox.push_back({std::move(buf), binary});
   lws_callback_on_writable(peer.wsi);
   return true;
@@ -134,17 +145,9 @@ int WsServer::Callback(lws* wsi, int reason, void* user, void* in, size_t len) {
 
 int WsServer::OnHttpStreamWritable(lws* wsi, Peer& peer) {
   if (!peer.outbox.empty()) {
-    // One chunk per queued line: "<hex len>\r\n<data>\r\n".
-    Peer::Frame& f = peer.outbox.front();
-    std::string data = f.buf.substr(LWS_PRE);
-    std::string chunk(LWS_PRE, '\0');
-    char head[16];
-    std::snprintf(head, sizeof(head), "%zx\r\n", data.size());
-    chunk += head;
-    chunk += data;
-    chunk += "\r\n";
-    size_t n = chunk.size() - LWS_PRE;
-    if (lws_write(wsi, reinterpret_cast<unsigned char*>(&chunk[LWS_PRE]), n, LWS_WRITE_HTTP) < static_cast<int>(n)) {
+    Peer::Frame& f = peer.outbox.front();  // already chunk-framed by Send()
+    size_t n = f.buf.size() - LWS_PRE;
+    if (lws_write(wsi, reinterpret_cast<unsigned char*>(&f.buf[LWS_PRE]), n, LWS_WRITE_HTTP) < static_cast<int>(n)) {
       return -1;
     }
     peer.outbox.pop_front();
