@@ -34,6 +34,8 @@ ABSL_FLAG(std::string, reason, "", "close reason");
 ABSL_FLAG(std::string, info, "", "gentoken: JSON for the info claim");
 ABSL_FLAG(std::string, meta, "", "gentoken: JSON for the meta claim (server-side only)");
 ABSL_FLAG(int, ttl, 3600, "gentoken: seconds until exp (0: no exp)");
+ABSL_FLAG(std::string, aud, "", "gentoken: aud claim (default: the app's audience, if configured)");
+ABSL_FLAG(std::string, iss, "", "gentoken: iss claim (default: the app's issuer, if configured)");
 ABSL_FLAG(bool, raw, false, "gentoken: print only the token, not JSON");
 ABSL_FLAG(int, timeout_ms, 2000, "call deadline");
 ABSL_FLAG(std::string, method, "POST", "sign: HTTP method");
@@ -68,6 +70,10 @@ int GenToken(const v1::Config& config, const std::string& app_id) {
   jwt_add_grant(jwt, "sub", absl::GetFlag(FLAGS_user).c_str());
   const long exp = absl::GetFlag(FLAGS_ttl) > 0 ? std::time(nullptr) + absl::GetFlag(FLAGS_ttl) : 0;
   if (exp > 0) jwt_add_grant_int(jwt, "exp", exp);
+  const std::string aud = absl::GetFlag(FLAGS_aud).empty() ? app->audience() : absl::GetFlag(FLAGS_aud);
+  const std::string iss = absl::GetFlag(FLAGS_iss).empty() ? app->issuer() : absl::GetFlag(FLAGS_iss);
+  if (!aud.empty()) jwt_add_grant(jwt, "aud", aud.c_str());
+  if (!iss.empty()) jwt_add_grant(jwt, "iss", iss.c_str());
   if (!absl::GetFlag(FLAGS_info).empty()) {
     std::string j = "{\"info\":" + absl::GetFlag(FLAGS_info) + "}";
     if (jwt_add_grants_json(jwt, j.c_str()) != 0) return Fail("--info is not valid JSON", 2);
@@ -135,7 +141,7 @@ int Sign(const v1::Config& config, const std::string& app_id) {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "switchboardctl COMMAND [flags]\n"
-      "  gentoken    --user=U [--info=JSON] [--meta=JSON] [--ttl=S] [--raw]  a client JWT (JSON, or --raw)\n"
+      "  gentoken    --user=U [--info=JSON] [--meta=JSON] [--ttl=S] [--aud=A] [--iss=I] [--raw]  a client JWT (JSON, or --raw)\n"
       "  connections --user=U                                          a user's live connections\n"
       "  terminate   --user=U [--except=ID,..] [--code=C --reason=R]  close a user's connections\n"
       "  disconnect  --client=ID                                       close one connection\n"

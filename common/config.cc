@@ -225,6 +225,8 @@ absl::Status ValidateConfig(v1::Config& c) {
   if (gw->max_sessions() == 0) gw->set_max_sessions(18000);
   if (gw->max_sessions() > 19000) return Bad("gateway.max_sessions", "at most 19000 (20000-fd process limit)");
   if (gw->outbox_limit() == 0) gw->set_outbox_limit(256);
+  if (!gw->has_client_expired_close_delay_s()) gw->set_client_expired_close_delay_s(25);
+  if (gw->client_expired_close_delay_s() > 3600) return Bad("gateway.client_expired_close_delay_s", "at most 3600");
   return absl::OkStatus();
 }
 

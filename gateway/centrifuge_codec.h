@@ -51,6 +51,7 @@ inline constexpr int kTryAgainLater = 1013;  // RFC 6455, client reconnects else
 namespace error_code {
 inline constexpr int kMethodNotFound = 104;
 inline constexpr int kNotAvailable = 108;
+inline constexpr int kTokenExpired = 109;
 }  // namespace error_code
 
 }  // namespace switchboard::gateway

@@ -61,7 +61,17 @@ const char* ProtocolName(Wire w) {
   }
 }
 
+// Whole seconds left until `expires_at`, rounded down: the SDK refreshes
+// when the ttl runs out, so it must never be told more time than it has.
+uint32_t TtlSeconds(absl::Time expires_at, absl::Time now) {
+  if (expires_at == absl::InfiniteFuture()) return 0;
+  const int64_t left = absl::ToInt64Seconds(expires_at - now);  // truncates toward zero
+  return static_cast<uint32_t>(std::clamp<int64_t>(left, 0, UINT32_MAX));
+}
+
 }  // namespace
+
+TokenPolicy PolicyOf(const v1::AppConfig& app) { return TokenPolicy{app.secret(), app.audience(), app.issuer()}; }
 
 Hub::Hub(const v1::Config& config, std::string gateway_id, Transport* transport,
          SessionObserver* observer, Clock clock)
@@ -172,30 +182,56 @@ void Hub::HandleCommand(ConnId id, Conn& conn, const v1::ClientCommand& cmd) {
     return;
   }
   if (cmd.has_refresh()) {
-    const v1::SessionRecord* record = index_.Find(conn.client_id);
-    const v1::AppConfig* app = FindApp(config_, record ? record->app_id() : "");
-    auto result = JwtVerifier::Verify(cmd.refresh().token(), app ? app->secret() : "", clock_());
-    if (!result.status.ok() || record == nullptr || result.claims.sub != record->user_id()) {
-      ++stats_.bad_tokens;
-      CloseConn(id, conn, close_code::kInvalidToken, "invalid token");
-      return;
-    }
-    conn.expires_at = result.claims.exp ? absl::FromUnixSeconds(result.claims.exp) : absl::InfiniteFuture();
-    v1::ClientReply reply;
-    reply.set_id(cmd.id());
-    auto* r = reply.mutable_refresh();
-    r->set_client(conn.client_id);
-    r->set_version(kServerVersion);
-    if (result.claims.exp) {
-      r->set_expires(true);
-      r->set_ttl(static_cast<uint32_t>(std::max<int64_t>(0, result.claims.exp - absl::ToUnixSeconds(clock_()))));
-    }
-    SendReply(id, conn, reply);
-    Rearm(id, conn);
+    HandleRefresh(id, conn, cmd);
     return;
   }
   // Channels, RPC and presence are not part of this product (yet).
   SendError(id, conn, cmd.id(), error_code::kNotAvailable, "not available");
+}
+
+absl::Time Hub::ExpiredCloseAt(const Conn& conn) const {
+  if (conn.expires_at == absl::InfiniteFuture()) return absl::InfiniteFuture();
+  return conn.expires_at + absl::Seconds(config_.gateway().client_expired_close_delay_s());
+}
+
+void Hub::HandleRefresh(ConnId id, Conn& conn, const v1::ClientCommand& cmd) {
+  // Centrifugo's refresh: a new token for the same user extends the session;
+  // an expired one ends it as expired, anything else as an invalid token.
+  if (cmd.refresh().token().empty()) {
+    ++stats_.bad_frames;
+    CloseConn(id, conn, close_code::kBadRequest, "bad request");
+    return;
+  }
+  const v1::SessionRecord* record = index_.Find(conn.client_id);
+  const v1::AppConfig* app = FindApp(config_, conn.app_id);
+  if (record == nullptr || app == nullptr) {
+    CloseConn(id, conn, close_code::kBadRequest, "bad request");
+    return;
+  }
+  auto result = JwtVerifier::Verify(cmd.refresh().token(), PolicyOf(*app), clock_());
+  if (!result.status.ok() || result.claims.sub != record->user_id()) {
+    ++stats_.bad_tokens;
+    if (result.error == TokenError::kExpired && !result.status.ok()) {
+      CloseConn(id, conn, close_code::kExpired, "connection expired");
+    } else {
+      CloseConn(id, conn, close_code::kInvalidToken, "invalid token");
+    }
+    return;
+  }
+  ++stats_.refreshes;
+  const absl::Time now = clock_();
+  conn.expires_at = result.claims.expires_at;
+  v1::ClientReply reply;
+  reply.set_id(cmd.id());
+  auto* r = reply.mutable_refresh();
+  r->set_client(conn.client_id);
+  r->set_version(kServerVersion);
+  if (conn.expires_at != absl::InfiniteFuture()) {
+    r->set_expires(true);
+    r->set_ttl(TtlSeconds(conn.expires_at, now));
+  }
+  SendReply(id, conn, reply);
+  Rearm(id, conn);
 }
 
 v1::SessionRecord Hub::NewRecord(const Conn& conn, const std::string& client_id, const std::string& app_id,
@@ -237,14 +273,20 @@ void Hub::HandleConnect(ConnId id, Conn& conn, const v1::ClientCommand& cmd) {
     return;
   }
   const auto& req = cmd.connect();
-  auto result = JwtVerifier::Verify(req.token(), app->secret(), clock_());
+  auto result = JwtVerifier::Verify(req.token(), PolicyOf(*app), clock_());
   if (!result.status.ok()) {
     ++stats_.bad_tokens;
     spdlog::debug("conn {}: token rejected: {}", id, std::string(result.status.message()));
-    if (result.error == TokenError::kExpired) {
-      CloseConn(id, conn, close_code::kExpired, "token expired");
-    } else {
+    if (result.error != TokenError::kExpired) {
       CloseConn(id, conn, close_code::kInvalidToken, "invalid token");
+    } else if (conn.meta.wire == Wire::kUniHttpStream) {
+      // No reply channel to ask for a new token: the stream ends as expired
+      // (a reconnect code), and the client comes back with a fresh token.
+      CloseConn(id, conn, close_code::kExpired, "connection expired");
+    } else {
+      // As Centrifugo: a connect error, not a close. The SDKs answer it by
+      // fetching a new token (getToken) and connecting again.
+      SendError(id, conn, cmd.id(), error_code::kTokenExpired, "token expired");
     }
     return;
   }
@@ -260,14 +302,14 @@ void Hub::HandleConnect(ConnId id, Conn& conn, const v1::ClientCommand& cmd) {
   record.set_app_version(req.version());
   record.set_meta_json(result.claims.meta_json);
   conn.state = State::kConnected;
+  conn.app_id = app->id();
   conn.connect_deadline = absl::InfiniteFuture();
   conn.next_ping = now + absl::Seconds(config_.gateway().ping_interval_s());
-  if (result.claims.exp) conn.expires_at = absl::FromUnixSeconds(result.claims.exp);
+  conn.expires_at = result.claims.expires_at;
   AddSession(id, conn, record);
 
-  const uint32_t ttl = result.claims.exp ? static_cast<uint32_t>(std::max<int64_t>(
-                                               0, result.claims.exp - absl::ToUnixSeconds(now)))
-                                         : 0;
+  const bool expires = conn.expires_at != absl::InfiniteFuture();
+  const uint32_t ttl = TtlSeconds(conn.expires_at, now);
   if (conn.meta.wire == Wire::kUniHttpStream) {
     // No pong can come back on a one-way stream: pings only keep it alive.
     v1::ClientPush push;
@@ -276,7 +318,7 @@ void Hub::HandleConnect(ConnId id, Conn& conn, const v1::ClientCommand& cmd) {
     c->set_version(kServerVersion);
     c->set_ping(config_.gateway().ping_interval_s());
     c->set_node(gateway_id_);
-    if (result.claims.exp) {
+    if (expires) {
       c->set_expires(true);
       c->set_ttl(ttl);
     }
@@ -290,7 +332,7 @@ void Hub::HandleConnect(ConnId id, Conn& conn, const v1::ClientCommand& cmd) {
     r->set_ping(config_.gateway().ping_interval_s());
     r->set_pong(true);
     r->set_node(gateway_id_);
-    if (result.claims.exp) {
+    if (expires) {
       r->set_expires(true);
       r->set_ttl(ttl);
     }
@@ -357,8 +399,8 @@ void Hub::OnTimer(ConnId id) {
       return;
     }
   } else {
-    if (now >= conn.expires_at) {
-      CloseConn(id, conn, close_code::kExpired, "token expired");
+    if (now >= ExpiredCloseAt(conn)) {
+      CloseConn(id, conn, close_code::kExpired, "connection expired");
       return;
     }
     if (now >= conn.pong_deadline) {
@@ -379,7 +421,7 @@ void Hub::OnTimer(ConnId id) {
 void Hub::Rearm(ConnId id, const Conn& conn) {
   absl::Time next = conn.state == State::kAwaitingConnect
                         ? conn.connect_deadline
-                        : std::min({conn.next_ping, conn.pong_deadline, conn.expires_at});
+                        : std::min({conn.next_ping, conn.pong_deadline, ExpiredCloseAt(conn)});
   if (next == absl::InfiniteFuture()) return;
   absl::Duration after = std::max(next - clock_(), absl::Milliseconds(1));
   transport_->ArmTimer(id, after);

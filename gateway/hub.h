@@ -8,6 +8,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/time/time.h"
+#include "gateway/jwt_verifier.h"
 #include "gateway/session_index.h"
 #include "gateway/transport.h"
 #include "switchboard/v1/bus.pb.h"
@@ -43,7 +44,11 @@ struct HubStats {
   uint64_t bad_frames = 0;
   uint64_t bad_tokens = 0;
   uint64_t bus_requests = 0;
+  uint64_t refreshes = 0;
 };
+
+// The token checks configured for an app.
+TokenPolicy PolicyOf(const v1::AppConfig& app);
 
 // The gateway's business logic: client protocol state machines, the session
 // index, and answers to the control service's bus requests. Knows nothing of
@@ -83,12 +88,15 @@ class Hub {
     absl::Time connect_deadline = absl::InfiniteFuture();
     absl::Time next_ping = absl::InfiniteFuture();
     absl::Time pong_deadline = absl::InfiniteFuture();
-    absl::Time expires_at = absl::InfiniteFuture();
+    absl::Time expires_at = absl::InfiniteFuture();  // the token's exp; closed a grace period later
   };
 
   // Centrifugo protocol (hub.cc).
   void HandleCommand(ConnId id, Conn& conn, const v1::ClientCommand& cmd);
   void HandleConnect(ConnId id, Conn& conn, const v1::ClientCommand& cmd);
+  void HandleRefresh(ConnId id, Conn& conn, const v1::ClientCommand& cmd);
+  // When an expired connection is closed: its token's exp plus the grace.
+  absl::Time ExpiredCloseAt(const Conn& conn) const;
   void SendReply(ConnId id, const Conn& conn, const v1::ClientReply& reply);
   void SendPush(ConnId id, const Conn& conn, const v1::ClientPush& push);
   void SendError(ConnId id, const Conn& conn, uint32_t cmd_id, uint32_t code, const std::string& message);

@@ -163,11 +163,13 @@ gateway:
   connect_timeout_ms: 1500
   max_message_bytes: 4096
   max_sessions: {max_sessions}
+  client_expired_close_delay_s: {grace}
 """
 
 
 class Cluster:
-    def __init__(self, build_dir, source_dir, gateways=2, ping=25, http=True, max_sessions=1000, controls=1):
+    def __init__(self, build_dir, source_dir, gateways=2, ping=25, http=True, max_sessions=1000, controls=1,
+                 grace=25):
         self.build_dir = os.path.abspath(build_dir)
         self.source_dir = source_dir
         self.tmp = tempfile.mkdtemp(prefix="switchboard-test-")
@@ -175,6 +177,7 @@ class Cluster:
         self.gateways = {}
         self.ping = ping
         self.max_sessions = max_sessions
+        self.grace = grace
         self.cluster = "t%d" % os.getpid()
         self.nats = self._start("nats", ["nats-server", "-a", "127.0.0.1", "-p", "-1", "-m", "-1"])
         m = self.nats.wait_line(r"Listening for client connections on [\d.]+:(\d+)")
@@ -237,7 +240,7 @@ class Cluster:
         with open(self.config, "w") as f:
             f.write(CONFIG.format(cluster=self.cluster, nats_port=self.nats_port,
                                   control_addresses=addresses, ping=self.ping,
-                                  max_sessions=self.max_sessions))
+                                  max_sessions=self.max_sessions, grace=self.grace))
 
     def _start(self, name, argv, **kw):
         p = Proc(name, argv, **kw)

@@ -192,12 +192,15 @@ class ClientProtocolTest(unittest.TestCase):
         ev = self.raw("silent", [])
         self.assertEqual((ev["code"], ev["reason"]), (3502, "stale"))
 
-    def test_expired_token_closes_3005(self):
-        token = cluster.token("48", ttl="-10") if False else None
-        # gentoken refuses a past exp; sign one here with PyJWT instead.
+    def test_expired_token_gets_error_109_then_stale(self):
+        # The connect reply carries error 109 (the SDKs then fetch a new
+        # token); a client that never connects again is dropped as stale.
         import jwt as pyjwt
         token = pyjwt.encode({"sub": "48", "exp": int(time.time()) - 10}, "demo-secret-for-tests", algorithm="HS256")
-        self.assertEqual(self.raw("expired", [json.dumps({"id": 1, "connect": {"token": token}})])["code"], 3005)
+        closed = self.raw("expired", [json.dumps({"id": 1, "connect": {"token": token}})])
+        replies = [json.loads(e["data"]) for e in driver.events("expired") if e["event"] == "raw_message"]
+        self.assertEqual(replies, [{"id": 1, "error": {"code": 109, "message": "token expired"}}])
+        self.assertEqual(closed["code"], 3502)
 
 
 class ApiErrorsTest(unittest.TestCase):

@@ -5,6 +5,9 @@
 //   {"op":"raw","name":N,"url":U,"frames":["...", ...]}   plain ws, records every frame
 //   {"op":"close","name":N}
 //   {"op":"centrifuge",...,"protobuf":true}                 the protobuf build of the SDK
+//   {"op":"centrifuge",...,"get_token":{"secret":S,"sub":U,"ttl":T}}
+//        a getToken callback that signs a fresh HS256 token (exp = now + T s)
+//        each time the SDK asks, as an app backend would; emits "get_token"
 //   {"op":"pusher","name":N,"key":K,"secret":S,"port":P,"user_data":{...}[,"signin":false][,"bad_signature":true]}
 //   {"op":"pusher_send","name":N,"event":E,"data":D[,"channel":C]}, {"op":"pusher_subscribe","name":N,"channel":C}
 //   {"op":"pusher_terminate","name":N,"app_id":..,"key":..,"secret":..,"port":P,"user":U}
@@ -37,20 +40,43 @@ function emit(obj) {
   process.stdout.write(JSON.stringify(obj) + '\n');
 }
 
+function b64url(buf) {
+  return Buffer.from(buf).toString('base64').replace(/=+$/, '').replace(/\+/g, '-').replace(/\//g, '_');
+}
+
+// An HS256 JWT, as the app's backend would mint it for getToken.
+function signToken(secret, claims) {
+  const head = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
+  const body = b64url(JSON.stringify(claims));
+  const sig = b64url(crypto.createHmac('sha256', secret).update(`${head}.${body}`).digest());
+  return `${head}.${body}.${sig}`;
+}
+
 function openCentrifuge(cmd) {
   const Impl = cmd.protobuf ? CentrifugeProtobuf : Centrifuge;
-  const c = new Impl(cmd.url, {
+  let tokens = 0;
+  const getToken = cmd.get_token ? () => {
+    tokens += 1;
+    const g = cmd.get_token;
+    const exp = Math.floor(Date.now() / 1000) + g.ttl;
+    emit({ event: 'get_token', name: cmd.name, count: tokens, exp });
+    return Promise.resolve(signToken(g.secret, { sub: g.sub, exp }));
+  } : undefined;
+  const options = {
     websocket: WebSocket,
-    token: cmd.token,
+    token: cmd.token || '',
     name: cmd.client_name || 'js',
     version: cmd.client_version || '',
     minReconnectDelay: 100,
     maxReconnectDelay: 500,
-  });
+  };
+  if (getToken) options.getToken = getToken;
+  const c = new Impl(cmd.url, options);
   c.on('connected', (ctx) => emit({ event: 'connected', name: cmd.name, client: ctx.client }));
   c.on('connecting', (ctx) => emit({ event: 'connecting', name: cmd.name, code: ctx.code, reason: ctx.reason }));
   c.on('disconnected', (ctx) => emit({ event: 'disconnected', name: cmd.name, code: ctx.code, reason: ctx.reason }));
-  c.on('error', (ctx) => emit({ event: 'error', name: cmd.name, message: String(ctx.error && ctx.error.message) }));
+  c.on('error', (ctx) => emit({ event: 'error', name: cmd.name, type: ctx.type, code: ctx.error && ctx.error.code,
+                                message: String(ctx.error && ctx.error.message) }));
   clients.set(cmd.name, { close: () => c.disconnect() });
   c.connect();
 }

@@ -162,19 +162,138 @@ TEST_F(HubTest, UnknownAppIsBadRequest) {
   EXPECT_EQ(CloseCode(1), close_code::kBadRequest);
 }
 
-TEST_F(HubTest, ExpiredTokenClosesWithExpired) {
+TEST_F(HubTest, ExpiredTokenAtConnectIsError109NotAClose) {
   Open(1);
   hub_->OnFrame(1, absl::StrCat(R"({"id":1,"connect":{"token":")", Token("42", R"(,"exp":1799999999)"), "\"}}"),
                 false);
-  EXPECT_EQ(CloseCode(1), close_code::kExpired);
+  EXPECT_EQ(CloseCode(1), 0);
+  auto reply = nlohmann::json::parse(transport_.sent[1].back());
+  EXPECT_EQ(reply["id"], 1);
+  EXPECT_EQ(reply["error"]["code"], 109);
+  EXPECT_EQ(reply["error"]["message"], "token expired");
+  EXPECT_EQ(hub_->session_count(), 0u);
+  // The SDK fetches a new token; a connect with it on the same socket works.
+  hub_->OnFrame(1, absl::StrCat(R"({"id":2,"connect":{"token":")", Token("42", R"(,"exp":1800000100)"), "\"}}"),
+                false);
+  EXPECT_EQ(CloseCode(1), 0);
+  EXPECT_EQ(hub_->session_count(), 1u);
 }
 
-TEST_F(HubTest, SessionExpiresWithItsToken) {
+TEST_F(HubTest, ExpiredTokenAtConnectIsError109InProtobufToo) {
+  Open(1, "", Wire::kCentrifugeProtobuf);
+  v1::ClientCommand cmd;
+  cmd.set_id(1);
+  cmd.mutable_connect()->set_token(Token("42", R"(,"exp":1799999999)"));
+  std::string frame;
+  frame.push_back(static_cast<char>(cmd.ByteSizeLong()));
+  frame += cmd.SerializeAsString();
+  hub_->OnFrame(1, frame, true);
+  EXPECT_EQ(CloseCode(1), 0);
+  const std::string& out = transport_.sent[1].back();
+  v1::ClientReply reply;
+  ASSERT_TRUE(reply.ParseFromString(out.substr(1)));
+  EXPECT_EQ(reply.error().code(), 109u);
+}
+
+TEST_F(HubTest, ExpiredTokenOnUniStreamEndsWithExpiredDisconnect) {
+  ConnectionMeta meta;
+  meta.wire = Wire::kUniHttpStream;
+  meta.connect_body = absl::StrCat(R"({"token":")", Token("42", R"(,"exp":1799999999)"), "\"}");
+  hub_->OnOpen(1, meta);
+  EXPECT_EQ(CloseCode(1), close_code::kExpired);
+  EXPECT_NE(transport_.sent[1].back().find("3005"), std::string::npos) << transport_.sent[1].back();
+}
+
+TEST_F(HubTest, OtherTokenFailuresAreInvalidToken) {
+  config_.mutable_apps(0)->set_audience("chat");
+  config_.mutable_apps(0)->set_issuer("auth");
+  const char* bad[] = {R"(,"aud":"chat")", R"(,"iss":"auth")", R"(,"aud":"x","iss":"auth")",
+                       R"(,"aud":"chat","iss":"auth","nbf":1800000100)"};
+  ConnId id = 1;
+  for (const char* extra : bad) {
+    Open(id);
+    hub_->OnFrame(id, absl::StrCat(R"({"id":1,"connect":{"token":")", Token("42", extra), "\"}}"), false);
+    EXPECT_EQ(CloseCode(id), close_code::kInvalidToken) << extra;
+    ++id;
+  }
+  Connect(id, "42", R"(,"aud":["chat"],"iss":"auth")");
+  EXPECT_EQ(CloseCode(id), 0);
+}
+
+TEST_F(HubTest, TtlNeverOverstatesTheTimeLeft) {
+  now_ += absl::Milliseconds(700);  // exp - now = 59.3 s
+  Connect(1, "42", R"(,"exp":1800000060)");
+  auto reply = nlohmann::json::parse(transport_.sent[1].back());
+  EXPECT_EQ(reply["connect"]["expires"], true);
+  EXPECT_EQ(reply["connect"]["ttl"], 59);
+}
+
+TEST_F(HubTest, ExpiredSessionClosesOnlyAfterTheGrace) {
+  config_.mutable_gateway()->set_client_expired_close_delay_s(25);
+  config_.mutable_gateway()->set_ping_interval_s(3600);  // no pong deadline in the way
   Connect(1, "42", R"(,"exp":1800000060)");
   now_ += absl::Seconds(61);
   hub_->OnTimer(1);
+  EXPECT_EQ(CloseCode(1), 0) << "closed at exp, before the grace";
+  now_ += absl::Seconds(23);
+  hub_->OnTimer(1);
+  EXPECT_EQ(CloseCode(1), 0);
+  now_ += absl::Seconds(1);
+  hub_->OnTimer(1);
   EXPECT_EQ(CloseCode(1), close_code::kExpired);
+  EXPECT_EQ(transport_.closed[1].reason, "connection expired");
   EXPECT_EQ(observer_.closed.size(), 1u);
+}
+
+TEST_F(HubTest, RefreshWithinTheGraceKeepsTheSession) {
+  config_.mutable_gateway()->set_client_expired_close_delay_s(25);
+  config_.mutable_gateway()->set_ping_interval_s(3600);
+  std::string client = Connect(1, "42", R"(,"exp":1800000010)");
+  now_ += absl::Seconds(20);  // expired 10 s ago, inside the grace
+  hub_->OnFrame(1, absl::StrCat(R"({"id":2,"refresh":{"token":")", Token("42", R"(,"exp":1800000050)"), "\"}}"),
+                false);
+  ASSERT_EQ(CloseCode(1), 0);
+  auto reply = nlohmann::json::parse(transport_.sent[1].back());
+  EXPECT_EQ(reply["id"], 2);
+  EXPECT_EQ(reply["refresh"]["client"], client);
+  EXPECT_EQ(reply["refresh"]["expires"], true);
+  EXPECT_EQ(reply["refresh"]["ttl"], 30);
+  EXPECT_EQ(hub_->stats().refreshes, 1u);
+  now_ += absl::Seconds(40);  // past the old exp + grace, before the new exp + grace
+  hub_->OnTimer(1);
+  EXPECT_EQ(CloseCode(1), 0);
+  now_ += absl::Seconds(20);
+  hub_->OnTimer(1);
+  EXPECT_EQ(CloseCode(1), close_code::kExpired);
+}
+
+TEST_F(HubTest, RefreshForAnotherUserOrWithABadTokenIsInvalidToken) {
+  Connect(1, "42", R"(,"exp":1800000010)");
+  hub_->OnFrame(1, absl::StrCat(R"({"id":2,"refresh":{"token":")", Token("43", R"(,"exp":1800000050)"), "\"}}"),
+                false);
+  EXPECT_EQ(CloseCode(1), close_code::kInvalidToken);
+  Connect(2, "42", R"(,"exp":1800000010)");
+  hub_->OnFrame(2, absl::StrCat(R"({"id":2,"refresh":{"token":")", Token("42", "", "wrong-secret-999"), "\"}}"),
+                false);
+  EXPECT_EQ(CloseCode(2), close_code::kInvalidToken);
+  Connect(3, "42", R"(,"exp":1800000010)");
+  hub_->OnFrame(3, absl::StrCat(R"({"id":2,"refresh":{"token":")", Token("42", R"(,"exp":1799999990)"), "\"}}"),
+                false);
+  EXPECT_EQ(CloseCode(3), close_code::kExpired);
+  Connect(4, "42");
+  hub_->OnFrame(4, R"({"id":2,"refresh":{"token":""}})", false);
+  EXPECT_EQ(CloseCode(4), close_code::kBadRequest);
+  EXPECT_EQ(hub_->session_count(), 0u);
+}
+
+TEST_F(HubTest, RefreshWithoutExpStopsExpiry) {
+  Connect(1, "42", R"(,"exp":1800000010)");
+  hub_->OnFrame(1, absl::StrCat(R"({"id":2,"refresh":{"token":")", Token("42"), "\"}}"), false);
+  auto reply = nlohmann::json::parse(transport_.sent[1].back());
+  EXPECT_FALSE(reply["refresh"].contains("expires"));
+  now_ += absl::Hours(2);
+  hub_->OnTimer(1);
+  EXPECT_NE(CloseCode(1), close_code::kExpired);
 }
 
 TEST_F(HubTest, MalformedJsonClosesWithBadRequest) {
