@@ -13,6 +13,7 @@ namespace switchboard::control {
 namespace {
 
 constexpr size_t kMaxQuery = 4096;
+constexpr char kEmptyBodyMd5[] = "d41d8cd98f00b204e9800998ecf8427e";
 
 int HexValue(char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -68,8 +69,10 @@ absl::Status VerifyPusherSignature(const v1::Config& config, const std::string& 
   for (const char* required : {"auth_key", "auth_timestamp", "auth_version", "auth_signature"}) {
     if (params.count(required) == 0) return absl::InvalidArgumentError(std::string("missing parameter ") + required);
   }
-  if (expected_method != "GET" && params.count("body_md5") == 0) {
-    return absl::InvalidArgumentError("missing parameter body_md5");
+  // Pusher's REST auth signs body_md5 for every non-empty body; Sockudo and
+  // the Pusher SDKs may omit it when the body is empty.
+  if (params.count("body_md5") == 0 && http.body_md5 != kEmptyBodyMd5) {
+    return absl::InvalidArgumentError("missing parameter body_md5 (required for a non-empty body)");
   }
 
   if (params["auth_version"] != "1.0") return absl::UnauthenticatedError("auth_version must be 1.0");

@@ -5,6 +5,7 @@
 #include "common/grpc_status.h"
 #include "control/api_logic.h"
 #include "control/pusher_auth.h"
+#include "google/protobuf/util/time_util.h"
 #include "spdlog/spdlog.h"
 
 namespace switchboard::control {
@@ -203,6 +204,29 @@ grpc::ServerUnaryReactor* ControlService::ListGateways(grpc::CallbackServerConte
     return reactor;
   }
   for (auto& g : fleet_->List()) *resp->add_gateways() = std::move(g);
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ControlService::CentrifugoInfo(grpc::CallbackServerContext* ctx,
+                                                         const v1::CentrifugoInfoRequest*,
+                                                         v1::CentrifugoInfoResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  absl::Status st = Authenticate(ctx);
+  if (!st.ok()) {
+    reactor->Finish(ToGrpcStatus(st));
+    return reactor;
+  }
+  const int64_t now_ms = absl::ToUnixMillis(absl::Now());
+  for (const auto& g : fleet_->List()) {
+    auto* node = resp->mutable_result()->add_nodes();
+    node->set_uid(g.id());
+    node->set_name(g.id());
+    node->set_version(g.version());
+    node->set_num_clients(g.sessions());
+    const int64_t started_ms = google::protobuf::util::TimeUtil::TimestampToMilliseconds(g.started_at());
+    node->set_uptime(static_cast<uint64_t>(std::max<int64_t>(0, now_ms - started_ms) / 1000));
+  }
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

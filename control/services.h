@@ -36,6 +36,8 @@ class ControlService final : public v1::Control::CallbackService {
   grpc::ServerUnaryReactor* CentrifugoDisconnect(grpc::CallbackServerContext* ctx,
                                                  const v1::CentrifugoDisconnectRequest* req,
                                                  v1::CentrifugoDisconnectResponse* resp) override;
+  grpc::ServerUnaryReactor* CentrifugoInfo(grpc::CallbackServerContext* ctx, const v1::CentrifugoInfoRequest* req,
+                                           v1::CentrifugoInfoResponse* resp) override;
 
  private:
   // The HTTP form of a call, for Pusher-signed requests through the proxy.

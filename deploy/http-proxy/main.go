@@ -6,7 +6,8 @@
 // control needs to check the signature (method, path, raw query, MD5 of the
 // raw body) as gRPC metadata; API keys pass through as `authorization` /
 // `x-api-key`. Errors are JSON: {"error": "...", "code": <gRPC code>} with the
-// matching HTTP status (400, 401, 404, 503, ...).
+// matching HTTP status (400, 401, 404, 503, ...), except on Centrifugo's /api
+// routes, which answer as Centrifugo does (centrifugo_api.go).
 package main
 
 import (
@@ -48,15 +49,28 @@ func writeError(w http.ResponseWriter, httpStatus int, code codes.Code, msg stri
 	_ = json.NewEncoder(w).Encode(map[string]interface{}{"error": msg, "code": int(code)})
 }
 
-func grpcError(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, _ *http.Request, err error) {
+func grpcError(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
 	s, ok := status.FromError(err)
 	if !ok {
 		s = status.New(codes.Unknown, err.Error())
 	}
+	if isCentrifugoPath(r.URL.Path) {
+		httpStatus, code := centFromGrpc(s.Code())
+		writeCentError(w, httpStatus, code, s.Message())
+		return
+	}
 	writeError(w, runtime.HTTPStatusFromCode(s.Code()), s.Code(), s.Message())
 }
 
-func otherError(w http.ResponseWriter, _ *http.Request, msg string, httpStatus int) {
+func otherError(w http.ResponseWriter, r *http.Request, msg string, httpStatus int) {
+	if isCentrifugoPath(r.URL.Path) {
+		code := centBadRequest
+		if httpStatus == http.StatusNotFound {
+			code = centMethodNotFound
+		}
+		writeCentError(w, httpStatus, code, msg)
+		return
+	}
 	code := codes.Unknown
 	switch httpStatus {
 	case http.StatusBadRequest:
@@ -132,7 +146,12 @@ func main() {
 
 	root := http.NewServeMux()
 	root.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	root.Handle("/", withBodyMd5(mux))
+	api := withBodyMd5(mux)
+	root.Handle("/", api)
+	// Centrifugo's API forms: /api (method/params), /api/batch, /api/<method>.
+	centrifugo := &centrifugoAPI{inner: api}
+	root.Handle("/api", centrifugo)
+	root.Handle("/api/", centrifugo)
 
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {

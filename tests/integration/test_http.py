@@ -47,12 +47,13 @@ def curl(method, path, query="", body=None, headers=(), port=None):
     return int(code), (json.loads(text) if text.strip() else None)
 
 
-def signed_query(method, path, body, app="demo", key=None, secret=None, ts=None, drop=(), md5=None):
+def signed_query(method, path, body, app="demo", key=None, secret=None, ts=None, drop=(), md5=None,
+                 sign_md5=True):
     """Pusher Channels REST auth, computed independently of the code under test."""
     k, s = APPS[app]
     params = {"auth_key": key or k, "auth_timestamp": str(int(time.time()) if ts is None else ts),
               "auth_version": "1.0"}
-    if method != "GET" or body:
+    if sign_md5 and (method != "GET" or body):
         params["body_md5"] = md5 or hashlib.md5(body.encode()).hexdigest()
     joined = "&".join("%s=%s" % (name, params[name]) for name in sorted(params))
     sig = hmac.new((secret or s).encode(), ("%s\n%s\n%s" % (method, path, joined)).encode(),
@@ -150,6 +151,28 @@ class PusherRoutesTest(unittest.TestCase):
         self.assertEqual(list(res["result"]["connections"]), [cid])
         self.assertTrue(still_connected(victim))
 
+    def test_empty_body_terminate_without_body_md5(self):
+        # Sockudo: body_md5 "might be omitted" when the body is empty.
+        a, _ = open_client("66", "gw-1")
+        b, _ = open_client("67", "gw-1")
+        path = terminate_path("66")
+        now = int(time.time())
+        for what, query in [("path signed for user 67", signed_query("POST", terminate_path("67"), "", sign_md5=False)),
+                            ("wrong key", signed_query("POST", path, "", key="other-key", sign_md5=False)),
+                            ("stale timestamp", signed_query("POST", path, "", ts=now - 700, sign_md5=False))]:
+            status, resp = curl("POST", path, query, "")
+            self.assertEqual(status, 401, "%s: %s" % (what, resp))
+        self.assertTrue(still_connected(a))
+        status, resp = curl("POST", path, signed_query("POST", path, "", sign_md5=False), "")
+        self.assertEqual(status, 200, resp)
+        self.assertIsInstance(resp, dict)
+        self.assertEqual(resp["closed"], 1)
+        self.assertEqual(driver.wait_event(a, "disconnected")["code"], 3503)
+        self.assertTrue(still_connected(b))
+        # Without body_md5 a non-empty body is refused.
+        status, resp = curl("POST", path, signed_query("POST", path, "{}", sign_md5=False), "{}")
+        self.assertEqual(status, 400, resp)
+
     def test_unknown_app_is_404(self):
         path = terminate_path("1", app="nope")
         status, resp = curl("POST", path, signed_query("POST", path, "{}"), "{}")
@@ -190,38 +213,113 @@ class CentrifugoRoutesTest(unittest.TestCase):
         self.assertEqual((status, resp["result"]["closed"]), (200, 1))
         self.assertEqual(driver.wait_event(b, "disconnected")["code"], 3503)
 
-    def test_errors(self):
+    def test_errors_in_centrifugo_shape_and_status(self):
+        key = ["X-API-Key: " + API_KEY]
         cases = [
-            ("no key", 401, "/api/user_connections", '{"user": "1"}', []),
-            ("wrong key", 401, "/api/user_connections", '{"user": "1"}', ["X-API-Key: wrong-key-123"]),
-            ("wrong scheme", 401, "/api/user_connections", '{"user": "1"}', ["Authorization: Bearer " + API_KEY]),
-            ("empty user", 400, "/api/user_connections", '{"user": ""}', ["X-API-Key: " + API_KEY]),
-            ("not JSON", 400, "/api/user_connections", '{"user": ', ["X-API-Key: " + API_KEY]),
-            ("wrong type", 400, "/api/disconnect", '{"user": "1", "whitelist": 5}', ["X-API-Key: " + API_KEY]),
-            ("bad close code", 400, "/api/disconnect", '{"user": "1", "disconnect": {"code": 7}}',
-             ["X-API-Key: " + API_KEY]),
-            ("no such route", 404, "/api/nothing_here", "{}", ["X-API-Key: " + API_KEY]),
+            ("no key", 401, 101, "/api/user_connections", '{"user": "1"}', []),
+            ("wrong key", 401, 101, "/api/user_connections", '{"user": "1"}', ["X-API-Key: wrong-key-123"]),
+            ("wrong scheme", 401, 101, "/api/user_connections", '{"user": "1"}', ["Authorization: Bearer " + API_KEY]),
+            ("not JSON", 400, 107, "/api/user_connections", '{"user": ', key),
+            ("no such method", 404, 104, "/api/nothing_here", "{}", key),
+            # Errors of the call itself: 200 with the Centrifugo code, as Centrifugo does.
+            ("empty user", 200, 107, "/api/user_connections", '{"user": ""}', key),
+            ("wrong type", 200, 107, "/api/disconnect", '{"user": "1", "whitelist": 5}', key),
+            ("bad close code", 200, 107, "/api/disconnect", '{"user": "1", "disconnect": {"code": 7}}', key),
+            ("close code 1006", 200, 107, "/api/disconnect", '{"user": "1", "disconnect": {"code": 1006}}', key),
+            ("method form, unknown method", 200, 104, "/api", '{"method": "publish", "params": {}}', key),
+            ("method form, not JSON", 400, 107, "/api", '{"method": ', key),
+            ("method form, no key", 401, 101, "/api", '{"method": "info", "params": {}}', []),
         ]
-        for what, want, path, body, headers in cases:
+        for what, want, code, path, body, headers in cases:
             status, resp = curl("POST", path, body=body, headers=headers)
             self.assertEqual(status, want, "%s: %s" % (what, resp))
-            self.assertIsInstance(resp.get("error"), str, what)
+            self.assertEqual(resp["error"]["code"], code, "%s: %s" % (what, resp))
+            self.assertIsInstance(resp["error"]["message"], str, what)
+            self.assertNotIn("result", resp, what)
+
+    def test_method_and_params_form_from_the_centrifugo_docs(self):
+        _, ca = open_client("72", "gw-1")
+        _, cb = open_client("72", "gw-2")
+        # The Centrifugo seed's own curl.
+        status, body = curl("POST", "/api", body='{"method": "user_connections", "params": {"user": "72"}}',
+                            headers=["Authorization: apikey " + API_KEY])
+        self.assertEqual(status, 200, body)
+        self.assertEqual(set(body["result"]["connections"]), {ca, cb})
+        self.assertTrue(body["result"]["complete"])
+
+    def test_info_lists_the_live_gateways_as_nodes(self):
+        open_client("73", "gw-2")
+
+        def nodes_once_counted():
+            # Session counts reach control with the gateways' deltas, a moment later.
+            status, body = curl("POST", "/api/info", body="{}", headers=["X-API-Key: " + API_KEY])
+            self.assertEqual(status, 200, body)
+            nodes = {n["uid"]: n for n in body["result"]["nodes"]}
+            return nodes if nodes.get("gw-2", {}).get("num_clients", 0) >= 1 else None
+        nodes = wait_until(nodes_once_counted, 10, "gw-2 counted")
+        self.assertEqual(set(nodes), {"gw-1", "gw-2"})
+        self.assertEqual(nodes["gw-1"]["name"], "gw-1")
+        self.assertGreaterEqual(nodes["gw-2"]["num_clients"], 1)
+        for n in nodes.values():
+            self.assertIn("version", n)
+            self.assertIn("uptime", n)
+
+    def test_batch(self):
+        _, c = open_client("74", "gw-1")
+        body = json.dumps({"commands": [{"user_connections": {"user": "74"}}, {"publish": {"channel": "x"}},
+                                        {"info": {}}]})
+        status, resp = curl("POST", "/api/batch", body=body, headers=["X-API-Key: " + API_KEY])
+        self.assertEqual(status, 200, resp)
+        replies = resp["replies"]
+        self.assertEqual(len(replies), 3)
+        self.assertEqual(list(replies[0]["user_connections"]["connections"]), [c])
+        self.assertEqual(replies[1]["error"]["code"], 104)
+        self.assertEqual(len(replies[2]["info"]["nodes"]), 2)
+
+    def cent(self, call, params):
+        _seq[0] += 1
+        name = "cent%d" % _seq[0]
+        driver.send(op="cent", name=name, url="http://127.0.0.1:%d/api" % cluster.http_port, api_key=API_KEY,
+                    call=call, params=params)
+        return driver.wait_event(name, "cent_result")
+
+    def test_cent_js_calls_and_pipeline(self):
+        a, ca = open_client("75", "gw-1")
+        b, cb = open_client("75", "gw-2")
+        res = self.cent("getInfo", {})
+        self.assertTrue(res["ok"], res)
+        self.assertEqual({n["uid"] for n in res["value"]["nodes"]}, {"gw-1", "gw-2"})
+        # cent.js's pipeline: newline-separated {method, params}, one result per line.
+        res = self.cent("pipeline", [{"method": "user_connections", "params": {"user": "75"}},
+                                     {"method": "info", "params": {}}])
+        self.assertTrue(res["ok"], res)
+        self.assertEqual(set(res["value"][0]["connections"]), {ca, cb})
+        self.assertEqual(len(res["value"][1]["nodes"]), 2)
+        res = self.cent("disconnect", {"user": "75", "client": cb})
+        self.assertTrue(res["ok"], res)
+        self.assertEqual(driver.wait_event(b, "disconnected")["code"], 3503)
+        self.assertTrue(still_connected(a))
+        # An error reply makes cent.js throw.
+        res = self.cent("disconnect", {"user": ""})
+        self.assertFalse(res["ok"], res)
 
 
 class BusDownTest(unittest.TestCase):
-    def test_http_503_when_nats_is_down(self):
+    def test_nats_down_is_503_on_native_routes_and_error_100_on_centrifugo_routes(self):
         c = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=1)
         try:
             c.stop_nats()
+            key = ["X-API-Key: " + API_KEY]
 
             def is_503():
-                return curl("POST", "/api/user_connections", body='{"user": "1"}',
-                            headers=["X-API-Key: " + API_KEY], port=c.http_port)[0] == 503
+                return curl("GET", "/apps/demo/users/1/connections", headers=key, port=c.http_port)[0] == 503
             wait_until(is_503, 10, "503 while NATS is down")
-            status, resp = curl("POST", "/api/user_connections", body='{"user": "1"}',
-                                headers=["X-API-Key: " + API_KEY], port=c.http_port)
+            status, resp = curl("GET", "/apps/demo/users/1/connections", headers=key, port=c.http_port)
             self.assertEqual(status, 503)
             self.assertIn("error", resp)
+            # Centrifugo answers a failed call with 200 and an error object.
+            status, resp = curl("POST", "/api/user_connections", body='{"user": "1"}', headers=key, port=c.http_port)
+            self.assertEqual((status, resp["error"]["code"]), (200, 100), resp)
         finally:
             c.close()
 

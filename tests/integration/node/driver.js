@@ -11,6 +11,8 @@
 //   {"op":"pusher","name":N,"key":K,"secret":S,"port":P,"user_data":{...}[,"signin":false][,"bad_signature":true]}
 //   {"op":"pusher_send","name":N,"event":E,"data":D[,"channel":C]}, {"op":"pusher_subscribe","name":N,"channel":C}
 //   {"op":"pusher_terminate","name":N,"app_id":..,"key":..,"secret":..,"port":P,"user":U}
+//   {"op":"cent","name":N,"url":U,"api_key":K,"call":M,"params":P}   cent.js (Centrifugo's server API client):
+//        M is a CentClient method (getInfo, disconnect, ...) or "pipeline" with P a list of {method, params}
 'use strict';
 const readline = require('readline');
 const WebSocket = require('ws');
@@ -134,6 +136,17 @@ function pusherTerminate(cmd) {
                          error: String(e.message) }));
 }
 
+// cent.js, the Centrifugo HTTP API client, pointed at switchboard-http's /api.
+function centCall(cmd) {
+  const { CentClient } = require('cent.js');
+  const client = new CentClient({ url: cmd.url, apiKey: cmd.api_key });
+  const done = (ok, value) => emit({ event: 'cent_result', name: cmd.name, ok, value });
+  let p;
+  if (cmd.call === 'pipeline') p = client.pipeline(cmd.params);
+  else p = client[cmd.call](cmd.params);
+  p.then((v) => done(true, v)).catch((e) => done(false, { message: String(e && e.message), error: e && e.code !== undefined ? { code: e.code, message: e.message } : null }));
+}
+
 const rl = readline.createInterface({ input: process.stdin });
 rl.on('line', (line) => {
   let cmd;
@@ -148,6 +161,7 @@ rl.on('line', (line) => {
     else if (cmd.op === 'raw') openRaw(cmd);
     else if (cmd.op === 'send') clients.get(cmd.name).ws.send(cmd.frame);
     else if (cmd.op === 'pusher_terminate') pusherTerminate(cmd);
+    else if (cmd.op === 'cent') centCall(cmd);
     else if (cmd.op === 'pusher') openPusher(cmd);
     else if (cmd.op === 'pusher_send') clients.get(cmd.name).pusher.send_event(cmd.event, cmd.data, cmd.channel);
     else if (cmd.op === 'pusher_subscribe') {

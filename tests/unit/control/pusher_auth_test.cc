@@ -68,6 +68,23 @@ TEST_F(PusherAuthTest, GetWithoutBodyMd5IsAccepted) {
   EXPECT_TRUE(VerifyPusherSignature(config_, "demo", "GET", path, http, kNow).ok());
 }
 
+TEST_F(PusherAuthTest, EmptyPostBodyMayOmitBodyMd5) {
+  // Sockudo / Pusher SDKs: body_md5 "might be omitted" for an empty body.
+  auto http = Signed("POST", path_, "demo-key", "demo-secret-123", 1'800'000'000, "");
+  EXPECT_TRUE(Verify("demo", http).ok());
+  // Still bound to path, key and timestamp.
+  EXPECT_EQ(Verify("demo", http, "/apps/demo/users/43/terminate_connections").code(),
+            absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(Verify("demo", Signed("POST", path_, "other-key", "demo-secret-123", 1'800'000'000, "")).code(),
+            absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(Verify("demo", Signed("POST", path_, "demo-key", "demo-secret-123", 1'800'000'000 - 601, "")).code(),
+            absl::StatusCode::kUnauthenticated);
+  // A body that is not empty must be covered by body_md5.
+  auto with_body = http;
+  with_body.body_md5 = "0123456789abcdef0123456789abcdef";
+  EXPECT_EQ(Verify("demo", with_body).code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST_F(PusherAuthTest, SignatureForOneAppNeverAuthorizesAnother) {
   // Signed correctly for "other", presented on a call for "demo".
   auto http = Signed("POST", "/apps/other/users/42/terminate_connections", "other-key", "other-secret-456",
@@ -106,7 +123,7 @@ TEST_F(PusherAuthTest, RejectsTamperedPathMethodAndBody) {
 
 TEST_F(PusherAuthTest, MissingParametersAreBadRequests) {
   auto http = Signed("POST", path_, "demo-key", "demo-secret-123", 1'800'000'000);
-  for (const char* drop : {"auth_key=", "auth_timestamp=", "auth_version=", "body_md5=", "auth_signature="}) {
+  for (const char* drop : {"auth_key=", "auth_timestamp=", "auth_version=", "auth_signature="}) {
     HttpRequestInfo h = http;
     size_t at = h.raw_query.find(drop);
     size_t end = h.raw_query.find('&', at);
