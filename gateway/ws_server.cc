@@ -85,6 +85,23 @@ void WsServer::Post(std::function<void()> fn) {
   lws_cancel_service(context_);
 }
 
+void WsServer::StartCloseHandshakes() {
+  std::vector<ConnId> ids;
+  ids.swap(ready_to_close_);
+  for (ConnId id : ids) {
+    auto it = peers_.find(id);
+    if (it == peers_.end()) continue;
+    Peer& peer = it->second;
+    std::string reason = peer.close_reason.substr(0, 120);
+    lws_close_reason(peer.wsi, static_cast<lws_close_status>(peer.close_code),
+                     reinterpret_cast<unsigned char*>(reason.data()), reason.size());
+    // Not the wsi being serviced (this runs in the context's cancel event),
+    // so lws may start its close handshake synchronously: it sends the close
+    // frame itself and waits for the peer's answer.
+    lws_set_timeout(peer.wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_SYNC);
+  }
+}
+
 void WsServer::RunPosted() {
   std::vector<std::function<void()>> batch;
   {
@@ -185,20 +202,9 @@ int WsServer::OnWritable(lws* wsi, ConnId id) {
     return 0;
   }
   if (peer.closing && !peer.close_sent) {
-    // Write the close frame ourselves: with the libuv event library, lws 4.1
-    // drops the socket before sending the frame set by lws_close_reason().
-    std::string buf(LWS_PRE, '\0');
-    buf.push_back(static_cast<char>((peer.close_code >> 8) & 0xFF));
-    buf.push_back(static_cast<char>(peer.close_code & 0xFF));
-    buf += peer.close_reason.substr(0, 120);
-    size_t n = buf.size() - LWS_PRE;
-    if (lws_write(wsi, reinterpret_cast<unsigned char*>(&buf[LWS_PRE]), n, static_cast<lws_write_protocol>(4) /* close opcode; lws keeps the name private */) < static_cast<int>(n)) {
-      return -1;
-    }
     peer.close_sent = true;
-    // The client answers with its own close and lws finishes; a client that
-    // does not is dropped after this.
-    lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_ACK, 3);
+    ready_to_close_.push_back(id);
+    lws_cancel_service(context_);
     return 0;
   }
   return 0;
@@ -258,6 +264,7 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
   switch (reason) {
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
       RunPosted();
+      StartCloseHandshakes();
       return 0;
 
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {

@@ -79,6 +79,9 @@ class WsServer final : public Transport, public Dispatcher {
   int StartHttpStream(lws* wsi, ConnId id);
   static ConnectionMeta PeerMeta(lws* wsi);
   void RunPosted();
+  // Hands the connections whose outbox has drained to lws's own close
+  // handshake (see ws_server.cc for why this runs outside their callbacks).
+  void StartCloseHandshakes();
 
   Options options_;
   lws_context* context_ = nullptr;
@@ -87,6 +90,7 @@ class WsServer final : public Transport, public Dispatcher {
   ConnId next_id_ = 1;
   absl::flat_hash_map<ConnId, Peer> peers_;
   bool stopping_ = false;
+  std::vector<ConnId> ready_to_close_;  // outbox flushed, close frame not yet handed to lws
 
   absl::Mutex post_mu_;
   std::vector<std::function<void()>> posted_ ABSL_GUARDED_BY(post_mu_);
