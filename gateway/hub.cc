@@ -69,6 +69,11 @@ uint32_t TtlSeconds(absl::Time expires_at, absl::Time now) {
   return static_cast<uint32_t>(std::clamp<int64_t>(left, 0, UINT32_MAX));
 }
 
+// Close codes a terminate or disconnect may ask for: the application range of
+// RFC 6455 (3000-4999), or 0 for the default. Control checks the same at its
+// API; a gateway does not trust the bus to have done so.
+bool ValidApiCloseCode(uint32_t code) { return code == 0 || (code >= 3000 && code <= 4999); }
+
 }  // namespace
 
 TokenPolicy PolicyOf(const v1::AppConfig& app) { return TokenPolicy{app.secret(), app.audience(), app.issuer()}; }
@@ -498,6 +503,10 @@ v1::BusReply Hub::HandleBusRequest(const v1::BusRequest& req) {
     }
     case v1::BusRequest::kTerminate: {
       const auto& t = req.terminate();
+      if (!ValidApiCloseCode(t.code())) {
+        reply.set_error("invalid close code " + std::to_string(t.code()) + " (3000-4999, or 0 for the default)");
+        break;
+      }
       absl::flat_hash_set<std::string> keep(t.except_client_ids().begin(), t.except_client_ids().end());
       int code = t.code() ? static_cast<int>(t.code()) : close_code::kForceDisconnect;
       std::string reason = t.reason().empty() ? "force disconnect" : t.reason();
@@ -515,6 +524,10 @@ v1::BusReply Hub::HandleBusRequest(const v1::BusRequest& req) {
     }
     case v1::BusRequest::kDisconnect: {
       const auto& d = req.disconnect();
+      if (!ValidApiCloseCode(d.code())) {
+        reply.set_error("invalid close code " + std::to_string(d.code()) + " (3000-4999, or 0 for the default)");
+        break;
+      }
       const auto* record = index_.Find(d.client_id());
       if (record != nullptr && record->app_id() == d.app_id()) {
         auto cit = conns_.find(index_.ConnOf(d.client_id()));

@@ -18,6 +18,23 @@ constexpr char kProtobufSubprotocol[] = "centrifuge-protobuf";
 // larger ones arrive in pieces and are reassembled up to max_message_bytes.
 constexpr size_t kRxBufferBytes = 1024;
 
+// A close frame holds at most 125 bytes: the code and 123 of reason.
+constexpr size_t kMaxCloseReasonBytes = 123;
+
+// RFC 6455 7.4: what an endpoint may put in a close frame.
+bool SendableCloseCode(int code) {
+  return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1011) || code == 1013 ||
+         (code >= 3000 && code <= 4999);
+}
+
+// Cuts at most `max` bytes without splitting a UTF-8 sequence.
+std::string TruncateUtf8(const std::string& s, size_t max) {
+  if (s.size() <= max) return s;
+  size_t end = max;
+  while (end > 0 && (static_cast<unsigned char>(s[end]) & 0xC0) == 0x80) --end;
+  return s.substr(0, end);
+}
+
 std::string HeaderUri(lws* wsi) {
   char buf[1024];
   int n = lws_hdr_copy(wsi, buf, sizeof(buf), WSI_TOKEN_GET_URI);
@@ -92,7 +109,7 @@ void WsServer::StartCloseHandshakes() {
     auto it = peers_.find(id);
     if (it == peers_.end()) continue;
     Peer& peer = it->second;
-    std::string reason = peer.close_reason.substr(0, 120);
+    std::string reason = peer.close_reason;
     lws_close_reason(peer.wsi, static_cast<lws_close_status>(peer.close_code),
                      reinterpret_cast<unsigned char*>(reason.data()), reason.size());
     // Not the wsi being serviced (this runs in the context's cancel event),
@@ -141,9 +158,14 @@ bool WsServer::Send(ConnId id, std::string frame, bool binary) {
 void WsServer::Close(ConnId id, int code, const std::string& reason) {
   auto it = peers_.find(id);
   if (it == peers_.end() || it->second.closing) return;
+  if (!SendableCloseCode(code)) {
+    // 0, 1005, 1006, 1015 and the like must never reach the wire.
+    spdlog::warn("conn {}: close code {} cannot be sent; using 1011", id, code);
+    code = 1011;
+  }
   it->second.closing = true;
   it->second.close_code = code;
-  it->second.close_reason = reason;
+  it->second.close_reason = TruncateUtf8(reason, kMaxCloseReasonBytes);
   lws_callback_on_writable(it->second.wsi);
 }
 

@@ -227,8 +227,14 @@ class ApiErrorsTest(unittest.TestCase):
                     pb.UserConnectionsRequest(app_id="demo", user_id="x" * 300)):
             self.assertEqual(self.code_of(stub.UserConnections, req, metadata=API_KEY, timeout=2),
                              grpc.StatusCode.INVALID_ARGUMENT)
-        self.assertEqual(self.code_of(stub.TerminateUser, pb.TerminateUserRequest(app_id="demo", user_id="1", code=17),
-                                      metadata=API_KEY, timeout=2), grpc.StatusCode.INVALID_ARGUMENT)
+        # Only the application range of RFC 6455 (3000-4999) may be asked for.
+        for code in (17, 1000, 1005, 1006, 2999, 5000):
+            self.assertEqual(self.code_of(stub.TerminateUser, pb.TerminateUserRequest(app_id="demo", user_id="1",
+                                                                                      code=code),
+                                          metadata=API_KEY, timeout=2), grpc.StatusCode.INVALID_ARGUMENT, code)
+            self.assertEqual(self.code_of(stub.Disconnect, pb.DisconnectRequest(app_id="demo", client_id="c",
+                                                                                code=code),
+                                          metadata=API_KEY, timeout=2), grpc.StatusCode.INVALID_ARGUMENT, code)
 
 
 class GatewayFailureTest(unittest.TestCase):

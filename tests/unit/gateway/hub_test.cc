@@ -436,6 +436,26 @@ TEST_F(HubTest, TerminateUsesRequestedCodeAndReason) {
   EXPECT_EQ(transport_.closed[1].reason, "suspended");
 }
 
+TEST_F(HubTest, CloseCodesOutsideTheApplicationRangeAreRefusedFromTheBus) {
+  Connect(1, "42");
+  for (uint32_t code : {1u, 1000u, 1005u, 1006u, 2999u, 5000u, 65535u}) {
+    v1::BusRequest req;
+    req.mutable_terminate()->set_app_id("demo");
+    req.mutable_terminate()->set_user_id("42");
+    req.mutable_terminate()->set_code(code);
+    auto reply = Bus(req);
+    EXPECT_FALSE(reply.error().empty()) << code;
+    EXPECT_EQ(reply.closed(), 0u) << code;
+    v1::BusRequest d;
+    d.mutable_disconnect()->set_app_id("demo");
+    d.mutable_disconnect()->set_client_id(observer_.opened.back().client_id());
+    d.mutable_disconnect()->set_code(code);
+    EXPECT_FALSE(Bus(d).error().empty()) << code;
+  }
+  EXPECT_EQ(CloseCode(1), 0);
+  EXPECT_EQ(hub_->session_count(), 1u);
+}
+
 TEST_F(HubTest, TerminateCanTargetOneConnectionOfTheUser) {
   std::string a = Connect(1, "42");
   std::string b = Connect(2, "42");
