@@ -53,6 +53,9 @@ NatsClientImpl::~NatsClientImpl() {
   }
   if (sender_.joinable()) sender_.join();
   if (conn_ != nullptr) {
+    if (Connected() && natsConnection_FlushTimeout(conn_, 1000) != NATS_OK) {
+      spdlog::warn("nats: could not flush the last publishes at shutdown");
+    }
     std::vector<std::unique_ptr<Sub>> subs;
     {
       absl::MutexLock lock(&mu_);
@@ -102,8 +105,10 @@ void NatsClientImpl::SendLoop() {
             return self->stop_ || !self->queue_.empty();
           },
           this));
-      if (stop_) return;
       batch.swap(queue_);
+      // On stop, what was queued still goes out (e.g. a gateway's last
+      // replies during its drain), then the loop ends.
+      if (stop_ && batch.empty()) return;
     }
     for (const auto& m : batch) {
       const int len = static_cast<int>(m.data.size());

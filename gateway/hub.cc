@@ -473,6 +473,12 @@ void Hub::OnClosed(ConnId id) {
   conns_.erase(it);
 }
 
+size_t Hub::open_count() const {
+  size_t n = 0;
+  for (const auto& [id, conn] : conns_) n += conn.state != State::kClosing;
+  return n;
+}
+
 size_t Hub::CloseAll(int code, const std::string& reason, size_t max) {
   size_t n = 0;
   for (auto& [id, conn] : conns_) {

@@ -74,6 +74,8 @@ class Hub {
 
   std::vector<v1::SessionRecord> Snapshot() const { return index_.All(); }
   size_t connection_count() const { return conns_.size(); }
+  // Connections not yet told to close.
+  size_t open_count() const;
   size_t session_count() const { return index_.size(); }
   const HubStats& stats() const { return stats_; }
 

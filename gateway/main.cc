@@ -5,6 +5,7 @@
 #include <sys/resource.h>
 
 #include <cstdio>
+#include <atomic>
 #include <future>
 #include <memory>
 #include <thread>
@@ -13,6 +14,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "common/config.h"
 #include "common/ids.h"
 #include "common/logging.h"
@@ -144,9 +146,11 @@ int main(int argc, char** argv) {
   }
   for (auto& link : links) link->Start();
 
+  std::atomic<bool> draining{false};
   std::thread signal_thread([&] {
     int sig = 0;
     sigwait(&sigs, &sig);
+    draining = true;
     spdlog::info("signal {}: draining", sig);
     gateway::WsServer* srv = server.get();
     gateway::Hub* h = hub.get();
@@ -165,27 +169,51 @@ int main(int argc, char** argv) {
     const absl::Duration tick = absl::Milliseconds(50);
     const int64_t slices = std::max<int64_t>(1, (window * 0.8) / tick);
     const size_t per_slice = std::max<size_t>(1, (total + slices - 1) / static_cast<size_t>(slices));
-    size_t left = total;
-    while (absl::Now() < deadline) {
-      size_t closed = 0;
+    size_t open = total;
+    while (open > 0 && absl::Now() < deadline) {
       if (!AskLoop<size_t>(srv, [h, per_slice] {
             return h->CloseAll(gateway::close_code::kShutdown, "shutdown", per_slice);
-          }, &closed)) {
+          }, &open)) {
         break;
       }
-      if (!AskLoop<size_t>(srv, [srv] { return srv->connection_count(); }, &left) || left == 0) break;
+      if (!AskLoop<size_t>(srv, [h] { return h->open_count(); }, &open) || open == 0) break;
       absl::SleepFor(tick);  // pacing the slices, not synchronising anything
     }
-    srv->Post([h] { h->CloseAll(gateway::close_code::kShutdown, "shutdown"); });
+    // Whoever is left gets the close now; then wait, bounded, until every
+    // close handshake has ended (lws gives a silent peer a few seconds).
+    absl::Notification all_closed;
+    srv->Post([srv, h, &all_closed] {
+      h->CloseAll(gateway::close_code::kShutdown, "shutdown");
+      srv->NotifyWhenEmpty([&all_closed] { all_closed.Notify(); });
+    });
+    if (!all_closed.WaitForNotificationWithTimeout(absl::Seconds(10))) {
+      spdlog::warn("drain: connections still open after the close handshakes' deadline");
+    }
+    // Leave the fleet, then end the loop; main tears the rest down in order.
     for (auto& link : links) link->Stop();
+    size_t left = 0;
+    AskLoop<size_t>(srv, [srv] { return srv->connection_count(); }, &left);
     spdlog::info("gateway drained ({} connections left), exiting", left);
-    std::_Exit(0);  // the lws/uv context goes with the process
+    srv->Post([srv] { srv->Shutdown(); });
   });
 
   std::printf("READY gateway_id=%s port=%d\n", gateway_id.c_str(), server->port());
   std::fflush(stdout);
   spdlog::info("gateway {} listening on {}:{}", gateway_id, config.gateway().listen_host(), server->port());
   server->Run();
+  if (!draining) {
+    // The loop ended on its own (an lws error): drain what can be drained.
+    spdlog::error("event loop ended unexpectedly");
+    pthread_kill(signal_thread.native_handle(), SIGTERM);
+  }
   signal_thread.join();
+  // Normal teardown, in dependency order, so LeakSanitizer sees the truth:
+  // the bus first (its handlers post to the loop; queued replies are flushed),
+  // then the links, the hub and the socket layer.
+  bus.reset();
+  NatsClientImpl::ShutdownLibrary();
+  links.clear();
+  hub.reset();
+  server.reset();
   return 0;
 }

@@ -86,19 +86,51 @@ WsServer::~WsServer() {
 }
 
 void WsServer::Run() {
-  // With the libuv event library lws_service() runs the loop until the
-  // context goes away; the process exits from its signal thread.
-  while (lws_service(context_, 0) >= 0) {
+  // With the libuv event library lws_service() runs the loop; it returns
+  // once Shutdown() has destroyed the context from inside it.
+  while (!shut_down_ && lws_service(context_, 0) >= 0) {
   }
 }
 
 void WsServer::StopAccepting() { stopping_ = true; }
 
-void WsServer::Post(std::function<void()> fn) {
+void WsServer::NotifyWhenEmpty(std::function<void()> fn) {
+  if (peers_.empty()) {
+    fn();
+    return;
+  }
+  on_empty_ = std::move(fn);
+}
+
+void WsServer::MaybeNotifyEmpty() {
+  if (on_empty_ && peers_.empty()) {
+    auto fn = std::move(on_empty_);
+    on_empty_ = nullptr;
+    fn();
+  }
+}
+
+void WsServer::Shutdown() {
+  if (shut_down_) return;
   {
     absl::MutexLock lock(&post_mu_);
-    posted_.push_back(std::move(fn));
+    post_closed_ = true;
+    posted_.clear();
   }
+  shut_down_ = true;
+  // lws 4.1 with libuv: destroying the context inside the loop closes its
+  // handles; the loop then runs dry and lws_service() returns. The
+  // destructor's second lws_context_destroy() finishes the job.
+  lws_context_destroy(context_);
+}
+
+void WsServer::Post(std::function<void()> fn) {
+  absl::MutexLock lock(&post_mu_);
+  // After Shutdown() the context is going: nothing may poke it.
+  if (post_closed_) return;
+  posted_.push_back(std::move(fn));
+  // Under the lock so Shutdown() cannot destroy the context in between; this
+  // only writes to lws's wake-up pipe.
   lws_cancel_service(context_);
 }
 
@@ -109,12 +141,14 @@ void WsServer::StartCloseHandshakes() {
     auto it = peers_.find(id);
     if (it == peers_.end()) continue;
     Peer& peer = it->second;
-    std::string reason = peer.close_reason;
     lws_close_reason(peer.wsi, static_cast<lws_close_status>(peer.close_code),
-                     reinterpret_cast<unsigned char*>(reason.data()), reason.size());
+                     reinterpret_cast<unsigned char*>(peer.close_reason.data()), peer.close_reason.size());
     // Not the wsi being serviced (this runs in the context's cancel event),
     // so lws may start its close handshake synchronously: it sends the close
-    // frame itself and waits for the peer's answer.
+    // frame itself and waits for the peer's answer. Returning -1 from the
+    // wsi's own callback would be the documented way, but Debian's lws 4.1
+    // (_DEBUG, libuv) then drops the socket without the frame; see
+    // tests/unit/gateway/lws_close_test.cc.
     lws_set_timeout(peer.wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_SYNC);
   }
 }
@@ -125,7 +159,10 @@ void WsServer::RunPosted() {
     absl::MutexLock lock(&post_mu_);
     batch.swap(posted_);
   }
-  for (auto& fn : batch) fn();
+  for (auto& fn : batch) {
+    fn();
+    if (shut_down_) return;  // the rest were posted to a loop that is ending
+  }
 }
 
 bool WsServer::Send(ConnId id, std::string frame, bool binary) {
@@ -286,7 +323,7 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
   switch (reason) {
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
       RunPosted();
-      StartCloseHandshakes();
+      if (!shut_down_) StartCloseHandshakes();
       return 0;
 
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
@@ -351,6 +388,7 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
     case LWS_CALLBACK_CLOSED: {
       ConnId id = *pss;
       if (peers_.erase(id) > 0) hub_->OnClosed(id);
+      MaybeNotifyEmpty();
       return 0;
     }
 
@@ -417,6 +455,7 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
       bool started = it->second.http_started;
       peers_.erase(it);
       if (started) hub_->OnClosed(id);
+      MaybeNotifyEmpty();
       return 0;
     }
 

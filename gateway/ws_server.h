@@ -36,10 +36,16 @@ class WsServer final : public Transport, public Dispatcher {
   void set_hub(Hub* hub) { hub_ = hub; }
   int port() const { return port_; }
 
-  // Runs the loop; does not return while the server is up.
+  // Runs the loop until Shutdown().
   void Run();
   // Refuse new WebSocket upgrades (drain). Loop thread.
   void StopAccepting();
+  // Calls `fn` (on the loop) once no connection is left, at once if none is.
+  // Loop thread.
+  void NotifyWhenEmpty(std::function<void()> fn);
+  // Ends the loop: Run() returns, later Post()s are dropped. Call once every
+  // connection has closed. Loop thread.
+  void Shutdown();
 
   // Transport (loop thread).
   bool Send(ConnId conn, std::string frame, bool binary) override;
@@ -82,6 +88,7 @@ class WsServer final : public Transport, public Dispatcher {
   // Hands the connections whose outbox has drained to lws's own close
   // handshake (see ws_server.cc for why this runs outside their callbacks).
   void StartCloseHandshakes();
+  void MaybeNotifyEmpty();
 
   Options options_;
   lws_context* context_ = nullptr;
@@ -90,10 +97,13 @@ class WsServer final : public Transport, public Dispatcher {
   ConnId next_id_ = 1;
   absl::flat_hash_map<ConnId, Peer> peers_;
   bool stopping_ = false;
+  bool shut_down_ = false;
+  std::function<void()> on_empty_;
   std::vector<ConnId> ready_to_close_;  // outbox flushed, close frame not yet handed to lws
 
   absl::Mutex post_mu_;
   std::vector<std::function<void()>> posted_ ABSL_GUARDED_BY(post_mu_);
+  bool post_closed_ ABSL_GUARDED_BY(post_mu_) = false;
 };
 
 }  // namespace switchboard::gateway

@@ -3,7 +3,9 @@
 // Connects `count` sessions round-robin over `urls`, session i using
 // tokens[i % tokens.length]; answers server pings; prints
 // {"event":"ready","connected":N,"failed":M,"ms":T} once all have answered
-// connect, then stays until stdin closes.
+// connect, then stays until stdin closes. Once every session has closed it
+// prints {"event":"all_closed","codes":{"<close code>":N,...},"errors":E}
+// (E counts sockets that failed with an error such as a TCP reset).
 'use strict';
 // The test clients' node_modules (installed by scripts/setup.sh).
 const WebSocket = require(require('path').join(__dirname, '../integration/node/node_modules/ws'));
@@ -13,6 +15,9 @@ const sockets = [];
 let connected = 0;
 let failed = 0;
 let started = 0;
+let closedCount = 0;
+let errors = 0;
+const codes = {};
 const t0 = Date.now();
 
 function openOne(i) {
@@ -34,8 +39,14 @@ function openOne(i) {
     if (text === '{}') { ws.send('{}'); return; }
     finish(text.includes('"connect"'));
   });
-  ws.on('error', () => finish(false));
-  ws.on('close', () => finish(false));
+  ws.on('error', () => { errors++; finish(false); });
+  ws.on('close', (code) => {
+    finish(false);
+    codes[code] = (codes[code] || 0) + 1;
+    if (++closedCount === cfg.count) {
+      process.stdout.write(JSON.stringify({ event: 'all_closed', codes, errors }) + '\n');
+    }
+  });
 }
 
 for (; started < Math.min(cfg.concurrency || 200, cfg.count); started++) openOne(started);

@@ -14,7 +14,7 @@ import unittest
 import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import parse_args, Cluster, Driver, gen_stubs, wait_until  # noqa: E402
+from cluster import Proc, parse_args, Cluster, Driver, gen_stubs, wait_until  # noqa: E402
 
 ARGS = None
 API_KEY = (("authorization", "apikey test-api-key-1234"),)
@@ -368,6 +368,26 @@ class GatewayDrainTest(unittest.TestCase):
             self.assertEqual((ev["code"], ev["reason"]), (3001, "shutdown"))
         self.assertEqual(proc.p.wait(15), 0)
         wait_until(lambda: "gw-drain" not in [g.id for g in list_gateways().gateways], 10, "gw-drain left")
+
+    def test_drain_of_2000_clients_gives_every_one_3001_and_no_reset(self):
+        n = 2000
+        c = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=1, http=False, max_sessions=n + 100)
+        proc, port = c.gateways["gw-1"]
+        cfg = {"urls": ["ws://127.0.0.1:%d/connection/websocket" % port], "tokens": [c.token("92")],
+               "count": n, "concurrency": 200}
+        load = Proc("load-2k", ["node", os.path.join(ARGS.source_dir, "tests/bench/load_clients.js"), json.dumps(cfg)],
+                    stdin=True)
+        try:
+            ready = json.loads(load.wait_line(r'^(\{"event":"ready".*)$', timeout=60).group(1))
+            self.assertEqual((ready["connected"], ready["failed"]), (n, 0), ready)
+            proc.signal(signal.SIGTERM)
+            summary = json.loads(load.wait_line(r'^(\{"event":"all_closed".*)$', timeout=60).group(1))
+            # Every client got the shutdown close frame; none saw a reset or 1006.
+            self.assertEqual(summary, {"event": "all_closed", "codes": {"3001": n}, "errors": 0})
+            self.assertEqual(proc.p.wait(30), 0)
+        finally:
+            load.stop()
+            c.close()
 
 
 class NatsOutageTest(unittest.TestCase):
