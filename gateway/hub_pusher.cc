@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/config.h"
 #include "common/crypto.h"
+#include "common/json_depth.h"
 #include "gateway/hub.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
@@ -74,7 +75,10 @@ void Hub::PusherFrame(ConnId id, Conn& conn, std::string_view data, bool binary)
   conn.next_ping = clock_() + absl::Seconds(config_.gateway().ping_interval_s());
   conn.pong_deadline = absl::InfiniteFuture();
   Rearm(id, conn);
-  json msg = binary ? json() : json::parse(data.begin(), data.end(), nullptr, /*allow_exceptions=*/false);
+  // Depth first: nlohmann copies and dumps recursively, so a deeply nested
+  // frame must never become a json value.
+  json msg = binary || !JsonDepthWithin(data) ? json()
+                                                : json::parse(data.begin(), data.end(), nullptr, /*allow_exceptions=*/false);
   if (!msg.is_object() || !msg.contains("event") || !msg["event"].is_string()) {
     ++stats_.bad_frames;
     PusherError(id, 0, "Malformed message: expected a JSON object with an event");
@@ -84,8 +88,9 @@ void Hub::PusherFrame(ConnId id, Conn& conn, std::string_view data, bool binary)
   json payload = msg.contains("data") ? msg["data"] : json::object();
   if (payload.is_string()) {
     // Either form is seen in the wild: an object, or an object encoded as a string.
-    json parsed = json::parse(payload.get<std::string>(), nullptr, false);
-    if (!parsed.is_discarded()) payload = parsed;
+    const std::string& text = payload.get_ref<const std::string&>();
+    json parsed = JsonDepthWithin(text) ? json::parse(text, nullptr, false) : json(json::value_t::discarded);
+    if (!parsed.is_discarded()) payload = std::move(parsed);
   }
 
   if (event == "pusher:ping") {
@@ -133,7 +138,7 @@ void Hub::PusherSignin(ConnId id, Conn& conn, const std::string& auth, const std
     PusherError(id, 0, "Invalid signin signature");
     return;
   }
-  json user = json::parse(user_data, nullptr, false);
+  json user = JsonDepthWithin(user_data) ? json::parse(user_data, nullptr, false) : json(json::value_t::discarded);
   if (!user.is_object() || !user.contains("id") || !user["id"].is_string() || user["id"].get<std::string>().empty() ||
       user["id"].get<std::string>().size() > kMaxIdLength) {
     ++stats_.bad_frames;

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <memory>
 
+#include "common/json_depth.h"
 #include "nlohmann/json.hpp"
 
 namespace switchboard::gateway {
@@ -70,7 +71,9 @@ JwtVerifier::Result JwtVerifier::Verify(const std::string& token, const TokenPol
   if (jwt_get_alg(raw) != JWT_ALG_HS256) return Refuse(TokenError::kInvalid, "token algorithm must be HS256");
 
   // The whole claim set once, as JSON: libjwt reads only integer grants.
-  const nlohmann::json claims = nlohmann::json::parse(GrantJson(raw, nullptr), nullptr, /*allow_exceptions=*/false);
+  const std::string claims_text = GrantJson(raw, nullptr);
+  if (!JsonDepthWithin(claims_text)) return Refuse(TokenError::kInvalid, "claims nest too deeply");
+  const nlohmann::json claims = nlohmann::json::parse(claims_text, nullptr, /*allow_exceptions=*/false);
   if (!claims.is_object()) return Refuse(TokenError::kInvalid, "claims are not a JSON object");
 
   Result r;

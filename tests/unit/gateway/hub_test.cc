@@ -736,5 +736,23 @@ TEST_F(HubTest, ProtobufConnectionRepliesInBinary) {
   EXPECT_EQ(observer_.opened.back().protocol(), "protobuf");
 }
 
+TEST_F(PusherHubTest, DeeplyNestedDataIsAnErrorNotAStackOverflow) {
+  // One 256 KiB frame from a socket that never signed in used to overflow the
+  // gateway's stack through nlohmann's recursive copy.
+  config_.mutable_gateway()->set_max_message_bytes(256 * 1024);
+  OpenPusher(1);
+  const std::string deep(200000, '[');
+  for (const std::string& frame :
+       {R"({"event":"pusher:ping","data":)" + deep, R"({"event":"pusher:ping","data":")" + deep + "\"}",
+        deep, R"({"event":"pusher:signin","data":{"auth":"x","user_data":")" + deep + "\"}}"}) {
+    hub_->OnFrame(1, frame, false);
+  }
+  EXPECT_EQ(CloseCode(1), 0);
+  EXPECT_GE(hub_->stats().bad_frames, 2u);
+  // Still served afterwards.
+  hub_->OnFrame(1, R"({"event":"pusher:ping","data":{}})", false);
+  EXPECT_NE(transport_.sent[1].back().find("pusher:pong"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace switchboard::gateway
