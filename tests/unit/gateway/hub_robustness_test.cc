@@ -3,8 +3,12 @@
 // ASan/UBSan in the suite). Deterministic seeds, so a failure reproduces.
 #include <random>
 
+#include <map>
+
 #include "absl/strings/str_cat.h"
+#include "common/crypto.h"
 #include "gateway/hub.h"
+#include "nlohmann/json.hpp"
 #include "gtest/gtest.h"
 #include "tests/unit/testing/tokens.h"
 
@@ -13,10 +17,12 @@ namespace {
 
 class NullTransport : public Transport {
  public:
-  bool Send(ConnId, std::string frame, bool) override {
+  bool Send(ConnId id, std::string frame, bool) override {
     bytes += frame.size();
+    if (first.count(id) == 0) first[id] = frame;
     return true;
   }
+  std::map<ConnId, std::string> first;  // the first frame sent to each connection
   void Close(ConnId, int code, const std::string&) override { last_code = code; }
   void ArmTimer(ConnId, absl::Duration) override {}
   size_t bytes = 0;
@@ -25,11 +31,37 @@ class NullTransport : public Transport {
 
 class NullObserver : public SessionObserver {
  public:
-  void OnSessionOpened(const v1::SessionRecord&) override { ++opened; }
+  void OnSessionOpened(const v1::SessionRecord& r) override {
+    ++opened;
+    ++by_protocol[r.transport() + "/" + r.protocol()];
+  }
   void OnSessionClosed(const std::string&) override { ++closed; }
   int opened = 0;
   int closed = 0;
+  std::map<std::string, int> by_protocol;
 };
+
+// A varint length prefix, as Centrifugo's protobuf framing has it.
+std::string Varint(size_t n) {
+  std::string out;
+  while (n >= 0x80) {
+    out.push_back(static_cast<char>((n & 0x7F) | 0x80));
+    n >>= 7;
+  }
+  out.push_back(static_cast<char>(n));
+  return out;
+}
+
+// A correctly signed pusher:signin for the socket_id in `established`.
+std::string PusherSignin(const std::string& established, const std::string& secret) {
+  auto msg = nlohmann::json::parse(established, nullptr, false);
+  if (!msg.is_object() || msg.value("event", "") != "pusher:connection_established") return "";
+  const std::string socket_id = nlohmann::json::parse(msg.value("data", "{}"))["socket_id"];
+  const std::string user_data = R"({"id":"7"})";
+  nlohmann::json data = {{"auth", "demo-key:" + HmacSha256Hex(secret, socket_id + "::user::" + user_data)},
+                         {"user_data", user_data}};
+  return nlohmann::json({{"event", "pusher:signin"}, {"data", data}}).dump();
+}
 
 std::string Mutate(std::string s, std::mt19937& rng) {
   std::uniform_int_distribution<int> op(0, 4), byte(0, 255);
@@ -73,7 +105,8 @@ TEST(HubRobustness, MutatedFramesOnEveryWireNeverCrash) {
   const std::vector<std::pair<Wire, std::string>> seeds = {
       {Wire::kCentrifugeJson, absl::StrCat(R"({"id":1,"connect":{"token":")", token, R"(","name":"x"}})")},
       {Wire::kCentrifugeJson, "{}\n{\"id\":2,\"ping\":{}}\n{\"id\":3,\"refresh\":{\"token\":\"a.b.c\"}}"},
-      {Wire::kCentrifugeProtobuf, std::string(1, static_cast<char>(pb_body.size() & 0x7F)) + pb_body},
+      {Wire::kCentrifugeProtobuf, Varint(pb_body.size()) + pb_body},
+      // Pusher: the good frame is a signin signed for the connection's socket_id (below).
       {Wire::kPusher, R"({"event":"pusher:signin","data":{"auth":"demo-key:00","user_data":"{\"id\":\"1\"}"}})"},
       {Wire::kPusher, R"({"event":"pusher:subscribe","data":"{\"channel\":\"x\"}","channel":"x"})"},
   };
@@ -88,7 +121,10 @@ TEST(HubRobustness, MutatedFramesOnEveryWireNeverCrash) {
     meta.pusher_protocol = "7";
     hub.OnOpen(id, meta);
     // A good frame first half the time, so mutations also hit connected sessions.
-    if (rng() % 2) hub.OnFrame(id, seed, wire == Wire::kCentrifugeProtobuf);
+    if (rng() % 2) {
+      const std::string good = wire == Wire::kPusher ? PusherSignin(transport.first[id], "demo-secret-123") : seed;
+      hub.OnFrame(id, good, wire == Wire::kCentrifugeProtobuf);
+    }
     for (int k = 0; k < 3; ++k) hub.OnFrame(id, Mutate(seed, rng), (rng() % 4) == 0);
     now += absl::Seconds(static_cast<int>(rng() % 40));
     hub.OnTimer(id);
@@ -99,7 +135,7 @@ TEST(HubRobustness, MutatedFramesOnEveryWireNeverCrash) {
   for (int round = 0; round < 500; ++round) {
     ConnectionMeta meta;
     meta.wire = Wire::kUniHttpStream;
-    meta.connect_body = Mutate(body, rng);
+    meta.connect_body = round % 10 == 0 ? body : Mutate(body, rng);
     hub.OnOpen(next++, meta);
   }
   // Random bus payloads that parse as requests.
@@ -115,7 +151,12 @@ TEST(HubRobustness, MutatedFramesOnEveryWireNeverCrash) {
   EXPECT_EQ(static_cast<size_t>(observer.opened - observer.closed), hub.session_count());
   EXPECT_LE(hub.session_count(), hub.connection_count());
   EXPECT_GT(hub.stats().bad_frames, 0u);
-  EXPECT_GT(observer.opened, 0);
+  // The good frames really connected on every wire, so the mutated frames
+  // after them reached live sessions.
+  EXPECT_GT(observer.by_protocol["websocket/json"], 0);
+  EXPECT_GT(observer.by_protocol["websocket/protobuf"], 0);
+  EXPECT_GT(observer.by_protocol["websocket/pusher"], 0);
+  EXPECT_GT(observer.by_protocol["uni_http_stream/json"], 0);
 }
 
 }  // namespace

@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora under tests/fuzz/corpus/ (committed; rerun after a
+protocol change). Tokens are signed with the fuzz config's secret
+(tests/fuzz/fuzz_hub.h) and carry no exp, or an exp relative to the harness's
+fixed clock (1.8e9), so seeds keep connecting whenever they run.
+    python3 tests/fuzz/make_seeds.py"""
+import hashlib
+import json
+import os
+import struct
+import sys
+
+import jwt  # python3-jwt
+from google.protobuf.internal.encoder import _VarintBytes  # python3-protobuf
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SECRET = "fuzz-secret-0123456789"
+NOW = 1_800_000_000
+
+
+def tok(claims):
+    return jwt.encode(claims, SECRET, algorithm="HS256")
+
+
+def records(*recs):
+    out = b""
+    for kind, payload in recs:
+        if isinstance(payload, str):
+            payload = payload.encode()
+        out += struct.pack("<BH", kind, len(payload)) + payload
+    return out
+
+
+def write(name, seeds):
+    d = os.path.join(HERE, "corpus", name)
+    os.makedirs(d, exist_ok=True)
+    for f in os.listdir(d):
+        os.remove(os.path.join(d, f))
+    for i, data in enumerate(seeds):
+        if isinstance(data, str):
+            data = data.encode()
+        with open(os.path.join(d, "seed-%02d-%s" % (i, hashlib.sha1(data).hexdigest()[:10])), "wb") as f:
+            f.write(data)
+
+
+def pb_command(fields):
+    """A Centrifugo protobuf Command, hand-encoded: id (1), connect (4),
+    ping (11), refresh (14) with token (1), name (4), version (5)."""
+    def ld(num, payload):
+        return _VarintBytes((num << 3) | 2) + _VarintBytes(len(payload)) + payload
+    out = b""
+    if "id" in fields:
+        out += _VarintBytes(1 << 3) + _VarintBytes(fields["id"])
+    if "connect" in fields:
+        c = fields["connect"]
+        inner = ld(1, c["token"].encode()) + ld(4, c.get("name", "pb").encode()) + ld(5, b"1.0")
+        out += ld(4, inner)
+    if "ping" in fields:
+        out += ld(11, b"")
+    if "refresh" in fields:
+        out += ld(14, ld(1, fields["refresh"].encode()))
+    return out
+
+
+def pb_frame(*commands):
+    return b"".join(_VarintBytes(len(c)) + c for c in commands)
+
+
+def main():
+    plain = tok({"sub": "42", "info": {"name": "Ann"}, "meta": {"plan": "pro"}})
+    short = tok({"sub": "42", "exp": NOW + 20})
+    fresh = tok({"sub": "42", "exp": NOW + 3600})
+    expired = tok({"sub": "42", "exp": NOW - 10})
+    float_exp = tok({"sub": "7", "exp": NOW + 30.5, "nbf": NOW - 1.5, "iat": NOW - 2})
+    strict = tok({"sub": "9", "aud": ["x", "chat"], "iss": "auth"})
+
+    def connect(t, i=1):
+        return json.dumps({"id": i, "connect": {"token": t, "name": "web", "version": "2.0"}})
+
+    write("centrifuge_json", [
+        records((0, connect(plain)), (0, '{}'), (0, '{"id":2,"ping":{}}')),
+        records((0, connect(short)), (2, "x" * 15), (0, json.dumps({"id": 2, "refresh": {"token": fresh}})),
+                (2, "x" * 40)),
+        records((0, connect(expired)), (0, connect(fresh, 2)), (0, '{"id":3,"subscribe":{"channel":"c"}}')),
+        records((0, connect(plain) + "\n" + '{"id":2,"ping":{}}' + "\n" + '{"id":3,"presence":{"channel":"c"}}')),
+        records((3, "strict"), (0, connect(strict)), (0, json.dumps({"id": 2, "refresh": {"token": plain}}))),
+        records((0, connect(float_exp)), (2, "x" * 30), (2, "x" * 30)),
+        records((0, connect(plain)), (0, json.dumps({"id": 2, "refresh": {"token": tok({"sub": "43"})}}))),
+        records((0, '{"id":1,"connect":{"token":"a.b.c"}}')),
+        records((0, connect(plain)), (1, "\x00\x01")),
+    ])
+    write("centrifuge_protobuf", [
+        records((0, pb_frame(pb_command({"id": 1, "connect": {"token": plain}}))), (0, b"\x00"),
+                (0, pb_frame(pb_command({"id": 2, "ping": True})))),
+        records((0, pb_frame(pb_command({"id": 1, "connect": {"token": short}}))), (2, "x" * 15),
+                (0, pb_frame(pb_command({"id": 2, "refresh": fresh}))), (2, "x" * 40)),
+        records((0, pb_frame(pb_command({"id": 1, "connect": {"token": expired}}),
+                             pb_command({"id": 2, "connect": {"token": fresh}})))),
+        records((0, pb_frame(pb_command({"id": 1, "connect": {"token": plain}}), pb_command({"id": 2, "ping": True}),
+                             pb_command({"id": 3, "refresh": tok({"sub": "43"})})))),
+        records((3, "strict"), (0, pb_frame(pb_command({"id": 1, "connect": {"token": strict}})))),
+    ])
+    user = json.dumps({"id": "42", "user_info": {"name": "Ann"}})
+    write("pusher", [
+        records((1, user), (0, '{"event":"pusher:ping","data":{}}')),
+        records((1, user), (2, "x" * 30), (0, '{"event":"pusher:pong","data":"{}"}'), (1, user)),
+        records((0, '{"event":"pusher:subscribe","data":{"channel":"private-x","auth":"a:b"}}'),
+                (0, '{"event":"client-x","channel":"c","data":"{}"}'), (1, '{"id":""}')),
+        records((0, '{"event":"pusher:signin","data":{"auth":"fuzz-key:00","user_data":"{\\"id\\":\\"1\\"}"}}')),
+        records((3, "wrong-key"), (0, '{"event":"pusher:ping"}')),
+        records((1, json.dumps({"id": "7", "watchlist": ["1", "2"]})), (0, '{"event":"pusher:unsubscribe"}')),
+    ])
+    write("uni_stream", [
+        json.dumps({"token": plain, "name": "curl", "version": "8.0"}),
+        json.dumps({"token": short}),
+        json.dumps({"token": expired}),
+        json.dumps({"token": float_exp, "name": "x", "data": {"a": [1, 2]}, "subs": {}}),
+        '{"token":',
+    ])
+    write("jwt", [
+        b"\x00" + plain.encode(), b"\x00" + expired.encode(), b"\x00" + strict.encode(),
+        b"\x01" + json.dumps({"sub": "1", "exp": NOW + 1.25, "nbf": NOW, "iat": 1.7e9}).encode(),
+        b"\x01" + json.dumps({"sub": "1", "aud": "chat", "iss": "auth", "meta": {"a": [1, {"b": None}]}}).encode(),
+        b"\x01" + json.dumps({"sub": 5, "exp": "soon"}).encode(),
+        b"\x00eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0.",
+    ])
+    q = "auth_key=fuzz-key&auth_timestamp=%d&auth_version=1.0" % NOW
+    md5_empty = hashlib.md5(b"").hexdigest()
+    md5_body = hashlib.md5(b'{"code":4001}').hexdigest()
+    write("pusher_rest", [
+        b"\x01" + q.encode() + b"\n",
+        b"\x01" + (q + "&body_md5=" + md5_body).encode() + b'\n{"code":4001}',
+        b"\x01" + (q + "&body_md5=" + md5_empty + "&x=%41%2b+y").encode() + b"\n",
+        b"\x00POST\n/apps/demo/users/42/terminate_connections\n" + (q + "&auth_signature=00").encode()
+        + b"\n" + md5_empty.encode(),
+        b"\x00GET\n/x\nauth_key=%zz&auth_key=a\n",
+    ])
+    write("config", [
+        open(os.path.join(HERE, "..", "..", "config", "switchboard.yaml")).read(),
+        "cluster: c\nnats_url: nats://x:1\napps:\n  - {id: a, key: k, secret: ${FUZZ_SECRET}, audience: chat}\n"
+        "api_keys: [12345678]\ngateway: {port: 0, client_expired_close_delay_s: 0}\n",
+        "cluster: c\nnats_url: n\napps: [{id: a, key: k, secret: ${NOPE}}]\n",
+        "apps: {id: a}\ngateway: [1, 2]\n",
+        "{cluster: x, control: {addresses: [a:1, 'b:2'], listen: ':0'}}\n",
+    ])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
