@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(
-  build-essential cmake pkg-config ccache git curl ca-certificates clang
+  build-essential cmake pkg-config ccache git curl ca-certificates clang libclang-rt-14-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libwebsockets-dev libwebsockets-evlib-uv libuv1-dev
   libnats-dev nats-server libjwt-dev libyaml-cpp-dev libspdlog-dev

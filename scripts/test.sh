@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and runs the whole test suite twice: a
-# normal build and an ASan+UBSan build. Exit status 0 only if every test passes.
+# normal build (gcc) and a clang ASan+UBSan build that also holds the libFuzzer
+# targets (each fuzzed for FUZZ_SECONDS). Exit 0 only if every test passes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
@@ -18,6 +19,8 @@ run_suite build
 # Sanitizers: leaks are reported too; a finding fails the test that hit it.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-run_suite build-asan -DSWITCHBOARD_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+CC=clang CXX=clang++ run_suite build-san -DSWITCHBOARD_SANITIZE=ON -DSWITCHBOARD_FUZZ=ON \
+  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFUZZ_SECONDS="${FUZZ_SECONDS:-20}"
+grep -h "^FUZZ " build-san/Testing/Temporary/LastTest.log || true
 
 echo "== all tests passed in $(( $(date +%s) - start )) s"
