@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/crypto.h"
 #include "gateway/hub.h"
+#include "switchboard/v1/client.pb.h"
 #include "nlohmann/json.hpp"
 #include "gtest/gtest.h"
 #include "tests/unit/testing/tokens.h"

@@ -1,0 +1,117 @@
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/time/time.h"
+#include "gateway/transport.h"
+#include "switchboard/v1/bus.pb.h"
+#include "switchboard/v1/config.pb.h"
+
+namespace switchboard::gateway {
+
+// The client protocol a connection speaks, chosen by the socket layer from the
+// URL, subprotocol and method.
+enum class Wire {
+  kCentrifugeJson,      // /connection/websocket, text frames
+  kCentrifugeProtobuf,  // /connection/websocket, subprotocol centrifuge-protobuf or ?cf_protocol=protobuf
+  kUniHttpStream,       // POST /connection/uni_http_stream: JSON lines out, nothing in
+  kPusher,              // /app/{key}, Pusher Channels protocol 7
+};
+
+// What the socket layer knows about a new connection.
+struct ConnectionMeta {
+  std::string remote_addr;
+  std::string app_id;  // centrifuge: ?app=; "" means the default app
+  Wire wire = Wire::kCentrifugeJson;
+  std::string pusher_key;       // pusher: the {key} of /app/{key}
+  std::string client_name;      // pusher: ?client=
+  std::string client_version;   // pusher: ?version=
+  std::string pusher_protocol;  // pusher: ?protocol= ("" if absent)
+  std::string connect_body;     // uni_http_stream: the POST body
+};
+
+// Counters readable on the loop thread.
+struct HubStats {
+  uint64_t connects_ok = 0;
+  uint64_t bad_frames = 0;
+  uint64_t bad_tokens = 0;
+  uint64_t bus_requests = 0;
+  uint64_t refreshes = 0;
+};
+
+// What the hub offers a protocol for the one connection it serves. Valid only
+// during the ClientProtocol call it is passed to. Loop thread only.
+class ConnectionHost {
+ public:
+  virtual ~ConnectionHost() = default;
+  virtual const v1::Config& config() const = 0;
+  virtual const std::string& gateway_id() const = 0;
+  virtual absl::Time Now() const = 0;
+  virtual const ConnectionMeta& meta() const = 0;
+  virtual HubStats& stats() = 0;
+
+  virtual bool Send(std::string frame, bool binary) = 0;
+  // Ends the connection: the session (if any) goes, then the protocol's
+  // OnClose() tells the client and picks the close code on the wire. The
+  // protocol must not touch the connection after this.
+  virtual void Close(int code, const std::string& reason) = 0;
+  virtual bool closing() const = 0;
+
+  // The peer may stay without a session (Pusher before signin): no connect
+  // deadline any more, server pings start.
+  virtual void Accept() = 0;
+  // Room for one more session on this gateway?
+  virtual bool HasRoom() const = 0;
+  // A session record with what every protocol shares (transport, protocol,
+  // time, address, gateway) filled in.
+  virtual v1::SessionRecord NewRecord(const std::string& client_id, const std::string& app_id,
+                                      const std::string& user_id) const = 0;
+  // The connection becomes a session of `record` (Accept() included), valid
+  // until `expires_at` plus the configured grace. False if the client ID is
+  // taken.
+  virtual bool StartSession(v1::SessionRecord record, absl::Time expires_at) = 0;
+  // A refreshed token: the session now lasts until `expires_at`.
+  virtual void ExtendSession(absl::Time expires_at) = 0;
+  // The session of this connection, or null.
+  virtual const v1::SessionRecord* session() const = 0;
+  // The peer answered our ping (or, for protocols where any traffic counts,
+  // spoke): the pong deadline goes; `reset_ping` also restarts the interval.
+  virtual void Activity(bool reset_ping) = 0;
+};
+
+// One client protocol's side of a connection: turns frames into actions on
+// the host and tells the client what happens in its own encoding. One object
+// per connection, owned by the hub. Loop thread only. A new protocol is one
+// new implementation plus a line in MakeClientProtocol().
+class ClientProtocol {
+ public:
+  virtual ~ClientProtocol() = default;
+  virtual const char* transport() const { return "websocket"; }
+  virtual const char* protocol() const = 0;
+  // Whether the peer must answer server pings (a one-way stream cannot).
+  virtual bool ExpectsPong() const { return true; }
+
+  // The socket is open (for uni_http_stream: with its body).
+  virtual void OnOpen(ConnectionHost& host) = 0;
+  virtual void OnFrame(ConnectionHost& host, std::string_view data, bool binary) = 0;
+  virtual void SendPing(ConnectionHost& host) = 0;
+  // The connection ends with `code` (a Centrifugo-style code): tell the
+  // client if the protocol has a way to, and return the code for the close
+  // frame.
+  virtual int OnClose(ConnectionHost& host, int code, const std::string& reason) = 0;
+};
+
+// The protocol for a wire (gateway/client_protocols.cc).
+std::unique_ptr<ClientProtocol> MakeClientProtocol(Wire wire);
+
+// Peer-supplied strings that end up in session records must be UTF-8: one
+// client's bytes must never make a gateway's answer unparseable. Invalid
+// sequences become U+FFFD.
+std::string SafeUtf8(const std::string& in);
+
+inline constexpr size_t kMaxIdLength = 256;
+inline constexpr char kServerVersion[] = "switchboard 0.1.0";
+
+}  // namespace switchboard::gateway
