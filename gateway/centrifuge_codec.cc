@@ -1,6 +1,7 @@
 #include "gateway/centrifuge_codec.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/json_depth.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/util/json_util.h"
@@ -20,6 +21,7 @@ absl::StatusOr<std::vector<v1::ClientCommand>> CentrifugeJsonCodec::DecodeComman
     while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.remove_suffix(1);
     if (!line.empty()) {
       if (line.front() != '{') return absl::InvalidArgumentError("command is not a JSON object");
+      if (!JsonDepthWithin(line)) return absl::InvalidArgumentError("command nests too deeply");
       v1::ClientCommand cmd;
       auto st = google::protobuf::util::JsonStringToMessage(
           google::protobuf::StringPiece(line.data(), line.size()), &cmd, opts);

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "common/config.h"
+#include "common/json_depth.h"
 #include "common/ids.h"
 #include "gateway/centrifuge_codec.h"
 #include "gateway/jwt_verifier.h"
@@ -249,7 +250,7 @@ void CentrifugeUniStreamProtocol::OnOpen(ConnectionHost& host) {
   v1::ClientConnectRequest req;
   google::protobuf::util::JsonParseOptions opts;
   opts.ignore_unknown_fields = true;
-  if (!google::protobuf::util::JsonStringToMessage(body, &req, opts).ok()) {
+  if (!JsonDepthWithin(body) || !google::protobuf::util::JsonStringToMessage(body, &req, opts).ok()) {
     ++host.stats().bad_frames;
     host.Close(close_code::kBadRequest, "bad request");
     return;

@@ -119,5 +119,15 @@ TEST(CentrifugeProtobufCodec, EncodesDelimitedReplyAndEmptyPing) {
   EXPECT_EQ(CentrifugeProtobufCodec::EncodePing(), std::string(1, '\0'));
 }
 
+TEST(CentrifugeJsonCodec, DeeplyNestedCommandIsRejectedNotAStackOverflow) {
+  // Nesting is bounded (32 levels) before any parser runs: one frame from an
+  // unauthenticated socket must not be able to exhaust the stack.
+  const std::string deep(200000, '[');
+  auto r = CentrifugeJsonCodec::DecodeCommands(R"({"id":1,"connect":{"token":"x","data":)" + deep);
+  EXPECT_FALSE(r.ok());
+  std::string balanced = R"({"id":1,"connect":{"data":)" + std::string(5000, '[') + std::string(5000, ']') + "}}";
+  EXPECT_FALSE(CentrifugeJsonCodec::DecodeCommands(balanced).ok());
+}
+
 }  // namespace
 }  // namespace switchboard::gateway
