@@ -92,6 +92,19 @@ class CountingObserver final : public gateway::SessionObserver {
   std::string last_user, last_app;
 };
 
+// One run's hub with its recording transport, observer and fake clock.
+struct FuzzedHub {
+  FuzzedHub() : hub(Config(), "gw-fuzz", &transport, &observer, [this] { return now; }) {}
+  static const v1::Config& Config() {
+    static const v1::Config config = FuzzConfig();
+    return config;
+  }
+  RecordingTransport transport;
+  CountingObserver observer;
+  absl::Time now = absl::FromUnixSeconds(1'800'000'000);
+  gateway::Hub hub;
+};
+
 // Ends a run the way real connections end: timers fire (pings, expiry), the
 // control service terminates the user, the sockets go. Checks the books.
 inline void Finish(gateway::Hub& hub, absl::Time& now, CountingObserver& observer,

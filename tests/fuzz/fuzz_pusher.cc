@@ -11,11 +11,8 @@ using namespace switchboard;
 using namespace switchboard::fuzz;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const v1::Config config = FuzzConfig();
-  RecordingTransport transport;
-  CountingObserver observer;
-  absl::Time now = absl::FromUnixSeconds(1'800'000'000);
-  gateway::Hub hub(config, "gw-fuzz", &transport, &observer, [&now] { return now; });
+  FuzzedHub f;
+  gateway::Hub& hub = f.hub;
   std::vector<gateway::ConnId> conns;
   std::string socket_id;
   auto open = [&](std::string_view key) {
@@ -28,8 +25,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     conns.push_back(conns.size() + 1);
     hub.OnOpen(conns.back(), meta);
     socket_id.clear();
-    auto it = transport.last_sent.find(conns.back());
-    if (it == transport.last_sent.end()) return;
+    auto it = f.transport.last_sent.find(conns.back());
+    if (it == f.transport.last_sent.end()) return;
     auto msg = nlohmann::json::parse(it->second, nullptr, false);
     if (msg.is_object() && msg.value("event", "") == "pusher:connection_established") {
       auto inner = nlohmann::json::parse(msg.value("data", ""), nullptr, false);
@@ -53,13 +50,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         break;
       }
       case 2:
-        now += absl::Seconds(static_cast<int64_t>(r.payload.size()));
+        f.now += absl::Seconds(static_cast<int64_t>(r.payload.size()));
         hub.OnTimer(conns.back());
         break;
       default:
         if (conns.size() < 8) open(r.payload);
     }
   }
-  Finish(hub, now, observer, conns);
+  Finish(hub, f.now, f.observer, conns);
   return 0;
 }

@@ -7,11 +7,8 @@ using namespace switchboard;
 using namespace switchboard::fuzz;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const v1::Config config = FuzzConfig();
-  RecordingTransport transport;
-  CountingObserver observer;
-  absl::Time now = absl::FromUnixSeconds(1'800'000'000);
-  gateway::Hub hub(config, "gw-fuzz", &transport, &observer, [&now] { return now; });
+  FuzzedHub f;
+  gateway::Hub& hub = f.hub;
   gateway::ConnectionMeta meta;
   meta.remote_addr = "10.1.2.3";
   meta.wire = gateway::Wire::kUniHttpStream;
@@ -19,6 +16,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   hub.OnOpen(1, meta);
   // A frame on a one-way stream is a protocol error, never a crash.
   hub.OnFrame(1, "{}", false);
-  Finish(hub, now, observer, {1});
+  Finish(hub, f.now, f.observer, {1});
   return 0;
 }
