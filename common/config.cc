@@ -204,6 +204,12 @@ absl::Status ValidateConfig(v1::Config& c) {
       return Bad(absl::StrCat("control.addresses[", i, "]"), "expected host:port");
     }
   }
+  if (control->heartbeat_interval_ms() == 0) control->set_heartbeat_interval_ms(1000);
+  if (control->lease_ms() == 0) control->set_lease_ms(3000);
+  if (control->heartbeat_interval_ms() < 100) return Bad("control.heartbeat_interval_ms", "at least 100");
+  if (control->lease_ms() < 2 * control->heartbeat_interval_ms()) {
+    return Bad("control.lease_ms", "must be at least twice control.heartbeat_interval_ms");
+  }
   if (control->default_timeout_ms() == 0) control->set_default_timeout_ms(1000);
   if (control->default_timeout_ms() > 60000) return Bad("control.default_timeout_ms", "at most 60000");
 
@@ -226,6 +232,12 @@ absl::Status ValidateConfig(v1::Config& c) {
   if (gw->max_sessions() > 19000) return Bad("gateway.max_sessions", "at most 19000 (20000-fd process limit)");
   if (gw->outbox_limit() == 0) gw->set_outbox_limit(256);
   if (!gw->has_client_expired_close_delay_s()) gw->set_client_expired_close_delay_s(25);
+  if (c.cluster_token().size() < 16) {
+    return Bad("cluster_token", "at least 16 characters are required (gateways present it to control)");
+  }
+  if (c.http_proxy_token().size() < 16) {
+    return Bad("http_proxy_token", "at least 16 characters are required (switchboard-http presents it to control)");
+  }
   if (gw->client_expired_close_delay_s() > 3600) return Bad("gateway.client_expired_close_delay_s", "at most 3600");
   return absl::OkStatus();
 }

@@ -14,13 +14,27 @@ absl::Status FromNats(natsStatus s, const std::string& what) {
 }
 
 void OnDisconnected(natsConnection*, void*) { spdlog::warn("nats: disconnected"); }
-void OnReconnected(natsConnection*, void*) { spdlog::info("nats: reconnected"); }
-void OnConnected(natsConnection*, void*) { spdlog::info("nats: connected"); }
 
 }  // namespace
 
+void NatsClientImpl::OnConnected(natsConnection*, void* closure) {
+  spdlog::info("nats: connected");
+  static_cast<NatsClientImpl*>(closure)->connected_since_ms_ = absl::ToUnixMillis(absl::Now());
+}
+
+void NatsClientImpl::OnReconnected(natsConnection*, void* closure) {
+  spdlog::info("nats: reconnected");
+  static_cast<NatsClientImpl*>(closure)->connected_since_ms_ = absl::ToUnixMillis(absl::Now());
+}
+
+absl::Time NatsClientImpl::ConnectedSince() const {
+  if (!Connected()) return absl::InfiniteFuture();
+  return absl::FromUnixMillis(connected_since_ms_.load());
+}
+
 absl::StatusOr<std::unique_ptr<NatsClientImpl>> NatsClientImpl::Create(const std::string& url,
                                                                       const std::string& name) {
+  std::unique_ptr<NatsClientImpl> client(new NatsClientImpl());
   natsOptions* opts = nullptr;
   if (auto st = FromNats(natsOptions_Create(&opts), "nats options"); !st.ok()) return st;
   std::unique_ptr<natsOptions, void (*)(natsOptions*)> guard(opts, natsOptions_Destroy);
@@ -31,13 +45,13 @@ absl::StatusOr<std::unique_ptr<NatsClientImpl>> NatsClientImpl::Create(const std
   if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts, 250);
   if (s == NATS_OK) s = natsOptions_SetTimeout(opts, 2000);
   if (s == NATS_OK) s = natsOptions_SetAllowReconnect(opts, true);
-  if (s == NATS_OK) s = natsOptions_SetRetryOnFailedConnect(opts, true, OnConnected, nullptr);
+  if (s == NATS_OK) s = natsOptions_SetRetryOnFailedConnect(opts, true, OnConnected, client.get());
   if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(opts, OnDisconnected, nullptr);
-  if (s == NATS_OK) s = natsOptions_SetReconnectedCB(opts, OnReconnected, nullptr);
+  if (s == NATS_OK) s = natsOptions_SetReconnectedCB(opts, OnReconnected, client.get());
   if (s != NATS_OK) return absl::InvalidArgumentError(absl::StrCat("nats_url \"", url, "\": ", natsStatus_GetText(s)));
 
-  std::unique_ptr<NatsClientImpl> client(new NatsClientImpl());
   s = natsConnection_Connect(&client->conn_, opts);
+  if (s == NATS_OK) client->connected_since_ms_ = absl::ToUnixMillis(absl::Now());
   if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED) {
     return absl::UnavailableError(absl::StrCat("nats connect ", url, ": ", natsStatus_GetText(s)));
   }

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <deque>
 #include <memory>
 #include <string>
@@ -11,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
 #include "common/nats_client.h"
 
 namespace switchboard {
@@ -33,6 +35,9 @@ class NatsClientImpl final : public NatsClient {
                        const std::string& reply) override;
   absl::Status Subscribe(const std::string& subject, Handler handler) override;
   bool Connected() const override;
+  // When the current connection to the server came up (InfiniteFuture while
+  // disconnected).
+  absl::Time ConnectedSince() const;
   std::string NewInbox() override;
 
  private:
@@ -50,6 +55,8 @@ class NatsClientImpl final : public NatsClient {
   void SendLoop();
   static void OnMessage(natsConnection*, natsSubscription*, natsMsg* msg, void* closure);
   static void OnSubscriptionComplete(void* closure);
+  static void OnConnected(natsConnection*, void* closure);
+  static void OnReconnected(natsConnection*, void* closure);
 
   natsConnection* conn_ = nullptr;
   absl::Mutex mu_;
@@ -57,6 +64,7 @@ class NatsClientImpl final : public NatsClient {
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::unique_ptr<Sub>> subs_ ABSL_GUARDED_BY(mu_);
   std::thread sender_;
+  std::atomic<int64_t> connected_since_ms_{0};
 };
 
 }  // namespace switchboard

@@ -39,6 +39,7 @@ absl::Status CheckClose(uint32_t code, const std::string& reason) {
 
 void FillCoverage(const GatherResult& g, v1::Coverage* c) {
   c->set_complete(g.complete);
+  c->set_incomplete_reason(g.incomplete_reason);
   for (const auto& id : g.asked) c->add_gateways_asked(id);
   for (const auto& [id, reply] : g.answers) c->add_gateways_answered(id);
   for (const auto& id : g.missing) c->add_gateways_missing(id);
@@ -86,6 +87,7 @@ absl::Status ValidateDisconnect(const v1::Config& config, const v1::DisconnectRe
 void FillUserConnections(const GatherResult& g, v1::UserConnectionsResponse* out) {
   auto* result = out->mutable_result();
   result->set_complete(g.complete);
+  result->set_incomplete_reason(g.incomplete_reason);
   for (const auto& id : g.asked) result->add_gateways_asked(id);
   for (const auto& id : g.missing) result->add_gateways_missing(id);
   for (const auto& [gw, reply] : g.answers) {

@@ -3,15 +3,28 @@
 #include <algorithm>
 
 #include "google/protobuf/util/time_util.h"
+#include "spdlog/spdlog.h"
 
 namespace switchboard::control {
 
 using google::protobuf::util::TimeUtil;
 
-uint64_t Fleet::Attach(const v1::GatewayHello& hello, absl::Time now) {
-  absl::MutexLock lock(&mu_);
-  uint64_t token = next_token_++;
-  members_[hello.gateway_id()] = Member{token, hello, now, 0};
+uint64_t Fleet::Attach(const v1::GatewayHello& hello, absl::Time now, std::function<void()> evict) {
+  std::function<void()> stale_evict;
+  uint64_t token = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = members_.find(hello.gateway_id());
+    if (it != members_.end()) {
+      if (Fresh(it->second, now)) return 0;
+      // The old attachment went silent: this one takes over, the old stream ends.
+      stale_evict = std::move(it->second.evict);
+      members_.erase(it);
+    }
+    token = next_token_++;
+    members_[hello.gateway_id()] = Member{token, hello, now, now, 0, std::move(evict)};
+  }
+  if (stale_evict) stale_evict();
   return token;
 }
 
@@ -19,6 +32,12 @@ void Fleet::Detach(const std::string& gateway_id, uint64_t token) {
   absl::MutexLock lock(&mu_);
   auto it = members_.find(gateway_id);
   if (it != members_.end() && it->second.token == token) members_.erase(it);
+}
+
+void Fleet::Renew(const std::string& gateway_id, uint64_t token, absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  auto it = members_.find(gateway_id);
+  if (it != members_.end() && it->second.token == token) it->second.last_seen = std::max(it->second.last_seen, now);
 }
 
 void Fleet::ApplySnapshot(const std::string& gateway_id, uint64_t token, const v1::SessionSnapshot& s) {
@@ -34,19 +53,42 @@ void Fleet::ApplyDelta(const std::string& gateway_id, uint64_t token, const v1::
   it->second.sessions = std::max<int64_t>(0, it->second.sessions + d.opened_size() - d.closed_client_ids_size());
 }
 
-std::vector<std::string> Fleet::LiveIds() const {
+size_t Fleet::Expire(absl::Time now) {
+  std::vector<std::pair<std::string, std::function<void()>>> evicted;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto it = members_.begin(); it != members_.end();) {
+      if (Fresh(it->second, now)) {
+        ++it;
+        continue;
+      }
+      evicted.emplace_back(it->first, std::move(it->second.evict));
+      members_.erase(it++);
+    }
+  }
+  for (auto& [id, evict] : evicted) {
+    spdlog::warn("gateway {} evicted: no heartbeat for {}", id, absl::FormatDuration(lease_));
+    if (evict) evict();
+  }
+  return evicted.size();
+}
+
+std::vector<std::string> Fleet::LiveIds(absl::Time now) const {
   absl::MutexLock lock(&mu_);
   std::vector<std::string> out;
   out.reserve(members_.size());
-  for (const auto& [id, m] : members_) out.push_back(id);
+  for (const auto& [id, m] : members_) {
+    if (Fresh(m, now)) out.push_back(id);
+  }
   std::sort(out.begin(), out.end());
   return out;
 }
 
-std::vector<v1::GatewayInfo> Fleet::List() const {
+std::vector<v1::GatewayInfo> Fleet::List(absl::Time now) const {
   absl::MutexLock lock(&mu_);
   std::vector<v1::GatewayInfo> out;
   for (const auto& [id, m] : members_) {
+    if (!Fresh(m, now)) continue;
     v1::GatewayInfo info;
     info.set_id(id);
     info.set_version(m.hello.version());

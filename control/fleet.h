@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -12,27 +13,45 @@
 
 namespace switchboard::control {
 
-// Gateways attached to this control replica. A gateway is live while its
-// Attach stream is open. Thread-safe (gRPC reactions and API calls).
+// Gateways attached to this control replica. A gateway is a member while its
+// authenticated Attach stream is open and its lease is fresh: every message
+// on the stream renews it; a gateway silent for a whole lease is evicted (its
+// stream is ended, so it re-attaches with a fresh snapshot). Thread-safe
+// (gRPC reactions, API calls, the sweeper).
 class Fleet {
  public:
-  // Returns a token naming this attachment; a re-attach under the same ID
-  // replaces the old one, whose later Detach is then ignored.
-  uint64_t Attach(const v1::GatewayHello& hello, absl::Time now);
+  explicit Fleet(absl::Duration lease) : lease_(lease) {}
+
+  // Returns a token naming this attachment, or 0 when a member with this ID
+  // still holds a fresh lease: a second Attach never displaces a live member.
+  // `evict` ends the stream; it is called (without the fleet's lock) if the
+  // lease runs out.
+  uint64_t Attach(const v1::GatewayHello& hello, absl::Time now, std::function<void()> evict);
   void Detach(const std::string& gateway_id, uint64_t token);
+  // Any message on the stream renews the lease.
+  void Renew(const std::string& gateway_id, uint64_t token, absl::Time now);
   void ApplySnapshot(const std::string& gateway_id, uint64_t token, const v1::SessionSnapshot& s);
   void ApplyDelta(const std::string& gateway_id, uint64_t token, const v1::SessionDelta& d);
+  // Evicts every member whose lease ran out by `now`; returns how many.
+  size_t Expire(absl::Time now);
 
-  std::vector<std::string> LiveIds() const;
-  std::vector<v1::GatewayInfo> List() const;
+  // Members with a fresh lease at `now`, sorted.
+  std::vector<std::string> LiveIds(absl::Time now) const;
+  std::vector<v1::GatewayInfo> List(absl::Time now) const;
+  absl::Duration lease() const { return lease_; }
 
  private:
   struct Member {
     uint64_t token;
     v1::GatewayHello hello;
     absl::Time attached_at;
+    absl::Time last_seen;
     int64_t sessions = 0;
+    std::function<void()> evict;
   };
+  bool Fresh(const Member& m, absl::Time now) const { return now - m.last_seen < lease_; }
+
+  const absl::Duration lease_;
   mutable absl::Mutex mu_;
   uint64_t next_token_ ABSL_GUARDED_BY(mu_) = 1;
   absl::flat_hash_map<std::string, Member> members_ ABSL_GUARDED_BY(mu_);

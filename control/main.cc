@@ -3,12 +3,15 @@
 
 #include <cstdio>
 #include <memory>
+#include <thread>
 
 #include <grpcpp/grpcpp.h>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "common/config.h"
 #include "common/ids.h"
 #include "common/logging.h"
@@ -53,17 +56,43 @@ int main(int argc, char** argv) {
   }
   auto bus = *std::move(bus_or);
   auto timers = std::make_unique<TimerQueue>();
-  control::Fleet fleet;
-  control::ScatterGather gather(bus.get(), timers.get(), [&fleet] { return fleet.LiveIds(); },
-                                "switchboard." + config.cluster() + ".gateways");
+  const absl::Duration lease = absl::Milliseconds(config.control().lease_ms());
+  control::Fleet fleet(lease);
+  const absl::Time started = absl::Now();
+  NatsClientImpl* nats = bus.get();
+  // Until one whole lease has passed since this replica started, and since
+  // its bus connection (re)opened, gateways may still be on their way: no
+  // answer may claim to be complete.
+  auto readiness = [started, lease, nats]() -> std::string {
+    const absl::Time now = absl::Now();
+    if (now < started + lease) {
+      return absl::StrCat("this control replica started ", absl::FormatDuration(now - started),
+                          " ago; gateways may not have re-attached yet (lease ", absl::FormatDuration(lease), ")");
+    }
+    const absl::Time since = nats->ConnectedSince();
+    if (now < since + lease) {
+      return absl::StrCat("this control replica's bus connection is ",
+                          since == absl::InfiniteFuture() ? std::string("down")
+                                                          : absl::StrCat(absl::FormatDuration(now - since), " old"),
+                          "; gateways may not all be reachable yet (lease ", absl::FormatDuration(lease), ")");
+    }
+    return "";
+  };
+  control::ScatterGather gather(bus.get(), timers.get(), [&fleet] { return fleet.LiveIds(absl::Now()); },
+                                "switchboard." + config.cluster() + ".gateways", readiness);
   if (auto st = gather.Start(); !st.ok()) {
     spdlog::error("{}", std::string(st.message()));
     return 1;
   }
   control::ControlService control_service(config, &fleet, &gather);
-  control::RegistryService registry_service(&fleet, NewUuid());
+  control::RegistryService registry_service(&fleet, NewUuid(), config.cluster_token());
 
   grpc::ServerBuilder builder;
+  // Gateways ping every half lease to notice a frozen control: allow it.
+  // (A frozen gateway is noticed by its missing heartbeats, the lease.)
+  const int half_lease_ms = static_cast<int>(config.control().lease_ms() / 2);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, half_lease_ms / 2);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
   int port = 0;
   builder.AddListeningPort(config.control().listen(), grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(&control_service);
@@ -77,9 +106,19 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
   spdlog::info("control listening on {} (port {})", config.control().listen(), port);
 
+  // Leases: a gateway silent for a whole lease leaves the fleet (and its
+  // stream is ended, so it comes back with a fresh snapshot).
+  absl::Notification stopping;
+  std::thread sweeper([&] {
+    const absl::Duration tick = absl::Milliseconds(config.control().heartbeat_interval_ms()) / 2;
+    while (!stopping.WaitForNotificationWithTimeout(tick)) fleet.Expire(absl::Now());
+  });
+
   int sig = 0;
   sigwait(&sigs, &sig);
   spdlog::info("signal {}: stopping", sig);
+  stopping.Notify();
+  sweeper.join();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   // Tear down in dependency order: no bus message and no timer may reach the
   // scatter-gather once it starts to go.

@@ -7,8 +7,13 @@
 
 namespace switchboard::control {
 
-ScatterGather::ScatterGather(NatsClient* bus, TimerQueue* timers, LiveFn live, std::string subject)
-    : bus_(bus), timers_(timers), live_(std::move(live)), subject_(std::move(subject)) {}
+ScatterGather::ScatterGather(NatsClient* bus, TimerQueue* timers, LiveFn live, std::string subject,
+                             ReadinessFn readiness)
+    : bus_(bus),
+      timers_(timers),
+      live_(std::move(live)),
+      subject_(std::move(subject)),
+      readiness_(std::move(readiness)) {}
 
 absl::Status ScatterGather::Start() {
   inbox_ = bus_->NewInbox();
@@ -29,15 +34,24 @@ void ScatterGather::Call(v1::BusRequest request, absl::Time deadline, Done done)
   const std::string request_id = NewUuid();
   request.set_format_version(1);
   request.set_request_id(request_id);
+  const bool command = request.has_terminate() || request.has_disconnect();
   auto pending = std::make_shared<Pending>();
   pending->asked = live_();
+  pending->not_ready = readiness_ ? readiness_() : "";
   pending->done = std::move(done);
-  if (pending->asked.empty()) {
-    // Nobody to ask: an empty fleet answers completely, at once.
+  if (pending->asked.empty() && pending->not_ready.empty()) {
+    // The fleet is known to be empty. A command still goes out (cheap, and
+    // it reaches a gateway this replica cannot know of); nobody to wait for.
+    if (command) (void)bus_->Publish(subject_, request.SerializeAsString(), "");
     GatherResult result;
     result.complete = true;
     pending->done(std::move(result));
     return;
+  }
+  if (pending->asked.empty()) {
+    // Nobody known, but the fleet is not known: gather whoever answers for a
+    // short window.
+    deadline = std::min(deadline, absl::Now() + kUnknownFleetWindow);
   }
   {
     absl::MutexLock lock(&mu_);
@@ -78,8 +92,10 @@ void ScatterGather::OnReply(const std::string& subject, const std::string& data)
     if (it == pending_.end()) return;  // late: the call already finished
     auto& p = *it->second;
     p.answers[reply.gateway_id()] = std::move(reply);
-    all_in = std::all_of(p.asked.begin(), p.asked.end(),
-                         [&p](const std::string& id) { return p.answers.count(id) > 0; });
+    // With nobody known, only the window ends the call.
+    all_in = !p.asked.empty() && std::all_of(p.asked.begin(), p.asked.end(), [&p](const std::string& id) {
+      return p.answers.count(id) > 0;
+    });
   }
   if (all_in) Finish(request_id, false);
 }
@@ -102,7 +118,12 @@ void ScatterGather::Finish(const std::string& request_id, bool timed_out) {
   for (const auto& id : result.asked) {
     if (result.answers.count(id) == 0) result.missing.push_back(id);
   }
-  result.complete = result.missing.empty();
+  result.complete = result.missing.empty() && p->not_ready.empty();
+  if (!p->not_ready.empty()) {
+    result.incomplete_reason = p->not_ready;
+  } else if (!result.missing.empty()) {
+    result.incomplete_reason = "gateways did not answer before the deadline";
+  }
   p->done(std::move(result));
 }
 

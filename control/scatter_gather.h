@@ -20,19 +20,31 @@ struct GatherResult {
   std::vector<std::string> asked;     // live gateways when the call started
   std::map<std::string, v1::BusReply> answers;  // by gateway ID (may include unasked ones)
   std::vector<std::string> missing;   // asked but did not answer in time
-  bool complete = false;              // every asked gateway answered
+  // Every asked gateway answered and this replica knew the whole fleet.
+  bool complete = false;
+  std::string incomplete_reason;      // why not, when not
 };
 
 // Broadcasts one request to every gateway over the bus and gathers the
 // answers until each gateway live at the start has answered or the deadline
 // passes; then calls `done` exactly once, on a bus or timer thread. Never
 // waits on the network itself. Thread-safe.
+//
+// Honesty rules: a terminate or disconnect is always published, even when
+// the fleet looks empty; answers from gateways that were not asked count;
+// while the replica cannot know the whole fleet (`readiness` names why), the
+// result is never complete.
 class ScatterGather {
  public:
   using Done = std::function<void(absl::StatusOr<GatherResult>)>;
   using LiveFn = std::function<std::vector<std::string>()>;
+  // "" when this replica knows the fleet; otherwise why it cannot yet.
+  using ReadinessFn = std::function<std::string()>;
+  // How long a call waits for unknown gateways when it knows of none.
+  static constexpr absl::Duration kUnknownFleetWindow = absl::Milliseconds(250);
 
-  ScatterGather(NatsClient* bus, TimerQueue* timers, LiveFn live, std::string subject);
+  ScatterGather(NatsClient* bus, TimerQueue* timers, LiveFn live, std::string subject,
+                ReadinessFn readiness = nullptr);
   // Subscribes to this replica's reply inbox.
   absl::Status Start();
 
@@ -43,6 +55,7 @@ class ScatterGather {
  private:
   struct Pending {
     std::vector<std::string> asked;
+    std::string not_ready;  // readiness at the start; "" = the fleet was known
     std::map<std::string, v1::BusReply> answers;
     Done done;
     uint64_t timer = 0;
@@ -54,6 +67,7 @@ class ScatterGather {
   TimerQueue* timers_;
   LiveFn live_;
   const std::string subject_;
+  ReadinessFn readiness_;
   std::string inbox_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<Pending>> pending_ ABSL_GUARDED_BY(mu_);

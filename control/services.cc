@@ -2,6 +2,7 @@
 
 #include <chrono>
 
+#include "common/crypto.h"
 #include "common/grpc_status.h"
 #include "control/api_logic.h"
 #include "control/pusher_auth.h"
@@ -54,9 +55,19 @@ v1::BusRequest TerminateRequest(const v1::TerminateUserRequest& req, const std::
 }  // namespace
 
 absl::Status ControlService::Authenticate(grpc::CallbackServerContext* ctx, const HttpTarget* target) const {
+  // What switchboard-http forwards about the HTTP request counts only when
+  // switchboard-http sent it: anyone else could replay a captured signed
+  // request over gRPC with another body.
+  const auto& md = ctx->client_metadata();
+  const bool has_http_md = md.count(kHttpMethodKey) || md.count(kHttpPathKey) || md.count(kHttpQueryKey) ||
+                           md.count(kHttpBodyMd5Key);
+  const bool from_proxy = ConstantTimeEquals(Metadata(ctx, kHttpProxyTokenKey), config_.http_proxy_token());
+  if (has_http_md && !from_proxy) {
+    return absl::UnauthenticatedError("x-switchboard-http-* metadata is accepted only from switchboard-http");
+  }
   const std::string authorization = Metadata(ctx, "authorization");
   const std::string api_key = Metadata(ctx, "x-api-key");
-  if (!authorization.empty() || !api_key.empty() || target == nullptr) {
+  if (!authorization.empty() || !api_key.empty() || target == nullptr || !has_http_md) {
     return CheckApiKey(config_, authorization, api_key);
   }
   HttpRequestInfo http{Metadata(ctx, kHttpMethodKey), Metadata(ctx, kHttpPathKey), Metadata(ctx, kHttpQueryKey),
@@ -203,7 +214,7 @@ grpc::ServerUnaryReactor* ControlService::ListGateways(grpc::CallbackServerConte
     reactor->Finish(ToGrpcStatus(st));
     return reactor;
   }
-  for (auto& g : fleet_->List()) *resp->add_gateways() = std::move(g);
+  for (auto& g : fleet_->List(absl::Now())) *resp->add_gateways() = std::move(g);
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
@@ -218,7 +229,7 @@ grpc::ServerUnaryReactor* ControlService::CentrifugoInfo(grpc::CallbackServerCon
     return reactor;
   }
   const int64_t now_ms = absl::ToUnixMillis(absl::Now());
-  for (const auto& g : fleet_->List()) {
+  for (const auto& g : fleet_->List(absl::Now())) {
     auto* node = resp->mutable_result()->add_nodes();
     node->set_uid(g.id());
     node->set_name(g.id());
@@ -233,42 +244,88 @@ grpc::ServerUnaryReactor* ControlService::CentrifugoInfo(grpc::CallbackServerCon
 
 namespace {
 
+// Ends an Attach stream exactly once, whoever asks first: the stream itself
+// (the gateway hung up) or the fleet (lease expired). Shared with the fleet's
+// evict callback, so that callback never touches a reactor that is gone: the
+// reactor is deleted only in OnDone, which needs Finish, which only the
+// winner of TryFinish calls.
+class FinishOnce {
+ public:
+  explicit FinishOnce(grpc::ServerBidiReactor<v1::GatewayMessage, v1::ControlMessage>* reactor)
+      : reactor_(reactor) {}
+  bool TryFinish(const grpc::Status& status) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_) return false;
+      finished_ = true;
+    }
+    reactor_->Finish(status);
+    return true;
+  }
+
+ private:
+  grpc::ServerBidiReactor<v1::GatewayMessage, v1::ControlMessage>* const reactor_;
+  absl::Mutex mu_;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+};
+
 class AttachReactor final : public grpc::ServerBidiReactor<v1::GatewayMessage, v1::ControlMessage> {
  public:
-  AttachReactor(Fleet* fleet, const std::string& control_id) : fleet_(fleet) {
+  AttachReactor(grpc::CallbackServerContext* ctx, Fleet* fleet, const std::string& control_id,
+                const std::string& cluster_token)
+      : fleet_(fleet), finish_(std::make_shared<FinishOnce>(this)) {
     welcome_.mutable_welcome()->set_control_id(control_id);
+    // Only the cluster's gateways may join the fleet.
+    if (!ConstantTimeEquals(Metadata(ctx, kClusterTokenKey), cluster_token)) {
+      spdlog::warn("attach refused: missing or wrong cluster token (peer {})", ctx->peer());
+      finish_->TryFinish(grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "missing or wrong cluster token"));
+      return;
+    }
     StartRead(&in_);
   }
 
   void OnReadDone(bool ok) override {
     if (!ok) {
-      Finish(grpc::Status::OK);
+      finish_->TryFinish(grpc::Status::OK);
       return;
     }
+    if (gateway_id_.empty() && !in_.has_hello()) {
+      finish_->TryFinish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "hello must come first"));
+      return;
+    }
+    const absl::Time now = absl::Now();
     switch (in_.kind_case()) {
-      case v1::GatewayMessage::kHello:
-        if (!gateway_id_.empty() || in_.hello().gateway_id().empty()) {
-          Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "one hello with a gateway_id first"));
+      case v1::GatewayMessage::kHello: {
+        if (!gateway_id_.empty() || in_.hello().gateway_id().empty() || in_.hello().gateway_id().size() > 256) {
+          finish_->TryFinish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "one hello with a gateway_id first"));
+          return;
+        }
+        std::weak_ptr<FinishOnce> finish = finish_;
+        token_ = fleet_->Attach(in_.hello(), now, [finish] {
+          if (auto f = finish.lock()) f->TryFinish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "lease expired"));
+        });
+        if (token_ == 0) {
+          // Never a replacement: the member keeps its place until its lease runs out.
+          spdlog::warn("attach refused: gateway {} is already attached", in_.hello().gateway_id());
+          finish_->TryFinish(grpc::Status(grpc::StatusCode::ALREADY_EXISTS,
+                                          "a gateway with this ID is attached and its lease is fresh"));
           return;
         }
         gateway_id_ = in_.hello().gateway_id();
-        token_ = fleet_->Attach(in_.hello(), absl::Now());
         spdlog::info("gateway {} attached ({})", gateway_id_, in_.hello().address());
         StartWrite(&welcome_);
         break;
+      }
       case v1::GatewayMessage::kSnapshot:
-        if (token_) fleet_->ApplySnapshot(gateway_id_, token_, in_.snapshot());
+        fleet_->ApplySnapshot(gateway_id_, token_, in_.snapshot());
         break;
       case v1::GatewayMessage::kDelta:
-        if (token_) fleet_->ApplyDelta(gateway_id_, token_, in_.delta());
+        fleet_->ApplyDelta(gateway_id_, token_, in_.delta());
         break;
       default:
         break;
     }
-    if (gateway_id_.empty()) {
-      Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "hello must come first"));
-      return;
-    }
+    fleet_->Renew(gateway_id_, token_, now);
     StartRead(&in_);
   }
 
@@ -284,6 +341,7 @@ class AttachReactor final : public grpc::ServerBidiReactor<v1::GatewayMessage, v
 
  private:
   Fleet* fleet_;
+  std::shared_ptr<FinishOnce> finish_;
   v1::GatewayMessage in_;
   v1::ControlMessage welcome_;
   std::string gateway_id_;
@@ -293,8 +351,8 @@ class AttachReactor final : public grpc::ServerBidiReactor<v1::GatewayMessage, v
 }  // namespace
 
 grpc::ServerBidiReactor<v1::GatewayMessage, v1::ControlMessage>* RegistryService::Attach(
-    grpc::CallbackServerContext*) {
-  return new AttachReactor(fleet_, control_id_);
+    grpc::CallbackServerContext* ctx) {
+  return new AttachReactor(ctx, fleet_, control_id_, cluster_token_);
 }
 
 }  // namespace switchboard::control

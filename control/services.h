@@ -63,13 +63,21 @@ class ControlService final : public v1::Control::CallbackService {
 // deletes itself when done. Fleet membership follows the stream.
 class RegistryService final : public v1::Registry::CallbackService {
  public:
-  RegistryService(Fleet* fleet, std::string control_id) : fleet_(fleet), control_id_(std::move(control_id)) {}
+  RegistryService(Fleet* fleet, std::string control_id, std::string cluster_token)
+      : fleet_(fleet), control_id_(std::move(control_id)), cluster_token_(std::move(cluster_token)) {}
   grpc::ServerBidiReactor<v1::GatewayMessage, v1::ControlMessage>* Attach(
       grpc::CallbackServerContext* ctx) override;
 
  private:
   Fleet* fleet_;
   std::string control_id_;
+  std::string cluster_token_;
 };
+
+// Metadata a gateway sends on Attach: the cluster credential.
+inline constexpr char kClusterTokenKey[] = "x-switchboard-cluster-token";
+// Metadata switchboard-http sends on every call: its own credential. Only
+// calls that carry it may use the x-switchboard-http-* metadata.
+inline constexpr char kHttpProxyTokenKey[] = "x-switchboard-proxy-token";
 
 }  // namespace switchboard::control

@@ -12,16 +12,18 @@ namespace switchboard::gateway {
 namespace {
 
 constexpr absl::Duration kBatchInterval = absl::Milliseconds(20);
-constexpr absl::Duration kLoadInterval = absl::Seconds(5);
 constexpr absl::Duration kMinBackoff = absl::Milliseconds(100);
-constexpr absl::Duration kMaxBackoff = absl::Seconds(5);
 constexpr size_t kMaxBatch = 1000;
 
 }  // namespace
 
 ControlLink::ControlLink(std::string address, v1::GatewayHello hello, Dispatcher* loop,
-                         SnapshotFn snapshot)
-    : address_(std::move(address)), hello_(std::move(hello)), loop_(loop), snapshot_(std::move(snapshot)) {}
+                         SnapshotFn snapshot, Options options)
+    : address_(std::move(address)),
+      hello_(std::move(hello)),
+      loop_(loop),
+      snapshot_(std::move(snapshot)),
+      options_(std::move(options)) {}
 
 ControlLink::~ControlLink() { Stop(); }
 
@@ -67,6 +69,9 @@ bool ControlLink::TakeSnapshot(v1::SessionSnapshot* out) {
 void ControlLink::Run() {
   absl::BitGen rng;
   absl::Duration backoff = kMinBackoff;
+  // A restarted control must see this gateway again within one lease (it
+  // answers complete=false until then): never back off longer than a third.
+  const absl::Duration max_backoff = std::max(kMinBackoff, options_.lease / 3);
   for (;;) {
     absl::Time started = absl::Now();
     AttachOnce();
@@ -74,16 +79,24 @@ void ControlLink::Run() {
     if (stop_) return;
     if (absl::Now() - started > absl::Seconds(10)) backoff = kMinBackoff;  // it was a healthy stream
     absl::Duration wait = backoff * absl::Uniform(rng, 0.5, 1.0);
-    backoff = std::min(backoff * 2, kMaxBackoff);
+    backoff = std::min(backoff * 2, max_backoff);
     mu_.AwaitWithTimeout(absl::Condition(&stop_), wait);
     if (stop_) return;
   }
 }
 
 void ControlLink::AttachOnce() {
-  auto channel = grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
+  // Keepalive pings notice a control that froze or whose network went away
+  // within about a lease, not after TCP's minutes.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, static_cast<int>(absl::ToInt64Milliseconds(options_.lease / 2)));
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, static_cast<int>(absl::ToInt64Milliseconds(options_.lease / 2)));
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  auto channel = grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args);
   auto stub = v1::Registry::NewStub(channel);
   grpc::ClientContext ctx;
+  ctx.AddMetadata("x-switchboard-cluster-token", options_.cluster_token);
   {
     absl::MutexLock lock(&mu_);
     if (stop_) return;
@@ -106,7 +119,7 @@ void ControlLink::AttachOnce() {
       absl::MutexLock lock(&mu_);
       broken_ = true;
     });
-    absl::Time next_load = absl::Now() + kLoadInterval;
+    absl::Time next_load = absl::Now() + options_.heartbeat;
     for (;;) {
       v1::GatewayMessage out;
       {
@@ -126,7 +139,7 @@ void ControlLink::AttachOnce() {
       }
       if (!out.has_delta()) {
         if (absl::Now() < next_load) continue;
-        next_load = absl::Now() + kLoadInterval;
+        next_load = absl::Now() + options_.heartbeat;
         out.mutable_load();  // a heartbeat; counts are filled by control from deltas
       }
       if (!stream->Write(out)) break;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "common/dispatcher.h"
 #include "gateway/transport.h"
 #include "switchboard/v1/registry.pb.h"
@@ -25,7 +26,13 @@ namespace switchboard::gateway {
 class ControlLink final : public SessionObserver {
  public:
   using SnapshotFn = std::function<std::vector<v1::SessionRecord>()>;  // runs on the loop
-  ControlLink(std::string address, v1::GatewayHello hello, Dispatcher* loop, SnapshotFn snapshot);
+  struct Options {
+    std::string cluster_token;                        // presented on Attach
+    absl::Duration heartbeat = absl::Seconds(1);      // a heartbeat this often keeps the lease
+    absl::Duration lease = absl::Seconds(3);          // a dead control is noticed within this
+  };
+  ControlLink(std::string address, v1::GatewayHello hello, Dispatcher* loop, SnapshotFn snapshot,
+              Options options);
   ~ControlLink() override;
 
   void Start();
@@ -46,6 +53,7 @@ class ControlLink final : public SessionObserver {
   const v1::GatewayHello hello_;
   Dispatcher* loop_;
   SnapshotFn snapshot_;
+  const Options options_;
   std::atomic<bool> attached_{false};
 
   absl::Mutex mu_;

@@ -132,8 +132,12 @@ int main(int argc, char** argv) {
   std::unique_ptr<gateway::Hub> hub;
   std::vector<std::unique_ptr<gateway::ControlLink>> links;
   for (const auto& addr : config.control().addresses()) {
+    gateway::ControlLink::Options link_opts;
+    link_opts.cluster_token = config.cluster_token();
+    link_opts.heartbeat = absl::Milliseconds(config.control().heartbeat_interval_ms());
+    link_opts.lease = absl::Milliseconds(config.control().lease_ms());
     links.push_back(std::make_unique<gateway::ControlLink>(addr, hello, server.get(),
-                                                           [&hub] { return hub->Snapshot(); }));
+                                                           [&hub] { return hub->Snapshot(); }, link_opts));
     observers.Add(links.back().get());
   }
   hub = std::make_unique<gateway::Hub>(config, gateway_id, server.get(), &observers);

@@ -50,6 +50,9 @@ if [[ ${1:-} == stop ]]; then stop_all; echo "stopped"; exit 0; fi
 
 bash scripts/setup.sh
 bash scripts/build.sh build
+# switchboard-http's credential towards control (control reads the same
+# variable through http_proxy_token in the config).
+export SWITCHBOARD_HTTP_PROXY_TOKEN=${SWITCHBOARD_HTTP_PROXY_TOKEN:-dev-http-proxy-token-change-me}
 stop_all
 mkdir -p "$RUN"
 

@@ -94,9 +94,15 @@ func headerMatcher(key string) (string, bool) {
 	return runtime.DefaultHeaderMatcher(key)
 }
 
+// switchboard-http's own credential: control honours the x-switchboard-http-*
+// metadata only next to it. From SWITCHBOARD_HTTP_PROXY_TOKEN (config:
+// http_proxy_token), never from a flag (flags show in ps).
+var proxyToken string
+
 // What control needs to check a Pusher signature.
 func requestMetadata(_ context.Context, r *http.Request) metadata.MD {
 	return metadata.Pairs(
+		"x-switchboard-proxy-token", proxyToken,
 		mdPrefix+"method", r.Method,
 		mdPrefix+"path", r.URL.Path,
 		mdPrefix+"query", r.URL.RawQuery,
@@ -129,6 +135,11 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:8080", "HTTP listen address (port 0: the OS chooses)")
 	control := flag.String("control", "127.0.0.1:50051", "switchboard-control gRPC address")
 	flag.Parse()
+	proxyToken = os.Getenv("SWITCHBOARD_HTTP_PROXY_TOKEN")
+	if len(proxyToken) < 16 {
+		fmt.Fprintln(os.Stderr, "switchboard-http: set SWITCHBOARD_HTTP_PROXY_TOKEN (at least 16 characters; control's http_proxy_token)")
+		os.Exit(2)
+	}
 
 	runtime.HTTPError = grpcError
 	runtime.OtherErrorHandler = otherError

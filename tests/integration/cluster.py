@@ -39,14 +39,15 @@ def wait_until(pred, timeout, what):
 class Proc:
     """A child process whose stdout/stderr lines are collected."""
 
-    def __init__(self, name, argv, cwd=None, stdin=False):
+    def __init__(self, name, argv, cwd=None, stdin=False, env=None):
         self.name = name
         self.argv = argv
         self.lines = []
         self.cond = threading.Condition()
         self.log = open(os.path.join(tempfile.gettempdir(), "sb-%s-%d.log" % (name, os.getpid())), "w")
         self.p = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, text=True, bufsize=1)
+                                  stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, text=True, bufsize=1,
+                                  env=None if env is None else dict(os.environ, **env))
         self.t = threading.Thread(target=self._read, daemon=True)
         self.t.start()
 
@@ -143,6 +144,9 @@ def gen_stubs(source_dir, out_dir):
     sys.path.insert(0, out_dir)
 
 
+CLUSTER_TOKEN = "test-cluster-token-0123456789"
+HTTP_PROXY_TOKEN = "test-http-proxy-token-0123456789"
+
 CONFIG = """
 cluster: {cluster}
 nats_url: nats://127.0.0.1:{nats_port}
@@ -151,10 +155,14 @@ apps:
   - {{id: demo, key: demo-key, secret: demo-secret-for-tests}}
   - {{id: other, key: other-key, secret: other-secret-for-tests}}
 api_keys: [test-api-key-1234]
+cluster_token: {cluster_token}
+http_proxy_token: {http_proxy_token}
 control:
   listen: 127.0.0.1:0
   addresses: [{control_addresses}]
   default_timeout_ms: 1000
+  heartbeat_interval_ms: {heartbeat}
+  lease_ms: {lease}
 gateway:
   listen_host: 127.0.0.1
   port: 0
@@ -169,7 +177,7 @@ gateway:
 
 class Cluster:
     def __init__(self, build_dir, source_dir, gateways=2, ping=25, http=True, max_sessions=1000, controls=1,
-                 grace=25):
+                 grace=25, heartbeat_ms=300, lease_ms=1500):
         self.build_dir = os.path.abspath(build_dir)
         self.source_dir = source_dir
         self.tmp = tempfile.mkdtemp(prefix="switchboard-test-")
@@ -178,6 +186,8 @@ class Cluster:
         self.ping = ping
         self.max_sessions = max_sessions
         self.grace = grace
+        self.heartbeat_ms = heartbeat_ms
+        self.lease_ms = lease_ms
         self.cluster = "t%d" % os.getpid()
         self.nats = self._start("nats", ["nats-server", "-a", "127.0.0.1", "-p", "-1", "-m", "-1"])
         m = self.nats.wait_line(r"Listening for client connections on [\d.]+:(\d+)")
@@ -202,8 +212,21 @@ class Cluster:
         self.http_port = None
         if http:
             self.http = self._start("http", [self.bin("deploy/http-proxy/switchboard-http"), "--listen",
-                                             "127.0.0.1:0", "--control", "127.0.0.1:%d" % self.control_port])
+                                             "127.0.0.1:0", "--control", "127.0.0.1:%d" % self.control_port],
+                                    env={"SWITCHBOARD_HTTP_PROXY_TOKEN": HTTP_PROXY_TOKEN})
             self.http_port = int(self.http.wait_line(r"READY port=(\d+)").group(1))
+        self.wait_ready()
+
+    def wait_ready(self, ports=None, timeout=15):
+        """Waits until every control replica is past its first lease: before
+        that it answers complete=false by design."""
+        for port in ports or self.control_ports:
+            def complete():
+                out = subprocess.run([self.bin("cli/switchboardctl"), "--config", self.config, "--control",
+                                      "127.0.0.1:%d" % port, "connections", "--user", "readiness-probe"],
+                                     capture_output=True, text=True, timeout=20)
+                return out.returncode == 0 and json.loads(out.stdout)["result"].get("complete") is True
+            wait_until(complete, timeout, "control 127.0.0.1:%d past its first lease" % port)
 
     def nats_out_msgs(self, conn_name):
         """Messages nats-server has delivered to the named client connection."""
@@ -231,6 +254,7 @@ class Cluster:
             self.bin("control/switchboard-control"), "--config", self.config,
             "--listen", "127.0.0.1:%d" % self.control_port])
         self.control.wait_line(r"READY port=(\d+)")
+        self.controls[0] = self.control
 
     def bin(self, rel):
         return os.path.join(self.build_dir, rel)
@@ -240,7 +264,9 @@ class Cluster:
         with open(self.config, "w") as f:
             f.write(CONFIG.format(cluster=self.cluster, nats_port=self.nats_port,
                                   control_addresses=addresses, ping=self.ping,
-                                  max_sessions=self.max_sessions, grace=self.grace))
+                                  max_sessions=self.max_sessions, grace=self.grace,
+                                  cluster_token=CLUSTER_TOKEN, http_proxy_token=HTTP_PROXY_TOKEN,
+                                  heartbeat=self.heartbeat_ms, lease=self.lease_ms))
 
     def _start(self, name, argv, **kw):
         p = Proc(name, argv, **kw)

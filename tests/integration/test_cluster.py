@@ -338,6 +338,7 @@ class ControlRestartTest(unittest.TestCase):
             c.restart_control()
             # A fresh control knows nothing until the gateways re-attach and resend their sessions.
             wait_until(lambda: fleet() == {"gw-1": 1, "gw-2": 2}, 15, "snapshots after re-attach")
+            c.wait_ready()  # a restarted replica answers complete=false for one lease
             res = s.UserConnections(pb.UserConnectionsRequest(app_id="demo", user_id="90"), metadata=API_KEY,
                                     timeout=2).result
             self.assertEqual(len(res.connections), 3)

@@ -16,6 +16,8 @@ apps:
     key: demo-key
     secret: demo-secret-123
 api_keys: [api-key-12345]
+cluster_token: cluster-token-0123456789
+http_proxy_token: proxy-token-0123456789
 )";
 
 absl::Status Load(const std::string& text) {
@@ -32,6 +34,8 @@ TEST(Config, MinimalFileGetsDefaults) {
   EXPECT_EQ(c->control().listen(), "127.0.0.1:50051");
   EXPECT_EQ(c->control().addresses(0), "127.0.0.1:50051");
   EXPECT_EQ(c->control().default_timeout_ms(), 1000u);
+  EXPECT_EQ(c->control().heartbeat_interval_ms(), 1000u);
+  EXPECT_EQ(c->control().lease_ms(), 3000u);
   EXPECT_EQ(c->gateway().ping_interval_s(), 25u);
   EXPECT_EQ(c->gateway().max_sessions(), 18000u);
   EXPECT_EQ(c->gateway().max_message_bytes(), 65536u);
@@ -42,7 +46,8 @@ TEST(Config, MinimalFileGetsDefaults) {
 
 TEST(Config, JsonIsAcceptedToo) {
   EXPECT_TRUE(Load(R"({"cluster":"c","nats_url":"nats://x:1","apps":[{"id":"a","key":"k","secret":"12345678"}],
-                     "api_keys":["12345678"]})").ok());
+                     "api_keys":["12345678"],"cluster_token":"0123456789abcdef",
+                     "http_proxy_token":"0123456789abcdef"})").ok());
 }
 
 TEST(Config, SecretsComeFromTheEnvironment) {
@@ -114,6 +119,14 @@ INSTANTIATE_TEST_SUITE_P(
                 "default_app: b\n",
                 "default_app"},
         BadCase{"cluster: c\nnats_url: n\napps: [{id: a, key: k, secret: 12345678}]\n", "api_keys"},
+        BadCase{"cluster: c\nnats_url: n\napps: [{id: a, key: k, secret: 12345678}]\napi_keys: [12345678]\n",
+                "cluster_token"},
+        BadCase{"cluster: c\nnats_url: n\napps: [{id: a, key: k, secret: 12345678}]\napi_keys: [12345678]\n"
+                "cluster_token: 0123456789abcdef\nhttp_proxy_token: short\n",
+                "http_proxy_token"},
+        BadCase{"cluster: c\nnats_url: n\napps: [{id: a, key: k, secret: 12345678}]\napi_keys: [12345678]\n"
+                "control: {heartbeat_interval_ms: 1000, lease_ms: 1500}\n",
+                "control.lease_ms"},
         BadCase{"cluster: c\nnats_url: n\napps: [{id: a, key: k, secret: 12345678}]\napi_keys: [12345678]\n"
                 "control: {listen: nohostport}\n",
                 "control.listen"},

@@ -51,17 +51,35 @@ class FakeGateway {
 class ScatterGatherTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    sg_ = std::make_unique<ScatterGather>(&bus_, &timers_, [this] { return live_; }, kSubject);
+    sg_ = std::make_unique<ScatterGather>(
+        &bus_, &timers_, [this] { return live_; }, kSubject,
+        [this] {
+          absl::MutexLock lock(&mu_);
+          return not_ready_;
+        });
     ASSERT_TRUE(sg_->Start().ok());
   }
 
+  void set_not_ready(const std::string& why) {
+    absl::MutexLock lock(&mu_);
+    not_ready_ = why;
+  }
+
+  static v1::BusRequest Terminate() {
+    v1::BusRequest req;
+    req.mutable_terminate()->set_app_id("demo");
+    req.mutable_terminate()->set_user_id("42");
+    return req;
+  }
+
   // Calls and waits (bounded) for the result.
-  absl::StatusOr<GatherResult> CallAndWait(absl::Duration deadline) {
+  absl::StatusOr<GatherResult> CallAndWait(absl::Duration deadline, v1::BusRequest req = v1::BusRequest()) {
     auto promise = std::make_shared<std::promise<absl::StatusOr<GatherResult>>>();
     auto future = promise->get_future();
-    v1::BusRequest req;
-    req.mutable_user_query()->set_app_id("demo");
-    req.mutable_user_query()->set_user_id("42");
+    if (req.op_case() == v1::BusRequest::OP_NOT_SET) {
+      req.mutable_user_query()->set_app_id("demo");
+      req.mutable_user_query()->set_user_id("42");
+    }
     sg_->Call(req, absl::Now() + deadline, [promise](absl::StatusOr<GatherResult> r) { promise->set_value(std::move(r)); });
     if (future.wait_for(std::chrono::seconds(10)) != std::future_status::ready) {
       return absl::DeadlineExceededError("test: no answer within 10 s");
@@ -72,6 +90,8 @@ class ScatterGatherTest : public ::testing::Test {
   InMemoryBus bus_;
   TimerQueue timers_;
   std::vector<std::string> live_;
+  absl::Mutex mu_;
+  std::string not_ready_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<ScatterGather> sg_;
 };
 
@@ -147,7 +167,7 @@ TEST_F(ScatterGatherTest, UnaskedGatewayAnswerIsKeptButNotAwaited) {
   EXPECT_EQ(r->answers.count("gw-a"), 1u);
 }
 
-TEST_F(ScatterGatherTest, EmptyFleetIsCompleteAtOnce) {
+TEST_F(ScatterGatherTest, KnownEmptyFleetIsCompleteAtOnce) {
   live_ = {};
   auto r = CallAndWait(absl::Seconds(30));
   ASSERT_TRUE(r.ok());
@@ -195,6 +215,56 @@ TEST_F(ScatterGatherTest, RequestCarriesFormatVersionAndId) {
   EXPECT_EQ(seen[0].format_version(), 1u);
   EXPECT_FALSE(seen[0].request_id().empty());
   EXPECT_EQ(seen[0].user_query().user_id(), "42");
+}
+
+TEST_F(ScatterGatherTest, TerminateIsPublishedEvenWhenTheFleetLooksEmpty) {
+  // Right after a control restart nobody has re-attached yet, but gateways
+  // are out there: the terminate must reach them.
+  FakeGateway unknown(&bus_, "gw-unknown", FakeGateway::Mode::kAnswer);
+  live_ = {};
+  set_not_ready("control started 10ms ago");
+  auto r = CallAndWait(absl::Seconds(30), Terminate());
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(unknown.requests(), 1);
+  EXPECT_FALSE(r->complete);
+  EXPECT_EQ(r->incomplete_reason, "control started 10ms ago");
+  // Its closes count, and it is named.
+  EXPECT_EQ(r->answers.count("gw-unknown"), 1u);
+  // Bounded by the short window, not the 30 s deadline.
+  EXPECT_EQ(sg_->in_flight(), 0u);
+}
+
+TEST_F(ScatterGatherTest, KnownEmptyFleetStillPublishesCommands) {
+  live_ = {};
+  auto r = CallAndWait(absl::Seconds(30), Terminate());
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->complete);
+  EXPECT_EQ(bus_.published(), 1);
+}
+
+TEST_F(ScatterGatherTest, NotReadyReplicaNeverAnswersComplete) {
+  FakeGateway a(&bus_, "gw-a", FakeGateway::Mode::kAnswer);
+  live_ = {"gw-a"};
+  set_not_ready("fleet not known yet");
+  auto r = CallAndWait(absl::Seconds(30));
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->complete);
+  EXPECT_EQ(r->incomplete_reason, "fleet not known yet");
+  EXPECT_EQ(r->answers.count("gw-a"), 1u);
+  set_not_ready("");
+  r = CallAndWait(absl::Seconds(30));
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->complete);
+  EXPECT_EQ(r->incomplete_reason, "");
+}
+
+TEST_F(ScatterGatherTest, MissingGatewaysAreTheReason) {
+  FakeGateway b(&bus_, "gw-b", FakeGateway::Mode::kSilent);
+  live_ = {"gw-b"};
+  auto r = CallAndWait(absl::Milliseconds(50));
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->complete);
+  EXPECT_FALSE(r->incomplete_reason.empty());
 }
 
 }  // namespace

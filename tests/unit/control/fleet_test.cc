@@ -1,0 +1,62 @@
+#include "control/fleet.h"
+
+#include "gtest/gtest.h"
+
+namespace switchboard::control {
+namespace {
+
+v1::GatewayHello Hello(const std::string& id) {
+  v1::GatewayHello h;
+  h.set_gateway_id(id);
+  return h;
+}
+
+const absl::Time kT0 = absl::FromUnixSeconds(1'800'000'000);
+
+TEST(Fleet, SecondAttachWithALiveIdIsRefusedNotAReplacement) {
+  Fleet fleet(absl::Seconds(3));
+  int evicted = 0;
+  uint64_t first = fleet.Attach(Hello("gw-1"), kT0, [&] { ++evicted; });
+  ASSERT_NE(first, 0u);
+  EXPECT_EQ(fleet.Attach(Hello("gw-1"), kT0 + absl::Seconds(1), [] {}), 0u);
+  // The intruder hanging up changes nothing: it never had a token.
+  EXPECT_EQ(fleet.LiveIds(kT0 + absl::Seconds(1)), std::vector<std::string>{"gw-1"});
+  EXPECT_EQ(evicted, 0);
+}
+
+TEST(Fleet, LeaseRunsOutWithoutMessagesAndIsRenewedByThem) {
+  Fleet fleet(absl::Seconds(3));
+  int evicted = 0;
+  uint64_t t = fleet.Attach(Hello("gw-1"), kT0, [&] { ++evicted; });
+  fleet.Renew("gw-1", t, kT0 + absl::Seconds(2));
+  EXPECT_EQ(fleet.Expire(kT0 + absl::Seconds(4)), 0u);
+  EXPECT_EQ(fleet.LiveIds(kT0 + absl::Seconds(4)).size(), 1u);
+  // Silent past the lease: not live at once, evicted (stream ended) by the sweep.
+  EXPECT_TRUE(fleet.LiveIds(kT0 + absl::Seconds(5)).empty());
+  EXPECT_EQ(fleet.Expire(kT0 + absl::Seconds(5)), 1u);
+  EXPECT_EQ(evicted, 1);
+  EXPECT_TRUE(fleet.List(kT0 + absl::Seconds(5)).empty());
+}
+
+TEST(Fleet, ASilentMemberCanBeTakenOverAndItsOldStreamEnds) {
+  Fleet fleet(absl::Seconds(3));
+  int old_evicted = 0;
+  uint64_t old_token = fleet.Attach(Hello("gw-1"), kT0, [&] { ++old_evicted; });
+  uint64_t fresh = fleet.Attach(Hello("gw-1"), kT0 + absl::Seconds(4), [] {});
+  ASSERT_NE(fresh, 0u);
+  EXPECT_EQ(old_evicted, 1);
+  // The old stream's late detach does not remove the new member.
+  fleet.Detach("gw-1", old_token);
+  EXPECT_EQ(fleet.LiveIds(kT0 + absl::Seconds(4)), std::vector<std::string>{"gw-1"});
+}
+
+TEST(Fleet, DetachWithTheRightTokenLeaves) {
+  Fleet fleet(absl::Seconds(3));
+  uint64_t t = fleet.Attach(Hello("gw-1"), kT0, [] {});
+  fleet.Detach("gw-1", t);
+  EXPECT_TRUE(fleet.LiveIds(kT0).empty());
+  EXPECT_NE(fleet.Attach(Hello("gw-1"), kT0, [] {}), 0u);
+}
+
+}  // namespace
+}  // namespace switchboard::control
