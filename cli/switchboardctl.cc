@@ -136,6 +136,30 @@ int Sign(const v1::Config& config, const std::string& app_id) {
   return 0;
 }
 
+// nats-server's authorization block for this cluster: one user per role with
+// the least it needs. Gateways: subscribe to the broadcast subject, answer
+// only what they received (allow_responses implicitly denies every other
+// publish). Control: publish the broadcast, subscribe to reply inboxes.
+int NatsConfig(const v1::Config& config) {
+  using nlohmann::json;
+  const std::string subject = GatewaysSubject(config.cluster());
+  auto q = [](const std::string& s) { return json(s).dump(-1, ' ', false, json::error_handler_t::replace); };
+  std::printf(
+      "# nats-server authorization for Switchboard cluster %s (switchboardctl nats-config)\n"
+      "authorization {\n"
+      "  users = [\n"
+      "    {user: %s, password: %s,\n"
+      "     permissions: {subscribe: {allow: [%s]}, allow_responses: true}}\n"
+      "    {user: %s, password: %s,\n"
+      "     permissions: {publish: {allow: [%s]}, subscribe: {allow: [\"_INBOX.>\"]}}}\n"
+      "  ]\n"
+      "}\n",
+      config.cluster().c_str(), q(config.nats_gateway().user()).c_str(), q(config.nats_gateway().password()).c_str(),
+      q(subject).c_str(), q(config.nats_control().user()).c_str(), q(config.nats_control().password()).c_str(),
+      q(subject).c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -146,7 +170,8 @@ int main(int argc, char** argv) {
       "  terminate   --user=U [--except=ID,..] [--code=C --reason=R]  close a user's connections\n"
       "  disconnect  --client=ID                                       close one connection\n"
       "  gateways                                                      the attached gateways\n"
-      "  sign        --path=P [--method=M] [--body=B]                   Pusher-style signed query string");
+      "  sign        --path=P [--method=M] [--body=B]                   Pusher-style signed query string\n"
+      "  nats-config                                                   nats-server users and permissions");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() != 2) return Fail("expected one command; see --help", 2);
   const std::string cmd = args[1];
@@ -157,6 +182,7 @@ int main(int argc, char** argv) {
   std::string app_id = absl::GetFlag(FLAGS_app).empty() ? config.default_app() : absl::GetFlag(FLAGS_app);
 
   if (cmd == "sign") return Sign(config, app_id);
+  if (cmd == "nats-config") return NatsConfig(config);
   if (cmd == "gentoken") {
     if (absl::GetFlag(FLAGS_user).empty()) return Fail("gentoken needs --user", 2);
     return GenToken(config, app_id);

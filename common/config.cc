@@ -235,6 +235,14 @@ absl::Status ValidateConfig(v1::Config& c) {
   if (c.cluster_token().size() < 16) {
     return Bad("cluster_token", "at least 16 characters are required (gateways present it to control)");
   }
+  for (const auto& [name, creds] : {std::pair<const char*, const v1::NatsCredentials*>{"nats_gateway", &c.nats_gateway()},
+                                    {"nats_control", &c.nats_control()}}) {
+    if (creds->user().empty()) return Bad(std::string(name) + ".user", "must not be empty (NATS runs with authentication)");
+    if (creds->password().size() < 12) return Bad(std::string(name) + ".password", "at least 12 characters");
+  }
+  if (c.nats_gateway().user() == c.nats_control().user()) {
+    return Bad("nats_control.user", "must differ from nats_gateway.user (each role has its own permissions)");
+  }
   if (c.http_proxy_token().size() < 16) {
     return Bad("http_proxy_token", "at least 16 characters are required (switchboard-http presents it to control)");
   }
@@ -260,5 +268,7 @@ const v1::AppConfig* FindApp(const v1::Config& config, const std::string& app_id
   }
   return nullptr;
 }
+
+std::string GatewaysSubject(const std::string& cluster) { return "switchboard." + cluster + ".gateways"; }
 
 }  // namespace switchboard

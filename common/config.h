@@ -20,6 +20,10 @@ absl::Status ValidateConfig(v1::Config& config);
 absl::StatusOr<v1::Config> LoadConfig(const std::string& path);
 
 // The app with this ID, or nullptr.
+// The NATS subject control broadcasts its requests on; gateways subscribe to
+// it. User and app IDs never appear in subjects.
+std::string GatewaysSubject(const std::string& cluster);
+
 const v1::AppConfig* FindApp(const v1::Config& config, const std::string& app_id);
 
 }  // namespace switchboard

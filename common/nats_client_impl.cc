@@ -33,13 +33,16 @@ absl::Time NatsClientImpl::ConnectedSince() const {
 }
 
 absl::StatusOr<std::unique_ptr<NatsClientImpl>> NatsClientImpl::Create(const std::string& url,
-                                                                      const std::string& name) {
+                                                                      const std::string& name,
+                                                                      const std::string& user,
+                                                                      const std::string& password) {
   std::unique_ptr<NatsClientImpl> client(new NatsClientImpl());
   natsOptions* opts = nullptr;
   if (auto st = FromNats(natsOptions_Create(&opts), "nats options"); !st.ok()) return st;
   std::unique_ptr<natsOptions, void (*)(natsOptions*)> guard(opts, natsOptions_Destroy);
   natsStatus s = natsOptions_SetURL(opts, url.c_str());
   if (s == NATS_OK) s = natsOptions_SetName(opts, name.c_str());
+  if (s == NATS_OK && !user.empty()) s = natsOptions_SetUserInfo(opts, user.c_str(), password.c_str());
   if (s == NATS_OK) s = natsOptions_SetSendAsap(opts, true);
   if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts, -1);
   if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts, 250);

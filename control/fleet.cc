@@ -73,6 +73,12 @@ size_t Fleet::Expire(absl::Time now) {
   return evicted.size();
 }
 
+bool Fleet::IsLive(const std::string& gateway_id, absl::Time now) const {
+  absl::MutexLock lock(&mu_);
+  auto it = members_.find(gateway_id);
+  return it != members_.end() && Fresh(it->second, now);
+}
+
 std::vector<std::string> Fleet::LiveIds(absl::Time now) const {
   absl::MutexLock lock(&mu_);
   std::vector<std::string> out;

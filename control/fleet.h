@@ -35,6 +35,7 @@ class Fleet {
   // Evicts every member whose lease ran out by `now`; returns how many.
   size_t Expire(absl::Time now);
 
+  bool IsLive(const std::string& gateway_id, absl::Time now) const;
   // Members with a fresh lease at `now`, sorted.
   std::vector<std::string> LiveIds(absl::Time now) const;
   std::vector<v1::GatewayInfo> List(absl::Time now) const;

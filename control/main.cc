@@ -49,7 +49,8 @@ int main(int argc, char** argv) {
   sigaddset(&sigs, SIGINT);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
-  auto bus_or = NatsClientImpl::Create(config.nats_url(), "switchboard-control");
+  auto bus_or = NatsClientImpl::Create(config.nats_url(), "switchboard-control", config.nats_control().user(),
+                                       config.nats_control().password());
   if (!bus_or.ok()) {
     spdlog::error("{}", std::string(bus_or.status().message()));
     return 1;
@@ -79,7 +80,8 @@ int main(int argc, char** argv) {
     return "";
   };
   control::ScatterGather gather(bus.get(), timers.get(), [&fleet] { return fleet.LiveIds(absl::Now()); },
-                                "switchboard." + config.cluster() + ".gateways", readiness);
+                                GatewaysSubject(config.cluster()), readiness,
+                                [&fleet](const std::string& id) { return fleet.IsLive(id, absl::Now()); });
   if (auto st = gather.Start(); !st.ok()) {
     spdlog::error("{}", std::string(st.message()));
     return 1;

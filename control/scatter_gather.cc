@@ -8,12 +8,13 @@
 namespace switchboard::control {
 
 ScatterGather::ScatterGather(NatsClient* bus, TimerQueue* timers, LiveFn live, std::string subject,
-                             ReadinessFn readiness)
+                             ReadinessFn readiness, MemberFn is_member)
     : bus_(bus),
       timers_(timers),
       live_(std::move(live)),
       subject_(std::move(subject)),
-      readiness_(std::move(readiness)) {}
+      readiness_(std::move(readiness)),
+      is_member_(std::move(is_member)) {}
 
 absl::Status ScatterGather::Start() {
   inbox_ = bus_->NewInbox();
@@ -85,13 +86,20 @@ void ScatterGather::OnReply(const std::string& subject, const std::string& data)
     return;
   }
   const std::string request_id = reply.request_id();
+  // Membership is checked outside our lock (the fleet has its own).
+  const bool member = !is_member_ || is_member_(reply.gateway_id());
   bool all_in = false;
   {
     absl::MutexLock lock(&mu_);
     auto it = pending_.find(request_id);
     if (it == pending_.end()) return;  // late: the call already finished
     auto& p = *it->second;
-    p.answers[reply.gateway_id()] = std::move(reply);
+    if (!member && p.not_ready.empty()) {
+      spdlog::warn("bus: answer from {}, which is not in the fleet, ignored", reply.gateway_id());
+      return;
+    }
+    // The first answer of a gateway stands; a second one is not counted again.
+    p.answers.emplace(reply.gateway_id(), std::move(reply));
     // With nobody known, only the window ends the call.
     all_in = !p.asked.empty() && std::all_of(p.asked.begin(), p.asked.end(), [&p](const std::string& id) {
       return p.answers.count(id) > 0;

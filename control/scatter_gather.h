@@ -40,11 +40,16 @@ class ScatterGather {
   using LiveFn = std::function<std::vector<std::string>()>;
   // "" when this replica knows the fleet; otherwise why it cannot yet.
   using ReadinessFn = std::function<std::string()>;
+  // Whether a gateway ID is a member of the fleet now.
+  using MemberFn = std::function<bool(const std::string&)>;
   // How long a call waits for unknown gateways when it knows of none.
   static constexpr absl::Duration kUnknownFleetWindow = absl::Milliseconds(250);
 
+  // Answers count only from fleet members (`is_member`; any gateway while
+  // the replica is not ready, since it cannot tell), and only the first
+  // answer of each gateway.
   ScatterGather(NatsClient* bus, TimerQueue* timers, LiveFn live, std::string subject,
-                ReadinessFn readiness = nullptr);
+                ReadinessFn readiness = nullptr, MemberFn is_member = nullptr);
   // Subscribes to this replica's reply inbox.
   absl::Status Start();
 
@@ -68,6 +73,7 @@ class ScatterGather {
   LiveFn live_;
   const std::string subject_;
   ReadinessFn readiness_;
+  MemberFn is_member_;
   std::string inbox_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<Pending>> pending_ ABSL_GUARDED_BY(mu_);

@@ -2,15 +2,14 @@
 
 #include <memory>
 
+#include "common/config.h"
 #include "spdlog/spdlog.h"
 #include "switchboard/v1/bus.pb.h"
 
 namespace switchboard::gateway {
 
-std::string BroadcastSubject(const std::string& cluster) { return "switchboard." + cluster + ".gateways"; }
-
 absl::Status BusHandler::Start(const std::string& cluster) {
-  return bus_->Subscribe(BroadcastSubject(cluster),
+  return bus_->Subscribe(GatewaysSubject(cluster),
                          [this](const std::string&, const std::string& reply, const std::string& data) {
                            OnMessage(reply, data);
                          });

@@ -10,9 +10,6 @@
 
 namespace switchboard::gateway {
 
-// Subject every gateway of a cluster listens on for control's broadcasts.
-std::string BroadcastSubject(const std::string& cluster);
-
 // Receives control's broadcasts on a NATS thread, posts each to the loop, and
 // publishes the hub's answer to the request's reply subject. Never touches
 // the hub off the loop thread.

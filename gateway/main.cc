@@ -115,7 +115,8 @@ int main(int argc, char** argv) {
     gateway_id = absl::StrCat(host, "-", server->port());
   }
 
-  auto bus_or = NatsClientImpl::Create(config.nats_url(), "switchboard-gateway " + gateway_id);
+  auto bus_or = NatsClientImpl::Create(config.nats_url(), "switchboard-gateway " + gateway_id,
+                                       config.nats_gateway().user(), config.nats_gateway().password());
   if (!bus_or.ok()) {
     spdlog::error("{}", std::string(bus_or.status().message()));
     return 1;

@@ -56,7 +56,9 @@ export SWITCHBOARD_HTTP_PROXY_TOKEN=${SWITCHBOARD_HTTP_PROXY_TOKEN:-dev-http-pro
 stop_all
 mkdir -p "$RUN"
 
-start nats 'Server is ready' nats-server -a 127.0.0.1 -p $NATS_PORT
+# NATS with one user per role and least permissions, from the same config.
+build/cli/switchboardctl --config "$CONFIG" nats-config >"$RUN/nats.conf"
+start nats 'Server is ready' nats-server -c "$RUN/nats.conf" -a 127.0.0.1 -p $NATS_PORT
 start control 'READY port=' build/control/switchboard-control --config "$CONFIG"
 i=1
 for port in "${GW_PORTS[@]}"; do

@@ -146,6 +146,8 @@ def gen_stubs(source_dir, out_dir):
 
 CLUSTER_TOKEN = "test-cluster-token-0123456789"
 HTTP_PROXY_TOKEN = "test-http-proxy-token-0123456789"
+NATS_GATEWAY = ("sb-gateway", "test-nats-gateway-password")
+NATS_CONTROL = ("sb-control", "test-nats-control-password")
 
 CONFIG = """
 cluster: {cluster}
@@ -157,6 +159,8 @@ apps:
 api_keys: [test-api-key-1234]
 cluster_token: {cluster_token}
 http_proxy_token: {http_proxy_token}
+nats_gateway: {{user: {nats_gateway_user}, password: {nats_gateway_password}}}
+nats_control: {{user: {nats_control_user}, password: {nats_control_password}}}
 control:
   listen: 127.0.0.1:0
   addresses: [{control_addresses}]
@@ -189,11 +193,19 @@ class Cluster:
         self.heartbeat_ms = heartbeat_ms
         self.lease_ms = lease_ms
         self.cluster = "t%d" % os.getpid()
-        self.nats = self._start("nats", ["nats-server", "-a", "127.0.0.1", "-p", "-1", "-m", "-1"])
+        # NATS runs with one user per role, its authorization printed by the
+        # CLI from the same config the components read.
+        self.nats_port = 0
+        self.config = os.path.join(self.tmp, "switchboard.yaml")
+        self._write_config([0])
+        self.nats_conf = os.path.join(self.tmp, "nats.conf")
+        with open(self.nats_conf, "w") as f:
+            f.write(self.ctl("nats-config"))
+        self.nats = self._start("nats", ["nats-server", "-c", self.nats_conf, "-a", "127.0.0.1", "-p", "-1",
+                                         "-m", "-1"])
         m = self.nats.wait_line(r"Listening for client connections on [\d.]+:(\d+)")
         self.nats_port = int(m.group(1))
         self.nats_monitor_port = int(self.nats.wait_line(r"Starting http monitor on [\d.]+:(\d+)").group(1))
-        self.config = os.path.join(self.tmp, "switchboard.yaml")
         self._write_config([0])
         # Replicas: every gateway attaches to each (config control.addresses).
         self.controls = []
@@ -242,7 +254,8 @@ class Cluster:
         """Starts nats-server again on the same port (clients reconnect by themselves)."""
         self._restarts = getattr(self, "_restarts", 0) + 1
         self.nats = self._start("nats-%d" % self._restarts,
-                                ["nats-server", "-a", "127.0.0.1", "-p", str(self.nats_port), "-m", "-1"])
+                                ["nats-server", "-c", self.nats_conf, "-a", "127.0.0.1", "-p", str(self.nats_port),
+                                 "-m", "-1"])
         self.nats.wait_line(r"Server is ready")
         self.nats_monitor_port = int(self.nats.wait_line(r"Starting http monitor on [\d.]+:(\d+)").group(1))
 
@@ -266,7 +279,9 @@ class Cluster:
                                   control_addresses=addresses, ping=self.ping,
                                   max_sessions=self.max_sessions, grace=self.grace,
                                   cluster_token=CLUSTER_TOKEN, http_proxy_token=HTTP_PROXY_TOKEN,
-                                  heartbeat=self.heartbeat_ms, lease=self.lease_ms))
+                                  heartbeat=self.heartbeat_ms, lease=self.lease_ms,
+                                  nats_gateway_user=NATS_GATEWAY[0], nats_gateway_password=NATS_GATEWAY[1],
+                                  nats_control_user=NATS_CONTROL[0], nats_control_password=NATS_CONTROL[1]))
 
     def _start(self, name, argv, **kw):
         p = Proc(name, argv, **kw)

@@ -8,6 +8,7 @@ import hmac
 import json
 import os
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -17,8 +18,8 @@ import unittest
 import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import (CLUSTER_TOKEN, HTTP_PROXY_TOKEN, Cluster, Driver, gen_stubs, parse_args,  # noqa: E402
-                     wait_until)
+from cluster import (CLUSTER_TOKEN, HTTP_PROXY_TOKEN, NATS_CONTROL, NATS_GATEWAY, Cluster, Driver,  # noqa: E402
+                     gen_stubs, parse_args, wait_until)
 
 ARGS = None
 API_KEY = (("authorization", "apikey test-api-key-1234"),)
@@ -129,6 +130,64 @@ class ProxyMetadataTest(unittest.TestCase):
         t = stub.TerminateUser(req, metadata=forwarded + (("x-switchboard-proxy-token", HTTP_PROXY_TOKEN),),
                                timeout=2)
         self.assertEqual(t.closed, 1)
+
+
+class NatsSession:
+    """A bare NATS protocol client (the server's own text protocol), to try
+    what a stranger on the bus could do."""
+
+    def __init__(self, port, creds=None):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.f = self.sock.makefile("rb")
+        self.f.readline()  # INFO
+        opts = {"verbose": False, "pedantic": False, "name": "intruder", "lang": "python", "version": "0",
+                "protocol": 1}
+        if creds:
+            opts.update(user=creds[0], **{"pass": creds[1]})
+        self.sock.sendall(("CONNECT %s\r\nPING\r\n" % json.dumps(opts)).encode())
+
+    def line(self):
+        return self.f.readline().decode().strip()
+
+    def send(self, text):
+        """Sends one protocol op and returns what the server said before its PONG."""
+        self.sock.sendall(text.encode() + b"\r\nPING\r\n")
+        said = []
+        while True:
+            line = self.line()
+            if line in ("PONG", ""):
+                return " ".join(said)
+            said.append(line)
+
+    def close(self):
+        self.f.close()
+        self.sock.close()
+
+
+class NatsPermissionsTest(unittest.TestCase):
+    def test_bus_refuses_strangers_and_roles_outside_their_permissions(self):
+        subject = "switchboard.%s.gateways" % cluster.cluster
+        # No credentials, or wrong ones: refused at CONNECT.
+        for creds in (None, (NATS_GATEWAY[0], "wrong-password-123")):
+            n = NatsSession(cluster.nats_port, creds)
+            self.assertIn("Authorization Violation", n.line())
+            n.close()
+        # A gateway's credential can neither send requests nor read replies.
+        n = NatsSession(cluster.nats_port, NATS_GATEWAY)
+        self.assertEqual(n.line(), "PONG")
+        self.assertIn("Permissions Violation for Publish", n.send("PUB %s 5\r\nhello" % subject))
+        self.assertIn("Permissions Violation for Subscription", n.send("SUB _INBOX.> 1"))
+        n.close()
+        # Control's credential cannot listen to the requests (user IDs, meta).
+        n = NatsSession(cluster.nats_port, NATS_CONTROL)
+        self.assertEqual(n.line(), "PONG")
+        self.assertIn("Permissions Violation for Subscription", n.send("SUB %s 1" % subject))
+        n.close()
+        # The real components still work under these rules.
+        name, cid = open_client("302", "gw-1")
+        res = stub.UserConnections(pb.UserConnectionsRequest(app_id="demo", user_id="302"), metadata=API_KEY,
+                                   timeout=2).result
+        self.assertEqual((list(res.connections), res.complete), ([cid], True))
 
 
 class ControlRestartHonestyTest(unittest.TestCase):

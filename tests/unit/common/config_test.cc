@@ -18,6 +18,8 @@ apps:
 api_keys: [api-key-12345]
 cluster_token: cluster-token-0123456789
 http_proxy_token: proxy-token-0123456789
+nats_gateway: {user: gw, password: gw-password-1234}
+nats_control: {user: ctl, password: ctl-password-1234}
 )";
 
 absl::Status Load(const std::string& text) {
@@ -47,7 +49,9 @@ TEST(Config, MinimalFileGetsDefaults) {
 TEST(Config, JsonIsAcceptedToo) {
   EXPECT_TRUE(Load(R"({"cluster":"c","nats_url":"nats://x:1","apps":[{"id":"a","key":"k","secret":"12345678"}],
                      "api_keys":["12345678"],"cluster_token":"0123456789abcdef",
-                     "http_proxy_token":"0123456789abcdef"})").ok());
+                     "http_proxy_token":"0123456789abcdef",
+                     "nats_gateway":{"user":"g","password":"0123456789ab"},
+                     "nats_control":{"user":"c","password":"0123456789ab"}})").ok());
 }
 
 TEST(Config, SecretsComeFromTheEnvironment) {
@@ -122,8 +126,16 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"cluster: c\nnats_url: n\napps: [{id: a, key: k, secret: 12345678}]\napi_keys: [12345678]\n",
                 "cluster_token"},
         BadCase{"cluster: c\nnats_url: n\napps: [{id: a, key: k, secret: 12345678}]\napi_keys: [12345678]\n"
-                "cluster_token: 0123456789abcdef\nhttp_proxy_token: short\n",
+                "cluster_token: 0123456789abcdef\nhttp_proxy_token: short\n"
+                "nats_gateway: {user: g, password: 0123456789ab}\nnats_control: {user: c, password: 0123456789ab}\n",
                 "http_proxy_token"},
+        BadCase{"cluster: c\nnats_url: n\napps: [{id: a, key: k, secret: 12345678}]\napi_keys: [12345678]\n"
+                "cluster_token: 0123456789abcdef\nhttp_proxy_token: 0123456789abcdef\n",
+                "nats_gateway.user"},
+        BadCase{"cluster: c\nnats_url: n\napps: [{id: a, key: k, secret: 12345678}]\napi_keys: [12345678]\n"
+                "cluster_token: 0123456789abcdef\nhttp_proxy_token: 0123456789abcdef\n"
+                "nats_gateway: {user: g, password: 0123456789ab}\nnats_control: {user: g, password: 0123456789ab}\n",
+                "nats_control.user"},
         BadCase{"cluster: c\nnats_url: n\napps: [{id: a, key: k, secret: 12345678}]\napi_keys: [12345678]\n"
                 "control: {heartbeat_interval_ms: 1000, lease_ms: 1500}\n",
                 "control.lease_ms"},

@@ -267,5 +267,35 @@ TEST_F(ScatterGatherTest, MissingGatewaysAreTheReason) {
   EXPECT_FALSE(r->incomplete_reason.empty());
 }
 
+TEST_F(ScatterGatherTest, AnswersCountOnlyFromMembersAndOncePerGateway) {
+  ScatterGather sg(&bus_, &timers_, [] { return std::vector<std::string>{"gw-a"}; }, "switchboard.m.gateways",
+                   nullptr, [](const std::string& id) { return id == "gw-a"; });
+  ASSERT_TRUE(sg.Start().ok());
+  // gw-a answers twice (closed 1, then 7); gw-evil, not a member, answers too.
+  (void)bus_.Subscribe("switchboard.m.gateways", [this](const std::string&, const std::string& reply,
+                                                        const std::string& data) {
+    v1::BusRequest req;
+    ASSERT_TRUE(req.ParseFromString(data));
+    for (auto [id, closed] : {std::pair<const char*, uint32_t>{"gw-evil", 99}, {"gw-a", 1}, {"gw-a", 7}}) {
+      v1::BusReply r;
+      r.set_format_version(1);
+      r.set_request_id(req.request_id());
+      r.set_gateway_id(id);
+      r.set_closed(closed);
+      (void)bus_.Publish(reply, r.SerializeAsString(), "");
+    }
+  });
+  auto promise = std::make_shared<std::promise<absl::StatusOr<GatherResult>>>();
+  auto future = promise->get_future();
+  sg.Call(Terminate(), absl::Now() + absl::Seconds(30),
+          [promise](absl::StatusOr<GatherResult> r) { promise->set_value(std::move(r)); });
+  ASSERT_EQ(future.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  auto r = future.get();
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->complete);
+  ASSERT_EQ(r->answers.size(), 1u);
+  EXPECT_EQ(r->answers.at("gw-a").closed(), 1u);
+}
+
 }  // namespace
 }  // namespace switchboard::control
