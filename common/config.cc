@@ -232,6 +232,8 @@ absl::Status ValidateConfig(v1::Config& c) {
   if (gw->max_sessions() > 19000) return Bad("gateway.max_sessions", "at most 19000 (20000-fd process limit)");
   if (gw->outbox_limit() == 0) gw->set_outbox_limit(256);
   if (!gw->has_client_expired_close_delay_s()) gw->set_client_expired_close_delay_s(25);
+  if (gw->pusher_signin_timeout_s() == 0) gw->set_pusher_signin_timeout_s(30);
+  if (gw->max_unsigned() == 0) gw->set_max_unsigned(std::max<uint32_t>(100, gw->max_sessions() / 10));
   if (c.cluster_token().size() < 16) {
     return Bad("cluster_token", "at least 16 characters are required (gateways present it to control)");
   }

@@ -59,16 +59,18 @@ class ConnectionHost {
   virtual void Close(int code, const std::string& reason) = 0;
   virtual bool closing() const = 0;
 
-  // The peer may stay without a session (Pusher before signin): no connect
-  // deadline any more, server pings start.
-  virtual void Accept() = 0;
+  // The peer may stay without a session (Pusher before signin) until
+  // `auth_by`: no connect deadline any more, server pings start; at
+  // `auth_by` without a session it is closed as stale. False (and nothing
+  // changes) when too many connections already wait to authenticate.
+  virtual bool Accept(absl::Time auth_by) = 0;
   // Room for one more session on this gateway?
   virtual bool HasRoom() const = 0;
   // A session record with what every protocol shares (transport, protocol,
   // time, address, gateway) filled in.
   virtual v1::SessionRecord NewRecord(const std::string& client_id, const std::string& app_id,
                                       const std::string& user_id) const = 0;
-  // The connection becomes a session of `record` (Accept() included), valid
+  // The connection becomes a session of `record` (accepted for good), valid
   // until `expires_at` plus the configured grace. False if the client ID is
   // taken.
   virtual bool StartSession(v1::SessionRecord record, absl::Time expires_at) = 0;

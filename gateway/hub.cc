@@ -35,11 +35,17 @@ class Hub::Host final : public ConnectionHost {
   }
   bool closing() const override { return conn_->state == State::kClosing; }
 
-  void Accept() override {
-    if (conn_->state != State::kAwaitingConnect) return;
+  bool Accept(absl::Time auth_by) override {
+    if (conn_->state != State::kAwaitingConnect) return true;
+    if (auth_by != absl::InfiniteFuture()) {
+      if (hub_->awaiting_auth_ >= hub_->config_.gateway().max_unsigned()) return false;
+      ++hub_->awaiting_auth_;
+      conn_->auth_deadline = auth_by;
+    }
     conn_->state = State::kOpen;
     conn_->connect_deadline = absl::InfiniteFuture();
     conn_->next_ping = Now() + absl::Seconds(hub_->config_.gateway().ping_interval_s());
+    return true;
   }
   bool HasRoom() const override { return hub_->index_.size() < hub_->config_.gateway().max_sessions(); }
   v1::SessionRecord NewRecord(const std::string& client_id, const std::string& app_id,
@@ -67,7 +73,8 @@ class Hub::Host final : public ConnectionHost {
     conn_->session = true;
     hub_->observer_->OnSessionOpened(record);
     ++hub_->stats_.connects_ok;
-    Accept();
+    Accept(absl::InfiniteFuture());
+    hub_->ClearAuthDeadline(*conn_);
     conn_->expires_at = expires_at;
     return true;
   }
@@ -138,6 +145,10 @@ void Hub::OnTimer(ConnId id) {
       return;
     }
   } else {
+    if (now >= conn.auth_deadline) {
+      CloseConn(id, conn, close_code::kStale, "not authenticated in time");
+      return;
+    }
     if (now >= ExpiredCloseAt(conn)) {
       CloseConn(id, conn, close_code::kExpired, "connection expired");
       return;
@@ -166,13 +177,20 @@ absl::Time Hub::ExpiredCloseAt(const Conn& conn) const {
 void Hub::Rearm(ConnId id, const Conn& conn) {
   absl::Time next = conn.state == State::kAwaitingConnect
                         ? conn.connect_deadline
-                        : std::min({conn.next_ping, conn.pong_deadline, ExpiredCloseAt(conn)});
+                        : std::min({conn.next_ping, conn.pong_deadline, ExpiredCloseAt(conn), conn.auth_deadline});
   if (next == absl::InfiniteFuture()) return;
   absl::Duration after = std::max(next - clock_(), absl::Milliseconds(1));
   transport_->ArmTimer(id, after);
 }
 
+void Hub::ClearAuthDeadline(Conn& conn) {
+  if (conn.auth_deadline == absl::InfiniteFuture()) return;
+  conn.auth_deadline = absl::InfiniteFuture();
+  --awaiting_auth_;
+}
+
 void Hub::CloseConn(ConnId id, Conn& conn, int code, const std::string& reason) {
+  ClearAuthDeadline(conn);
   if (conn.session && index_.Remove(conn.client_id)) observer_->OnSessionClosed(conn.client_id);
   conn.session = false;
   conn.state = State::kClosing;
@@ -184,6 +202,7 @@ void Hub::CloseConn(ConnId id, Conn& conn, int code, const std::string& reason) 
 void Hub::OnClosed(ConnId id) {
   auto it = conns_.find(id);
   if (it == conns_.end()) return;
+  ClearAuthDeadline(it->second);
   if (it->second.session && index_.Remove(it->second.client_id)) observer_->OnSessionClosed(it->second.client_id);
   conns_.erase(it);
 }

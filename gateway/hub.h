@@ -62,6 +62,7 @@ class Hub {
     absl::Time next_ping = absl::InfiniteFuture();
     absl::Time pong_deadline = absl::InfiniteFuture();
     absl::Time expires_at = absl::InfiniteFuture();  // the token's exp; closed a grace period later
+    absl::Time auth_deadline = absl::InfiniteFuture();  // accepted without a session: sign in by then
   };
   class Host;
 
@@ -69,6 +70,7 @@ class Hub {
   // the transport to close with the protocol's code.
   void CloseConn(ConnId id, Conn& conn, int code, const std::string& reason);
   void Rearm(ConnId id, const Conn& conn);
+  void ClearAuthDeadline(Conn& conn);
   // When an expired connection is closed: its token's exp plus the grace.
   absl::Time ExpiredCloseAt(const Conn& conn) const;
 
@@ -80,6 +82,7 @@ class Hub {
   SessionIndex index_;
   absl::flat_hash_map<ConnId, Conn> conns_;
   HubStats stats_;
+  size_t awaiting_auth_ = 0;  // open connections with an auth deadline (Pusher before signin)
 };
 
 }  // namespace switchboard::gateway

@@ -101,6 +101,9 @@ int main(int argc, char** argv) {
   ws_opts.max_message_bytes = config.gateway().max_message_bytes();
   ws_opts.outbox_limit = config.gateway().outbox_limit();
   ws_opts.max_connections = config.gateway().max_sessions() + 500;  // room to refuse politely
+  ws_opts.max_connections_per_ip = config.gateway().max_connections_per_ip();
+  ws_opts.connect_rate_limit = config.gateway().connection_rate_limit();
+  ws_opts.connect_timeout = absl::Milliseconds(config.gateway().connect_timeout_ms());
   auto server_or = gateway::WsServer::Create(ws_opts);
   if (!server_or.ok()) {
     spdlog::error("{}", std::string(server_or.status().message()));

@@ -66,9 +66,15 @@ void PusherProtocol::OnOpen(ConnectionHost& host) {
     host.Close(4007, "unsupported protocol version");
     return;
   }
+  // Only a signed-in connection is of use here: the rest must sign in in time,
+  // and only so many may wait to.
+  if (!host.Accept(host.Now() + absl::Seconds(host.config().gateway().pusher_signin_timeout_s()))) {
+    SendError(host, 4100, "Over capacity");
+    host.Close(4100, "over capacity");
+    return;
+  }
   app_id_ = app->id();
   socket_id_ = NewSocketId();
-  host.Accept();
   json established = {{"socket_id", socket_id_}, {"activity_timeout", host.config().gateway().ping_interval_s()}};
   SendEvent(host, "pusher:connection_established", Dump(established));
 }
@@ -166,6 +172,10 @@ int PusherProtocol::OnClose(ConnectionHost& host, int code, const std::string& r
   } else if (code >= 3000 && (code < 4000 || code >= 4300)) {
     const bool reconnect = code < 3500 || (code >= 4300 && code < 4500);
     pusher_code = reconnect ? 4200 : 4009;
+  }
+  if (code == close_code::kStale) {
+    SendError(host, 4009, "Connection not authorized within timeout");
+    return 4009;
   }
   if (pusher_code == 4009) SendError(host, 4009, reason);
   return pusher_code;

@@ -35,6 +35,15 @@ std::string TruncateUtf8(const std::string& s, size_t max) {
   return s.substr(0, end);
 }
 
+std::string PeerIp(lws* wsi) {
+  char buf[128];
+  lws_get_peer_simple(wsi, buf, sizeof(buf));
+  std::string ip = buf;
+  // IPv4 peers arrive on the dual-stack socket as v4-mapped v6 addresses.
+  if (ip.rfind("::ffff:", 0) == 0 && ip.find('.') != std::string::npos) ip.erase(0, 7);
+  return ip;
+}
+
 std::string HeaderUri(lws* wsi) {
   char buf[1024];
   int n = lws_hdr_copy(wsi, buf, sizeof(buf), WSI_TOKEN_GET_URI);
@@ -271,13 +280,7 @@ int WsServer::OnWritable(lws* wsi, ConnId id) {
 
 ConnectionMeta WsServer::PeerMeta(lws* wsi) {
   ConnectionMeta meta;
-  char buf[256];
-  lws_get_peer_simple(wsi, buf, sizeof(buf));
-  meta.remote_addr = buf;
-  // IPv4 peers arrive on the dual-stack socket as v4-mapped v6 addresses.
-  if (meta.remote_addr.rfind("::ffff:", 0) == 0 && meta.remote_addr.find('.') != std::string::npos) {
-    meta.remote_addr.erase(0, 7);
-  }
+  meta.remote_addr = PeerIp(wsi);
   char arg[256];
   if (const char* app = lws_get_urlarg_by_name(wsi, "app=", arg, sizeof(arg))) meta.app_id = app;
   const std::string uri = HeaderUri(wsi);
@@ -319,6 +322,44 @@ int WsServer::StartHttpStream(lws* wsi, ConnId id) {
   return 0;
 }
 
+const char* WsServer::Refusal(const std::string& ip) {
+  if (stopping_) return "draining";
+  if (peers_.size() >= options_.max_connections) return "gateway full";
+  if (options_.max_connections_per_ip > 0) {
+    auto it = per_ip_.find(ip);
+    if (it != per_ip_.end() && it->second >= options_.max_connections_per_ip) {
+      return "too many connections from this address";
+    }
+  }
+  if (options_.connect_rate_limit > 0) {
+    // A token bucket holding one second's worth.
+    const absl::Time now = absl::Now();
+    if (rate_refilled_ == absl::InfinitePast()) rate_tokens_ = options_.connect_rate_limit;
+    else rate_tokens_ += absl::ToDoubleSeconds(now - rate_refilled_) * options_.connect_rate_limit;
+    rate_tokens_ = std::min(rate_tokens_, options_.connect_rate_limit);
+    rate_refilled_ = now;
+    if (rate_tokens_ < 1) return "too many new connections";
+    rate_tokens_ -= 1;
+  }
+  return nullptr;
+}
+
+WsServer::Peer& WsServer::AddPeer(ConnId id, lws* wsi) {
+  Peer& peer = peers_[id];
+  peer.wsi = wsi;
+  peer.ip = PeerIp(wsi);
+  ++per_ip_[peer.ip];
+  return peer;
+}
+
+void WsServer::ErasePeer(ConnId id) {
+  auto it = peers_.find(id);
+  if (it == peers_.end()) return;
+  auto ip = per_ip_.find(it->second.ip);
+  if (ip != per_ip_.end() && --ip->second == 0) per_ip_.erase(ip);
+  peers_.erase(it);
+}
+
 int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t len) {
   switch (reason) {
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
@@ -331,15 +372,20 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
         const std::string uri = HeaderUri(wsi);
         if (uri != kWebSocketPath && uri.rfind(kPusherPrefix, 0) != 0) return 1;
       }
-      if (stopping_ || peers_.size() >= options_.max_connections) return 1;
+      if (const char* why = Refusal(PeerIp(wsi))) {
+        // Before the upgrade: the client gets an HTTP answer it can act on
+        // (go elsewhere, retry later), not a dropped socket.
+        ++refused_;
+        lws_return_http_status(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, why);
+        return 1;
+      }
       return 0;
     }
 
     case LWS_CALLBACK_ESTABLISHED: {
       ConnId id = next_id_++;
       *pss = id;
-      Peer& peer = peers_[id];
-      peer.wsi = wsi;
+      AddPeer(id, wsi);
       ConnectionMeta meta = PeerMeta(wsi);
       const lws_protocols* proto = lws_get_protocol(wsi);
       char arg[64];
@@ -381,13 +427,23 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
     case LWS_CALLBACK_SERVER_WRITEABLE:
       return OnWritable(wsi, *pss);
 
-    case LWS_CALLBACK_TIMER:
-      if (*pss != 0) hub_->OnTimer(*pss);
+    case LWS_CALLBACK_TIMER: {
+      if (pss == nullptr || *pss == 0) return 0;
+      auto it = peers_.find(*pss);
+      if (it != peers_.end() && it->second.http_stream && !it->second.http_started) {
+        spdlog::debug("conn {}: uni_http_stream body not complete by the connect deadline", *pss);
+        return -1;  // the slot goes; nothing was started
+      }
+      hub_->OnTimer(*pss);
       return 0;
+    }
 
     case LWS_CALLBACK_CLOSED: {
       ConnId id = *pss;
-      if (peers_.erase(id) > 0) hub_->OnClosed(id);
+      if (peers_.count(id) > 0) {
+        ErasePeer(id);
+        hub_->OnClosed(id);
+      }
       MaybeNotifyEmpty();
       return 0;
     }
@@ -404,15 +460,18 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
           if (lws_return_http_status(wsi, HTTP_STATUS_METHOD_NOT_ALLOWED, "use POST")) return -1;
           return lws_http_transaction_completed(wsi) ? -1 : 0;
         }
-        if (stopping_ || peers_.size() >= options_.max_connections) {
-          if (lws_return_http_status(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "try again later")) return -1;
+        if (const char* why = Refusal(PeerIp(wsi))) {
+          ++refused_;
+          if (lws_return_http_status(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, why)) return -1;
           return lws_http_transaction_completed(wsi) ? -1 : 0;
         }
         ConnId id = next_id_++;
         *pss = id;
-        Peer& peer = peers_[id];
-        peer.wsi = wsi;
+        Peer& peer = AddPeer(id, wsi);
         peer.http_stream = true;
+        // The whole body by the connect deadline, however it trickles in:
+        // an absolute timer, not lws's content timeout (re-armed per chunk).
+        lws_set_timer_usecs(wsi, absl::ToInt64Microseconds(options_.connect_timeout));
         // The body arrives in LWS_CALLBACK_HTTP_BODY; an empty one goes
         // straight to completion.
         return 0;
@@ -453,7 +512,7 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
       auto it = peers_.find(id);
       if (it == peers_.end()) return 0;
       bool started = it->second.http_started;
-      peers_.erase(it);
+      ErasePeer(id);
       if (started) hub_->OnClosed(id);
       MaybeNotifyEmpty();
       return 0;

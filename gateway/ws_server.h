@@ -9,6 +9,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "common/dispatcher.h"
 #include "gateway/hub.h"
 #include "gateway/transport.h"
@@ -29,6 +30,9 @@ class WsServer final : public Transport, public Dispatcher {
     size_t max_message_bytes = 65536;
     size_t outbox_limit = 256;
     size_t max_connections = 18000;
+    size_t max_connections_per_ip = 0;  // 0: no cap
+    double connect_rate_limit = 0;      // new connections per second; 0: no limit
+    absl::Duration connect_timeout = absl::Seconds(10);  // uni_http_stream: the whole body by then
   };
   static absl::StatusOr<std::unique_ptr<WsServer>> Create(const Options& options);
   ~WsServer() override;
@@ -56,6 +60,7 @@ class WsServer final : public Transport, public Dispatcher {
   void Post(std::function<void()> fn) override;
 
   size_t connection_count() const { return peers_.size(); }
+  uint64_t refused() const { return refused_; }
 
  private:
   struct Peer {
@@ -71,6 +76,7 @@ class WsServer final : public Transport, public Dispatcher {
     bool close_sent = false;
     int close_code = 1000;
     std::string close_reason;
+    std::string ip;  // counted in per_ip_
     // uni_http_stream: an HTTP response streamed in chunks instead of frames.
     bool http_stream = false;
     bool http_started = false;  // the POST body is in and the hub has the connection
@@ -88,6 +94,11 @@ class WsServer final : public Transport, public Dispatcher {
   // Hands the connections whose outbox has drained to lws's own close
   // handshake (see ws_server.cc for why this runs outside their callbacks).
   void StartCloseHandshakes();
+  // Why a new connection from `ip` is refused before it becomes a WebSocket
+  // or a stream (answered with HTTP 503), or nullptr. Takes a rate token.
+  const char* Refusal(const std::string& ip);
+  Peer& AddPeer(ConnId id, lws* wsi);
+  void ErasePeer(ConnId id);
   void MaybeNotifyEmpty();
 
   Options options_;
@@ -96,7 +107,11 @@ class WsServer final : public Transport, public Dispatcher {
   Hub* hub_ = nullptr;
   ConnId next_id_ = 1;
   absl::flat_hash_map<ConnId, Peer> peers_;
+  absl::flat_hash_map<std::string, uint32_t> per_ip_;
+  double rate_tokens_ = 0;
+  absl::Time rate_refilled_ = absl::InfinitePast();
   bool stopping_ = false;
+  uint64_t refused_ = 0;
   bool shut_down_ = false;
   std::function<void()> on_empty_;
   std::vector<ConnId> ready_to_close_;  // outbox flushed, close frame not yet handed to lws

@@ -42,6 +42,8 @@ inline v1::Config FuzzConfig() {
   gw->set_pong_timeout_s(8);
   gw->set_connect_timeout_ms(10000);
   gw->set_max_sessions(1000);
+  gw->set_max_unsigned(100);
+  gw->set_pusher_signin_timeout_s(30);
   gw->set_max_message_bytes(65536);
   gw->set_client_expired_close_delay_s(25);
   return config;

@@ -176,12 +176,12 @@ gateway:
   max_message_bytes: 4096
   max_sessions: {max_sessions}
   client_expired_close_delay_s: {grace}
-"""
+{gateway_extra}"""
 
 
 class Cluster:
     def __init__(self, build_dir, source_dir, gateways=2, ping=25, http=True, max_sessions=1000, controls=1,
-                 grace=25, heartbeat_ms=300, lease_ms=1500):
+                 grace=25, heartbeat_ms=300, lease_ms=1500, gateway_extra=None):
         self.build_dir = os.path.abspath(build_dir)
         self.source_dir = source_dir
         self.tmp = tempfile.mkdtemp(prefix="switchboard-test-")
@@ -192,6 +192,7 @@ class Cluster:
         self.grace = grace
         self.heartbeat_ms = heartbeat_ms
         self.lease_ms = lease_ms
+        self.gateway_extra = "".join("  %s: %s\n" % kv for kv in (gateway_extra or {}).items())
         self.cluster = "t%d" % os.getpid()
         # NATS runs with one user per role, its authorization printed by the
         # CLI from the same config the components read.
@@ -280,6 +281,7 @@ class Cluster:
                                   max_sessions=self.max_sessions, grace=self.grace,
                                   cluster_token=CLUSTER_TOKEN, http_proxy_token=HTTP_PROXY_TOKEN,
                                   heartbeat=self.heartbeat_ms, lease=self.lease_ms,
+                                  gateway_extra=self.gateway_extra,
                                   nats_gateway_user=NATS_GATEWAY[0], nats_gateway_password=NATS_GATEWAY[1],
                                   nats_control_user=NATS_CONTROL[0], nats_control_password=NATS_CONTROL[1]))
 

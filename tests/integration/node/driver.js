@@ -64,8 +64,12 @@ function openCentrifuge(cmd) {
     emit({ event: 'get_token', name: cmd.name, count: tokens, exp });
     return Promise.resolve(signToken(g.secret, { sub: g.sub, exp }));
   } : undefined;
+  // local_address: the client's source address (127.0.0.x), for per-address caps.
+  const Ws = cmd.local_address
+    ? class extends WebSocket { constructor(u, p) { super(u, p, { localAddress: cmd.local_address }); } }
+    : WebSocket;
   const options = {
-    websocket: WebSocket,
+    websocket: Ws,
     token: cmd.token || '',
     name: cmd.client_name || 'js',
     version: cmd.client_version || '',

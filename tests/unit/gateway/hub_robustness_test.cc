@@ -92,6 +92,8 @@ TEST(HubRobustness, MutatedFramesOnEveryWireNeverCrash) {
   gw->set_pong_timeout_s(8);
   gw->set_connect_timeout_ms(10000);
   gw->set_max_sessions(100000);
+  gw->set_max_unsigned(100);
+  gw->set_pusher_signin_timeout_s(30);
   gw->set_max_message_bytes(65536);
   NullTransport transport;
   NullObserver observer;

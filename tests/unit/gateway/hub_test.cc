@@ -65,6 +65,8 @@ class HubTest : public ::testing::Test {
     gw->set_pong_timeout_s(8);
     gw->set_connect_timeout_ms(10000);
     gw->set_max_sessions(100);
+    gw->set_max_unsigned(100);
+    gw->set_pusher_signin_timeout_s(30);
     gw->set_max_message_bytes(65536);
     hub_ = std::make_unique<Hub>(config_, "gw-test", &transport_, &observer_, [this] { return now_; });
   }
@@ -658,13 +660,48 @@ TEST_F(PusherHubTest, TerminateSendsErrorThen4009AndReconnectStyleIs4200) {
 }
 
 TEST_F(PusherHubTest, SilenceGetsAPingThenClose4201) {
-  OpenPusher(1);
+  Signin(1, OpenPusher(1), R"({"id":"7"})");
   now_ += absl::Seconds(25);
   hub_->OnTimer(1);
   EXPECT_EQ(LastEvent(1), "pusher:ping");
   now_ += absl::Seconds(8);
   hub_->OnTimer(1);
   EXPECT_EQ(CloseCode(1), 4201);
+}
+
+TEST_F(PusherHubTest, UnsignedConnectionIsClosedAfterTheSigninTimeout) {
+  OpenPusher(1);
+  hub_->OnFrame(1, R"({"event":"pusher:ping","data":{}})", false);  // traffic is not a sign-in
+  now_ += absl::Seconds(29);
+  hub_->OnTimer(1);
+  EXPECT_EQ(CloseCode(1), 0);
+  now_ += absl::Seconds(1);
+  hub_->OnTimer(1);
+  EXPECT_EQ(CloseCode(1), 4009);
+  EXPECT_EQ(nlohmann::json::parse(transport_.sent[1].back())["data"]["code"], 4009);
+  // Signed in in time: no deadline any more.
+  Signin(2, OpenPusher(2), R"({"id":"8"})");
+  now_ += absl::Seconds(31);
+  hub_->OnTimer(2);
+  EXPECT_NE(CloseCode(2), 4009);
+}
+
+TEST_F(PusherHubTest, OnlySoManyMayWaitToSignIn) {
+  config_.mutable_gateway()->set_max_unsigned(2);
+  OpenPusher(1);
+  OpenPusher(2);
+  OpenPusher(3);
+  EXPECT_EQ(CloseCode(3), 4100);
+  // A sign-in frees a waiting slot; so does a close.
+  Signin(1, nlohmann::json::parse(nlohmann::json::parse(transport_.sent[1][0])["data"].get<std::string>())["socket_id"],
+         R"({"id":"1"})");
+  OpenPusher(4);
+  EXPECT_EQ(CloseCode(4), 0);
+  hub_->OnClosed(2);
+  OpenPusher(5);
+  EXPECT_EQ(CloseCode(5), 0);
+  OpenPusher(6);
+  EXPECT_EQ(CloseCode(6), 4100);
 }
 
 TEST_F(PusherHubTest, PingIsAnsweredAndUnsupportedEventsAreRefused) {

@@ -1,0 +1,144 @@
+"""Connection slots cannot be hoarded: Pusher sockets that never sign in are
+closed after the sign-in timeout and only so many may wait; a trickling
+uni_http_stream body loses its slot at the connect deadline; per-address and
+rate caps answer HTTP 503 before the upgrade; and meanwhile real clients
+(pusher-js, centrifuge-js) still connect. Real nats-server, control and
+gateways; raw sockets play the attacker."""
+import json
+import os
+import socket
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cluster import Cluster, Driver, parse_args, wait_until  # noqa: E402
+
+ARGS = None
+KEY, SECRET = "demo-key", "demo-secret-for-tests"
+
+
+def setUpModule():
+    global driver
+    driver = Driver(os.path.join(ARGS.source_dir, "tests/integration/node"))
+
+
+def tearDownModule():
+    driver.stop()
+
+
+def upgrade(port, src="127.0.0.1", path="/connection/websocket"):
+    """A WebSocket upgrade from a raw socket; returns (socket, HTTP status)."""
+    s = socket.socket()
+    s.bind((src, 0))
+    s.settimeout(5)
+    s.connect(("127.0.0.1", port))
+    s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n" % path).encode())
+    head = b""
+    while b"\r\n" not in head:
+        chunk = s.recv(256)
+        if not chunk:
+            break
+        head += chunk
+    return s, int(head.split(b" ")[1]) if head else 0
+
+
+class CapsTest(unittest.TestCase):
+    def test_per_address_cap_answers_503_and_other_addresses_still_connect(self):
+        c = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=1, http=False,
+                    gateway_extra={"max_connections_per_ip": 5})
+        held = []
+        try:
+            port = c.gateways["gw-1"][1]
+            for _ in range(5):
+                s, status = upgrade(port)
+                held.append(s)
+                self.assertEqual(status, 101)
+            for _ in range(3):
+                s, status = upgrade(port)
+                held.append(s)
+                self.assertEqual(status, 503)
+            # A real client from another address is served.
+            driver.send(op="centrifuge", name="other-addr", url=c.ws_url("gw-1"), token=c.token("400"),
+                        local_address="127.0.0.2")
+            driver.wait_event("other-addr", "connected")
+            driver.send(op="close", name="other-addr")
+            # Freed slots are reusable.
+            for s in held[:5]:
+                s.close()
+            wait_until(lambda: upgrade(port)[1] == 101, 10, "a slot back after closes")
+        finally:
+            for s in held:
+                s.close()
+            c.close()
+
+    def test_connection_rate_limit_answers_503(self):
+        c = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=1, http=False,
+                    gateway_extra={"connection_rate_limit": 10})
+        held = []
+        try:
+            port = c.gateways["gw-1"][1]
+            statuses = []
+            for _ in range(40):
+                s, status = upgrade(port)
+                held.append(s)
+                statuses.append(status)
+            self.assertGreater(statuses.count(503), 0, statuses)
+            self.assertGreaterEqual(statuses.count(101), 10, statuses)
+            self.assertEqual(set(statuses), {101, 503})
+            # The bucket refills: a real client connects a moment later.
+            driver.send(op="centrifuge", name="after-burst", url=c.ws_url("gw-1"), token=c.token("401"))
+            driver.wait_event("after-burst", "connected", timeout=15)
+            driver.send(op="close", name="after-burst")
+        finally:
+            for s in held:
+                s.close()
+            c.close()
+
+
+class SlotHoardingTest(unittest.TestCase):
+    def test_unsigned_pusher_sockets_and_trickling_bodies_lose_their_slots(self):
+        c = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=1, http=False,
+                    gateway_extra={"pusher_signin_timeout_s": 2, "max_unsigned": 5})
+        try:
+            port = c.gateways["gw-1"][1]
+            url = "ws://127.0.0.1:%d/app/%s?protocol=7" % (port, KEY)
+            for i in range(8):
+                driver.send(op="raw", name="hoard%d" % i, url=url, frames=[])
+            closes = [driver.wait_event("hoard%d" % i, "raw_close", timeout=15) for i in range(8)]
+            codes = sorted(e["code"] for e in closes)
+            # Five may wait to sign in (then time out with 4009), the rest are over capacity.
+            self.assertEqual(codes, [4009] * 5 + [4100] * 3)
+            # A trickling uni_http_stream body: the slot goes at the connect deadline (1.5 s here).
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(b"POST /connection/uni_http_stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 1000\r\n\r\n{")
+            started = time.monotonic()
+            for _ in range(20):
+                try:
+                    s.sendall(b" ")
+                except OSError:
+                    break
+                try:
+                    s.settimeout(0.2)
+                    if s.recv(100) == b"":
+                        break
+                except socket.timeout:
+                    pass
+                except OSError:
+                    break
+            self.assertLess(time.monotonic() - started, 4.0, "the trickling body kept its slot")
+            s.close()
+            # Meanwhile a real pusher-js client signs in and stays.
+            driver.send(op="pusher", name="real-pusher", key=KEY, secret=SECRET, port=port, user_data={"id": "402"})
+            driver.wait_event("real-pusher", "pusher_signin_success")
+            s = c.ctl("connections", "--user", "402")
+            self.assertEqual(len(json.loads(s)["result"]["connections"]), 1)
+        finally:
+            c.close()
+
+
+if __name__ == "__main__":
+    ARGS, argv = parse_args()
+    unittest.main(argv=argv, verbosity=2)
