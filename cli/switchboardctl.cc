@@ -149,7 +149,7 @@ int NatsConfig(const v1::Config& config) {
       "authorization {\n"
       "  users = [\n"
       "    {user: %s, password: %s,\n"
-      "     permissions: {subscribe: {allow: [%s]}, allow_responses: true}}\n"
+      "     permissions: {subscribe: {allow: [%s]}, allow_responses: {max: 4096}}}\n"
       "    {user: %s, password: %s,\n"
       "     permissions: {publish: {allow: [%s]}, subscribe: {allow: [\"_INBOX.>\"]}}}\n"
       "  ]\n"

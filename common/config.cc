@@ -211,6 +211,11 @@ absl::Status ValidateConfig(v1::Config& c) {
     return Bad("control.lease_ms", "must be at least twice control.heartbeat_interval_ms");
   }
   if (control->default_timeout_ms() == 0) control->set_default_timeout_ms(1000);
+  if (control->max_timeout_ms() == 0) control->set_max_timeout_ms(10000);
+  if (control->max_in_flight() == 0) control->set_max_in_flight(10000);
+  if (control->max_timeout_ms() < control->default_timeout_ms()) {
+    return Bad("control.max_timeout_ms", "must be at least control.default_timeout_ms");
+  }
   if (control->default_timeout_ms() > 60000) return Bad("control.default_timeout_ms", "at most 60000");
 
   auto* gw = c.mutable_gateway();

@@ -25,6 +25,8 @@ class NatsClient {
   virtual bool Connected() const = 0;
   // A fresh, unique inbox prefix for reply subjects.
   virtual std::string NewInbox() = 0;
+  // The largest message the server takes (its max_payload; 1 MiB by default).
+  virtual size_t MaxPayload() const { return 1 << 20; }
 };
 
 }  // namespace switchboard

@@ -165,6 +165,11 @@ bool NatsClientImpl::Connected() const {
   return natsConnection_Status(conn_) == NATS_CONN_STATUS_CONNECTED;
 }
 
+size_t NatsClientImpl::MaxPayload() const {
+  const int64_t n = natsConnection_GetMaxPayload(conn_);
+  return n > 0 ? static_cast<size_t>(n) : NatsClient::MaxPayload();
+}
+
 std::string NatsClientImpl::NewInbox() {
   natsInbox* inbox = nullptr;
   if (natsInbox_Create(&inbox) != NATS_OK) return "_INBOX.fallback";

@@ -40,6 +40,7 @@ class NatsClientImpl final : public NatsClient {
   // disconnected).
   absl::Time ConnectedSince() const;
   std::string NewInbox() override;
+  size_t MaxPayload() const override;
 
  private:
   struct Outgoing {

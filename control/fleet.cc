@@ -22,7 +22,7 @@ uint64_t Fleet::Attach(const v1::GatewayHello& hello, absl::Time now, std::funct
       members_.erase(it);
     }
     token = next_token_++;
-    members_[hello.gateway_id()] = Member{token, hello, now, now, 0, std::move(evict)};
+    members_[hello.gateway_id()] = Member{token, hello, now, now, 0, false, std::move(evict)};
   }
   if (stale_evict) stale_evict();
   return token;
@@ -43,7 +43,11 @@ void Fleet::Renew(const std::string& gateway_id, uint64_t token, absl::Time now)
 void Fleet::ApplySnapshot(const std::string& gateway_id, uint64_t token, const v1::SessionSnapshot& s) {
   absl::MutexLock lock(&mu_);
   auto it = members_.find(gateway_id);
-  if (it != members_.end() && it->second.token == token) it->second.sessions = s.sessions_size();
+  if (it == members_.end() || it->second.token != token) return;
+  Member& m = it->second;
+  if (!m.snapshot_open) m.sessions = 0;
+  m.sessions += s.sessions_size();
+  m.snapshot_open = s.more();
 }
 
 void Fleet::ApplyDelta(const std::string& gateway_id, uint64_t token, const v1::SessionDelta& d) {

@@ -30,6 +30,8 @@ class Fleet {
   void Detach(const std::string& gateway_id, uint64_t token);
   // Any message on the stream renews the lease.
   void Renew(const std::string& gateway_id, uint64_t token, absl::Time now);
+  // One chunk of a snapshot; the first after attach (or after a last chunk)
+  // starts the count afresh.
   void ApplySnapshot(const std::string& gateway_id, uint64_t token, const v1::SessionSnapshot& s);
   void ApplyDelta(const std::string& gateway_id, uint64_t token, const v1::SessionDelta& d);
   // Evicts every member whose lease ran out by `now`; returns how many.
@@ -48,6 +50,7 @@ class Fleet {
     absl::Time attached_at;
     absl::Time last_seen;
     int64_t sessions = 0;
+    bool snapshot_open = false;  // chunks of a snapshot are arriving
     std::function<void()> evict;
   };
   bool Fresh(const Member& m, absl::Time now) const { return now - m.last_seen < lease_; }

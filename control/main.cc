@@ -86,6 +86,7 @@ int main(int argc, char** argv) {
     spdlog::error("{}", std::string(st.message()));
     return 1;
   }
+  gather.set_max_in_flight(config.control().max_in_flight());
   control::ControlService control_service(config, &fleet, &gather);
   control::RegistryService registry_service(&fleet, NewUuid(), config.cluster_token());
 

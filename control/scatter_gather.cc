@@ -2,10 +2,16 @@
 
 #include <algorithm>
 
+#include "absl/strings/str_cat.h"
 #include "common/ids.h"
 #include "spdlog/spdlog.h"
 
 namespace switchboard::control {
+
+namespace {
+// Bound on the parts of one gateway's answer (a 1 MiB payload each).
+constexpr uint32_t kMaxParts = 4096;
+}  // namespace
 
 ScatterGather::ScatterGather(NatsClient* bus, TimerQueue* timers, LiveFn live, std::string subject,
                              ReadinessFn readiness, MemberFn is_member)
@@ -35,6 +41,17 @@ void ScatterGather::Call(v1::BusRequest request, absl::Time deadline, Done done)
   const std::string request_id = NewUuid();
   request.set_format_version(1);
   request.set_request_id(request_id);
+  // The reply subject rides along; leave it room.
+  const size_t limit = bus_->MaxPayload() > 512 ? bus_->MaxPayload() - 512 : 0;
+  if (request.ByteSizeLong() > limit) {
+    done(absl::InvalidArgumentError(absl::StrCat("request is ", request.ByteSizeLong(),
+                                                 " bytes encoded; the bus carries at most ", limit)));
+    return;
+  }
+  if (in_flight() >= max_in_flight_) {
+    done(absl::ResourceExhaustedError(absl::StrCat(max_in_flight_, " fleet calls are in flight; try again")));
+    return;
+  }
   const bool command = request.has_terminate() || request.has_disconnect();
   auto pending = std::make_shared<Pending>();
   pending->asked = live_();
@@ -99,7 +116,28 @@ void ScatterGather::OnReply(const std::string& subject, const std::string& data)
       return;
     }
     // The first answer of a gateway stands; a second one is not counted again.
-    p.answers.emplace(reply.gateway_id(), std::move(reply));
+    if (p.answers.count(reply.gateway_id())) return;
+    if (reply.parts() > 1) {
+      if (reply.part() >= reply.parts() || reply.parts() > kMaxParts) return;
+      auto& [merged, seen] = p.partial[reply.gateway_id()];
+      if (seen.empty()) seen.assign(reply.parts(), false);
+      if (seen.size() != reply.parts() || seen[reply.part()]) return;
+      seen[reply.part()] = true;
+      if (reply.part() == 0) {
+        merged.set_format_version(reply.format_version());
+        merged.set_request_id(reply.request_id());
+        merged.set_gateway_id(reply.gateway_id());
+        merged.set_closed(reply.closed());
+        merged.set_error(reply.error());
+      }
+      for (auto& s : *reply.mutable_sessions()) *merged.add_sessions() = std::move(s);
+      if (std::find(seen.begin(), seen.end(), false) != seen.end()) return;  // more parts to come
+      const std::string gw = reply.gateway_id();
+      p.answers.emplace(gw, std::move(merged));
+      p.partial.erase(gw);
+    } else {
+      p.answers.emplace(reply.gateway_id(), std::move(reply));
+    }
     // With nobody known, only the window ends the call.
     all_in = !p.asked.empty() && std::all_of(p.asked.begin(), p.asked.end(), [&p](const std::string& id) {
       return p.answers.count(id) > 0;

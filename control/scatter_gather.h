@@ -50,6 +50,9 @@ class ScatterGather {
   // answer of each gateway.
   ScatterGather(NatsClient* bus, TimerQueue* timers, LiveFn live, std::string subject,
                 ReadinessFn readiness = nullptr, MemberFn is_member = nullptr);
+  // Calls beyond `max_in_flight` at once fail with RESOURCE_EXHAUSTED. A
+  // request larger than the bus carries fails with INVALID_ARGUMENT.
+  void set_max_in_flight(size_t max_in_flight) { max_in_flight_ = max_in_flight; }
   // Subscribes to this replica's reply inbox.
   absl::Status Start();
 
@@ -62,6 +65,8 @@ class ScatterGather {
     std::vector<std::string> asked;
     std::string not_ready;  // readiness at the start; "" = the fleet was known
     std::map<std::string, v1::BusReply> answers;
+    // Answers arriving in parts, by gateway, until the last part is in.
+    std::map<std::string, std::pair<v1::BusReply, std::vector<bool>>> partial;
     Done done;
     uint64_t timer = 0;
   };
@@ -74,6 +79,7 @@ class ScatterGather {
   const std::string subject_;
   ReadinessFn readiness_;
   MemberFn is_member_;
+  size_t max_in_flight_ = 10000;
   std::string inbox_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<Pending>> pending_ ABSL_GUARDED_BY(mu_);

@@ -84,7 +84,8 @@ absl::Time ControlService::GatherDeadline(grpc::CallbackServerContext* ctx) cons
   absl::Time fallback = now + absl::Milliseconds(config_.control().default_timeout_ms());
   auto deadline = ctx->deadline();
   if (deadline >= std::chrono::system_clock::time_point::max() - std::chrono::hours(24 * 365)) return fallback;
-  absl::Time caller = absl::FromChrono(deadline);
+  // However long the caller is willing to wait, a fleet call is bounded.
+  absl::Time caller = std::min(absl::FromChrono(deadline), now + absl::Milliseconds(config_.control().max_timeout_ms()));
   absl::Duration remaining = caller - now;
   if (remaining <= absl::ZeroDuration()) return now;
   return caller - Margin(remaining);

@@ -8,6 +8,40 @@
 
 namespace switchboard::gateway {
 
+std::vector<v1::BusReply> SplitReply(v1::BusReply reply, size_t max_bytes) {
+  std::vector<v1::BusReply> out;
+  if (reply.ByteSizeLong() <= max_bytes) {
+    out.push_back(std::move(reply));
+    return out;
+  }
+  v1::BusReply header = reply;
+  header.clear_sessions();
+  const size_t header_bytes = header.ByteSizeLong() + 16;  // part, parts
+  const size_t room = max_bytes > header_bytes + 1024 ? max_bytes - header_bytes : 1024;
+  size_t bytes = 0;
+  for (auto& s : *reply.mutable_sessions()) {
+    const size_t size = s.ByteSizeLong() + 8;
+    if (out.empty() || (bytes + size > room && out.back().sessions_size() > 0)) {
+      v1::BusReply part;
+      part.set_format_version(header.format_version());
+      part.set_request_id(header.request_id());
+      part.set_gateway_id(header.gateway_id());
+      out.push_back(std::move(part));
+      bytes = 0;
+    }
+    bytes += size;
+    *out.back().add_sessions() = std::move(s);
+  }
+  if (out.empty()) out.push_back(header);
+  out.front().set_closed(header.closed());
+  out.front().set_error(header.error());
+  for (size_t i = 0; i < out.size(); ++i) {
+    out[i].set_part(static_cast<uint32_t>(i));
+    out[i].set_parts(static_cast<uint32_t>(out.size()));
+  }
+  return out;
+}
+
 absl::Status BusHandler::Start(const std::string& cluster) {
   return bus_->Subscribe(GatewaysSubject(cluster),
                          [this](const std::string&, const std::string& reply, const std::string& data) {
@@ -25,8 +59,15 @@ void BusHandler::OnMessage(const std::string& reply_to, const std::string& data)
   loop_->Post([this, request, reply_to] {
     spdlog::debug("bus: handling {}", request->request_id());
     v1::BusReply reply = hub_->HandleBusRequest(*request);
-    auto st = bus_->Publish(reply_to, reply.SerializeAsString());
-    if (!st.ok()) spdlog::warn("bus: reply not sent: {}", std::string(st.message()));
+    const size_t limit = bus_->MaxPayload() > 4096 ? bus_->MaxPayload() - 1024 : bus_->MaxPayload();
+    for (auto& part : SplitReply(std::move(reply), limit)) {
+      auto st = bus_->Publish(reply_to, part.SerializeAsString());
+      if (!st.ok()) {
+        // Control names this gateway as missing; nothing else to do here.
+        spdlog::warn("bus: reply not sent: {}", std::string(st.message()));
+        break;
+      }
+    }
   });
 }
 

@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "common/dispatcher.h"
@@ -10,9 +11,13 @@
 
 namespace switchboard::gateway {
 
+// Splits an answer into messages of at most `max_bytes` encoded (see
+// BusReply.part). Any thread.
+std::vector<v1::BusReply> SplitReply(v1::BusReply reply, size_t max_bytes);
+
 // Receives control's broadcasts on a NATS thread, posts each to the loop, and
-// publishes the hub's answer to the request's reply subject. Never touches
-// the hub off the loop thread.
+// publishes the hub's answer to the request's reply subject (in parts when it
+// is larger than the bus carries). Never touches the hub off the loop thread.
 class BusHandler {
  public:
   BusHandler(NatsClient* bus, Dispatcher* loop, Hub* hub) : bus_(bus), loop_(loop), hub_(hub) {}

@@ -14,6 +14,12 @@ namespace {
 constexpr absl::Duration kBatchInterval = absl::Milliseconds(20);
 constexpr absl::Duration kMinBackoff = absl::Milliseconds(100);
 constexpr size_t kMaxBatch = 1000;
+// Snapshot chunks and delta messages stay around this size (gRPC's default
+// limit is 4 MiB per message).
+constexpr size_t kMaxMessageBytes = 1 << 20;
+constexpr int kClosedPerMessage = 10000;  // client IDs are at most 256 bytes
+// Session changes queued for control before the link gives up on deltas.
+constexpr size_t kMaxPending = 200000;
 
 }  // namespace
 
@@ -38,17 +44,50 @@ void ControlLink::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
+// The delta queue is bounded. Nothing is queued while no stream is up (the
+// next attach sends a snapshot anyway). If control falls behind by more than
+// kMaxPending changes, the queue is dropped and the stream ended: the gateway
+// re-attaches with a fresh snapshot instead of growing without limit.
 void ControlLink::OnSessionOpened(const v1::SessionRecord& record) {
   absl::MutexLock lock(&mu_);
+  if (!collecting_) return;
+  if (Overflowing()) return;
   *pending_.add_opened() = record;
 }
 
 void ControlLink::OnSessionClosed(const std::string& client_id) {
   absl::MutexLock lock(&mu_);
+  if (!collecting_) return;
+  if (Overflowing()) return;
   pending_.add_closed_client_ids(client_id);
 }
 
-bool ControlLink::TakeSnapshot(v1::SessionSnapshot* out) {
+bool ControlLink::Overflowing() {
+  if (overflow_) return true;
+  if (static_cast<size_t>(pending_.opened_size() + pending_.closed_client_ids_size()) < kMaxPending) return false;
+  spdlog::warn("control {}: {} session changes queued; dropping them and re-attaching with a snapshot", address_,
+               kMaxPending);
+  overflow_ = true;
+  pending_.Clear();
+  return true;
+}
+
+std::vector<std::vector<v1::SessionRecord>> ChunkRecords(std::vector<v1::SessionRecord> records, size_t max_bytes) {
+  std::vector<std::vector<v1::SessionRecord>> out;
+  size_t bytes = 0;
+  for (auto& r : records) {
+    const size_t size = r.ByteSizeLong() + 8;  // field tag and length
+    if (out.empty() || (bytes + size > max_bytes && !out.back().empty())) {
+      out.emplace_back();
+      bytes = 0;
+    }
+    bytes += size;
+    out.back().push_back(std::move(r));
+  }
+  return out;
+}
+
+bool ControlLink::TakeSnapshot(std::vector<v1::SessionRecord>* out) {
   // The snapshot and the reset of pending deltas happen in one loop turn, so
   // every later delta is relative to this snapshot.
   auto promise = std::make_shared<std::promise<std::vector<v1::SessionRecord>>>();
@@ -58,11 +97,13 @@ bool ControlLink::TakeSnapshot(v1::SessionSnapshot* out) {
     {
       absl::MutexLock lock(&mu_);
       pending_.Clear();
+      overflow_ = false;
+      collecting_ = true;  // every change after this snapshot is a delta
     }
     promise->set_value(std::move(sessions));
   });
   if (future.wait_for(std::chrono::seconds(5)) != std::future_status::ready) return false;
-  for (auto& s : future.get()) *out->add_sessions() = std::move(s);
+  *out = future.get();
   return true;
 }
 
@@ -107,11 +148,24 @@ void ControlLink::AttachOnce() {
   std::thread reader;
   v1::GatewayMessage hello;
   *hello.mutable_hello() = hello_;
-  v1::GatewayMessage snap;
-  bool ok = stream->Write(hello) && TakeSnapshot(snap.mutable_snapshot()) && stream->Write(snap);
+  // The snapshot goes in chunks well under gRPC's 4 MiB message limit, so a
+  // gateway with any number of sessions can attach.
+  std::vector<v1::SessionRecord> sessions;
+  bool ok = stream->Write(hello) && TakeSnapshot(&sessions);
+  const size_t snapshot_size = sessions.size();
+  if (ok) {
+    auto chunks = ChunkRecords(std::move(sessions), kMaxMessageBytes);
+    if (chunks.empty()) chunks.emplace_back();
+    for (size_t i = 0; ok && i < chunks.size(); ++i) {
+      v1::GatewayMessage snap;
+      for (auto& r : chunks[i]) *snap.mutable_snapshot()->add_sessions() = std::move(r);
+      snap.mutable_snapshot()->set_more(i + 1 < chunks.size());
+      ok = stream->Write(snap);
+    }
+  }
   if (ok) {
     attached_ = true;
-    spdlog::info("control {}: attached, {} sessions in snapshot", address_, snap.snapshot().sessions_size());
+    spdlog::info("control {}: attached, {} sessions in snapshot", address_, snapshot_size);
     reader = std::thread([this, &stream] {
       v1::ControlMessage msg;
       while (stream->Read(&msg)) {
@@ -125,10 +179,10 @@ void ControlLink::AttachOnce() {
       {
         absl::MutexLock lock(&mu_);
         auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-          return stop_ || broken_ || pending_.opened_size() > 0 || pending_.closed_client_ids_size() > 0;
+          return stop_ || broken_ || overflow_ || pending_.opened_size() > 0 || pending_.closed_client_ids_size() > 0;
         };
         mu_.AwaitWithDeadline(absl::Condition(&ready), next_load);
-        if (stop_ || broken_) break;
+        if (stop_ || broken_ || overflow_) break;
         if (pending_.opened_size() + pending_.closed_client_ids_size() > 0) {
           // Let a burst accumulate into one message.
           if (pending_.opened_size() + pending_.closed_client_ids_size() < static_cast<int>(kMaxBatch)) {
@@ -141,14 +195,35 @@ void ControlLink::AttachOnce() {
         if (absl::Now() < next_load) continue;
         next_load = absl::Now() + options_.heartbeat;
         out.mutable_load();  // a heartbeat; counts are filled by control from deltas
+        if (!stream->Write(out)) break;
+        continue;
       }
-      if (!stream->Write(out)) break;
+      // Large deltas go in several messages, opens before closes.
+      bool written = true;
+      auto opened = std::vector<v1::SessionRecord>(std::make_move_iterator(out.mutable_delta()->mutable_opened()->begin()),
+                                                   std::make_move_iterator(out.mutable_delta()->mutable_opened()->end()));
+      for (auto& chunk : ChunkRecords(std::move(opened), kMaxMessageBytes)) {
+        v1::GatewayMessage part;
+        for (auto& r : chunk) *part.mutable_delta()->add_opened() = std::move(r);
+        if (!(written = stream->Write(part))) break;
+      }
+      const auto& closed = out.delta().closed_client_ids();
+      for (int i = 0; written && i < closed.size(); i += kClosedPerMessage) {
+        v1::GatewayMessage part;
+        for (int k = i; k < closed.size() && k < i + kClosedPerMessage; ++k) {
+          part.mutable_delta()->add_closed_client_ids(closed[k]);
+        }
+        written = stream->Write(part);
+      }
+      if (!written) break;
     }
   }
   attached_ = false;
   {
     absl::MutexLock lock(&mu_);
     ctx_ = nullptr;
+    collecting_ = false;
+    pending_.Clear();
   }
   ctx.TryCancel();
   if (reader.joinable()) reader.join();

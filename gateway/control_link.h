@@ -47,7 +47,8 @@ class ControlLink final : public SessionObserver {
   void Run();
   // One attach attempt; returns when the stream breaks or Stop() is called.
   void AttachOnce();
-  bool TakeSnapshot(v1::SessionSnapshot* out);
+  // This gateway's sessions, taken on the loop in one turn.
+  bool TakeSnapshot(std::vector<v1::SessionRecord>* out);
 
   const std::string address_;
   const v1::GatewayHello hello_;
@@ -59,10 +60,17 @@ class ControlLink final : public SessionObserver {
   absl::Mutex mu_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool broken_ ABSL_GUARDED_BY(mu_) = false;
+  bool collecting_ ABSL_GUARDED_BY(mu_) = false;  // a stream is up: changes are deltas
+  bool overflow_ ABSL_GUARDED_BY(mu_) = false;    // the delta queue hit its bound
+  bool Overflowing() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   grpc::ClientContext* ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
   v1::SessionDelta pending_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;
 };
+
+// Splits records into messages of at most about `max_bytes` each (a record
+// larger than that travels alone). Any thread.
+std::vector<std::vector<v1::SessionRecord>> ChunkRecords(std::vector<v1::SessionRecord> records, size_t max_bytes);
 
 // Fans session events out to every link (one per control replica).
 class SessionObserverList final : public SessionObserver {

@@ -4,6 +4,7 @@
 #include <future>
 #include <optional>
 
+#include "gateway/bus_handler.h"
 #include "gtest/gtest.h"
 #include "tests/unit/testing/in_memory_bus.h"
 
@@ -295,6 +296,72 @@ TEST_F(ScatterGatherTest, AnswersCountOnlyFromMembersAndOncePerGateway) {
   EXPECT_TRUE(r->complete);
   ASSERT_EQ(r->answers.size(), 1u);
   EXPECT_EQ(r->answers.at("gw-a").closed(), 1u);
+}
+
+TEST_F(ScatterGatherTest, AnswerLargerThanTheBusArrivesInPartsAndIsMerged) {
+  v1::BusReply big;
+  big.set_format_version(1);
+  big.set_gateway_id("gw-a");
+  for (int i = 0; i < 3000; ++i) {
+    auto* r = big.add_sessions();
+    r->set_client_id("client-" + std::to_string(i));
+    r->set_user_id("42");
+    r->set_meta_json(std::string(1000, 'm'));
+  }
+  (void)bus_.Subscribe(kSubject, [this, big](const std::string&, const std::string& reply, const std::string& data) {
+    v1::BusRequest req;
+    ASSERT_TRUE(req.ParseFromString(data));
+    v1::BusReply answer = big;
+    answer.set_request_id(req.request_id());
+    auto parts = gateway::SplitReply(answer, 1 << 20);
+    ASSERT_GE(parts.size(), 3u);
+    for (const auto& p : parts) EXPECT_LE(p.ByteSizeLong(), size_t{1} << 20);
+    // Out of order, with a part repeated: still one whole answer.
+    std::swap(parts.front(), parts.back());
+    parts.push_back(parts[1]);
+    for (const auto& p : parts) (void)bus_.Publish(reply, p.SerializeAsString(), "");
+  });
+  live_ = {"gw-a"};
+  auto r = CallAndWait(absl::Seconds(30));
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->complete);
+  ASSERT_EQ(r->answers.count("gw-a"), 1u);
+  EXPECT_EQ(r->answers.at("gw-a").sessions_size(), 3000);
+}
+
+TEST_F(ScatterGatherTest, RequestLargerThanTheBusIsInvalidArgument) {
+  live_ = {"gw-a"};
+  v1::BusRequest req = Terminate();
+  for (int i = 0; i < 5000; ++i) req.mutable_terminate()->add_except_client_ids(std::string(250, 'x'));
+  auto r = CallAndWait(absl::Seconds(1), req);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(bus_.published(), 0);
+}
+
+TEST_F(ScatterGatherTest, CallsInFlightAreBounded) {
+  FakeGateway slow(&bus_, "gw-slow", FakeGateway::Mode::kHold);
+  live_ = {"gw-slow"};
+  sg_->set_max_in_flight(2);
+  std::vector<absl::StatusOr<GatherResult>> results;
+  absl::Mutex mu;
+  for (int i = 0; i < 3; ++i) {
+    sg_->Call(Terminate(), absl::Now() + absl::Seconds(30), [&](absl::StatusOr<GatherResult> r) {
+      absl::MutexLock lock(&mu);
+      results.push_back(std::move(r));
+    });
+  }
+  {
+    absl::MutexLock lock(&mu);
+    ASSERT_EQ(results.size(), 1u);  // the third, at once
+    EXPECT_EQ(results[0].status().code(), absl::StatusCode::kResourceExhausted);
+  }
+  slow.ReleaseHeld();
+  absl::MutexLock lock(&mu);
+  EXPECT_TRUE(mu.AwaitWithTimeout(absl::Condition(
+                                      +[](std::vector<absl::StatusOr<GatherResult>>* v) { return v->size() == 3; },
+                                      &results),
+                                  absl::Seconds(10)));
 }
 
 }  // namespace

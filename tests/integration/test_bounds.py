@@ -1,0 +1,84 @@
+"""Sizes past the transports' limits still give whole answers: a user with
+2,000 sessions carrying 2.5 KB of meta each (about 5 MB) is listed completely
+(the gateway's answer crosses NATS in parts), the gateway re-attaches to a
+restarted control with a snapshot larger than gRPC's 4 MiB message limit
+(sent in chunks), and a request too large for the bus is INVALID_ARGUMENT.
+Real nats-server, control and gateway; node opens the sessions."""
+import json
+import os
+import sys
+import tempfile
+import unittest
+
+import grpc
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cluster import Cluster, Proc, gen_stubs, parse_args, wait_until  # noqa: E402
+
+ARGS = None
+API_KEY = (("authorization", "apikey test-api-key-1234"),)
+N = 2000
+
+
+def setUpModule():
+    global cluster, pb, stub, channel, load
+    stubs = tempfile.mkdtemp(prefix="switchboard-stubs-")
+    gen_stubs(ARGS.source_dir, stubs)
+    from switchboard.v1 import control_pb2, control_pb2_grpc
+    pb = control_pb2
+    cluster = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=1, http=False, max_sessions=N + 100)
+    # Callers of big answers raise their receive limit, as any gRPC client may.
+    channel = grpc.insecure_channel("127.0.0.1:%d" % cluster.control_port,
+                                    options=[("grpc.max_receive_message_length", 64 << 20)])
+    stub = control_pb2_grpc.ControlStub(channel)
+    token = cluster.token("big", meta={"blob": "m" * 2500})
+    cfg = {"urls": [cluster.ws_url("gw-1")], "tokens": [token], "count": N, "concurrency": 200}
+    load = Proc("load-big", ["node", os.path.join(ARGS.source_dir, "tests/bench/load_clients.js"), json.dumps(cfg)],
+                stdin=True)
+    ready = json.loads(load.wait_line(r'^(\{"event":"ready".*)$', timeout=90).group(1))
+    assert (ready["connected"], ready["failed"]) == (N, 0), ready
+
+
+def tearDownModule():
+    load.stop()
+    channel.close()
+    cluster.close()
+
+
+def connections():
+    return stub.UserConnections(pb.UserConnectionsRequest(app_id="demo", user_id="big"), metadata=API_KEY,
+                                timeout=10).result
+
+
+class BigAnswersTest(unittest.TestCase):
+    def test_a_user_with_2000_fat_sessions_is_listed_completely(self):
+        res = connections()
+        self.assertTrue(res.complete, res.incomplete_reason)
+        self.assertEqual(len(res.connections), N)
+        self.assertGreater(res.ByteSize(), 4 << 20)  # really past NATS's 1 MiB, and gRPC's default 4 MiB
+
+    def test_snapshot_past_4_mib_reattaches_after_a_control_restart(self):
+        cluster.restart_control()
+        cluster.wait_ready()
+
+        def counted():
+            gws = stub.ListGateways(pb.ListGatewaysRequest(), metadata=API_KEY, timeout=5).gateways
+            return [g.sessions for g in gws] == [N]
+        wait_until(counted, 30, "gw-1 re-attached with all %d sessions" % N)
+        self.assertEqual(len(connections().connections), N)
+
+    def test_zz_request_too_large_for_the_bus_is_invalid_argument(self):
+        req = pb.TerminateUserRequest(app_id="demo", user_id="big",
+                                      except_client_ids=["x" * 250 + str(i) for i in range(5000)])
+        with self.assertRaises(grpc.RpcError) as e:
+            stub.TerminateUser(req, metadata=API_KEY, timeout=10)
+        self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("bus", e.exception.details())
+        self.assertEqual(len(connections().connections), N)  # nothing was closed
+        t = stub.TerminateUser(pb.TerminateUserRequest(app_id="demo", user_id="big"), metadata=API_KEY, timeout=10)
+        self.assertEqual((t.closed, t.coverage.complete), (N, True))
+
+
+if __name__ == "__main__":
+    ARGS, argv = parse_args()
+    unittest.main(argv=argv, verbosity=2)
