@@ -56,7 +56,9 @@ void BusHandler::OnMessage(const std::string& reply_to, const std::string& data)
     return;
   }
   spdlog::debug("bus: request {} -> {}", request->request_id(), reply_to);
-  loop_->Post([this, request, reply_to] {
+  // If the loop's queue is full the request is dropped: control names this
+  // gateway as missing, which is the truth.
+  (void)loop_->Post([this, request, reply_to] {
     spdlog::debug("bus: handling {}", request->request_id());
     v1::BusReply reply = hub_->HandleBusRequest(*request);
     const size_t limit = bus_->MaxPayload() > 4096 ? bus_->MaxPayload() - 1024 : bus_->MaxPayload();

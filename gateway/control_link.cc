@@ -5,6 +5,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/random/random.h"
+#include "absl/synchronization/notification.h"
 #include "spdlog/spdlog.h"
 #include "switchboard/v1/registry.grpc.pb.h"
 
@@ -90,20 +91,24 @@ std::vector<std::vector<v1::SessionRecord>> ChunkRecords(std::vector<v1::Session
 bool ControlLink::TakeSnapshot(std::vector<v1::SessionRecord>* out) {
   // The snapshot and the reset of pending deltas happen in one loop turn, so
   // every later delta is relative to this snapshot.
-  auto promise = std::make_shared<std::promise<std::vector<v1::SessionRecord>>>();
-  auto future = promise->get_future();
-  loop_->Post([this, promise] {
-    auto sessions = snapshot_();
+  struct Snapshot {
+    absl::Notification ready;
+    std::vector<v1::SessionRecord> sessions;
+  };
+  auto snap = std::make_shared<Snapshot>();
+  const bool posted = loop_->Post([this, snap] {
+    snap->sessions = snapshot_();
     {
       absl::MutexLock lock(&mu_);
       pending_.Clear();
       overflow_ = false;
       collecting_ = true;  // every change after this snapshot is a delta
     }
-    promise->set_value(std::move(sessions));
+    snap->ready.Notify();
   });
-  if (future.wait_for(std::chrono::seconds(5)) != std::future_status::ready) return false;
-  *out = future.get();
+  // A dropped closure (loop queue full, shutdown) is a failed attempt.
+  if (!posted || !snap->ready.WaitForNotificationWithTimeout(absl::Seconds(5))) return false;
+  *out = std::move(snap->sessions);
   return true;
 }
 

@@ -40,11 +40,19 @@ constexpr char kVersion[] = "0.1.0";
 // Asks the loop a question and waits for the answer (not on the loop thread).
 template <typename T>
 bool AskLoop(switchboard::Dispatcher* loop, std::function<T()> fn, T* out) {
-  auto p = std::make_shared<std::promise<T>>();
-  auto f = p->get_future();
-  loop->Post([p, fn] { p->set_value(fn()); });
-  if (f.wait_for(std::chrono::seconds(2)) != std::future_status::ready) return false;
-  *out = f.get();
+  struct Answer {
+    absl::Notification ready;
+    T value{};
+  };
+  auto answer = std::make_shared<Answer>();
+  if (!loop->Post([answer, fn] {
+        answer->value = fn();
+        answer->ready.Notify();
+      })) {
+    return false;
+  }
+  if (!answer->ready.WaitForNotificationWithTimeout(absl::Seconds(2))) return false;
+  *out = answer->value;
   return true;
 }
 
@@ -189,12 +197,12 @@ int main(int argc, char** argv) {
     }
     // Whoever is left gets the close now; then wait, bounded, until every
     // close handshake has ended (lws gives a silent peer a few seconds).
-    absl::Notification all_closed;
-    srv->Post([srv, h, &all_closed] {
+    auto closed = std::make_shared<absl::Notification>();
+    srv->Post([srv, h, closed] {
       h->CloseAll(gateway::close_code::kShutdown, "shutdown");
-      srv->NotifyWhenEmpty([&all_closed] { all_closed.Notify(); });
+      srv->NotifyWhenEmpty([closed] { closed->Notify(); });
     });
-    if (!all_closed.WaitForNotificationWithTimeout(absl::Seconds(10))) {
+    if (!closed->WaitForNotificationWithTimeout(absl::Seconds(10))) {
       spdlog::warn("drain: connections still open after the close handshakes' deadline");
     }
     // Leave the fleet, then end the loop; main tears the rest down in order.

@@ -18,6 +18,9 @@ constexpr char kProtobufSubprotocol[] = "centrifuge-protobuf";
 // larger ones arrive in pieces and are reassembled up to max_message_bytes.
 constexpr size_t kRxBufferBytes = 1024;
 
+// Closures waiting for the loop, at most.
+constexpr size_t kMaxPosted = 65536;
+
 // A close frame holds at most 125 bytes: the code and 123 of reason.
 constexpr size_t kMaxCloseReasonBytes = 123;
 
@@ -133,14 +136,21 @@ void WsServer::Shutdown() {
   lws_context_destroy(context_);
 }
 
-void WsServer::Post(std::function<void()> fn) {
+bool WsServer::Post(std::function<void()> fn) {
   absl::MutexLock lock(&post_mu_);
   // After Shutdown() the context is going: nothing may poke it.
-  if (post_closed_) return;
+  if (post_closed_) return false;
+  if (posted_.size() >= kMaxPosted) {
+    // The loop is far behind (a flood of bus requests): refuse rather than
+    // grow. A dropped bus request shows up as this gateway missing.
+    if (posts_dropped_.fetch_add(1) % 10000 == 0) spdlog::warn("loop queue full ({} closures): dropping", kMaxPosted);
+    return false;
+  }
   posted_.push_back(std::move(fn));
   // Under the lock so Shutdown() cannot destroy the context in between; this
   // only writes to lws's wake-up pipe.
   lws_cancel_service(context_);
+  return true;
 }
 
 void WsServer::StartCloseHandshakes() {

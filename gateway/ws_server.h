@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -57,7 +58,8 @@ class WsServer final : public Transport, public Dispatcher {
   void ArmTimer(ConnId conn, absl::Duration after) override;
 
   // Dispatcher (any thread).
-  void Post(std::function<void()> fn) override;
+  bool Post(std::function<void()> fn) override;
+  uint64_t posts_dropped() const { return posts_dropped_.load(); }
 
   size_t connection_count() const { return peers_.size(); }
   uint64_t refused() const { return refused_; }
@@ -119,6 +121,7 @@ class WsServer final : public Transport, public Dispatcher {
   absl::Mutex post_mu_;
   std::vector<std::function<void()>> posted_ ABSL_GUARDED_BY(post_mu_);
   bool post_closed_ ABSL_GUARDED_BY(post_mu_) = false;
+  std::atomic<uint64_t> posts_dropped_{0};
 };
 
 }  // namespace switchboard::gateway
