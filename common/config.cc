@@ -212,6 +212,10 @@ absl::Status ValidateConfig(v1::Config& c) {
   }
   if (control->default_timeout_ms() == 0) control->set_default_timeout_ms(1000);
   if (control->max_timeout_ms() == 0) control->set_max_timeout_ms(10000);
+  if (control->resolve_interval_ms() == 0) control->set_resolve_interval_ms(5000);
+  if (!control->dns_server().empty() && !ValidHostPort(control->dns_server())) {
+    return Bad("control.dns_server", "expected ip:port");
+  }
   if (control->max_in_flight() == 0) control->set_max_in_flight(10000);
   if (control->max_timeout_ms() < control->default_timeout_ms()) {
     return Bad("control.max_timeout_ms", "must be at least control.default_timeout_ms");

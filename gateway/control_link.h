@@ -72,19 +72,5 @@ class ControlLink final : public SessionObserver {
 // larger than that travels alone). Any thread.
 std::vector<std::vector<v1::SessionRecord>> ChunkRecords(std::vector<v1::SessionRecord> records, size_t max_bytes);
 
-// Fans session events out to every link (one per control replica).
-class SessionObserverList final : public SessionObserver {
- public:
-  void Add(SessionObserver* o) { observers_.push_back(o); }
-  void OnSessionOpened(const v1::SessionRecord& r) override {
-    for (auto* o : observers_) o->OnSessionOpened(r);
-  }
-  void OnSessionClosed(const std::string& id) override {
-    for (auto* o : observers_) o->OnSessionClosed(id);
-  }
-
- private:
-  std::vector<SessionObserver*> observers_;
-};
 
 }  // namespace switchboard::gateway

@@ -22,6 +22,7 @@
 #include "gateway/bus_handler.h"
 #include "gateway/centrifuge_codec.h"
 #include "gateway/control_link.h"
+#include "gateway/control_link_set.h"
 #include "gateway/hub.h"
 #include "gateway/ws_server.h"
 #include "spdlog/spdlog.h"
@@ -140,19 +141,25 @@ int main(int argc, char** argv) {
   hello.set_start_time_ms(NowUnixMs());
   hello.set_address(absl::StrCat(config.gateway().listen_host(), ":", server->port()));
 
-  gateway::SessionObserverList observers;
-  std::unique_ptr<gateway::Hub> hub;
-  std::vector<std::unique_ptr<gateway::ControlLink>> links;
-  for (const auto& addr : config.control().addresses()) {
-    gateway::ControlLink::Options link_opts;
-    link_opts.cluster_token = config.cluster_token();
-    link_opts.heartbeat = absl::Milliseconds(config.control().heartbeat_interval_ms());
-    link_opts.lease = absl::Milliseconds(config.control().lease_ms());
-    links.push_back(std::make_unique<gateway::ControlLink>(addr, hello, server.get(),
-                                                           [&hub] { return hub->Snapshot(); }, link_opts));
-    observers.Add(links.back().get());
+  gateway::ControlLink::Options link_opts;
+  link_opts.cluster_token = config.cluster_token();
+  link_opts.heartbeat = absl::Milliseconds(config.control().heartbeat_interval_ms());
+  link_opts.lease = absl::Milliseconds(config.control().lease_ms());
+  auto resolver = gateway::ControlResolver::Create(config.control().dns_server());
+  if (!resolver.ok()) {
+    spdlog::error("{}", std::string(resolver.status().message()));
+    return 2;
   }
-  hub = std::make_unique<gateway::Hub>(config, gateway_id, server.get(), &observers);
+  std::unique_ptr<gateway::Hub> hub;
+  std::vector<std::string> control_addresses(config.control().addresses().begin(),
+                                             config.control().addresses().end());
+  gateway::ControlLinkSet links(
+      control_addresses, *std::move(resolver), absl::Milliseconds(config.control().resolve_interval_ms()),
+      [&](const std::string& address) {
+        return std::make_unique<gateway::ControlLink>(address, hello, server.get(),
+                                                      [&hub] { return hub->Snapshot(); }, link_opts);
+      });
+  hub = std::make_unique<gateway::Hub>(config, gateway_id, server.get(), &links);
   server->set_hub(hub.get());
 
   gateway::BusHandler bus_handler(bus.get(), server.get(), hub.get());
@@ -160,7 +167,7 @@ int main(int argc, char** argv) {
     spdlog::error("{}", std::string(st.message()));
     return 1;
   }
-  for (auto& link : links) link->Start();
+  links.Start();
 
   std::atomic<bool> draining{false};
   std::thread signal_thread([&] {
@@ -206,7 +213,7 @@ int main(int argc, char** argv) {
       spdlog::warn("drain: connections still open after the close handshakes' deadline");
     }
     // Leave the fleet, then end the loop; main tears the rest down in order.
-    for (auto& link : links) link->Stop();
+    links.Stop();
     size_t left = 0;
     AskLoop<size_t>(srv, [srv] { return srv->connection_count(); }, &left);
     spdlog::info("gateway drained ({} connections left), exiting", left);
@@ -228,7 +235,7 @@ int main(int argc, char** argv) {
   // then the links, the hub and the socket layer.
   bus.reset();
   NatsClientImpl::ShutdownLibrary();
-  links.clear();
+  links.Stop();
   hub.reset();
   server.reset();
   return 0;

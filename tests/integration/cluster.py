@@ -164,6 +164,8 @@ nats_control: {{user: {nats_control_user}, password: {nats_control_password}}}
 control:
   listen: 127.0.0.1:0
   addresses: [{control_addresses}]
+  dns_server: "{dns_server}"
+  resolve_interval_ms: 300
   default_timeout_ms: 1000
   heartbeat_interval_ms: {heartbeat}
   lease_ms: {lease}
@@ -181,7 +183,11 @@ gateway:
 
 class Cluster:
     def __init__(self, build_dir, source_dir, gateways=2, ping=25, http=True, max_sessions=1000, controls=1,
-                 grace=25, heartbeat_ms=300, lease_ms=1500, gateway_extra=None):
+                 grace=25, heartbeat_ms=300, lease_ms=1500, gateway_extra=None, replica_hosts=None,
+                 dns_name=None, dns_server=""):
+        """replica_hosts: run one control per loopback address, all on the same
+        port, and give gateways `dns_name` (resolved by `dns_server`) instead
+        of a static list."""
         self.build_dir = os.path.abspath(build_dir)
         self.source_dir = source_dir
         self.tmp = tempfile.mkdtemp(prefix="switchboard-test-")
@@ -193,6 +199,8 @@ class Cluster:
         self.heartbeat_ms = heartbeat_ms
         self.lease_ms = lease_ms
         self.gateway_extra = "".join("  %s: %s\n" % kv for kv in (gateway_extra or {}).items())
+        self.dns_name = dns_name
+        self.dns_server = dns_server
         self.cluster = "t%d" % os.getpid()
         # NATS runs with one user per role, its authorization printed by the
         # CLI from the same config the components read.
@@ -211,11 +219,17 @@ class Cluster:
         # Replicas: every gateway attaches to each (config control.addresses).
         self.controls = []
         self.control_ports = []
-        for i in range(controls):
-            p = self._start("control" if i == 0 else "control-r%d" % i,
-                            [self.bin("control/switchboard-control"), "--config", self.config])
-            self.controls.append(p)
-            self.control_ports.append(int(p.wait_line(r"READY port=(\d+)").group(1)))
+        self.control_addrs = []
+        if replica_hosts:
+            for host in replica_hosts:
+                self.add_control(host)
+        else:
+            for i in range(controls):
+                p = self._start("control" if i == 0 else "control-r%d" % i,
+                                [self.bin("control/switchboard-control"), "--config", self.config])
+                self.controls.append(p)
+                self.control_ports.append(int(p.wait_line(r"READY port=(\d+)").group(1)))
+                self.control_addrs.append("127.0.0.1:%d" % self.control_ports[-1])
         self.control = self.controls[0]
         self.control_port = self.control_ports[0]
         self._write_config(self.control_ports)
@@ -230,16 +244,28 @@ class Cluster:
             self.http_port = int(self.http.wait_line(r"READY port=(\d+)").group(1))
         self.wait_ready()
 
-    def wait_ready(self, ports=None, timeout=15):
+    def add_control(self, host):
+        """Starts a replica on `host`, on the port of the first replica (the OS
+        picks that one)."""
+        port = self.control_ports[0] if self.control_ports else 0
+        p = self._start("control-%s" % host, [self.bin("control/switchboard-control"), "--config", self.config,
+                                               "--listen", "%s:%d" % (host, port)])
+        port = int(p.wait_line(r"READY port=(\d+)").group(1))
+        self.controls.append(p)
+        self.control_ports.append(port)
+        self.control_addrs.append("%s:%d" % (host, port))
+        return p, "%s:%d" % (host, port)
+
+    def wait_ready(self, addrs=None, timeout=15):
         """Waits until every control replica is past its first lease: before
         that it answers complete=false by design."""
-        for port in ports or self.control_ports:
+        for addr in addrs or self.control_addrs:
             def complete():
                 out = subprocess.run([self.bin("cli/switchboardctl"), "--config", self.config, "--control",
-                                      "127.0.0.1:%d" % port, "connections", "--user", "readiness-probe"],
+                                      addr, "connections", "--user", "readiness-probe"],
                                      capture_output=True, text=True, timeout=20)
                 return out.returncode == 0 and json.loads(out.stdout)["result"].get("complete") is True
-            wait_until(complete, timeout, "control 127.0.0.1:%d past its first lease" % port)
+            wait_until(complete, timeout, "control %s past its first lease" % addr)
 
     def nats_out_msgs(self, conn_name):
         """Messages nats-server has delivered to the named client connection."""
@@ -274,10 +300,13 @@ class Cluster:
         return os.path.join(self.build_dir, rel)
 
     def _write_config(self, control_ports):
-        addresses = ", ".join("127.0.0.1:%d" % p for p in control_ports)
+        if self.dns_name and control_ports and control_ports[0]:
+            addresses = "%s:%d" % (self.dns_name, control_ports[0])
+        else:
+            addresses = ", ".join("127.0.0.1:%d" % p for p in control_ports)
         with open(self.config, "w") as f:
             f.write(CONFIG.format(cluster=self.cluster, nats_port=self.nats_port,
-                                  control_addresses=addresses, ping=self.ping,
+                                  control_addresses=addresses, ping=self.ping, dns_server=self.dns_server,
                                   max_sessions=self.max_sessions, grace=self.grace,
                                   cluster_token=CLUSTER_TOKEN, http_proxy_token=HTTP_PROXY_TOKEN,
                                   heartbeat=self.heartbeat_ms, lease=self.lease_ms,

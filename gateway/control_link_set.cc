@@ -1,0 +1,99 @@
+#include "gateway/control_link_set.h"
+
+#include <set>
+
+#include "spdlog/spdlog.h"
+
+namespace switchboard::gateway {
+
+ControlLinkSet::ControlLinkSet(std::vector<std::string> configured, std::unique_ptr<ControlResolver> resolver,
+                               absl::Duration interval, LinkFactory factory)
+    : configured_(std::move(configured)),
+      resolver_(std::move(resolver)),
+      interval_(interval),
+      factory_(std::move(factory)) {}
+
+ControlLinkSet::~ControlLinkSet() { Stop(); }
+
+void ControlLinkSet::Start() {
+  thread_ = std::thread([this] {
+    do {
+      Refresh();
+    } while (!stop_.WaitForNotificationWithTimeout(interval_));
+  });
+}
+
+void ControlLinkSet::Stop() {
+  if (!stop_.HasBeenNotified()) stop_.Notify();
+  if (thread_.joinable()) thread_.join();
+  std::map<std::string, std::shared_ptr<ControlLink>> links;
+  {
+    absl::MutexLock lock(&mu_);
+    links.swap(links_);
+  }
+  for (auto& [address, link] : links) link->Stop();
+}
+
+void ControlLinkSet::Refresh() {
+  std::set<std::string> want;
+  bool failed = false;
+  for (const auto& entry : configured_) {
+    auto addresses = resolver_->Resolve(entry, absl::Seconds(2));
+    if (!addresses.ok()) {
+      spdlog::warn("control {}: {}; keeping the current links", entry, std::string(addresses.status().message()));
+      failed = true;
+      continue;
+    }
+    want.insert(addresses->begin(), addresses->end());
+  }
+  std::vector<std::shared_ptr<ControlLink>> gone;
+  std::vector<std::string> added;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto it = links_.begin(); it != links_.end();) {
+      // A lookup that failed says nothing about its replicas: only drop on success.
+      if (!failed && want.count(it->first) == 0) {
+        gone.push_back(it->second);
+        it = links_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    for (const auto& address : want) {
+      if (links_.count(address) == 0) added.push_back(address);
+    }
+  }
+  for (auto& link : gone) link->Stop();
+  for (const auto& address : added) {
+    spdlog::info("control replica {}: linking", address);
+    std::shared_ptr<ControlLink> link = factory_(address);
+    link->Start();
+    absl::MutexLock lock(&mu_);
+    links_[address] = std::move(link);
+  }
+}
+
+std::vector<std::string> ControlLinkSet::Addresses() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::string> out;
+  for (const auto& [address, link] : links_) out.push_back(address);
+  return out;
+}
+
+std::vector<std::shared_ptr<ControlLink>> ControlLinkSet::Links() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::shared_ptr<ControlLink>> out;
+  out.reserve(links_.size());
+  for (const auto& [address, link] : links_) out.push_back(link);
+  return out;
+}
+
+void ControlLinkSet::OnSessionOpened(const v1::SessionRecord& record) {
+  for (auto& link : Links()) link->OnSessionOpened(record);
+}
+
+void ControlLinkSet::OnSessionClosed(const std::string& client_id) {
+  for (auto& link : Links()) link->OnSessionClosed(client_id);
+}
+
+}  // namespace switchboard::gateway
