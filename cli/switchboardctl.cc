@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/config.h"
+#include "common/grpc_tls.h"
 #include "common/crypto.h"
 #include "control/pusher_auth.h"
 #include "google/protobuf/util/json_util.h"
@@ -157,6 +158,10 @@ int NatsConfig(const v1::Config& config) {
       config.cluster().c_str(), q(config.nats_gateway().user()).c_str(), q(config.nats_gateway().password()).c_str(),
       q(subject).c_str(), q(config.nats_control().user()).c_str(), q(config.nats_control().password()).c_str(),
       q(subject).c_str());
+  if (TlsEnabled(config)) {
+    std::printf("tls {\n  cert_file: %s\n  key_file: %s\n}\n", q(config.tls().cert_file()).c_str(),
+                q(config.tls().key_file()).c_str());
+  }
   return 0;
 }
 
@@ -194,7 +199,7 @@ int main(int argc, char** argv) {
   if (api_key.empty() && std::getenv("SWITCHBOARD_API_KEY")) api_key = std::getenv("SWITCHBOARD_API_KEY");
   if (api_key.empty()) api_key = config.api_keys(0);
 
-  auto stub = v1::Control::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  auto stub = v1::Control::NewStub(grpc::CreateChannel(address, ChannelCredentials(config)));
   auto make_ctx = [&](grpc::ClientContext* ctx) {
     ctx->AddMetadata("authorization", "apikey " + api_key);
     ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(absl::GetFlag(FLAGS_timeout_ms)));

@@ -251,6 +251,21 @@ absl::Status ValidateConfig(v1::Config& c) {
     if (creds->user().empty()) return Bad(std::string(name) + ".user", "must not be empty (NATS runs with authentication)");
     if (creds->password().size() < 12) return Bad(std::string(name) + ".password", "at least 12 characters");
   }
+  {
+    const auto& tls = c.tls();
+    const bool any = !tls.ca_file().empty() || !tls.cert_file().empty() || !tls.key_file().empty();
+    if (any) {
+      for (const auto& [field, path] : {std::pair<const char*, const std::string*>{"tls.ca_file", &tls.ca_file()},
+                                        {"tls.cert_file", &tls.cert_file()},
+                                        {"tls.key_file", &tls.key_file()}}) {
+        if (path->empty()) return Bad(field, "must be set when any tls file is (ca_file, cert_file, key_file)");
+        if (!std::ifstream(*path)) return Bad(field, "cannot read " + *path);
+      }
+    }
+    if (absl::StartsWith(c.nats_url(), "tls://") && tls.ca_file().empty()) {
+      return Bad("tls.ca_file", "a tls:// nats_url needs the CA to verify the server");
+    }
+  }
   if (c.nats_gateway().user() == c.nats_control().user()) {
     return Bad("nats_control.user", "must differ from nats_gateway.user (each role has its own permissions)");
   }

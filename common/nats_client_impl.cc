@@ -35,7 +35,8 @@ absl::Time NatsClientImpl::ConnectedSince() const {
 absl::StatusOr<std::unique_ptr<NatsClientImpl>> NatsClientImpl::Create(const std::string& url,
                                                                       const std::string& name,
                                                                       const std::string& user,
-                                                                      const std::string& password) {
+                                                                      const std::string& password,
+                                                                      const std::string& ca_file) {
   std::unique_ptr<NatsClientImpl> client(new NatsClientImpl());
   natsOptions* opts = nullptr;
   if (auto st = FromNats(natsOptions_Create(&opts), "nats options"); !st.ok()) return st;
@@ -43,6 +44,10 @@ absl::StatusOr<std::unique_ptr<NatsClientImpl>> NatsClientImpl::Create(const std
   natsStatus s = natsOptions_SetURL(opts, url.c_str());
   if (s == NATS_OK) s = natsOptions_SetName(opts, name.c_str());
   if (s == NATS_OK && !user.empty()) s = natsOptions_SetUserInfo(opts, user.c_str(), password.c_str());
+  if (s == NATS_OK && url.rfind("tls://", 0) == 0) {
+    s = natsOptions_SetSecure(opts, true);
+    if (s == NATS_OK && !ca_file.empty()) s = natsOptions_LoadCATrustedCertificates(opts, ca_file.c_str());
+  }
   if (s == NATS_OK) s = natsOptions_SetSendAsap(opts, true);
   if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts, -1);
   if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts, 250);

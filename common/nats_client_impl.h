@@ -23,9 +23,11 @@ namespace switchboard {
 // caller ever waits on the socket. Thread-safe.
 class NatsClientImpl final : public NatsClient {
  public:
+  // A tls:// url connects with TLS, verifying the server against `ca_file`.
   static absl::StatusOr<std::unique_ptr<NatsClientImpl>> Create(const std::string& url, const std::string& name,
                                                                 const std::string& user = "",
-                                                                const std::string& password = "");
+                                                                const std::string& password = "",
+                                                                const std::string& ca_file = "");
   // At process end, after every client is gone: waits (bounded) until the
   // NATS library's own threads, which may still run connection callbacks
   // that log, have exited. Call once, from main.

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "common/config.h"
+#include "common/grpc_tls.h"
 #include "common/ids.h"
 #include "common/logging.h"
 #include "common/nats_client_impl.h"
@@ -50,7 +51,7 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
   auto bus_or = NatsClientImpl::Create(config.nats_url(), "switchboard-control", config.nats_control().user(),
-                                       config.nats_control().password());
+                                       config.nats_control().password(), config.tls().ca_file());
   if (!bus_or.ok()) {
     spdlog::error("{}", std::string(bus_or.status().message()));
     return 1;
@@ -97,7 +98,7 @@ int main(int argc, char** argv) {
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, half_lease_ms / 2);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
   int port = 0;
-  builder.AddListeningPort(config.control().listen(), grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(config.control().listen(), ServerCredentials(config), &port);
   builder.RegisterService(&control_service);
   builder.RegisterService(&registry_service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();

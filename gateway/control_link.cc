@@ -139,7 +139,10 @@ void ControlLink::AttachOnce() {
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, static_cast<int>(absl::ToInt64Milliseconds(options_.lease / 2)));
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
-  auto channel = grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args);
+  // The address is one replica's IP; its certificate names the configured host.
+  if (!options_.tls_name.empty()) args.SetSslTargetNameOverride(options_.tls_name);
+  auto channel = grpc::CreateCustomChannel(
+      address_, options_.credentials ? options_.credentials : grpc::InsecureChannelCredentials(), args);
   auto stub = v1::Registry::NewStub(channel);
   grpc::ClientContext ctx;
   ctx.AddMetadata("x-switchboard-cluster-token", options_.cluster_token);

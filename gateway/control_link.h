@@ -14,6 +14,7 @@
 #include "switchboard/v1/registry.pb.h"
 
 namespace grpc {
+class ChannelCredentials;
 class ClientContext;
 }
 
@@ -30,6 +31,8 @@ class ControlLink final : public SessionObserver {
     std::string cluster_token;                        // presented on Attach
     absl::Duration heartbeat = absl::Seconds(1);      // a heartbeat this often keeps the lease
     absl::Duration lease = absl::Seconds(3);          // a dead control is noticed within this
+    std::shared_ptr<grpc::ChannelCredentials> credentials;  // null: insecure
+    std::string tls_name;  // the name control's certificate carries (the configured host)
   };
   ControlLink(std::string address, v1::GatewayHello hello, Dispatcher* loop, SnapshotFn snapshot,
               Options options);

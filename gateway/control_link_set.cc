@@ -1,6 +1,5 @@
 #include "gateway/control_link_set.h"
 
-#include <set>
 
 #include "spdlog/spdlog.h"
 
@@ -35,7 +34,7 @@ void ControlLinkSet::Stop() {
 }
 
 void ControlLinkSet::Refresh() {
-  std::set<std::string> want;
+  std::map<std::string, std::string> want;  // replica address -> configured host
   bool failed = false;
   for (const auto& entry : configured_) {
     auto addresses = resolver_->Resolve(entry, absl::Seconds(2));
@@ -44,7 +43,9 @@ void ControlLinkSet::Refresh() {
       failed = true;
       continue;
     }
-    want.insert(addresses->begin(), addresses->end());
+    std::string host = entry.substr(0, entry.rfind(':'));
+    if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+    for (const auto& a : *addresses) want.emplace(a, host);
   }
   std::vector<std::shared_ptr<ControlLink>> gone;
   std::vector<std::string> added;
@@ -59,14 +60,14 @@ void ControlLinkSet::Refresh() {
         ++it;
       }
     }
-    for (const auto& address : want) {
+    for (const auto& [address, host] : want) {
       if (links_.count(address) == 0) added.push_back(address);
     }
   }
   for (auto& link : gone) link->Stop();
   for (const auto& address : added) {
     spdlog::info("control replica {}: linking", address);
-    std::shared_ptr<ControlLink> link = factory_(address);
+    std::shared_ptr<ControlLink> link = factory_(address, want[address]);
     link->Start();
     absl::MutexLock lock(&mu_);
     links_[address] = std::move(link);

@@ -24,7 +24,9 @@ namespace switchboard::gateway {
 // Session events (loop thread) fan out to every link. Thread-safe.
 class ControlLinkSet final : public SessionObserver {
  public:
-  using LinkFactory = std::function<std::unique_ptr<ControlLink>(const std::string& address)>;
+  // `address` is one replica ("ip:port"); `host` the configured name it was
+  // found under (what a TLS certificate names).
+  using LinkFactory = std::function<std::unique_ptr<ControlLink>(const std::string& address, const std::string& host)>;
   ControlLinkSet(std::vector<std::string> configured, std::unique_ptr<ControlResolver> resolver,
                  absl::Duration interval, LinkFactory factory);
   ~ControlLinkSet() override;

@@ -2,6 +2,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <sys/resource.h>
 
 #include <cstdio>
@@ -16,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "common/config.h"
+#include "common/grpc_tls.h"
 #include "common/ids.h"
 #include "common/logging.h"
 #include "common/nats_client_impl.h"
@@ -60,6 +62,10 @@ bool AskLoop(switchboard::Dispatcher* loop, std::function<T()> fn, T* out) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Before anything touches OpenSSL: no exit-time cleanup. lws de-initialises
+  // OpenSSL's global state when its TLS context goes, and the exit handler
+  // then crashes on the freed state (seen with wss:// on OpenSSL 3).
+  OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, nullptr);
   absl::SetProgramUsageMessage("switchboard-gateway --config=FILE");
   absl::ParseCommandLine(argc, argv);
   using namespace switchboard;
@@ -113,6 +119,10 @@ int main(int argc, char** argv) {
   ws_opts.max_connections_per_ip = config.gateway().max_connections_per_ip();
   ws_opts.connect_rate_limit = config.gateway().connection_rate_limit();
   ws_opts.connect_timeout = absl::Milliseconds(config.gateway().connect_timeout_ms());
+  if (TlsEnabled(config)) {
+    ws_opts.tls_cert_file = config.tls().cert_file();
+    ws_opts.tls_key_file = config.tls().key_file();
+  }
   auto server_or = gateway::WsServer::Create(ws_opts);
   if (!server_or.ok()) {
     spdlog::error("{}", std::string(server_or.status().message()));
@@ -128,7 +138,8 @@ int main(int argc, char** argv) {
   }
 
   auto bus_or = NatsClientImpl::Create(config.nats_url(), "switchboard-gateway " + gateway_id,
-                                       config.nats_gateway().user(), config.nats_gateway().password());
+                                       config.nats_gateway().user(), config.nats_gateway().password(),
+                                       config.tls().ca_file());
   if (!bus_or.ok()) {
     spdlog::error("{}", std::string(bus_or.status().message()));
     return 1;
@@ -145,6 +156,7 @@ int main(int argc, char** argv) {
   link_opts.cluster_token = config.cluster_token();
   link_opts.heartbeat = absl::Milliseconds(config.control().heartbeat_interval_ms());
   link_opts.lease = absl::Milliseconds(config.control().lease_ms());
+  link_opts.credentials = ChannelCredentials(config);
   auto resolver = gateway::ControlResolver::Create(config.control().dns_server());
   if (!resolver.ok()) {
     spdlog::error("{}", std::string(resolver.status().message()));
@@ -155,9 +167,11 @@ int main(int argc, char** argv) {
                                              config.control().addresses().end());
   gateway::ControlLinkSet links(
       control_addresses, *std::move(resolver), absl::Milliseconds(config.control().resolve_interval_ms()),
-      [&](const std::string& address) {
+      [&](const std::string& address, const std::string& host) {
+        gateway::ControlLink::Options opts = link_opts;
+        if (!config.tls().ca_file().empty()) opts.tls_name = host;
         return std::make_unique<gateway::ControlLink>(address, hello, server.get(),
-                                                      [&hub] { return hub->Snapshot(); }, link_opts);
+                                                      [&hub] { return hub->Snapshot(); }, opts);
       });
   hub = std::make_unique<gateway::Hub>(config, gateway_id, server.get(), &links);
   server->set_hub(hub.get());

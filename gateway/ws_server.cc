@@ -82,6 +82,14 @@ absl::StatusOr<std::unique_ptr<WsServer>> WsServer::Create(const Options& option
   info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_VALIDATE_UTF8 |
                  LWS_SERVER_OPTION_UV_NO_SIGSEGV_SIGFPE_SPIN;
   info.timeout_secs = 10;
+  if (!server->options_.tls_cert_file.empty()) {
+    // lws sets up TLS on the vhost only with its global init; its matching
+    // de-init at context destroy (CONF_modules_free) would make OpenSSL's own
+    // exit handler crash, which main() switches off (OPENSSL_INIT_NO_ATEXIT).
+    info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    info.ssl_cert_filepath = server->options_.tls_cert_file.c_str();
+    info.ssl_private_key_filepath = server->options_.tls_key_file.c_str();
+  }
   server->context_ = lws_create_context(&info);
   if (server->context_ == nullptr) {
     return absl::UnavailableError("cannot start the WebSocket server on " + options.host + ":" +

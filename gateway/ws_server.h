@@ -34,6 +34,8 @@ class WsServer final : public Transport, public Dispatcher {
     size_t max_connections_per_ip = 0;  // 0: no cap
     double connect_rate_limit = 0;      // new connections per second; 0: no limit
     absl::Duration connect_timeout = absl::Seconds(10);  // uni_http_stream: the whole body by then
+    std::string tls_cert_file;  // set: wss:// and https:// only
+    std::string tls_key_file;
   };
   static absl::StatusOr<std::unique_ptr<WsServer>> Create(const Options& options);
   ~WsServer() override;

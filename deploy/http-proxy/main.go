@@ -31,6 +31,7 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/runtime"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -134,6 +135,9 @@ func withBodyMd5(next http.Handler) http.Handler {
 func main() {
 	listen := flag.String("listen", "127.0.0.1:8080", "HTTP listen address (port 0: the OS chooses)")
 	control := flag.String("control", "127.0.0.1:50051", "switchboard-control gRPC address")
+	controlCA := flag.String("control_ca", "", "CA file: call control over TLS, verifying it (config tls.ca_file)")
+	tlsCert := flag.String("tls_cert", "", "serve HTTPS with this certificate (and --tls_key)")
+	tlsKey := flag.String("tls_key", "", "the key of --tls_cert")
 	flag.Parse()
 	proxyToken = os.Getenv("SWITCHBOARD_HTTP_PROXY_TOKEN")
 	if len(proxyToken) < 16 {
@@ -151,6 +155,14 @@ func main() {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	opts := []grpc.DialOption{grpc.WithInsecure()}
+	if *controlCA != "" {
+		creds, err := credentials.NewClientTLSFromFile(*controlCA, "")
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "switchboard-http: --control_ca: %v\n", err)
+			os.Exit(2)
+		}
+		opts = []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	}
 	if err := switchboardv1.RegisterControlHandlerFromEndpoint(ctx, mux, *control, opts); err != nil {
 		log.Fatalf("switchboard-http: cannot register control handlers: %v", err)
 	}
@@ -181,7 +193,13 @@ func main() {
 		defer done()
 		_ = srv.Shutdown(shutdownCtx)
 	}()
-	if err := srv.Serve(ln); err != nil && err != http.ErrServerClosed {
+	var serveErr error
+	if *tlsCert != "" {
+		serveErr = srv.ServeTLS(ln, *tlsCert, *tlsKey)
+	} else {
+		serveErr = srv.Serve(ln)
+	}
+	if err := serveErr; err != nil && err != http.ErrServerClosed {
 		log.Fatalf("switchboard-http: %v", err)
 	}
 }

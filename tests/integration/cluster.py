@@ -101,9 +101,9 @@ class Proc:
 class Driver(Proc):
     """The node process that runs real client SDKs."""
 
-    def __init__(self, node_dir):
+    def __init__(self, node_dir, env=None):
         node_dir = os.path.abspath(node_dir)
-        super().__init__("driver", ["node", os.path.join(node_dir, "driver.js")], cwd=node_dir, stdin=True)
+        super().__init__("driver", ["node", os.path.join(node_dir, "driver.js")], cwd=node_dir, stdin=True, env=env)
         self.wait_line(r'"event":"ready"')
 
     def send(self, **cmd):
@@ -151,7 +151,8 @@ NATS_CONTROL = ("sb-control", "test-nats-control-password")
 
 CONFIG = """
 cluster: {cluster}
-nats_url: nats://127.0.0.1:{nats_port}
+nats_url: {nats_scheme}://127.0.0.1:{nats_port}
+{tls_block}
 default_app: demo
 apps:
   - {{id: demo, key: demo-key, secret: demo-secret-for-tests}}
@@ -184,7 +185,7 @@ gateway:
 class Cluster:
     def __init__(self, build_dir, source_dir, gateways=2, ping=25, http=True, max_sessions=1000, controls=1,
                  grace=25, heartbeat_ms=300, lease_ms=1500, gateway_extra=None, replica_hosts=None,
-                 dns_name=None, dns_server=""):
+                 dns_name=None, dns_server="", tls=None):
         """replica_hosts: run one control per loopback address, all on the same
         port, and give gateways `dns_name` (resolved by `dns_server`) instead
         of a static list."""
@@ -201,6 +202,7 @@ class Cluster:
         self.gateway_extra = "".join("  %s: %s\n" % kv for kv in (gateway_extra or {}).items())
         self.dns_name = dns_name
         self.dns_server = dns_server
+        self.tls = tls  # {"ca": path, "cert": path, "key": path}: TLS on every link
         self.cluster = "t%d" % os.getpid()
         # NATS runs with one user per role, its authorization printed by the
         # CLI from the same config the components read.
@@ -238,8 +240,10 @@ class Cluster:
         self.http = None
         self.http_port = None
         if http:
+            tls_args = ["--control_ca", self.tls["ca"], "--tls_cert", self.tls["cert"],
+                        "--tls_key", self.tls["key"]] if self.tls else []
             self.http = self._start("http", [self.bin("deploy/http-proxy/switchboard-http"), "--listen",
-                                             "127.0.0.1:0", "--control", "127.0.0.1:%d" % self.control_port],
+                                             "127.0.0.1:0", "--control", "127.0.0.1:%d" % self.control_port] + tls_args,
                                     env={"SWITCHBOARD_HTTP_PROXY_TOKEN": HTTP_PROXY_TOKEN})
             self.http_port = int(self.http.wait_line(r"READY port=(\d+)").group(1))
         self.wait_ready()
@@ -307,6 +311,9 @@ class Cluster:
         with open(self.config, "w") as f:
             f.write(CONFIG.format(cluster=self.cluster, nats_port=self.nats_port,
                                   control_addresses=addresses, ping=self.ping, dns_server=self.dns_server,
+                                  nats_scheme="tls" if self.tls else "nats",
+                                  tls_block=("tls: {ca_file: %(ca)s, cert_file: %(cert)s, key_file: %(key)s}"
+                                             % self.tls) if self.tls else "",
                                   max_sessions=self.max_sessions, grace=self.grace,
                                   cluster_token=CLUSTER_TOKEN, http_proxy_token=HTTP_PROXY_TOKEN,
                                   heartbeat=self.heartbeat_ms, lease=self.lease_ms,
@@ -327,7 +334,8 @@ class Cluster:
         return p, port
 
     def ws_url(self, gw_id, query=""):
-        return "ws://127.0.0.1:%d/connection/websocket%s" % (self.gateways[gw_id][1], query)
+        return "%s://127.0.0.1:%d/connection/websocket%s" % ("wss" if self.tls else "ws", self.gateways[gw_id][1],
+                                                             query)
 
     def ctl(self, *args):
         out = subprocess.run([self.bin("cli/switchboardctl"), "--config", self.config] + list(args),

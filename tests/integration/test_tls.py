@@ -1,0 +1,128 @@
+"""The whole cluster with TLS on every link, certificates made here with the
+openssl CLI (a throwaway CA): NATS (tls://), control's gRPC (gateways, the
+CLI, grpcio, switchboard-http all verify it), wss:// and https:// on the
+gateways, HTTPS on switchboard-http. Clients: centrifuge-js over wss, curl
+with --cacert, grpcio with the CA. Plaintext attempts are refused."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import grpc
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cluster import Cluster, Driver, Proc, gen_stubs, parse_args, wait_until  # noqa: E402
+
+ARGS = None
+API_KEY = (("authorization", "apikey test-api-key-1234"),)
+
+
+def make_certs(d):
+    """A CA and a server certificate for 127.0.0.1 / localhost (ECDSA P-256)."""
+    def run(*args):
+        subprocess.run(["openssl"] + list(args), check=True, capture_output=True, cwd=d)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=switchboard test CA")
+    run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
+    with open(os.path.join(d, "ext.cnf"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
+                "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf")
+    return {"ca": os.path.join(d, "ca.pem"), "cert": os.path.join(d, "server.pem"),
+            "key": os.path.join(d, "server.key")}
+
+
+def setUpModule():
+    global cluster, driver, pb, stub, channel, certs
+    stubs = tempfile.mkdtemp(prefix="switchboard-stubs-")
+    gen_stubs(ARGS.source_dir, stubs)
+    from switchboard.v1 import control_pb2, control_pb2_grpc
+    pb = control_pb2
+    certs = make_certs(tempfile.mkdtemp(prefix="switchboard-certs-"))
+    cluster = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=2, tls=certs)
+    driver = Driver(os.path.join(ARGS.source_dir, "tests/integration/node"), env={"NODE_EXTRA_CA_CERTS": certs["ca"]})
+    with open(certs["ca"], "rb") as f:
+        creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+    channel = grpc.secure_channel("127.0.0.1:%d" % cluster.control_port, creds)
+    stub = control_pb2_grpc.ControlStub(channel)
+
+
+def tearDownModule():
+    channel.close()
+    driver.stop()
+    cluster.close()
+
+
+def curl(*args):
+    out = subprocess.run(["curl", "-sS", "--cacert", certs["ca"]] + list(args), capture_output=True, text=True,
+                         timeout=15)
+    return out.returncode, out.stdout
+
+
+class TlsEverywhereTest(unittest.TestCase):
+    def test_clients_work_over_tls_on_every_link(self):
+        names, clients = [], set()
+        for gw in ("gw-1", "gw-2"):
+            self.assertTrue(cluster.ws_url(gw).startswith("wss://"))
+            name = "tls-" + gw
+            driver.send(op="centrifuge", name=name, url=cluster.ws_url(gw), token=cluster.token("600"))
+            clients.add(driver.wait_event(name, "connected")["client"])
+            names.append(name)
+        # grpcio over TLS; both gateways reached control over TLS and answer over tls:// NATS.
+        res = stub.UserConnections(pb.UserConnectionsRequest(app_id="demo", user_id="600"), metadata=API_KEY,
+                                   timeout=5).result
+        self.assertTrue(res.complete)
+        self.assertEqual(set(res.connections), clients)
+        # switchboard-http over HTTPS, talking TLS to control.
+        rc, body = curl("-H", "X-API-Key: test-api-key-1234", "-d", '{"user": "600"}',
+                        "https://127.0.0.1:%d/api/user_connections" % cluster.http_port)
+        self.assertEqual(rc, 0, body)
+        self.assertEqual(set(json.loads(body)["result"]["connections"]), clients)
+        # The uni stream over https.
+        port = cluster.gateways["gw-1"][1]
+        uni = Proc("curl-tls", ["curl", "-sN", "--cacert", certs["ca"], "-X", "POST", "--data-binary",
+                                json.dumps({"token": cluster.token("600")}),
+                                "https://127.0.0.1:%d/connection/uni_http_stream" % port])
+        try:
+            wait_until(lambda: any('"connect"' in l for l in uni.lines), 10, "uni stream connect over https")
+            # The CLI (TLS from the config) terminates them all.
+            out = json.loads(cluster.ctl("terminate", "--user", "600"))
+            self.assertEqual(out["closed"], 3)
+            for name in names:
+                self.assertEqual(driver.wait_event(name, "disconnected")["code"], 3503)
+            wait_until(lambda: uni.p.poll() is not None, 10, "uni stream ended")
+        finally:
+            uni.stop()
+
+    def test_plaintext_is_refused_on_every_link(self):
+        # gRPC without TLS.
+        with grpc.insecure_channel("127.0.0.1:%d" % cluster.control_port) as ch:
+            from switchboard.v1 import control_pb2_grpc
+            with self.assertRaises(grpc.RpcError) as e:
+                control_pb2_grpc.ControlStub(ch).ListGateways(pb.ListGatewaysRequest(), metadata=API_KEY, timeout=3)
+            self.assertEqual(e.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        # ws:// and http:// to a gateway, http:// to switchboard-http.
+        driver.send(op="raw", name="plain-ws", url="ws://127.0.0.1:%d/connection/websocket" %
+                    cluster.gateways["gw-1"][1], frames=[])
+        ev = wait_until(lambda: next((e for e in driver.events("plain-ws") if e["event"] in ("raw_error", "raw_close")),
+                                     None), 10, "plain ws refused")
+        self.assertNotEqual(ev.get("event"), "raw_open")
+        self.assertFalse([e for e in driver.events("plain-ws") if e["event"] == "raw_open"])
+        # (Go's TLS server answers a plaintext request with a 400 and nothing else.)
+        rc, out = curl("-o", "/dev/null", "-w", "%{http_code}", "-H", "X-API-Key: test-api-key-1234", "-d", "{}",
+                       "http://127.0.0.1:%d/api/info" % cluster.http_port)
+        self.assertEqual(out, "400")
+        # NATS demands TLS before anything else.
+        s = socket.create_connection(("127.0.0.1", cluster.nats_port), timeout=5)
+        info = json.loads(s.makefile("rb").readline().decode().split(" ", 1)[1])
+        s.close()
+        self.assertTrue(info.get("tls_required"))
+
+
+if __name__ == "__main__":
+    ARGS, argv = parse_args()
+    unittest.main(argv=argv, verbosity=2)
