@@ -22,7 +22,7 @@ uint64_t Fleet::Attach(const v1::GatewayHello& hello, absl::Time now, std::funct
       members_.erase(it);
     }
     token = next_token_++;
-    members_[hello.gateway_id()] = Member{token, hello, now, now, 0, false, std::move(evict)};
+    members_[hello.gateway_id()] = Member{token, hello, now, now, 0, false, {}, std::move(evict)};
   }
   if (stale_evict) stale_evict();
   return token;
@@ -55,6 +55,12 @@ void Fleet::ApplyDelta(const std::string& gateway_id, uint64_t token, const v1::
   auto it = members_.find(gateway_id);
   if (it == members_.end() || it->second.token != token) return;
   it->second.sessions = std::max<int64_t>(0, it->second.sessions + d.opened_size() - d.closed_client_ids_size());
+}
+
+void Fleet::ApplyLoad(const std::string& gateway_id, uint64_t token, const v1::GatewayLoad& load) {
+  absl::MutexLock lock(&mu_);
+  auto it = members_.find(gateway_id);
+  if (it != members_.end() && it->second.token == token) it->second.load = load;
 }
 
 size_t Fleet::Expire(absl::Time now) {
@@ -104,6 +110,8 @@ std::vector<v1::GatewayInfo> Fleet::List(absl::Time now) const {
     info.set_version(m.hello.version());
     info.set_sessions(static_cast<uint32_t>(m.sessions));
     info.set_address(m.hello.address());
+    info.set_connections(m.load.connections());
+    info.set_draining(m.load.draining());
     *info.mutable_attached_since() = TimeUtil::MillisecondsToTimestamp(absl::ToUnixMillis(m.attached_at));
     *info.mutable_started_at() = TimeUtil::MillisecondsToTimestamp(m.hello.start_time_ms());
     out.push_back(std::move(info));

@@ -34,6 +34,7 @@ class Fleet {
   // starts the count afresh.
   void ApplySnapshot(const std::string& gateway_id, uint64_t token, const v1::SessionSnapshot& s);
   void ApplyDelta(const std::string& gateway_id, uint64_t token, const v1::SessionDelta& d);
+  void ApplyLoad(const std::string& gateway_id, uint64_t token, const v1::GatewayLoad& load);
   // Evicts every member whose lease ran out by `now`; returns how many.
   size_t Expire(absl::Time now);
 
@@ -51,6 +52,7 @@ class Fleet {
     absl::Time last_seen;
     int64_t sessions = 0;
     bool snapshot_open = false;  // chunks of a snapshot are arriving
+    v1::GatewayLoad load;         // from the last heartbeat
     std::function<void()> evict;
   };
   bool Fresh(const Member& m, absl::Time now) const { return now - m.last_seen < lease_; }

@@ -323,6 +323,9 @@ class AttachReactor final : public grpc::ServerBidiReactor<v1::GatewayMessage, v
       case v1::GatewayMessage::kDelta:
         fleet_->ApplyDelta(gateway_id_, token_, in_.delta());
         break;
+      case v1::GatewayMessage::kLoad:
+        fleet_->ApplyLoad(gateway_id_, token_, in_.load());
+        break;
       default:
         break;
     }

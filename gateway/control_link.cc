@@ -202,7 +202,8 @@ void ControlLink::AttachOnce() {
       if (!out.has_delta()) {
         if (absl::Now() < next_load) continue;
         next_load = absl::Now() + options_.heartbeat;
-        out.mutable_load();  // a heartbeat; counts are filled by control from deltas
+        if (options_.load) *out.mutable_load() = options_.load();
+        else out.mutable_load();
         if (!stream->Write(out)) break;
         continue;
       }

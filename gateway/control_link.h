@@ -33,6 +33,9 @@ class ControlLink final : public SessionObserver {
     absl::Duration lease = absl::Seconds(3);          // a dead control is noticed within this
     std::shared_ptr<grpc::ChannelCredentials> credentials;  // null: insecure
     std::string tls_name;  // the name control's certificate carries (the configured host)
+    // What the heartbeat reports; called on the link's thread, must be cheap
+    // and thread-safe.
+    std::function<v1::GatewayLoad()> load;
   };
   ControlLink(std::string address, v1::GatewayHello hello, Dispatcher* loop, SnapshotFn snapshot,
               Options options);

@@ -73,6 +73,7 @@ class Hub::Host final : public ConnectionHost {
     conn_->session = true;
     hub_->observer_->OnSessionOpened(record);
     ++hub_->stats_.connects_ok;
+    hub_->PublishCounts();
     Accept(absl::InfiniteFuture());
     hub_->ClearAuthDeadline(*conn_);
     conn_->expires_at = expires_at;
@@ -112,6 +113,7 @@ void Hub::OnOpen(ConnId id, ConnectionMeta meta) {
   auto [it, inserted] = conns_.emplace(id, std::move(fresh));
   if (!inserted) return;
   Conn& conn = it->second;
+  PublishCounts();
   conn.connect_deadline = clock_() + absl::Milliseconds(config_.gateway().connect_timeout_ms());
   Host host(this, id, &conn);
   conn.protocol->OnOpen(host);
@@ -194,6 +196,7 @@ void Hub::CloseConn(ConnId id, Conn& conn, int code, const std::string& reason) 
   if (conn.session && index_.Remove(conn.client_id)) observer_->OnSessionClosed(conn.client_id);
   conn.session = false;
   conn.state = State::kClosing;
+  PublishCounts();
   Host host(this, id, &conn);
   const int wire_code = conn.protocol->OnClose(host, code, reason);
   transport_->Close(id, wire_code, reason);
@@ -205,6 +208,7 @@ void Hub::OnClosed(ConnId id) {
   ClearAuthDeadline(it->second);
   if (it->second.session && index_.Remove(it->second.client_id)) observer_->OnSessionClosed(it->second.client_id);
   conns_.erase(it);
+  PublishCounts();
 }
 
 size_t Hub::open_count() const {

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -48,6 +49,9 @@ class Hub {
   // Connections not yet told to close.
   size_t open_count() const;
   size_t session_count() const { return index_.size(); }
+  // Any thread: the counts as of the last change, for heartbeats.
+  uint32_t sessions_now() const { return sessions_now_.load(std::memory_order_relaxed); }
+  uint32_t connections_now() const { return connections_now_.load(std::memory_order_relaxed); }
   const HubStats& stats() const { return stats_; }
 
  private:
@@ -83,6 +87,12 @@ class Hub {
   absl::flat_hash_map<ConnId, Conn> conns_;
   HubStats stats_;
   size_t awaiting_auth_ = 0;  // open connections with an auth deadline (Pusher before signin)
+  void PublishCounts() {
+    sessions_now_.store(static_cast<uint32_t>(index_.size()), std::memory_order_relaxed);
+    connections_now_.store(static_cast<uint32_t>(conns_.size()), std::memory_order_relaxed);
+  }
+  std::atomic<uint32_t> sessions_now_{0};
+  std::atomic<uint32_t> connections_now_{0};
 };
 
 }  // namespace switchboard::gateway

@@ -157,6 +157,16 @@ int main(int argc, char** argv) {
   link_opts.heartbeat = absl::Milliseconds(config.control().heartbeat_interval_ms());
   link_opts.lease = absl::Milliseconds(config.control().lease_ms());
   link_opts.credentials = ChannelCredentials(config);
+  gateway::Hub* hub_for_load = nullptr;  // set once the hub exists, before any link starts
+  link_opts.load = [&hub_for_load, srv = server.get()] {
+    v1::GatewayLoad load;
+    if (hub_for_load != nullptr) {
+      load.set_sessions(hub_for_load->sessions_now());
+      load.set_connections(hub_for_load->connections_now());
+    }
+    load.set_draining(srv->draining());
+    return load;
+  };
   auto resolver = gateway::ControlResolver::Create(config.control().dns_server());
   if (!resolver.ok()) {
     spdlog::error("{}", std::string(resolver.status().message()));
@@ -174,6 +184,7 @@ int main(int argc, char** argv) {
                                                       [&hub] { return hub->Snapshot(); }, opts);
       });
   hub = std::make_unique<gateway::Hub>(config, gateway_id, server.get(), &links);
+  hub_for_load = hub.get();
   server->set_hub(hub.get());
 
   gateway::BusHandler bus_handler(bus.get(), server.get(), hub.get());

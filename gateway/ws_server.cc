@@ -112,7 +112,10 @@ void WsServer::Run() {
   }
 }
 
-void WsServer::StopAccepting() { stopping_ = true; }
+void WsServer::StopAccepting() {
+  stopping_ = true;
+  draining_ = true;
+}
 
 void WsServer::NotifyWhenEmpty(std::function<void()> fn) {
   if (peers_.empty()) {

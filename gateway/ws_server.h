@@ -65,6 +65,8 @@ class WsServer final : public Transport, public Dispatcher {
 
   size_t connection_count() const { return peers_.size(); }
   uint64_t refused() const { return refused_; }
+  // Any thread.
+  bool draining() const { return draining_.load(); }
 
  private:
   struct Peer {
@@ -115,6 +117,7 @@ class WsServer final : public Transport, public Dispatcher {
   double rate_tokens_ = 0;
   absl::Time rate_refilled_ = absl::InfinitePast();
   bool stopping_ = false;
+  std::atomic<bool> draining_{false};
   uint64_t refused_ = 0;
   bool shut_down_ = false;
   std::function<void()> on_empty_;

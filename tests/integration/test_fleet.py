@@ -252,6 +252,12 @@ class FrozenGatewayTest(unittest.TestCase):
                     token=cluster.token("320"))
         cid = driver.wait_event(name, "connected")["client"]
         wait_until(lambda: gateways().get("gw-frozen") == 1, 10, "gw-frozen counted")
+
+        def heartbeat_load():
+            g = [g for g in stub.ListGateways(pb.ListGatewaysRequest(), metadata=API_KEY, timeout=5).gateways
+                 if g.id == "gw-frozen"]
+            return g and g[0].connections == 1 and not g[0].draining
+        wait_until(heartbeat_load, 10, "gw-frozen's heartbeat reports its load")
         proc.signal(signal.SIGSTOP)
         frozen_at = time.monotonic()
         try:
