@@ -174,7 +174,7 @@ gateway:
   listen_host: 127.0.0.1
   port: 0
   ping_interval_s: {ping}
-  pong_timeout_s: 2
+  pong_timeout_s: {pong}
   connect_timeout_ms: 1500
   max_message_bytes: 4096
   max_sessions: {max_sessions}
@@ -185,7 +185,7 @@ gateway:
 class Cluster:
     def __init__(self, build_dir, source_dir, gateways=2, ping=25, http=True, max_sessions=1000, controls=1,
                  grace=25, heartbeat_ms=300, lease_ms=1500, gateway_extra=None, replica_hosts=None,
-                 dns_name=None, dns_server="", tls=None):
+                 dns_name=None, dns_server="", tls=None, pong=2):
         """replica_hosts: run one control per loopback address, all on the same
         port, and give gateways `dns_name` (resolved by `dns_server`) instead
         of a static list."""
@@ -203,6 +203,7 @@ class Cluster:
         self.dns_name = dns_name
         self.dns_server = dns_server
         self.tls = tls  # {"ca": path, "cert": path, "key": path}: TLS on every link
+        self.pong = pong
         self.cluster = "t%d" % os.getpid()
         # NATS runs with one user per role, its authorization printed by the
         # CLI from the same config the components read.
@@ -310,7 +311,8 @@ class Cluster:
             addresses = ", ".join("127.0.0.1:%d" % p for p in control_ports)
         with open(self.config, "w") as f:
             f.write(CONFIG.format(cluster=self.cluster, nats_port=self.nats_port,
-                                  control_addresses=addresses, ping=self.ping, dns_server=self.dns_server,
+                                  control_addresses=addresses, ping=self.ping, pong=self.pong,
+                                  dns_server=self.dns_server,
                                   nats_scheme="tls" if self.tls else "nats",
                                   tls_block=("tls: {ca_file: %(ca)s, cert_file: %(cert)s, key_file: %(key)s}"
                                              % self.tls) if self.tls else "",
