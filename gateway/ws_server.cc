@@ -8,7 +8,16 @@
 #include "spdlog/spdlog.h"
 
 namespace switchboard::gateway {
+
+// The wheel's lws timer, with the way back to its server.
+struct WsServer::TickTimer {
+  lws_sorted_usec_list_t sul;  // first: lws hands back this pointer
+  WsServer* server;
+};
+
 namespace {
+
+constexpr lws_usec_t kTickUs = 10 * LWS_US_PER_MS;
 
 constexpr char kWebSocketPath[] = "/connection/websocket";
 constexpr char kUniHttpStreamPath[] = "/connection/uni_http_stream";
@@ -95,11 +104,17 @@ absl::StatusOr<std::unique_ptr<WsServer>> WsServer::Create(const Options& option
     return absl::UnavailableError("cannot start the WebSocket server on " + options.host + ":" +
                                   std::to_string(options.port));
   }
+  server->tick_timer_ = std::make_unique<TickTimer>();
+  std::memset(&server->tick_timer_->sul, 0, sizeof(server->tick_timer_->sul));
+  server->tick_timer_->server = server.get();
+  lws_sul_schedule(server->context_, 0, &server->tick_timer_->sul, &WsServer::OnTick, kTickUs);
   lws_vhost* vh = lws_get_vhost_by_name(server->context_, "default");
   server->port_ = vh ? lws_get_vhost_listen_port(vh) : options.port;
   if (server->port_ <= 0) return absl::UnavailableError("WebSocket server has no listening port");
   return server;
 }
+
+WsServer::WsServer(const Options& options) : options_(options) {}
 
 WsServer::~WsServer() {
   if (context_ != nullptr) lws_context_destroy(context_);
@@ -141,6 +156,7 @@ void WsServer::Shutdown() {
     posted_.clear();
   }
   shut_down_ = true;
+  lws_sul_cancel(&tick_timer_->sul);
   // lws 4.1 with libuv: destroying the context inside the loop closes its
   // handles; the loop then runs dry and lws_service() returns. The
   // destructor's second lws_context_destroy() finishes the job.
@@ -237,9 +253,29 @@ void WsServer::Close(ConnId id, int code, const std::string& reason) {
 }
 
 void WsServer::ArmTimer(ConnId id, absl::Duration after) {
-  auto it = peers_.find(id);
-  if (it == peers_.end()) return;
-  lws_set_timer_usecs(it->second.wsi, absl::ToInt64Microseconds(after));
+  if (peers_.find(id) == peers_.end()) return;
+  wheel_.Arm(id, absl::Now() + after);
+}
+
+void WsServer::OnTick(lws_sorted_usec_list_t* sul) {
+  reinterpret_cast<TickTimer*>(sul)->server->Tick();
+}
+
+void WsServer::Tick() {
+  if (shut_down_) return;
+  wheel_.Advance(absl::Now(), [this](ConnId id) {
+    auto it = peers_.find(id);
+    if (it == peers_.end()) return;
+    if (it->second.http_stream && !it->second.http_started) {
+      // The uni_http_stream body did not arrive whole by the connect
+      // deadline: the slot goes (not this wsi's callback, so synchronously).
+      spdlog::debug("conn {}: uni_http_stream body not complete by the connect deadline", id);
+      lws_set_timeout(it->second.wsi, PENDING_TIMEOUT_HTTP_CONTENT, LWS_TO_KILL_SYNC);
+      return;
+    }
+    hub_->OnTimer(id);
+  });
+  lws_sul_schedule(context_, 0, &tick_timer_->sul, &WsServer::OnTick, kTickUs);
 }
 
 int WsServer::Callback(lws* wsi, int reason, void* user, void* in, size_t len) {
@@ -376,6 +412,7 @@ WsServer::Peer& WsServer::AddPeer(ConnId id, lws* wsi) {
 void WsServer::ErasePeer(ConnId id) {
   auto it = peers_.find(id);
   if (it == peers_.end()) return;
+  wheel_.Cancel(id);
   auto ip = per_ip_.find(it->second.ip);
   if (ip != per_ip_.end() && --ip->second == 0) per_ip_.erase(ip);
   peers_.erase(it);
@@ -448,16 +485,8 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
     case LWS_CALLBACK_SERVER_WRITEABLE:
       return OnWritable(wsi, *pss);
 
-    case LWS_CALLBACK_TIMER: {
-      if (pss == nullptr || *pss == 0) return 0;
-      auto it = peers_.find(*pss);
-      if (it != peers_.end() && it->second.http_stream && !it->second.http_started) {
-        spdlog::debug("conn {}: uni_http_stream body not complete by the connect deadline", *pss);
-        return -1;  // the slot goes; nothing was started
-      }
-      hub_->OnTimer(*pss);
-      return 0;
-    }
+    case LWS_CALLBACK_TIMER:
+      return 0;  // connection deadlines live on the wheel (Tick)
 
     case LWS_CALLBACK_CLOSED: {
       ConnId id = *pss;
@@ -491,8 +520,8 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
         Peer& peer = AddPeer(id, wsi);
         peer.http_stream = true;
         // The whole body by the connect deadline, however it trickles in:
-        // an absolute timer, not lws's content timeout (re-armed per chunk).
-        lws_set_timer_usecs(wsi, absl::ToInt64Microseconds(options_.connect_timeout));
+        // an absolute deadline, not lws's content timeout (re-armed per chunk).
+        wheel_.Arm(id, absl::Now() + options_.connect_timeout);
         // The body arrives in LWS_CALLBACK_HTTP_BODY; an empty one goes
         // straight to completion.
         return 0;

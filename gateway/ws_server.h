@@ -13,10 +13,12 @@
 #include "absl/time/time.h"
 #include "common/dispatcher.h"
 #include "gateway/hub.h"
+#include "gateway/timer_wheel.h"
 #include "gateway/transport.h"
 
 struct lws;
 struct lws_context;
+struct lws_sorted_usec_list;
 
 namespace switchboard::gateway {
 
@@ -88,7 +90,7 @@ class WsServer final : public Transport, public Dispatcher {
     bool http_started = false;  // the POST body is in and the hub has the connection
   };
 
-  explicit WsServer(const Options& options) : options_(options) {}
+  explicit WsServer(const Options& options);
   static int Callback(lws* wsi, int reason, void* user, void* in, size_t len);
   int HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t len);
   int OnWritable(lws* wsi, ConnId id);
@@ -100,6 +102,9 @@ class WsServer final : public Transport, public Dispatcher {
   // Hands the connections whose outbox has drained to lws's own close
   // handshake (see ws_server.cc for why this runs outside their callbacks).
   void StartCloseHandshakes();
+  // The wheel's one lws timer: advance it, fire what is due, schedule the next.
+  static void OnTick(::lws_sorted_usec_list* sul);
+  void Tick();
   // Why a new connection from `ip` is refused before it becomes a WebSocket
   // or a stream (answered with HTTP 503), or nullptr. Takes a rate token.
   const char* Refusal(const std::string& ip);
@@ -114,6 +119,10 @@ class WsServer final : public Transport, public Dispatcher {
   ConnId next_id_ = 1;
   absl::flat_hash_map<ConnId, Peer> peers_;
   absl::flat_hash_map<std::string, uint32_t> per_ip_;
+  // Every connection's deadline (TimerWheel), ticked by one lws timer.
+  TimerWheel wheel_{absl::Milliseconds(10), 4096, absl::Now()};
+  struct TickTimer;
+  std::unique_ptr<TickTimer> tick_timer_;
   double rate_tokens_ = 0;
   absl::Time rate_refilled_ = absl::InfinitePast();
   bool stopping_ = false;

@@ -1,0 +1,52 @@
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/time/time.h"
+#include "gateway/transport.h"
+
+namespace switchboard::gateway {
+
+// Every connection's next deadline on one structure, O(1) to arm, re-arm and
+// cancel: a hashed wheel of `slots` slots of `tick` each, driven by a single
+// timer (WsServer's). lws keeps its timers in one sorted list, O(N) per
+// insert, which at 15k connections ate most of a gateway's CPU. A deadline
+// beyond one revolution waits in its slot and is checked again each pass;
+// re-arming or cancelling is lazy (only the latest deadline of a connection
+// counts, older entries are dropped when their slot comes up). Deadlines
+// fire at most one tick late, never early. Loop thread only.
+class TimerWheel {
+ public:
+  TimerWheel(absl::Duration tick, size_t slots, absl::Time now);
+
+  void Arm(ConnId id, absl::Time when);
+  void Cancel(ConnId id) { armed_.erase(id); }
+  // Calls `fire(id)` for every connection whose deadline is at or before
+  // `now` (it may re-arm from inside).
+  void Advance(absl::Time now, const std::function<void(ConnId)>& fire);
+  size_t armed() const { return armed_.size(); }
+
+ private:
+  struct Entry {
+    ConnId id;
+    int64_t tick;
+  };
+  // The last tick that has started by `t` (a deadline fires once its tick is processed).
+  int64_t TickOf(absl::Time t) const { return absl::ToInt64Microseconds(t - origin_) / tick_us_; }
+  // The tick by whose processing `t` has passed.
+  int64_t DueTick(absl::Time t) const {
+    const int64_t us = absl::ToInt64Microseconds(t - origin_);
+    return (us + tick_us_ - 1) / tick_us_;
+  }
+
+  const absl::Time origin_;
+  const int64_t tick_us_;
+  std::vector<std::vector<Entry>> slots_;
+  absl::flat_hash_map<ConnId, int64_t> armed_;  // id -> the tick it fires in
+  int64_t done_ = 0;                            // every tick up to this one has been processed
+};
+
+}  // namespace switchboard::gateway

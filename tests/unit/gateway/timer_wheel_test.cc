@@ -1,0 +1,76 @@
+#include "gateway/timer_wheel.h"
+
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace switchboard::gateway {
+namespace {
+
+const absl::Time kT0 = absl::FromUnixSeconds(1'800'000'000);
+
+std::vector<ConnId> AdvanceTo(TimerWheel& w, absl::Time t) {
+  std::vector<ConnId> fired;
+  w.Advance(t, [&](ConnId id) { fired.push_back(id); });
+  std::sort(fired.begin(), fired.end());
+  return fired;
+}
+
+TEST(TimerWheel, FiresNeverEarlyAndAtMostOneTickLate) {
+  TimerWheel w(absl::Milliseconds(10), 64, kT0);
+  w.Arm(1, kT0 + absl::Milliseconds(25));
+  EXPECT_TRUE(AdvanceTo(w, kT0 + absl::Milliseconds(24)).empty());
+  EXPECT_TRUE(AdvanceTo(w, kT0 + absl::Milliseconds(29)).empty());
+  EXPECT_EQ(AdvanceTo(w, kT0 + absl::Milliseconds(30)), std::vector<ConnId>{1});
+  EXPECT_EQ(w.armed(), 0u);
+}
+
+TEST(TimerWheel, ReArmAndCancelKeepOnlyTheLatest) {
+  TimerWheel w(absl::Milliseconds(10), 64, kT0);
+  w.Arm(1, kT0 + absl::Milliseconds(50));
+  w.Arm(1, kT0 + absl::Milliseconds(200));  // the 50 ms entry is now stale
+  w.Arm(2, kT0 + absl::Milliseconds(50));
+  w.Cancel(2);
+  EXPECT_TRUE(AdvanceTo(w, kT0 + absl::Milliseconds(100)).empty());
+  EXPECT_EQ(AdvanceTo(w, kT0 + absl::Milliseconds(200)), std::vector<ConnId>{1});
+}
+
+TEST(TimerWheel, DeadlinesBeyondOneRevolutionWait) {
+  TimerWheel w(absl::Milliseconds(10), 8, kT0);  // one revolution = 80 ms
+  w.Arm(1, kT0 + absl::Seconds(25));
+  for (int ms = 10; ms < 25000; ms += 10) {
+    ASSERT_TRUE(AdvanceTo(w, kT0 + absl::Milliseconds(ms)).empty()) << ms;
+  }
+  EXPECT_EQ(AdvanceTo(w, kT0 + absl::Seconds(25)), std::vector<ConnId>{1});
+}
+
+TEST(TimerWheel, ALateLoopFiresEverythingDueOnce) {
+  TimerWheel w(absl::Milliseconds(10), 16, kT0);
+  for (ConnId id = 1; id <= 100; ++id) w.Arm(id, kT0 + absl::Milliseconds(id * 7));
+  // One call, far past every deadline (more than a revolution behind).
+  auto fired = AdvanceTo(w, kT0 + absl::Seconds(5));
+  EXPECT_EQ(fired.size(), 100u);
+  EXPECT_TRUE(AdvanceTo(w, kT0 + absl::Seconds(6)).empty());
+}
+
+TEST(TimerWheel, FireMayReArm) {
+  TimerWheel w(absl::Milliseconds(10), 64, kT0);
+  w.Arm(1, kT0 + absl::Milliseconds(10));
+  int fired = 0;
+  w.Advance(kT0 + absl::Milliseconds(10), [&](ConnId id) {
+    ++fired;
+    w.Arm(id, kT0 + absl::Milliseconds(40));
+  });
+  EXPECT_EQ(fired, 1);
+  EXPECT_EQ(AdvanceTo(w, kT0 + absl::Milliseconds(40)), std::vector<ConnId>{1});
+}
+
+TEST(TimerWheel, ArmingInThePastFiresOnTheNextTick) {
+  TimerWheel w(absl::Milliseconds(10), 64, kT0);
+  (void)AdvanceTo(w, kT0 + absl::Milliseconds(100));
+  w.Arm(1, kT0);
+  EXPECT_EQ(AdvanceTo(w, kT0 + absl::Milliseconds(110)), std::vector<ConnId>{1});
+}
+
+}  // namespace
+}  // namespace switchboard::gateway
