@@ -39,6 +39,7 @@ struct HubStats {
   uint64_t bad_tokens = 0;
   uint64_t bus_requests = 0;
   uint64_t refreshes = 0;
+  uint64_t late_pong_checks = 0;  // pong deadlines postponed because the loop was late
 };
 
 // What the hub offers a protocol for the one connection it serves. Valid only

@@ -16,6 +16,10 @@ constexpr uint32_t kBusFormatVersion = 1;
 // API; a gateway does not trust the bus to have done so.
 bool ValidApiCloseCode(uint32_t code) { return code == 0 || (code >= 3000 && code <= 4999); }
 
+// A timer this late means the loop fell behind (the wheel itself fires within
+// a tick).
+constexpr absl::Duration kLateLoop = absl::Milliseconds(500);
+
 }  // namespace
 
 // The hub as one connection's protocol sees it.
@@ -156,6 +160,15 @@ void Hub::OnTimer(ConnId id) {
       return;
     }
     if (now >= conn.pong_deadline) {
+      if (now - conn.pong_deadline > kLateLoop) {
+        // This timer fires long after its deadline: the loop itself is late,
+        // and the pong may be sitting unread behind it. A healthy client must
+        // never pay for our lateness: look again once pending reads are in.
+        ++stats_.late_pong_checks;
+        conn.pong_deadline = now + kLateLoop;
+        Rearm(id, conn);
+        return;
+      }
       CloseConn(id, conn, close_code::kNoPong, "no pong");
       return;
     }

@@ -298,6 +298,41 @@ TEST_F(HubTest, RefreshWithoutExpStopsExpiry) {
   EXPECT_NE(CloseCode(1), close_code::kExpired);
 }
 
+TEST_F(HubTest, ALateLoopNeverKillsAClientWhosePongIsWaiting) {
+  Connect(1, "42");
+  now_ += absl::Seconds(25);
+  hub_->OnTimer(1);  // ping; pong due 8 s later
+  // The loop stalls for 20 s: the timer fires 12 s after the pong deadline,
+  // and the client's pong is still unread behind it.
+  now_ += absl::Seconds(20);
+  hub_->OnTimer(1);
+  EXPECT_EQ(CloseCode(1), 0) << "killed for the loop's lateness";
+  EXPECT_EQ(hub_->stats().late_pong_checks, 1u);
+  hub_->OnFrame(1, "{}", false);  // the pong, read now
+  now_ += absl::Seconds(1);
+  hub_->OnTimer(1);
+  EXPECT_EQ(CloseCode(1), 0);
+}
+
+TEST_F(HubTest, OnTimeLoopStillClosesSilentClients) {
+  Connect(1, "42");
+  now_ += absl::Seconds(25);
+  hub_->OnTimer(1);
+  now_ += absl::Seconds(8);
+  hub_->OnTimer(1);
+  EXPECT_EQ(CloseCode(1), close_code::kNoPong);
+  // And a late loop only postpones it once the pong truly is not there.
+  Connect(2, "43");
+  now_ += absl::Seconds(25);
+  hub_->OnTimer(2);
+  now_ += absl::Seconds(20);
+  hub_->OnTimer(2);
+  EXPECT_EQ(CloseCode(2), 0);
+  now_ += absl::Milliseconds(500);
+  hub_->OnTimer(2);
+  EXPECT_EQ(CloseCode(2), close_code::kNoPong);
+}
+
 TEST_F(HubTest, MalformedJsonClosesWithBadRequest) {
   Open(1);
   hub_->OnFrame(1, "{bad", false);
