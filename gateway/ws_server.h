@@ -1,7 +1,6 @@
 #pragma once
 
 #include <atomic>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
@@ -77,7 +76,26 @@ class WsServer final : public Transport, public Dispatcher {
       std::string buf;  // LWS_PRE bytes of headroom, then the payload
       bool binary;
     };
-    std::deque<Frame> outbox;
+    // A FIFO that holds no memory while empty, which is nearly always for an
+    // idle connection (libstdc++'s std::deque allocates ~576 B even empty).
+    struct Outbox {
+      std::vector<Frame> frames;
+      size_t head = 0;
+      bool empty() const { return head == frames.size(); }
+      size_t size() const { return frames.size() - head; }
+      Frame& front() { return frames[head]; }
+      void push_back(Frame f) { frames.push_back(std::move(f)); }
+      void pop_front() {
+        if (++head == frames.size()) {
+          std::vector<Frame>().swap(frames);  // give the memory back
+          head = 0;
+        } else if (head >= 64 && head * 2 >= frames.size()) {
+          frames.erase(frames.begin(), frames.begin() + static_cast<std::ptrdiff_t>(head));
+          head = 0;
+        }
+      }
+    };
+    Outbox outbox;
     std::string rx;
     bool rx_oversized = false;
     bool closing = false;
