@@ -1,6 +1,11 @@
 #pragma once
 
 #include <functional>
+#include <memory>
+#include <utility>
+
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
 
 namespace switchboard {
 
@@ -16,5 +21,26 @@ class Dispatcher {
   virtual ~Dispatcher() = default;
   virtual bool Post(std::function<void()> fn) = 0;
 };
+
+// Runs `fn` on the loop and waits up to `timeout` for its result. False if
+// the loop refused or dropped the closure or did not get to it in time (then
+// `out` is untouched). Never call it on the loop thread.
+template <typename T, typename Fn>
+bool RunOnLoop(Dispatcher* loop, Fn fn, absl::Duration timeout, T* out) {
+  struct Answer {
+    absl::Notification ready;
+    T value{};
+  };
+  auto answer = std::make_shared<Answer>();
+  if (!loop->Post([answer, fn = std::move(fn)]() mutable {
+        answer->value = fn();
+        answer->ready.Notify();
+      })) {
+    return false;
+  }
+  if (!answer->ready.WaitForNotificationWithTimeout(timeout)) return false;
+  *out = std::move(answer->value);
+  return true;
+}
 
 }  // namespace switchboard

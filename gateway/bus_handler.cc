@@ -3,6 +3,7 @@
 #include <memory>
 
 #include "common/config.h"
+#include "gateway/record_chunks.h"
 #include "spdlog/spdlog.h"
 #include "switchboard/v1/bus.pb.h"
 
@@ -14,23 +15,19 @@ std::vector<v1::BusReply> SplitReply(v1::BusReply reply, size_t max_bytes) {
     out.push_back(std::move(reply));
     return out;
   }
-  v1::BusReply header = reply;
+  std::vector<v1::SessionRecord> sessions(std::make_move_iterator(reply.mutable_sessions()->begin()),
+                                          std::make_move_iterator(reply.mutable_sessions()->end()));
+  v1::BusReply header = std::move(reply);
   header.clear_sessions();
   const size_t header_bytes = header.ByteSizeLong() + 16;  // part, parts
   const size_t room = max_bytes > header_bytes + 1024 ? max_bytes - header_bytes : 1024;
-  size_t bytes = 0;
-  for (auto& s : *reply.mutable_sessions()) {
-    const size_t size = s.ByteSizeLong() + 8;
-    if (out.empty() || (bytes + size > room && out.back().sessions_size() > 0)) {
-      v1::BusReply part;
-      part.set_format_version(header.format_version());
-      part.set_request_id(header.request_id());
-      part.set_gateway_id(header.gateway_id());
-      out.push_back(std::move(part));
-      bytes = 0;
-    }
-    bytes += size;
-    *out.back().add_sessions() = std::move(s);
+  for (auto& chunk : ChunkRecords(std::move(sessions), room)) {
+    v1::BusReply part;
+    part.set_format_version(header.format_version());
+    part.set_request_id(header.request_id());
+    part.set_gateway_id(header.gateway_id());
+    for (auto& s : chunk) *part.add_sessions() = std::move(s);
+    out.push_back(std::move(part));
   }
   if (out.empty()) out.push_back(header);
   out.front().set_closed(header.closed());

@@ -1,11 +1,11 @@
 #include "gateway/control_link.h"
 
-#include <future>
 
 #include <grpcpp/grpcpp.h>
 
 #include "absl/random/random.h"
 #include "absl/synchronization/notification.h"
+#include "gateway/record_chunks.h"
 #include "spdlog/spdlog.h"
 #include "switchboard/v1/registry.grpc.pb.h"
 
@@ -73,43 +73,18 @@ bool ControlLink::Overflowing() {
   return true;
 }
 
-std::vector<std::vector<v1::SessionRecord>> ChunkRecords(std::vector<v1::SessionRecord> records, size_t max_bytes) {
-  std::vector<std::vector<v1::SessionRecord>> out;
-  size_t bytes = 0;
-  for (auto& r : records) {
-    const size_t size = r.ByteSizeLong() + 8;  // field tag and length
-    if (out.empty() || (bytes + size > max_bytes && !out.back().empty())) {
-      out.emplace_back();
-      bytes = 0;
-    }
-    bytes += size;
-    out.back().push_back(std::move(r));
-  }
-  return out;
-}
-
 bool ControlLink::TakeSnapshot(std::vector<v1::SessionRecord>* out) {
   // The snapshot and the reset of pending deltas happen in one loop turn, so
   // every later delta is relative to this snapshot.
-  struct Snapshot {
-    absl::Notification ready;
-    std::vector<v1::SessionRecord> sessions;
-  };
-  auto snap = std::make_shared<Snapshot>();
-  const bool posted = loop_->Post([this, snap] {
-    snap->sessions = snapshot_();
-    {
-      absl::MutexLock lock(&mu_);
-      pending_.Clear();
-      overflow_ = false;
-      collecting_ = true;  // every change after this snapshot is a delta
-    }
-    snap->ready.Notify();
-  });
   // A dropped closure (loop queue full, shutdown) is a failed attempt.
-  if (!posted || !snap->ready.WaitForNotificationWithTimeout(absl::Seconds(5))) return false;
-  *out = std::move(snap->sessions);
-  return true;
+  return RunOnLoop(loop_, [this] {
+    auto sessions = snapshot_();
+    absl::MutexLock lock(&mu_);
+    pending_.Clear();
+    overflow_ = false;
+    collecting_ = true;  // every change after this snapshot is a delta
+    return sessions;
+  }, absl::Seconds(5), out);
 }
 
 void ControlLink::Run() {

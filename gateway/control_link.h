@@ -74,9 +74,5 @@ class ControlLink final : public SessionObserver {
   std::thread thread_;
 };
 
-// Splits records into messages of at most about `max_bytes` each (a record
-// larger than that travels alone). Any thread.
-std::vector<std::vector<v1::SessionRecord>> ChunkRecords(std::vector<v1::SessionRecord> records, size_t max_bytes);
-
 
 }  // namespace switchboard::gateway

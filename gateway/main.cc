@@ -7,7 +7,6 @@
 
 #include <cstdio>
 #include <atomic>
-#include <future>
 #include <memory>
 #include <thread>
 
@@ -39,25 +38,6 @@ ABSL_FLAG(int, drain_ms, 2000, "on SIGTERM, how long to wait for clients to go")
 namespace {
 
 constexpr char kVersion[] = "0.1.0";
-
-// Asks the loop a question and waits for the answer (not on the loop thread).
-template <typename T>
-bool AskLoop(switchboard::Dispatcher* loop, std::function<T()> fn, T* out) {
-  struct Answer {
-    absl::Notification ready;
-    T value{};
-  };
-  auto answer = std::make_shared<Answer>();
-  if (!loop->Post([answer, fn] {
-        answer->value = fn();
-        answer->ready.Notify();
-      })) {
-    return false;
-  }
-  if (!answer->ready.WaitForNotificationWithTimeout(absl::Seconds(2))) return false;
-  *out = answer->value;
-  return true;
-}
 
 }  // namespace
 
@@ -207,11 +187,12 @@ int main(int argc, char** argv) {
     // the rest of the fleet at the same instant.
     const absl::Duration window = absl::Milliseconds(absl::GetFlag(FLAGS_drain_ms));
     const absl::Time deadline = absl::Now() + window;
+    const absl::Duration ask = absl::Seconds(2);
     size_t total = 0;
-    if (!AskLoop<size_t>(srv, [srv] {
+    if (!RunOnLoop(srv, [srv] {
           srv->StopAccepting();
           return srv->connection_count();
-        }, &total)) {
+        }, ask, &total)) {
       total = 0;
     }
     const absl::Duration tick = absl::Milliseconds(50);
@@ -219,12 +200,13 @@ int main(int argc, char** argv) {
     const size_t per_slice = std::max<size_t>(1, (total + slices - 1) / static_cast<size_t>(slices));
     size_t open = total;
     while (open > 0 && absl::Now() < deadline) {
-      if (!AskLoop<size_t>(srv, [h, per_slice] {
-            return h->CloseAll(gateway::close_code::kShutdown, "shutdown", per_slice);
-          }, &open)) {
+      // One slice closed, and how many are still open, in one loop turn.
+      if (!RunOnLoop(srv, [h, per_slice] {
+            h->CloseAll(gateway::close_code::kShutdown, "shutdown", per_slice);
+            return h->open_count();
+          }, ask, &open) || open == 0) {
         break;
       }
-      if (!AskLoop<size_t>(srv, [h] { return h->open_count(); }, &open) || open == 0) break;
       absl::SleepFor(tick);  // pacing the slices, not synchronising anything
     }
     // Whoever is left gets the close now; then wait, bounded, until every
@@ -240,7 +222,7 @@ int main(int argc, char** argv) {
     // Leave the fleet, then end the loop; main tears the rest down in order.
     links.Stop();
     size_t left = 0;
-    AskLoop<size_t>(srv, [srv] { return srv->connection_count(); }, &left);
+    RunOnLoop(srv, [srv] { return srv->connection_count(); }, ask, &left);
     spdlog::info("gateway drained ({} connections left), exiting", left);
     srv->Post([srv] { srv->Shutdown(); });
   });
