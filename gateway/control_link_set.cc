@@ -29,6 +29,7 @@ void ControlLinkSet::Stop() {
   {
     absl::MutexLock lock(&mu_);
     links.swap(links_);
+    PublishLinks();
   }
   for (auto& [address, link] : links) link->Stop();
 }
@@ -63,6 +64,7 @@ void ControlLinkSet::Refresh() {
     for (const auto& [address, host] : want) {
       if (links_.count(address) == 0) added.push_back(address);
     }
+    if (!gone.empty()) PublishLinks();
   }
   for (auto& link : gone) link->Stop();
   for (const auto& address : added) {
@@ -71,6 +73,7 @@ void ControlLinkSet::Refresh() {
     link->Start();
     absl::MutexLock lock(&mu_);
     links_[address] = std::move(link);
+    PublishLinks();
   }
 }
 
@@ -81,20 +84,24 @@ std::vector<std::string> ControlLinkSet::Addresses() const {
   return out;
 }
 
-std::vector<std::shared_ptr<ControlLink>> ControlLinkSet::Links() const {
+void ControlLinkSet::PublishLinks() {
+  auto list = std::make_shared<LinkList>();
+  list->reserve(links_.size());
+  for (const auto& [address, link] : links_) list->push_back(link);
+  published_ = std::move(list);
+}
+
+std::shared_ptr<const ControlLinkSet::LinkList> ControlLinkSet::Links() const {
   absl::MutexLock lock(&mu_);
-  std::vector<std::shared_ptr<ControlLink>> out;
-  out.reserve(links_.size());
-  for (const auto& [address, link] : links_) out.push_back(link);
-  return out;
+  return published_;
 }
 
 void ControlLinkSet::OnSessionOpened(const v1::SessionRecord& record) {
-  for (auto& link : Links()) link->OnSessionOpened(record);
+  for (const auto& link : *Links()) link->OnSessionOpened(record);
 }
 
 void ControlLinkSet::OnSessionClosed(const std::string& client_id) {
-  for (auto& link : Links()) link->OnSessionClosed(client_id);
+  for (const auto& link : *Links()) link->OnSessionClosed(client_id);
 }
 
 }  // namespace switchboard::gateway

@@ -43,7 +43,11 @@ class ControlLinkSet final : public SessionObserver {
 
  private:
   void Refresh();
-  std::vector<std::shared_ptr<ControlLink>> Links() const;
+  using LinkList = std::vector<std::shared_ptr<ControlLink>>;
+  // The current links, rebuilt when they change (rarely) so a session event
+  // (every connect, on the loop) only takes a reference, never a copy.
+  std::shared_ptr<const LinkList> Links() const;
+  void PublishLinks() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::vector<std::string> configured_;
   std::unique_ptr<ControlResolver> resolver_;  // resolver thread only
@@ -53,6 +57,7 @@ class ControlLinkSet final : public SessionObserver {
   std::thread thread_;
   mutable absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<ControlLink>> links_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<const LinkList> published_ ABSL_GUARDED_BY(mu_) = std::make_shared<LinkList>();
 };
 
 }  // namespace switchboard::gateway

@@ -23,7 +23,8 @@ void TimerWheel::Advance(absl::Time now, const std::function<void(ConnId)>& fire
   for (int64_t t = first; t <= target; ++t) {
     auto& slot = slots_[static_cast<size_t>(t) % slots_.size()];
     if (slot.empty()) continue;
-    std::vector<Entry> keep;
+    // Compacted in place: entries for a later revolution stay, the rest go.
+    size_t kept = 0;
     for (const Entry& e : slot) {
       auto it = armed_.find(e.id);
       if (it == armed_.end() || it->second != e.tick) continue;  // re-armed or cancelled since
@@ -31,10 +32,10 @@ void TimerWheel::Advance(absl::Time now, const std::function<void(ConnId)>& fire
         armed_.erase(it);
         due.push_back(e.id);
       } else {
-        keep.push_back(e);  // a later revolution
+        slot[kept++] = e;
       }
     }
-    slot.swap(keep);
+    slot.resize(kept);
   }
   done_ = target;
   for (ConnId id : due) fire(id);
