@@ -131,6 +131,12 @@ class Driver(Proc):
         return wait_until(find, timeout, "%s %s %s" % (name, event, match))
 
 
+def load_stubs(source_dir):
+    """Generates the Python gRPC stubs into a fresh directory on sys.path, so
+    `from switchboard.v1 import control_pb2, ...` works."""
+    gen_stubs(source_dir, tempfile.mkdtemp(prefix="switchboard-stubs-"))
+
+
 def gen_stubs(source_dir, out_dir):
     protos = ["switchboard/v1/%s.proto" % n for n in ("bus", "client", "config", "control", "registry")]
     subprocess.check_call(["protoc", "-I", os.path.join(source_dir, "proto"), "-I", GOOGLEAPIS,

@@ -7,13 +7,12 @@ Real nats-server, control and gateway; node opens the sessions."""
 import json
 import os
 import sys
-import tempfile
 import unittest
 
 import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import Cluster, Proc, gen_stubs, parse_args, wait_until  # noqa: E402
+from cluster import Cluster, Proc, load_stubs, parse_args, wait_until  # noqa: E402
 
 ARGS = None
 API_KEY = (("authorization", "apikey test-api-key-1234"),)
@@ -22,8 +21,7 @@ N = 2000
 
 def setUpModule():
     global cluster, pb, stub, channel, load
-    stubs = tempfile.mkdtemp(prefix="switchboard-stubs-")
-    gen_stubs(ARGS.source_dir, stubs)
+    load_stubs(ARGS.source_dir)
     from switchboard.v1 import control_pb2, control_pb2_grpc
     pb = control_pb2
     cluster = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=1, http=False, max_sessions=N + 100)

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import unittest
@@ -14,7 +13,7 @@ import unittest
 import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import Proc, parse_args, Cluster, Driver, gen_stubs, wait_until  # noqa: E402
+from cluster import Proc, parse_args, Cluster, Driver, load_stubs, wait_until  # noqa: E402
 
 ARGS = None
 API_KEY = (("authorization", "apikey test-api-key-1234"),)
@@ -22,8 +21,7 @@ API_KEY = (("authorization", "apikey test-api-key-1234"),)
 
 def setUpModule():
     global cluster, driver, pb, stub_mod, channel, stub
-    stubs = tempfile.mkdtemp(prefix="switchboard-stubs-")
-    gen_stubs(ARGS.source_dir, stubs)
+    load_stubs(ARGS.source_dir)
     from switchboard.v1 import control_pb2 as pb_mod, control_pb2_grpc
     pb, stub_mod = pb_mod, control_pb2_grpc
     cluster = Cluster(ARGS.build_dir, ARGS.source_dir)

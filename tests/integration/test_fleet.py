@@ -10,7 +10,6 @@ import os
 import signal
 import socket
 import sys
-import tempfile
 import threading
 import time
 import unittest
@@ -19,7 +18,7 @@ import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cluster import (CLUSTER_TOKEN, HTTP_PROXY_TOKEN, NATS_CONTROL, NATS_GATEWAY, Cluster, Driver,  # noqa: E402
-                     gen_stubs, parse_args, wait_until)
+                     load_stubs, parse_args, wait_until)
 
 ARGS = None
 API_KEY = (("authorization", "apikey test-api-key-1234"),)
@@ -28,8 +27,7 @@ SECRET = "demo-secret-for-tests"
 
 def setUpModule():
     global cluster, driver, pb, rpb, stub, reg_stub, channel
-    stubs = tempfile.mkdtemp(prefix="switchboard-stubs-")
-    gen_stubs(ARGS.source_dir, stubs)
+    load_stubs(ARGS.source_dir)
     from switchboard.v1 import control_pb2, control_pb2_grpc, registry_pb2, registry_pb2_grpc
     pb, rpb = control_pb2, registry_pb2
     cluster = Cluster(ARGS.build_dir, ARGS.source_dir, http=False)

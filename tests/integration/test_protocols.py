@@ -5,13 +5,12 @@ and two gateways; Python is the gRPC backend (grpcio)."""
 import json
 import os
 import sys
-import tempfile
 import unittest
 
 import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import parse_args, Cluster, Driver, Proc, gen_stubs, wait_until  # noqa: E402
+from cluster import parse_args, Cluster, Driver, Proc, load_stubs, wait_until  # noqa: E402
 
 ARGS = None
 API_KEY = (("authorization", "apikey test-api-key-1234"),)
@@ -20,8 +19,7 @@ KEY, SECRET = "demo-key", "demo-secret-for-tests"
 
 def setUpModule():
     global cluster, driver, pb, stub
-    stubs = tempfile.mkdtemp(prefix="switchboard-stubs-")
-    gen_stubs(ARGS.source_dir, stubs)
+    load_stubs(ARGS.source_dir)
     from switchboard.v1 import control_pb2, control_pb2_grpc
     pb = control_pb2
     cluster = Cluster(ARGS.build_dir, ARGS.source_dir, http=False)

@@ -12,7 +12,7 @@ import unittest
 import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import Cluster, Driver, Proc, gen_stubs, parse_args, wait_until  # noqa: E402
+from cluster import Cluster, Driver, Proc, load_stubs, parse_args, wait_until  # noqa: E402
 
 ARGS = None
 API_KEY = (("authorization", "apikey test-api-key-1234"),)
@@ -57,8 +57,7 @@ class Dns:
 
 def setUpModule():
     global pb, pbg
-    stubs = tempfile.mkdtemp(prefix="switchboard-stubs-")
-    gen_stubs(ARGS.source_dir, stubs)
+    load_stubs(ARGS.source_dir)
     from switchboard.v1 import control_pb2, control_pb2_grpc
     pb, pbg = control_pb2, control_pb2_grpc
 

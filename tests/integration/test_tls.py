@@ -14,7 +14,7 @@ import unittest
 import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import Cluster, Driver, Proc, gen_stubs, parse_args, wait_until  # noqa: E402
+from cluster import Cluster, Driver, Proc, load_stubs, parse_args, wait_until  # noqa: E402
 
 ARGS = None
 API_KEY = (("authorization", "apikey test-api-key-1234"),)
@@ -38,8 +38,7 @@ def make_certs(d):
 
 def setUpModule():
     global cluster, driver, pb, stub, channel, certs
-    stubs = tempfile.mkdtemp(prefix="switchboard-stubs-")
-    gen_stubs(ARGS.source_dir, stubs)
+    load_stubs(ARGS.source_dir)
     from switchboard.v1 import control_pb2, control_pb2_grpc
     pb = control_pb2
     certs = make_certs(tempfile.mkdtemp(prefix="switchboard-certs-"))
