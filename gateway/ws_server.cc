@@ -91,6 +91,11 @@ absl::StatusOr<std::unique_ptr<WsServer>> WsServer::Create(const Options& option
   info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_VALIDATE_UTF8 |
                  LWS_SERVER_OPTION_UV_NO_SIGSEGV_SIGFPE_SPIN;
   info.timeout_secs = 10;
+  // No lws validity timers: lws would re-insert one per connection into its
+  // sorted timer list at every upgrade and every WebSocket PONG (an O(N) walk
+  // each); the hub's timer wheel keeps every per-connection deadline instead.
+  static const lws_retry_bo_t kNoValidityTimers = {};
+  info.retry_and_idle_policy = &kNoValidityTimers;
   if (!server->options_.tls_cert_file.empty()) {
     // lws sets up TLS on the vhost only with its global init; its matching
     // de-init at context destroy (CONF_modules_free) would make OpenSSL's own

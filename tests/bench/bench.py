@@ -1,0 +1,322 @@
+#!/usr/bin/env python3
+"""Switchboard benchmarks, each with its reference measured in the same run.
+Not part of the test suite: they measure, they do not judge. `scripts/bench.sh`
+builds everything and calls this.
+
+  bench.py process  [--sessions 19000] [--window 30]
+      One gateway process vs the plain lws server (switchboard-lws-reference,
+      same Debian lws, same libuv loop): connects per second in buckets of
+      1,000 (first, last, overall), CPU ms per 1,000 connects, idle CPU over
+      --window seconds, RSS per idle session.
+  bench.py latency  [--gateways 2,4,8] [--per-gateway 10000] [--calls 1000]
+      UserConnections and TerminateUser (until the last client has its close
+      frame) p50/p99 against K gateway processes x N sessions, vs ListGateways
+      + a NATS.c scatter-gather with K repliers (switchboard-nats-scatter-ref).
+  bench.py fleet    [--gateways 6] [--sessions 102000] [--churn 1000] [--hold 60]
+      Many sessions on the box over several gateway processes and load
+      generators; UserConnections p50/p99 while the generators churn
+      (--churn connects/s in all), sessions lost while held.
+
+Every run starts its own cluster (nats-server with auth, control, gateways) and
+stops it. Load comes from switchboard-loadgen (C++, epoll), spread over
+127.0.0.x source addresses."""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+from cluster import Cluster, load_stubs, wait_until  # noqa: E402
+
+SECRET = "demo-secret-for-tests"  # the demo app's secret in cluster.py's config
+API_KEY = [("authorization", "Bearer test-api-key-1234")]
+MAX_PER_GENERATOR = 19000  # descriptors per process are capped at 20,000 here
+
+
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+
+
+class Generator:
+    """One switchboard-loadgen process; its JSON lines are collected."""
+
+    def __init__(self, build_dir, args, name="loadgen"):
+        self.argv = [os.path.join(build_dir, "tests/bench/switchboard-loadgen")] + args
+        self.events = []
+        self.cond = threading.Condition()
+        self.p = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=sys.stderr, text=True, bufsize=1)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.p.stdout:
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            with self.cond:
+                self.events.append(ev)
+                self.cond.notify_all()
+
+    def wait(self, event, timeout):
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for ev in self.events:
+                    if ev.get("event") == event:
+                        return ev
+                left = deadline - time.monotonic()
+                if left <= 0 or self.p.poll() is not None and not any(e.get("event") == event for e in self.events):
+                    raise AssertionError("loadgen: no %s event within %.0f s (%s)" % (event, timeout, self.argv))
+                self.cond.wait(min(left, 0.5))
+
+    def closes(self):
+        with self.cond:
+            return [e for e in self.events if e.get("event") == "close"]
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.terminate()
+        try:
+            self.p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+        time.sleep(0.2)  # let the reader thread take the last lines (nothing waits on this)
+        with self.cond:
+            done = [e for e in self.events if e.get("event") == "done"]
+        return done[-1] if done else None
+
+
+def sources(i):
+    """Source addresses for generator i: 8 loopback addresses of its own."""
+    return "127.0.%d.1-127.0.%d.8" % (i + 1, i + 1)
+
+
+def measure_process(a, name, pid, target, mode):
+    """Connects --sessions to one process, then holds them idle."""
+    args = ["--targets", target, "--sources", sources(0), "--sessions", str(a.sessions), "--mode", mode,
+            "--concurrency", str(a.concurrency), "--users", "1000", "--secret", SECRET]
+    rss0 = rss_kib(pid)
+    c0 = cpu_seconds(pid)
+    gen = Generator(a.build_dir, args)
+    try:
+        ready = gen.wait("ready", timeout=900)
+        connect_cpu = cpu_seconds(pid) - c0
+        time.sleep(a.settle)  # an idle window is what is measured, nothing is waited for
+        rss = (rss_kib(pid) - rss0) * 1024.0 / max(1, ready["connected"])
+        c1, t1 = cpu_seconds(pid), time.monotonic()
+        time.sleep(a.window)
+        idle = 100.0 * (cpu_seconds(pid) - c1) / (time.monotonic() - t1)
+        done = gen.stop()
+    finally:
+        gen.stop()
+    lost = sum(done["closed_by_server"].values()) if done else -1
+    row = {"name": name, "connected": ready["connected"], "failed": ready["failed"],
+           "rate_first": ready["rate_first"], "rate_last": ready["rate_last"], "rate_overall": ready["rate_overall"],
+           "cpu_ms_per_1000": 1000.0 * connect_cpu / max(1, ready["connected"] / 1000.0),
+           "idle_cpu_pct": idle, "rss_bytes_per_session": rss, "lost_while_idle": lost}
+    print("%-12s connected %d (failed %d): connects/s first %.0f last %.0f (last/first %.2f) overall %.0f; "
+          "%.0f CPU ms per 1,000 connects; idle CPU %.2f%% of a core over %.0f s; RSS %.0f bytes/session; "
+          "lost while idle %d" % (name, row["connected"], row["failed"], row["rate_first"], row["rate_last"],
+                                  row["rate_last"] / max(1, row["rate_first"]), row["rate_overall"],
+                                  row["cpu_ms_per_1000"], idle, a.window, rss, lost), flush=True)
+    return row
+
+
+def cmd_process(a):
+    ref = subprocess.Popen([os.path.join(a.build_dir, "tests/bench/switchboard-lws-reference"), "--iface",
+                            "127.0.0.1", "--port", "0"], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(ref.stdout.readline().split()[1])
+        r = measure_process(a, "lws plain", ref.pid, "127.0.0.1:%d" % port, "raw")
+    finally:
+        ref.terminate()
+        ref.wait()
+    cluster = Cluster(a.build_dir, a.source_dir, gateways=1, http=False, max_sessions=min(19000, a.sessions + 1000), pong=8,
+                      gateway_extra={"max_unsigned": a.sessions})
+    try:
+        gw_pid = cluster.gateways["gw-1"][0].p.pid
+        g = measure_process(a, "switchboard", gw_pid, "127.0.0.1:%d" % cluster.gateways["gw-1"][1], "centrifuge")
+    finally:
+        cluster.close()
+    print("ratios (switchboard / lws plain): overall connects/s %.2f, last bucket %.2f, RSS/session %.2f, "
+          "idle CPU %.2f" % (g["rate_overall"] / max(1, r["rate_overall"]), g["rate_last"] / max(1, r["rate_last"]),
+                             g["rss_bytes_per_session"] / max(1, r["rss_bytes_per_session"]),
+                             g["idle_cpu_pct"] / max(0.01, r["idle_cpu_pct"])))
+
+
+def ctl_percentiles(cluster, args):
+    out = subprocess.run([cluster.bin("cli/switchboardctl"), "--config", cluster.config] + args,
+                         capture_output=True, text=True, timeout=600, check=True)
+    m = re.search(r"median_ms=([\d.]+) p90_ms=([\d.]+) p99_ms=([\d.]+)", out.stderr)
+    return float(m.group(1)), float(m.group(3))
+
+
+def start_fleet_load(a, cluster, total, users, extra=()):
+    """Spreads `total` sessions over generators (at most MAX_PER_GENERATOR each),
+    every generator connecting to every gateway in turn."""
+    targets = ",".join("127.0.0.1:%d" % port for _, port in cluster.gateways.values())
+    gens = []
+    n = (total + MAX_PER_GENERATOR - 1) // MAX_PER_GENERATOR
+    for i in range(n):
+        count = total // n + (1 if i < total % n else 0)
+        gens.append(Generator(a.build_dir, ["--targets", targets, "--sources", sources(i), "--sessions", str(count),
+                                            "--users", str(users), "--user_prefix", "g%du" % i, "--secret", SECRET,
+                                            "--concurrency", "100"] + list(extra)))
+    for g in gens:
+        ready = g.wait("ready", timeout=1800)
+        if ready["failed"]:
+            print("warning: %d sessions failed to connect: %s" % (ready["failed"], ready["fail_reasons"]))
+    return gens
+
+
+def nats_reference(a, k, calls):
+    nats = subprocess.Popen(["nats-server", "-a", "127.0.0.1", "-p", "-1"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        port = None
+        for line in nats.stdout:
+            m = re.search(r"Listening for client connections on [\d.]+:(\d+)", line)
+            if m:
+                port = int(m.group(1))
+                break
+        out = subprocess.run([os.path.join(a.build_dir, "tests/bench/switchboard-nats-scatter-ref"), "--url",
+                              "nats://127.0.0.1:%d" % port, "--repliers", str(k), "--calls", str(calls)],
+                             capture_output=True, text=True, timeout=600, check=True)
+        return json.loads(out.stdout)
+    finally:
+        nats.terminate()
+        nats.wait()
+
+
+def terminate_latencies(a, cluster, gens, users_per_gen, sessions_per_user, rounds):
+    """TerminateUser for `rounds` users, each until its last session saw the
+    close frame (the generators log closes with wall-clock stamps)."""
+    import grpc
+    from switchboard.v1 import control_pb2 as pb, control_pb2_grpc
+    stub = control_pb2_grpc.ControlStub(grpc.insecure_channel("127.0.0.1:%d" % cluster.control_port))
+    stub.ListGateways(pb.ListGatewaysRequest(), metadata=API_KEY, timeout=5)  # channel warm
+    ms, incomplete = [], 0
+    for r in range(rounds):
+        gi, u = r % len(gens), r // len(gens)
+        user = "g%du%d" % (gi, u)
+        before = len([c for c in gens[gi].closes() if c["user"] == user])
+        t0 = time.time()
+        resp = stub.TerminateUser(pb.TerminateUserRequest(app_id="demo", user_id=user), metadata=API_KEY, timeout=5)
+        if not resp.complete:
+            incomplete += 1
+
+        def all_closed():
+            got = [c for c in gens[gi].closes() if c["user"] == user]
+            return got if len(got) - before >= sessions_per_user else None
+        got = wait_until(all_closed, 10, "every session of %s closed" % user)
+        ms.append(max(c["t_us"] for c in got[before:]) / 1000.0 - t0 * 1000.0)
+    ms.sort()
+    return ms[len(ms) // 2], ms[min(len(ms) - 1, len(ms) * 99 // 100)], incomplete
+
+
+def cmd_latency(a):
+    load_stubs(a.source_dir)
+    for k in [int(x) for x in a.gateways.split(",")]:
+        total = k * a.per_gateway
+        sessions_per_user = 4
+        cluster = Cluster(a.build_dir, a.source_dir, gateways=k, http=False, max_sessions=min(19000, a.per_gateway + 2000),
+                          pong=8, gateway_extra={"max_unsigned": a.per_gateway})
+        gens = []
+        try:
+            n_gens = (total + MAX_PER_GENERATOR - 1) // MAX_PER_GENERATOR
+            users = total // n_gens // sessions_per_user
+            gens = start_fleet_load(a, cluster, total, users, extra=["--log-closes"])
+            uc = ctl_percentiles(cluster, ["connections", "--user", "g0u1", "--repeat", str(a.calls)])
+            lg = ctl_percentiles(cluster, ["gateways", "--repeat", str(a.calls)])
+            ref = nats_reference(a, k, a.calls)
+            term = terminate_latencies(a, cluster, gens, users, sessions_per_user, a.terminates)
+            ref_p50 = lg[0] + ref["p50_ms"]
+            print("K=%d x %d sessions: UserConnections p50 %.3f ms p99 %.3f ms | reference ListGateways p50 %.3f + "
+                  "NATS.c scatter K=%d p50 %.3f (p99 %.3f) = %.3f ms | p50 ratio %.2f | TerminateUser to last close "
+                  "frame (%d sessions/user, %d users) p50 %.2f ms p99 %.2f ms, incomplete %d"
+                  % (k, a.per_gateway, uc[0], uc[1], lg[0], k, ref["p50_ms"], ref["p99_ms"], ref_p50,
+                     uc[0] / ref_p50, sessions_per_user, a.terminates, term[0], term[1], term[2]), flush=True)
+        finally:
+            for g in gens:
+                g.stop()
+            cluster.close()
+
+
+def cmd_fleet(a):
+    per_gateway = (a.sessions + a.gateways - 1) // a.gateways
+    cluster = Cluster(a.build_dir, a.source_dir, gateways=a.gateways, http=False, max_sessions=min(19000, per_gateway + 2000),
+                      pong=8, gateway_extra={"max_unsigned": per_gateway})
+    gens = []
+    try:
+        t0 = time.monotonic()
+        n_gens = (a.sessions + MAX_PER_GENERATOR - 1) // MAX_PER_GENERATOR
+        gens = start_fleet_load(a, cluster, a.sessions, max(1, a.sessions // n_gens // 4),
+                                extra=["--churn", "%.1f" % (a.churn / n_gens), "--report", "10"])
+        print("%d sessions on %d gateways connected in %.1f s" % (a.sessions, a.gateways, time.monotonic() - t0),
+              flush=True)
+        pids = [p.p.pid for p, _ in cluster.gateways.values()]
+        c0, t1 = sum(cpu_seconds(p) for p in pids), time.monotonic()
+        uc = ctl_percentiles(cluster, ["connections", "--user", "g0u1", "--repeat", str(a.calls)])
+        print("UserConnections under %.0f connects/s churn: p50 %.3f ms p99 %.3f ms" % (a.churn, uc[0], uc[1]),
+              flush=True)
+        left = a.hold - (time.monotonic() - t1)
+        if left > 0:
+            time.sleep(left)  # holding the sessions is the measurement
+        cpu = 100.0 * (sum(cpu_seconds(p) for p in pids) - c0) / (time.monotonic() - t1)
+        lost, churned, reconnect = 0, 0, []
+        for g in gens:
+            done = g.stop()
+            lost += sum(done["closed_by_server"].values())
+            churned += done["churned"]
+            reconnect.append(done["reconnect_p99_ms"])
+        print("held %.0f s: gateways' CPU %.1f%% of a core in all; sessions closed by a gateway %d; churned %d; "
+              "reconnect p99 (worst generator) %.1f ms" % (time.monotonic() - t1, cpu, lost, churned,
+                                                            max(reconnect or [0])))
+    finally:
+        for g in gens:
+            g.stop()
+        cluster.close()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["process", "latency", "fleet"])
+    ap.add_argument("--build-dir", default="build")
+    ap.add_argument("--source-dir", default=".")
+    ap.add_argument("--sessions", type=int, default=0)
+    ap.add_argument("--concurrency", type=int, default=200)
+    ap.add_argument("--window", type=float, default=30)
+    ap.add_argument("--settle", type=float, default=5)
+    ap.add_argument("--gateways", default="")
+    ap.add_argument("--per-gateway", type=int, default=10000)
+    ap.add_argument("--calls", type=int, default=1000)
+    ap.add_argument("--terminates", type=int, default=200)
+    ap.add_argument("--churn", type=float, default=1000)
+    ap.add_argument("--hold", type=float, default=60)
+    a = ap.parse_args()
+    a.build_dir = os.path.abspath(a.build_dir)
+    if a.command == "process":
+        a.sessions = a.sessions or 19000
+        cmd_process(a)
+    elif a.command == "latency":
+        a.gateways = a.gateways or "2,4,8"
+        cmd_latency(a)
+    else:
+        a.sessions = a.sessions or 102000
+        a.gateways = int(a.gateways or 6)
+        cmd_fleet(a)
+
+
+if __name__ == "__main__":
+    main()

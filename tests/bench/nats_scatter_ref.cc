@@ -1,0 +1,106 @@
+// switchboard-nats-scatter-ref: the NATS.c scatter-gather the benchmarks
+// compare UserConnections with. K replier connections subscribe to one
+// subject and answer every request with a small message; a requester
+// publishes with a reply inbox and waits for all K answers, `--calls` times.
+// Every connection sends as soon as it can (natsOptions_SetSendAsap), as the
+// gateway and control do.
+//
+//   switchboard-nats-scatter-ref --url nats://127.0.0.1:4222 --repliers 4 --calls 1000
+//
+// Prints one JSON line: {"repliers":K,"calls":N,"p50_ms":..,"p99_ms":..}.
+// Threading: NATS.c's threads deliver to the repliers; the requester is main.
+
+#include <nats/nats.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/time/clock.h"
+
+ABSL_FLAG(std::string, url, "nats://127.0.0.1:4222", "NATS server");
+ABSL_FLAG(int, repliers, 2, "replier connections (K)");
+ABSL_FLAG(int, calls, 1000, "scatter-gather rounds");
+ABSL_FLAG(int, reply_bytes, 64, "bytes in each answer");
+
+namespace {
+
+std::string g_reply;
+
+void OnRequest(natsConnection* nc, natsSubscription*, natsMsg* msg, void*) {
+  if (natsMsg_GetReply(msg) != nullptr) {
+    natsConnection_Publish(nc, natsMsg_GetReply(msg), g_reply.data(), static_cast<int>(g_reply.size()));
+  }
+  natsMsg_Destroy(msg);
+}
+
+natsConnection* Connect(const std::string& url) {
+  natsOptions* opts = nullptr;
+  natsConnection* nc = nullptr;
+  if (natsOptions_Create(&opts) != NATS_OK) return nullptr;
+  natsOptions_SetURL(opts, url.c_str());
+  natsOptions_SetSendAsap(opts, true);
+  if (natsConnection_Connect(&nc, opts) != NATS_OK) nc = nullptr;
+  natsOptions_Destroy(opts);
+  return nc;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  const std::string url = absl::GetFlag(FLAGS_url);
+  const int k = std::max(1, absl::GetFlag(FLAGS_repliers));
+  const int calls = std::max(1, absl::GetFlag(FLAGS_calls));
+  g_reply.assign(static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_reply_bytes))), 'x');
+  std::vector<natsConnection*> repliers;
+  std::vector<natsSubscription*> subs;
+  for (int i = 0; i < k; ++i) {
+    natsConnection* nc = Connect(url);
+    natsSubscription* sub = nullptr;
+    if (nc == nullptr || natsConnection_Subscribe(&sub, nc, "ref.scatter", OnRequest, nullptr) != NATS_OK) {
+      std::fprintf(stderr, "cannot connect/subscribe to %s\n", url.c_str());
+      return 1;
+    }
+    natsConnection_Flush(nc);
+    repliers.push_back(nc);
+    subs.push_back(sub);
+  }
+  natsConnection* req = Connect(url);
+  natsInbox* inbox = nullptr;
+  natsSubscription* replies = nullptr;
+  if (req == nullptr || natsInbox_Create(&inbox) != NATS_OK ||
+      natsConnection_SubscribeSync(&replies, req, inbox) != NATS_OK) {
+    std::fprintf(stderr, "cannot connect the requester to %s\n", url.c_str());
+    return 1;
+  }
+  natsConnection_Flush(req);
+  std::vector<double> ms;
+  int missing = 0;
+  for (int c = 0; c < calls; ++c) {
+    const absl::Time t0 = absl::Now();
+    natsConnection_PublishRequest(req, "ref.scatter", inbox, "q", 1);
+    for (int got = 0; got < k; ++got) {
+      natsMsg* m = nullptr;
+      if (natsSubscription_NextMsg(&m, replies, 2000) != NATS_OK) {
+        ++missing;
+        break;
+      }
+      natsMsg_Destroy(m);
+    }
+    ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - t0));
+  }
+  std::sort(ms.begin(), ms.end());
+  std::printf("{\"repliers\":%d,\"calls\":%d,\"missing\":%d,\"p50_ms\":%.3f,\"p99_ms\":%.3f}\n", k, calls, missing,
+              ms[ms.size() / 2], ms[static_cast<size_t>(0.99 * (ms.size() - 1))]);
+  natsSubscription_Destroy(replies);
+  natsInbox_Destroy(inbox);
+  natsConnection_Destroy(req);
+  for (natsSubscription* s : subs) natsSubscription_Destroy(s);
+  for (natsConnection* nc : repliers) natsConnection_Destroy(nc);
+  nats_Close();
+  return missing == 0 ? 0 : 1;
+}
