@@ -56,7 +56,8 @@ class Generator:
         self.events = []
         self.cond = threading.Condition()
         self.p = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=sys.stderr, text=True, bufsize=1)
-        threading.Thread(target=self._read, daemon=True).start()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
 
     def _read(self):
         for line in self.p.stdout:
@@ -91,7 +92,8 @@ class Generator:
             self.p.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.p.kill()
-        time.sleep(0.2)  # let the reader thread take the last lines (nothing waits on this)
+        self.reader.join(timeout=10)  # the last lines, up to EOF
+        self.p.stdout.close()
         with self.cond:
             done = [e for e in self.events if e.get("event") == "done"]
         return done[-1] if done else None
@@ -236,7 +238,7 @@ def cmd_latency(a):
         try:
             n_gens = (total + MAX_PER_GENERATOR - 1) // MAX_PER_GENERATOR
             users = total // n_gens // sessions_per_user
-            gens = start_fleet_load(a, cluster, total, users, extra=["--log-closes"])
+            gens = start_fleet_load(a, cluster, total, users, extra=["--log_closes"])
             uc = ctl_percentiles(cluster, ["connections", "--user", "g0u1", "--repeat", str(a.calls)])
             lg = ctl_percentiles(cluster, ["gateways", "--repeat", str(a.calls)])
             ref = nats_reference(a, k, a.calls)
