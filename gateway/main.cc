@@ -25,6 +25,7 @@
 #include "gateway/control_link.h"
 #include "gateway/control_link_set.h"
 #include "gateway/hub.h"
+#include "gateway/supervisor.h"
 #include "gateway/ws_server.h"
 #include "spdlog/spdlog.h"
 
@@ -34,6 +35,11 @@ ABSL_FLAG(int, port, -1, "override gateway.port (0 = OS chooses)");
 ABSL_FLAG(std::string, listen_host, "", "override gateway.listen_host");
 ABSL_FLAG(std::string, id, "", "gateway ID (default: hostname-port)");
 ABSL_FLAG(int, drain_ms, 2000, "on SIGTERM, how long to wait for clients to go");
+ABSL_FLAG(int, workers, 0,
+          "event-loop processes for this instance, each a fleet member \"<id>-w<i>\" on the same port "
+          "(SO_REUSEPORT); 0: one per core; 1: this process serves alone");
+ABSL_FLAG(bool, reuse_port, false, "listen with SO_REUSEPORT (set for each worker by the supervisor)");
+ABSL_FLAG(int, ready_fd, -1, "internal: the supervisor's readiness pipe");
 
 namespace {
 
@@ -63,6 +69,22 @@ int main(int argc, char** argv) {
   if (absl::GetFlag(FLAGS_port) >= 0) config.mutable_gateway()->set_port(absl::GetFlag(FLAGS_port));
   if (!absl::GetFlag(FLAGS_listen_host).empty()) {
     config.mutable_gateway()->set_listen_host(absl::GetFlag(FLAGS_listen_host));
+  }
+
+  // Several workers: this process only supervises them (before any thread
+  // exists: it spawns processes).
+  int workers = absl::GetFlag(FLAGS_workers);
+  if (workers <= 0) workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (workers > 1) {
+    gateway::SupervisorOptions sup;
+    sup.exe = "/proc/self/exe";
+    sup.args.assign(argv + 1, argv + argc);
+    sup.instance_id = absl::GetFlag(FLAGS_id);
+    sup.host = config.gateway().listen_host();
+    sup.port = static_cast<int>(config.gateway().port());
+    sup.workers = workers;
+    sup.drain = absl::Milliseconds(absl::GetFlag(FLAGS_drain_ms));
+    return gateway::RunSupervisor(sup);
   }
 
   // Signals go to one waiting thread, never to the loop.
@@ -99,6 +121,7 @@ int main(int argc, char** argv) {
   ws_opts.max_connections_per_ip = config.gateway().max_connections_per_ip();
   ws_opts.connect_rate_limit = config.gateway().connection_rate_limit();
   ws_opts.connect_timeout = absl::Milliseconds(config.gateway().connect_timeout_ms());
+  ws_opts.reuse_port = absl::GetFlag(FLAGS_reuse_port);
   if (TlsEnabled(config)) {
     ws_opts.tls_cert_file = config.tls().cert_file();
     ws_opts.tls_key_file = config.tls().key_file();
@@ -227,8 +250,14 @@ int main(int argc, char** argv) {
     srv->Post([srv] { srv->Shutdown(); });
   });
 
-  std::printf("READY gateway_id=%s port=%d\n", gateway_id.c_str(), server->port());
-  std::fflush(stdout);
+  if (const int ready_fd = absl::GetFlag(FLAGS_ready_fd); ready_fd >= 0) {
+    // A worker: the supervisor announces the instance once all are ready.
+    if (write(ready_fd, "ready\n", 6) != 6) spdlog::warn("cannot tell the supervisor this worker is ready");
+    close(ready_fd);
+  } else {
+    std::printf("READY gateway_id=%s port=%d\n", gateway_id.c_str(), server->port());
+    std::fflush(stdout);
+  }
   spdlog::info("gateway {} listening on {}:{}", gateway_id, config.gateway().listen_host(), server->port());
   server->Run();
   if (!draining) {

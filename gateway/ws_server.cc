@@ -1,7 +1,11 @@
 #include "gateway/ws_server.h"
 
 #include <libwebsockets.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 
 #include "gateway/centrifuge_codec.h"
@@ -84,7 +88,7 @@ absl::StatusOr<std::unique_ptr<WsServer>> WsServer::Create(const Options& option
   lws_set_log_level(getenv("SB_LWS_DEBUG") ? 0xfff : LLL_ERR, nullptr);
   lws_context_creation_info info;
   std::memset(&info, 0, sizeof(info));
-  info.port = options.port;
+  info.port = options.reuse_port ? CONTEXT_PORT_NO_LISTEN_SERVER : options.port;
   info.iface = server->options_.host.c_str();
   info.protocols = kProtocols;
   info.user = server.get();
@@ -113,10 +117,83 @@ absl::StatusOr<std::unique_ptr<WsServer>> WsServer::Create(const Options& option
   std::memset(&server->tick_timer_->sul, 0, sizeof(server->tick_timer_->sul));
   server->tick_timer_->server = server.get();
   lws_sul_schedule(server->context_, 0, &server->tick_timer_->sul, &WsServer::OnTick, kTickUs);
-  lws_vhost* vh = lws_get_vhost_by_name(server->context_, "default");
-  server->port_ = vh ? lws_get_vhost_listen_port(vh) : options.port;
+  if (options.reuse_port) {
+    if (absl::Status st = server->StartSharedListener(); !st.ok()) return st;
+  } else {
+    lws_vhost* vh = lws_get_vhost_by_name(server->context_, "default");
+    server->port_ = vh ? lws_get_vhost_listen_port(vh) : options.port;
+  }
   if (server->port_ <= 0) return absl::UnavailableError("WebSocket server has no listening port");
   return server;
+}
+
+absl::Status WsServer::StartSharedListener() {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  const std::string port = std::to_string(options_.port);
+  if (getaddrinfo(options_.host.empty() ? nullptr : options_.host.c_str(), port.c_str(), &hints, &res) != 0 ||
+      res == nullptr) {
+    return absl::InvalidArgumentError("gateway.listen_host must be a numeric address with reuse_port: " +
+                                      options_.host);
+  }
+  const int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int one = 1;
+  const bool ok = fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0 &&
+                  setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == 0 &&
+                  bind(fd, res->ai_addr, res->ai_addrlen) == 0 && listen(fd, SOMAXCONN) == 0;
+  const int err = errno;
+  freeaddrinfo(res);
+  if (!ok) {
+    if (fd >= 0) close(fd);
+    return absl::UnavailableError("cannot listen (SO_REUSEPORT) on " + options_.host + ":" + port + ": " +
+                                  std::strerror(err));
+  }
+  sockaddr_storage bound{};
+  socklen_t len = sizeof(bound);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len);
+  port_ = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
+                                            : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  // lws watches the socket as a raw file on its own loop (and closes it when
+  // that wsi goes); readable means connections to accept.
+  lws_sock_file_fd_type desc;
+  desc.filefd = fd;
+  lws_vhost* vh = lws_get_vhost_by_name(context_, "default");
+  listen_wsi_ = vh ? lws_adopt_descriptor_vhost(vh, LWS_ADOPT_RAW_FILE_DESC, desc, "switchboard", nullptr) : nullptr;
+  if (listen_wsi_ == nullptr) {
+    close(fd);
+    return absl::InternalError("cannot watch the listening socket on lws's loop");
+  }
+  listen_fd_ = fd;
+  return absl::OkStatus();
+}
+
+void WsServer::AcceptShared() {
+  lws_vhost* vh = lws_get_vhost_by_name(context_, "default");
+  // A bounded batch per wake-up, so a connect storm cannot starve the rest of
+  // the loop; the socket stays readable and libuv calls again.
+  for (int i = 0; i < 64 && listen_wsi_ != nullptr; ++i) {
+    const int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
+        spdlog::warn("accept: {}", std::strerror(errno));
+      }
+      return;
+    }
+    // On failure lws closes the socket itself.
+    if (lws_adopt_socket_vhost(vh, fd) == nullptr) ++refused_;
+  }
+}
+
+void WsServer::StopSharedListener() {
+  if (listen_wsi_ == nullptr) return;
+  // Closing the socket hands new connections to the other processes sharing
+  // the port at once. lws closes the descriptor with the wsi.
+  lws* wsi = listen_wsi_;
+  listen_wsi_ = nullptr;
+  lws_set_timeout(wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_SYNC);
 }
 
 WsServer::WsServer(const Options& options) : options_(options) {}
@@ -135,6 +212,7 @@ void WsServer::Run() {
 void WsServer::StopAccepting() {
   stopping_ = true;
   draining_ = true;
+  StopSharedListener();
 }
 
 void WsServer::NotifyWhenEmpty(std::function<void()> fn) {
@@ -162,6 +240,7 @@ void WsServer::Shutdown() {
   }
   shut_down_ = true;
   lws_sul_cancel(&tick_timer_->sul);
+  StopSharedListener();
   // lws 4.1 with libuv: destroying the context inside the loop closes its
   // handles; the loop then runs dry and lws_service() returns. The
   // destructor's second lws_context_destroy() finishes the job.
@@ -428,6 +507,14 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
       RunPosted();
       if (!shut_down_) StartCloseHandshakes();
+      return 0;
+
+    case LWS_CALLBACK_RAW_RX_FILE:
+      if (wsi == listen_wsi_) AcceptShared();
+      return 0;
+
+    case LWS_CALLBACK_RAW_CLOSE_FILE:
+      if (wsi == listen_wsi_) listen_wsi_ = nullptr;
       return 0;
 
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {

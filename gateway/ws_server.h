@@ -37,6 +37,10 @@ class WsServer final : public Transport, public Dispatcher {
     absl::Duration connect_timeout = absl::Seconds(10);  // uni_http_stream: the whole body by then
     std::string tls_cert_file;  // set: wss:// and https:// only
     std::string tls_key_file;
+    // Listen with SO_REUSEPORT on a socket of our own (lws 4.1 sets
+    // SO_REUSEPORT only with several service threads), so several gateway
+    // processes share one port and the kernel spreads connections over them.
+    bool reuse_port = false;
   };
   static absl::StatusOr<std::unique_ptr<WsServer>> Create(const Options& options);
   ~WsServer() override;
@@ -141,6 +145,13 @@ class WsServer final : public Transport, public Dispatcher {
   TimerWheel wheel_{absl::Milliseconds(10), 4096, absl::Now()};
   struct TickTimer;
   std::unique_ptr<TickTimer> tick_timer_;
+  // The SO_REUSEPORT listener (Options::reuse_port), watched by lws as a raw
+  // file; accepted sockets are handed to lws. Loop thread.
+  lws* listen_wsi_ = nullptr;
+  int listen_fd_ = -1;
+  absl::Status StartSharedListener();
+  void StopSharedListener();
+  void AcceptShared();
   double rate_tokens_ = 0;
   absl::Time rate_refilled_ = absl::InfinitePast();
   bool stopping_ = false;

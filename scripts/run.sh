@@ -63,7 +63,7 @@ start control 'READY port=' build/control/switchboard-control --config "$CONFIG"
 i=1
 for port in "${GW_PORTS[@]}"; do
   start gateway-$i 'READY gateway_id=' build/gateway/switchboard-gateway --config "$CONFIG" \
-    --port "$port" --id "gw-$i"
+    --port "$port" --id "gw-$i" --workers 1
   i=$((i + 1))
 done
 CONTROL=$(grep -oE 'READY port=[0-9]+' "$RUN/control.log" | cut -d= -f2)

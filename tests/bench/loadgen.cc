@@ -70,6 +70,7 @@ ABSL_FLAG(bool, stdin, false, "exit when stdin closes");
 ABSL_FLAG(double, churn, 0, "after ready: close this many sessions per second and open new ones");
 ABSL_FLAG(bool, log_closes, false, "print every close the server starts");
 ABSL_FLAG(double, report, 0, "print a status line every this many seconds (0: never)");
+ABSL_FLAG(int, retries, 0, "open a session that failed to connect again, up to this many times");
 ABSL_FLAG(double, handshake_timeout, 30, "seconds before an unanswered connect counts as failed");
 
 namespace {
@@ -88,6 +89,7 @@ enum class State { kTcp, kUpgrade, kConnecting, kOpen, kClosed };
 struct Conn {
   int fd = -1;
   int index = 0;  // session number (user = index % users)
+  int attempt = 0;  // retries so far (--retries)
   State state = State::kTcp;
   int64_t started_us = 0;
   std::string in;   // bytes read and not yet parsed
@@ -271,10 +273,11 @@ class LoadGen {
     return f;
   }
 
-  void Open(int index) {
+  void Open(int index, int attempt = 0) {
     auto conn = std::make_unique<Conn>();
     Conn* c = conn.get();
     c->index = index;
+    c->attempt = attempt;
     c->started_us = MonoUs();
     ++in_flight_;
     const uint64_t id = next_id_++;
@@ -477,6 +480,14 @@ class LoadGen {
 
   // A handshake that did not end in a session.
   void Fail(Conn* c, const std::string& why) {
+    if (c->attempt < absl::GetFlag(FLAGS_retries)) {
+      const int index = c->index, attempt = c->attempt + 1;
+      ++retried_;
+      --in_flight_;
+      Drop(c);
+      Open(index, attempt);
+      return;
+    }
     ++failed_;
     ++fail_reasons_[why];
     --in_flight_;
@@ -556,10 +567,10 @@ class LoadGen {
     for (const auto& [why, n] : fail_reasons_) absl::StrAppend(&reasons, reasons.empty() ? "" : ",", "\"", why, "\":", n);
     printf("{\"event\":\"ready\",\"connected\":%d,\"failed\":%d,\"ms\":%.0f,\"rate_overall\":%.0f,"
            "\"rate_first\":%.0f,\"rate_last\":%.0f,\"connect_p50_ms\":%.2f,\"connect_p99_ms\":%.2f,"
-           "\"fail_reasons\":{%s}}\n",
+           "\"retried\":%lld,\"fail_reasons\":{%s}}\n",
            connected_, failed_, secs * 1000, connected_ / std::max(secs, 1e-6),
            buckets_.empty() ? 0.0 : buckets_.front(), buckets_.empty() ? 0.0 : buckets_.back(), pct(0.5), pct(0.99),
-           reasons.c_str());
+           static_cast<long long>(retried_), reasons.c_str());
     fflush(stdout);
     connect_latency_us_.clear();
   }
@@ -590,7 +601,7 @@ class LoadGen {
   std::map<Conn*, uint64_t> id_of_;
   std::vector<Conn*> open_;
   int started_ = 0, in_flight_ = 0, connected_ = 0, failed_ = 0;
-  int64_t churned_ = 0, pings_ = 0;
+  int64_t churned_ = 0, pings_ = 0, retried_ = 0;
   std::map<std::string, int> fail_reasons_;
   std::map<int, int> closes_;
   std::vector<double> buckets_;

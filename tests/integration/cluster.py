@@ -191,7 +191,7 @@ gateway:
 class Cluster:
     def __init__(self, build_dir, source_dir, gateways=2, ping=25, http=True, max_sessions=1000, controls=1,
                  grace=25, heartbeat_ms=300, lease_ms=1500, gateway_extra=None, replica_hosts=None,
-                 dns_name=None, dns_server="", tls=None, pong=2, gateway_bin=None):
+                 dns_name=None, dns_server="", tls=None, pong=2, gateway_bin=None, workers=1):
         """replica_hosts: run one control per loopback address, all on the same
         port, and give gateways `dns_name` (resolved by `dns_server`) instead
         of a static list."""
@@ -210,6 +210,7 @@ class Cluster:
         self.dns_server = dns_server
         self.tls = tls  # {"ca": path, "cert": path, "key": path}: TLS on every link
         self.pong = pong
+        self.workers = workers  # event-loop processes per gateway instance
         self.gateway_bin = gateway_bin or self.bin("gateway/switchboard-gateway")
         self.cluster = "t%d" % os.getpid()
         # NATS runs with one user per role, its authorization printed by the
@@ -337,7 +338,7 @@ class Cluster:
 
     def add_gateway(self, gw_id):
         p = self._start(gw_id, [self.gateway_bin, "--config", self.config,
-                                "--id", gw_id])
+                                "--id", gw_id, "--workers", str(self.workers)])
         port = int(p.wait_line(r"READY gateway_id=\S+ port=(\d+)").group(1))
         self.gateways[gw_id] = (p, port)
         return p, port
