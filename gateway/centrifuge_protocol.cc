@@ -176,9 +176,9 @@ void CentrifugeProtocol::HandleRefresh(ConnectionHost& host, const v1::ClientCom
     host.Close(close_code::kBadRequest, "bad request");
     return;
   }
-  const v1::SessionRecord* record = host.session();
+  const std::optional<v1::SessionRecord> record = host.session();
   const v1::AppConfig* app = FindApp(host.config(), app_id_);
-  if (record == nullptr || app == nullptr) {
+  if (!record.has_value() || app == nullptr) {
     host.Close(close_code::kBadRequest, "bad request");
     return;
   }

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -78,7 +79,7 @@ class ConnectionHost {
   // A refreshed token: the session now lasts until `expires_at`.
   virtual void ExtendSession(absl::Time expires_at) = 0;
   // The session of this connection, or null.
-  virtual const v1::SessionRecord* session() const = 0;
+  virtual std::optional<v1::SessionRecord> session() const = 0;
   // The peer answered our ping (or, for protocols where any traffic counts,
   // spoke): the pong deadline goes; `reset_ping` also restarts the interval.
   virtual void Activity(bool reset_ping) = 0;

@@ -30,7 +30,10 @@ class Hub::Host final : public ConnectionHost {
   const v1::Config& config() const override { return hub_->config_; }
   const std::string& gateway_id() const override { return hub_->gateway_id_; }
   absl::Time Now() const override { return hub_->clock_(); }
-  const ConnectionMeta& meta() const override { return conn_->meta; }
+  const ConnectionMeta& meta() const override {
+    static const ConnectionMeta kNone;
+    return conn_->meta ? *conn_->meta : kNone;
+  }
   HubStats& stats() override { return hub_->stats_; }
 
   bool Send(std::string frame, bool binary) override { return hub_->transport_->Send(id_, std::move(frame), binary); }
@@ -61,7 +64,7 @@ class Hub::Host final : public ConnectionHost {
     record.set_transport(conn_->protocol->transport());
     record.set_protocol(conn_->protocol->protocol());
     record.set_connected_at_ms(absl::ToUnixMillis(Now()));
-    record.set_remote_addr(conn_->meta.remote_addr);
+    record.set_remote_addr(meta().remote_addr);
     record.set_gateway_id(hub_->gateway_id_);
     return record;
   }
@@ -81,11 +84,12 @@ class Hub::Host final : public ConnectionHost {
     Accept(absl::InfiniteFuture());
     hub_->ClearAuthDeadline(*conn_);
     conn_->expires_at = expires_at;
+    conn_->meta.reset();  // the record has what is kept
     return true;
   }
   void ExtendSession(absl::Time expires_at) override { conn_->expires_at = expires_at; }
-  const v1::SessionRecord* session() const override {
-    return conn_->session ? hub_->index_.Find(conn_->client_id) : nullptr;
+  std::optional<v1::SessionRecord> session() const override {
+    return conn_->session ? hub_->index_.Find(conn_->client_id) : std::nullopt;
   }
   void Activity(bool reset_ping) override {
     conn_->pong_deadline = absl::InfiniteFuture();
@@ -113,7 +117,7 @@ Hub::~Hub() = default;
 void Hub::OnOpen(ConnId id, ConnectionMeta meta) {
   Conn fresh;
   fresh.protocol = MakeClientProtocol(meta.wire);
-  fresh.meta = std::move(meta);
+  fresh.meta = std::make_unique<ConnectionMeta>(std::move(meta));
   auto [it, inserted] = conns_.emplace(id, std::move(fresh));
   if (!inserted) return;
   Conn& conn = it->second;
@@ -254,7 +258,7 @@ v1::BusReply Hub::HandleBusRequest(const v1::BusRequest& req) {
   switch (req.op_case()) {
     case v1::BusRequest::kUserQuery: {
       for (const auto& client_id : index_.ClientsOf(req.user_query().app_id(), req.user_query().user_id())) {
-        if (const auto* record = index_.Find(client_id)) *reply.add_sessions() = *record;
+        if (auto record = index_.Find(client_id)) *reply.add_sessions() = std::move(*record);
       }
       break;
     }
@@ -285,8 +289,8 @@ v1::BusReply Hub::HandleBusRequest(const v1::BusRequest& req) {
         reply.set_error("invalid close code " + std::to_string(d.code()) + " (3000-4999, or 0 for the default)");
         break;
       }
-      const auto* record = index_.Find(d.client_id());
-      if (record != nullptr && record->app_id() == d.app_id()) {
+      const auto record = index_.Find(d.client_id());
+      if (record.has_value() && record->app_id() == d.app_id()) {
         auto cit = conns_.find(index_.ConnOf(d.client_id()));
         if (cit != conns_.end()) {
           CloseConn(cit->first, cit->second, d.code() ? static_cast<int>(d.code()) : close_code::kForceDisconnect,

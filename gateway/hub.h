@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/node_hash_map.h"
 #include "absl/time/time.h"
 #include "gateway/client_protocol.h"
 #include "gateway/session_index.h"
@@ -58,7 +59,9 @@ class Hub {
   enum class State { kAwaitingConnect, kOpen, kClosing };
   struct Conn {
     State state = State::kAwaitingConnect;
-    ConnectionMeta meta;
+    // What the upgrade request said; needed until the session starts, then
+    // dropped (idle sessions are most of the memory).
+    std::unique_ptr<ConnectionMeta> meta;
     std::unique_ptr<ClientProtocol> protocol;
     std::string client_id;  // once a session
     bool session = false;   // in the session index
@@ -84,7 +87,9 @@ class Hub {
   SessionObserver* observer_;
   Clock clock_;
   SessionIndex index_;
-  absl::flat_hash_map<ConnId, Conn> conns_;
+  // Node map: one exact-size allocation per connection (a flat map would
+  // keep up to twice the slots, each the size of a Conn).
+  absl::node_hash_map<ConnId, Conn> conns_;
   HubStats stats_;
   size_t awaiting_auth_ = 0;  // open connections with an auth deadline (Pusher before signin)
   void PublishCounts() {

@@ -129,7 +129,7 @@ void PusherProtocol::OnFrame(ConnectionHost& host, std::string_view data, bool b
 void PusherProtocol::Signin(ConnectionHost& host, const std::string& auth, const std::string& user_data) {
   const v1::AppConfig* app = FindApp(host.config(), app_id_);
   if (app == nullptr) return;  // cannot happen: resolved at open
-  if (host.session() != nullptr) {
+  if (host.session().has_value()) {
     SendError(host, 0, "Already signed in");
     return;
   }

@@ -1,32 +1,96 @@
 #include "gateway/session_index.h"
 
+#include <algorithm>
+
 namespace switchboard::gateway {
 
-bool SessionIndex::Add(v1::SessionRecord record, ConnId conn) {
-  std::string client_id = record.client_id();
-  UserKey key{record.app_id(), record.user_id()};
-  auto [it, inserted] = by_client_.try_emplace(client_id, Entry{std::move(record), conn});
+const std::string* InternPool::Get(absl::string_view s) {
+  auto [it, inserted] = counts_.try_emplace(std::string(s), 0);
+  ++it->second;
+  return &it->first;
+}
+
+const std::string* InternPool::Find(absl::string_view s) const {
+  auto it = counts_.find(s);
+  return it == counts_.end() ? nullptr : &it->first;
+}
+
+void InternPool::Put(const std::string* s) {
+  if (s == nullptr) return;
+  auto it = counts_.find(*s);
+  if (it != counts_.end() && --it->second == 0) counts_.erase(it);
+}
+
+SessionIndex::~SessionIndex() {
+  for (const auto& [id, s] : by_client_) Release(s);
+}
+
+bool SessionIndex::Add(const v1::SessionRecord& record, ConnId conn) {
+  auto [it, inserted] = by_client_.try_emplace(record.client_id());
   if (!inserted) return false;
-  by_user_[key].insert(client_id);
+  Session& s = it->second;
+  s.conn = conn;
+  s.connected_at_ms = record.connected_at_ms();
+  s.app_id = pool_.Get(record.app_id());
+  s.app_name = pool_.Get(record.app_name());
+  s.app_version = pool_.Get(record.app_version());
+  s.transport = pool_.Get(record.transport());
+  s.protocol = pool_.Get(record.protocol());
+  s.gateway_id = pool_.Get(record.gateway_id());
+  s.user_id = record.user_id();
+  s.remote_addr = record.remote_addr();
+  s.meta_json = record.meta_json();
+  s.user_id.shrink_to_fit();
+  s.meta_json.shrink_to_fit();
+  by_user_[UserKey{s.app_id, s.user_id}].push_back(&it->first);
   return true;
+}
+
+void SessionIndex::Release(const Session& s) {
+  for (const std::string* p : {s.app_id, s.app_name, s.app_version, s.transport, s.protocol, s.gateway_id}) {
+    pool_.Put(p);
+  }
 }
 
 bool SessionIndex::Remove(const std::string& client_id) {
   auto it = by_client_.find(client_id);
   if (it == by_client_.end()) return false;
-  UserKey key{it->second.record.app_id(), it->second.record.user_id()};
-  auto uit = by_user_.find(key);
+  const Session& s = it->second;
+  auto uit = by_user_.find(UserKey{s.app_id, s.user_id});
   if (uit != by_user_.end()) {
-    uit->second.erase(client_id);
-    if (uit->second.empty()) by_user_.erase(uit);
+    auto& clients = uit->second;
+    auto pos = std::find(clients.begin(), clients.end(), &it->first);
+    if (pos != clients.end()) {
+      *pos = clients.back();
+      clients.pop_back();
+    }
+    if (clients.empty()) by_user_.erase(uit);
   }
+  Release(s);
   by_client_.erase(it);
   return true;
 }
 
-const v1::SessionRecord* SessionIndex::Find(const std::string& client_id) const {
+void SessionIndex::Fill(const std::string& client_id, const Session& s, v1::SessionRecord* out) const {
+  out->set_client_id(client_id);
+  out->set_app_id(*s.app_id);
+  out->set_user_id(s.user_id);
+  out->set_app_name(*s.app_name);
+  out->set_app_version(*s.app_version);
+  out->set_transport(*s.transport);
+  out->set_protocol(*s.protocol);
+  out->set_meta_json(s.meta_json);
+  out->set_connected_at_ms(s.connected_at_ms);
+  out->set_remote_addr(s.remote_addr);
+  out->set_gateway_id(*s.gateway_id);
+}
+
+std::optional<v1::SessionRecord> SessionIndex::Find(const std::string& client_id) const {
   auto it = by_client_.find(client_id);
-  return it == by_client_.end() ? nullptr : &it->second.record;
+  if (it == by_client_.end()) return std::nullopt;
+  v1::SessionRecord record;
+  Fill(it->first, it->second, &record);
+  return record;
 }
 
 ConnId SessionIndex::ConnOf(const std::string& client_id) const {
@@ -34,17 +98,21 @@ ConnId SessionIndex::ConnOf(const std::string& client_id) const {
   return it == by_client_.end() ? 0 : it->second.conn;
 }
 
-std::vector<std::string> SessionIndex::ClientsOf(const std::string& app_id,
-                                                 const std::string& user_id) const {
-  auto it = by_user_.find(UserKey{app_id, user_id});
-  if (it == by_user_.end()) return {};
-  return {it->second.begin(), it->second.end()};
+std::vector<std::string> SessionIndex::ClientsOf(const std::string& app_id, const std::string& user_id) const {
+  std::vector<std::string> out;
+  // Only an app ID in the pool can have sessions; looking does not add it.
+  const std::string* app = pool_.Find(app_id);
+  if (app == nullptr) return out;
+  auto it = by_user_.find(UserKey{app, user_id});
+  if (it == by_user_.end()) return out;
+  for (const std::string* id : it->second) out.push_back(*id);
+  return out;
 }
 
 std::vector<v1::SessionRecord> SessionIndex::All() const {
   std::vector<v1::SessionRecord> out;
   out.reserve(by_client_.size());
-  for (const auto& [id, entry] : by_client_) out.push_back(entry.record);
+  for (const auto& [id, s] : by_client_) Fill(id, s, &out.emplace_back());
   return out;
 }
 

@@ -1,41 +1,81 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include "absl/strings/string_view.h"
 #include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
-#include "absl/container/flat_hash_set.h"
+#include "absl/container/inlined_vector.h"
+#include "absl/container/node_hash_map.h"
 #include "switchboard/v1/bus.pb.h"
 
 namespace switchboard::gateway {
 
 using ConnId = uint64_t;
 
-// Sessions of this node, by client ID and by (app, user). Loop thread only.
+// Strings that thousands of sessions share (app IDs, client names and
+// versions, transports, the gateway ID), kept once with a count of users and
+// dropped with the last one (names come from clients: nothing may pile up).
+// Loop thread only.
+class InternPool {
+ public:
+  const std::string* Get(absl::string_view s);
+  const std::string* Find(absl::string_view s) const;  // nullptr if not held
+  void Put(const std::string* s);
+  size_t size() const { return counts_.size(); }
+
+ private:
+  absl::node_hash_map<std::string, uint32_t> counts_;  // node: the key's address is stable
+};
+
+// Sessions of this node, by client ID and by (app, user). A session is kept
+// compact (shared strings interned, one copy of the client ID, no protobuf);
+// SessionRecords are built when asked for. Loop thread only.
 class SessionIndex {
  public:
+  SessionIndex() = default;
+  SessionIndex(const SessionIndex&) = delete;
+  SessionIndex& operator=(const SessionIndex&) = delete;
+  ~SessionIndex();
+
   // False if the client ID is already present.
-  bool Add(v1::SessionRecord record, ConnId conn);
+  bool Add(const v1::SessionRecord& record, ConnId conn);
   // False if absent.
   bool Remove(const std::string& client_id);
 
-  const v1::SessionRecord* Find(const std::string& client_id) const;
+  std::optional<v1::SessionRecord> Find(const std::string& client_id) const;
   ConnId ConnOf(const std::string& client_id) const;  // 0 if absent
   std::vector<std::string> ClientsOf(const std::string& app_id, const std::string& user_id) const;
   std::vector<v1::SessionRecord> All() const;
   size_t size() const { return by_client_.size(); }
   size_t user_count() const { return by_user_.size(); }
+  size_t interned_strings() const { return pool_.size(); }
 
  private:
-  struct Entry {
-    v1::SessionRecord record;
-    ConnId conn;
+  struct Session {
+    ConnId conn = 0;
+    int64_t connected_at_ms = 0;
+    const std::string* app_id = nullptr;  // interned, as the five below
+    const std::string* app_name = nullptr;
+    const std::string* app_version = nullptr;
+    const std::string* transport = nullptr;
+    const std::string* protocol = nullptr;
+    const std::string* gateway_id = nullptr;
+    std::string user_id;
+    std::string remote_addr;
+    std::string meta_json;
   };
-  using UserKey = std::pair<std::string, std::string>;
-  absl::flat_hash_map<std::string, Entry> by_client_;
-  absl::flat_hash_map<UserKey, absl::flat_hash_set<std::string>> by_user_;
+  using UserKey = std::pair<const std::string*, std::string>;  // (interned app ID, user ID)
+  void Fill(const std::string& client_id, const Session& s, v1::SessionRecord* out) const;
+  void Release(const Session& s);
+
+  InternPool pool_;
+  // Node map: by_user_ points at the client ID keys.
+  absl::node_hash_map<std::string, Session> by_client_;
+  absl::flat_hash_map<UserKey, absl::InlinedVector<const std::string*, 1>> by_user_;
 };
 
 }  // namespace switchboard::gateway

@@ -29,7 +29,7 @@ constexpr char kPusherPrefix[] = "/app/";
 constexpr char kProtobufSubprotocol[] = "centrifuge-protobuf";
 // Per-connection receive buffer. Client frames are small (commands, pongs);
 // larger ones arrive in pieces and are reassembled up to max_message_bytes.
-constexpr size_t kRxBufferBytes = 1024;
+constexpr size_t kRxBufferBytes = 256;
 
 // Closures waiting for the loop, at most.
 constexpr size_t kMaxPosted = 65536;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/node_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -139,7 +140,7 @@ class WsServer final : public Transport, public Dispatcher {
   int port_ = 0;
   Hub* hub_ = nullptr;
   ConnId next_id_ = 1;
-  absl::flat_hash_map<ConnId, Peer> peers_;
+  absl::node_hash_map<ConnId, Peer> peers_;  // node: exact-size entries, no slack of Peer-sized slots
   absl::flat_hash_map<std::string, uint32_t> per_ip_;
   // Every connection's deadline (TimerWheel), ticked by one lws timer.
   TimerWheel wheel_{absl::Milliseconds(10), 4096, absl::Now()};

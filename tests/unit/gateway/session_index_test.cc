@@ -48,7 +48,7 @@ TEST(SessionIndex, RemovesClosedSessionAndEmptyUser) {
   index.Add(Record("b", "demo", "42"), 2);
   EXPECT_TRUE(index.Remove("a"));
   EXPECT_FALSE(index.Remove("a"));
-  EXPECT_EQ(index.Find("a"), nullptr);
+  EXPECT_FALSE(index.Find("a").has_value());
   EXPECT_EQ(index.ConnOf("a"), 0u);
   EXPECT_EQ(index.ClientsOf("demo", "42"), (std::vector<std::string>{"b"}));
   EXPECT_TRUE(index.Remove("b"));
@@ -64,6 +64,47 @@ TEST(SessionIndex, AppAndUserDoNotCollide) {
   index.Add(Record("y", "a", "bc"), 2);
   EXPECT_EQ(index.ClientsOf("ab", "c"), (std::vector<std::string>{"x"}));
   EXPECT_EQ(index.ClientsOf("a", "bc"), (std::vector<std::string>{"y"}));
+}
+
+TEST(SessionIndex, RecordsComeBackWhole) {
+  SessionIndex index;
+  v1::SessionRecord r = Record("c1", "demo", "42");
+  r.set_app_name("web");
+  r.set_app_version("1.2.3");
+  r.set_transport("websocket");
+  r.set_protocol("json");
+  r.set_meta_json("{\"device\":\"laptop\"}");
+  r.set_connected_at_ms(1764000000123);
+  r.set_remote_addr("192.0.2.7");
+  r.set_gateway_id("gw-1");
+  ASSERT_TRUE(index.Add(r, 9));
+  auto found = index.Find("c1");
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(found->SerializeAsString(), r.SerializeAsString());
+  auto all = index.All();
+  ASSERT_EQ(all.size(), 1u);
+  EXPECT_EQ(all[0].SerializeAsString(), r.SerializeAsString());
+}
+
+TEST(SessionIndex, SharedStringsAreKeptOnceAndDroppedWithTheLastSession) {
+  SessionIndex index;
+  for (int i = 0; i < 100; ++i) {
+    v1::SessionRecord r = Record("c" + std::to_string(i), "demo", "u" + std::to_string(i % 10));
+    r.set_app_name("web");
+    r.set_app_version(i == 0 ? "rare-version" : "1.0");
+    r.set_transport("websocket");
+    r.set_gateway_id("gw-1");
+    index.Add(r, static_cast<ConnId>(i + 1));
+  }
+  // demo, web, 1.0, rare-version, websocket, gw-1, "" (protocol)
+  EXPECT_EQ(index.interned_strings(), 7u);
+  EXPECT_TRUE(index.Remove("c0"));
+  EXPECT_EQ(index.interned_strings(), 6u);  // rare-version went with its only session
+  EXPECT_EQ(index.ClientsOf("demo", "u3").size(), 10u);
+  for (int i = 1; i < 100; ++i) index.Remove("c" + std::to_string(i));
+  EXPECT_EQ(index.interned_strings(), 0u);
+  EXPECT_EQ(index.user_count(), 0u);
+  EXPECT_TRUE(index.ClientsOf("demo", "u3").empty());
 }
 
 }  // namespace
