@@ -223,20 +223,25 @@ class LoadGen {
       ExpireHandshakes(now, handshake_timeout_us);
       const int n = epoll_wait(epfd_, events.data(), static_cast<int>(events.size()), 5);
       for (int i = 0; i < n; ++i) {
-        if (events[i].data.u64 == UINT64_MAX) {
+        // epoll_event is packed: copy the fields out before using them.
+        const uint64_t id = events[i].data.u64;
+        const uint32_t what = events[i].events;
+        if (id == UINT64_MAX) {
           char buf[256];
           if (read(0, buf, sizeof(buf)) <= 0) g_stop = 1;
           continue;
         }
-        Conn* c = conns_[events[i].data.u64].get();
-        if (c == nullptr) continue;
-        if (events[i].events & (EPOLLERR | EPOLLHUP) && c->state == State::kTcp) {
+        auto it = conns_.find(id);
+        if (it == conns_.end()) continue;
+        Conn* c = it->second.get();
+        if (what & (EPOLLERR | EPOLLHUP) && c->state == State::kTcp) {
           Fail(c, "connect");
           continue;
         }
-        if (events[i].events & EPOLLOUT) OnWritable(c);
-        if (c->fd >= 0 && (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))) OnReadable(c);
+        if (what & EPOLLOUT) OnWritable(c);
+        if (c->fd >= 0 && (what & (EPOLLIN | EPOLLHUP | EPOLLERR))) OnReadable(c);
       }
+      graveyard_.clear();  // dropped connections, kept until nothing points at them
     }
     if (!ready_printed_) PrintReady();
     PrintStatus("done");
@@ -535,7 +540,13 @@ class LoadGen {
     if (it != id_of_.end()) {
       const uint64_t id = it->second;
       id_of_.erase(it);
-      conns_.erase(id);  // deletes c
+      auto cit = conns_.find(id);
+      if (cit != conns_.end()) {
+        // Callers up the stack may still look at c (c->fd < 0 tells them it
+        // is gone): freed after this loop turn.
+        graveyard_.push_back(std::move(cit->second));
+        conns_.erase(cit);
+      }
     }
   }
 
@@ -599,6 +610,7 @@ class LoadGen {
   uint64_t next_id_ = 0;
   std::map<uint64_t, std::unique_ptr<Conn>> conns_;
   std::map<Conn*, uint64_t> id_of_;
+  std::vector<std::unique_ptr<Conn>> graveyard_;
   std::vector<Conn*> open_;
   int started_ = 0, in_flight_ = 0, connected_ = 0, failed_ = 0;
   int64_t churned_ = 0, pings_ = 0, retried_ = 0;
