@@ -93,6 +93,7 @@ class Hub::Host final : public ConnectionHost {
   }
   void Activity(bool reset_ping) override {
     conn_->pong_deadline = absl::InfiniteFuture();
+    conn_->ping_in_flight = false;
     if (reset_ping && conn_->state == State::kOpen) {
       conn_->next_ping = Now() + absl::Seconds(hub_->config_.gateway().ping_interval_s());
     }
@@ -181,11 +182,29 @@ void Hub::OnTimer(ConnId id) {
       conn.protocol->SendPing(host);
       conn.next_ping = now + absl::Seconds(config_.gateway().ping_interval_s());
       if (conn.pong_deadline == absl::InfiniteFuture() && conn.protocol->ExpectsPong()) {
+        // Provisional: counted again from the moment the ping is written, so
+        // a loop or socket that is slow to send cannot eat the client's time.
         conn.pong_deadline = now + absl::Seconds(config_.gateway().pong_timeout_s());
+        conn.ping_in_flight = true;
+        transport_->NotifyWhenWritten(id);
       }
     }
   }
   Rearm(id, conn);
+}
+
+void Hub::OnWritten(ConnId id) {
+  auto it = conns_.find(id);
+  if (it == conns_.end()) return;
+  Conn& conn = it->second;
+  if (!conn.ping_in_flight) return;
+  conn.ping_in_flight = false;
+  if (conn.pong_deadline == absl::InfiniteFuture() || conn.state == State::kClosing) return;  // pong already in
+  const absl::Time from_write = clock_() + absl::Seconds(config_.gateway().pong_timeout_s());
+  if (from_write > conn.pong_deadline) {
+    conn.pong_deadline = from_write;
+    Rearm(id, conn);
+  }
 }
 
 absl::Time Hub::ExpiredCloseAt(const Conn& conn) const {

@@ -35,6 +35,8 @@ class Hub {
   void OnOpen(ConnId conn, ConnectionMeta meta);
   void OnFrame(ConnId conn, std::string_view data, bool binary);
   void OnTimer(ConnId conn);
+  // Everything queued for `conn` up to a NotifyWhenWritten() is on the wire.
+  void OnWritten(ConnId conn);
   void OnClosed(ConnId conn);
   // The socket layer refused the frame for its size.
   void OnOversizedFrame(ConnId conn);
@@ -68,6 +70,7 @@ class Hub {
     absl::Time connect_deadline = absl::InfiniteFuture();
     absl::Time next_ping = absl::InfiniteFuture();
     absl::Time pong_deadline = absl::InfiniteFuture();
+    bool ping_in_flight = false;  // the last ping is queued, not yet written
     absl::Time expires_at = absl::InfiniteFuture();  // the token's exp; closed a grace period later
     absl::Time auth_deadline = absl::InfiniteFuture();  // accepted without a session: sign in by then
   };

@@ -21,6 +21,10 @@ class Transport {
   virtual void Close(ConnId conn, int code, const std::string& reason) = 0;
   // One timer per connection; re-arming replaces it. The hub gets OnTimer().
   virtual void ArmTimer(ConnId conn, absl::Duration after) = 0;
+  // Call Hub::OnWritten(conn) once everything sent to `conn` so far has been
+  // written to its socket (at once if nothing is waiting). Used to count a
+  // pong deadline from when the ping really left, not from when it was queued.
+  virtual void NotifyWhenWritten(ConnId conn) = 0;
 };
 
 // Told about session changes, in order, on the loop thread (the control link

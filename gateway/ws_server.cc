@@ -341,6 +341,12 @@ void WsServer::ArmTimer(ConnId id, absl::Duration after) {
   wheel_.Arm(id, absl::Now() + after);
 }
 
+void WsServer::NotifyWhenWritten(ConnId id) {
+  auto it = peers_.find(id);
+  // Nothing queued: there is nothing to wait for (the hub counts from now).
+  if (it != peers_.end() && !it->second.outbox.empty()) it->second.notify_written = true;
+}
+
 void WsServer::OnTick(lws_sorted_usec_list_t* sul) {
   reinterpret_cast<TickTimer*>(sul)->server->Tick();
 }
@@ -408,6 +414,10 @@ int WsServer::OnWritable(lws* wsi, ConnId id) {
     if (wrote < static_cast<int>(n)) return -1;
     peer.outbox.pop_front();
     if (!peer.outbox.empty() || peer.closing) lws_callback_on_writable(wsi);
+    if (peer.outbox.empty() && peer.notify_written) {
+      peer.notify_written = false;
+      hub_->OnWritten(id);
+    }
     return 0;
   }
   if (peer.closing && !peer.close_sent) {

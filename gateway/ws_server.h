@@ -64,6 +64,7 @@ class WsServer final : public Transport, public Dispatcher {
   bool Send(ConnId conn, std::string frame, bool binary) override;
   void Close(ConnId conn, int code, const std::string& reason) override;
   void ArmTimer(ConnId conn, absl::Duration after) override;
+  void NotifyWhenWritten(ConnId conn) override;
 
   // Dispatcher (any thread).
   bool Post(std::function<void()> fn) override;
@@ -111,6 +112,7 @@ class WsServer final : public Transport, public Dispatcher {
     // uni_http_stream: an HTTP response streamed in chunks instead of frames.
     bool http_stream = false;
     bool http_started = false;  // the POST body is in and the hub has the connection
+    bool notify_written = false;  // tell the hub once the outbox is empty
   };
 
   explicit WsServer(const Options& options);

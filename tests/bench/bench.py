@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from cluster import Cluster, load_stubs, wait_until  # noqa: E402
 
 SECRET = "demo-secret-for-tests"  # the demo app's secret in cluster.py's config
-API_KEY = [("authorization", "Bearer test-api-key-1234")]
+API_KEY = [("authorization", "apikey test-api-key-1234")]
 MAX_PER_GENERATOR = 19000  # descriptors per process are capped at 20,000 here
 
 

@@ -26,6 +26,7 @@ class NullTransport : public Transport {
   std::map<ConnId, std::string> first;  // the first frame sent to each connection
   void Close(ConnId, int code, const std::string&) override { last_code = code; }
   void ArmTimer(ConnId, absl::Duration) override {}
+  void NotifyWhenWritten(ConnId) override {}
   size_t bytes = 0;
   int last_code = 0;
 };

@@ -31,10 +31,12 @@ class FakeTransport : public Transport {
   }
   void Close(ConnId conn, int code, const std::string& reason) override { closed[conn] = {code, reason}; }
   void ArmTimer(ConnId conn, absl::Duration after) override { timers[conn] = after; }
+  void NotifyWhenWritten(ConnId conn) override { notify_written.insert(conn); }
 
   std::map<ConnId, std::vector<std::string>> sent;
   std::map<ConnId, Closed> closed;
   std::map<ConnId, absl::Duration> timers;
+  std::set<ConnId> notify_written;
 };
 
 class RecordingObserver : public SessionObserver {
@@ -312,6 +314,34 @@ TEST_F(HubTest, ALateLoopNeverKillsAClientWhosePongIsWaiting) {
   now_ += absl::Seconds(1);
   hub_->OnTimer(1);
   EXPECT_EQ(CloseCode(1), 0);
+}
+
+TEST_F(HubTest, PongDeadlineCountsFromWhenThePingWasWritten) {
+  Connect(1, "42");
+  now_ += absl::Seconds(25);
+  hub_->OnTimer(1);  // ping queued; provisional deadline 8 s from now
+  ASSERT_EQ(transport_.notify_written.count(1), 1u);
+  // The socket only takes the ping 6 s later (a slow loop or a full socket):
+  // the client has 8 s from then, not 2.
+  now_ += absl::Seconds(6);
+  hub_->OnWritten(1);
+  EXPECT_EQ(transport_.timers[1], absl::Seconds(8));
+  now_ += absl::Seconds(7);
+  hub_->OnTimer(1);
+  EXPECT_EQ(CloseCode(1), 0) << "closed before 8 s had passed since the ping was written";
+  hub_->OnFrame(1, "{}", false);  // the pong
+  now_ += absl::Seconds(5);
+  hub_->OnTimer(1);
+  EXPECT_EQ(CloseCode(1), 0);
+  // Written at once: the deadline stays 8 s after the ping, and a silent
+  // client is closed then.
+  Connect(2, "43");
+  now_ += absl::Seconds(25);
+  hub_->OnTimer(2);
+  hub_->OnWritten(2);
+  now_ += absl::Seconds(8);
+  hub_->OnTimer(2);
+  EXPECT_EQ(CloseCode(2), close_code::kNoPong);
 }
 
 TEST_F(HubTest, OnTimeLoopStillClosesSilentClients) {
