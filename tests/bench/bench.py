@@ -12,6 +12,9 @@ builds everything and calls this.
       UserConnections and TerminateUser (until the last client has its close
       frame) p50/p99 against K gateway processes x N sessions, vs ListGateways
       + a NATS.c scatter-gather with K repliers (switchboard-nats-scatter-ref).
+  bench.py instance [--workers 2] [--sessions 38000] [--window 30]
+      One gateway instance with N workers sharing a port (SO_REUSEPORT):
+      sessions held, spread per worker, idle CPU of all workers.
   bench.py fleet    [--gateways 6] [--sessions 102000] [--churn 1000] [--hold 60]
       Many sessions on the box over several gateway processes and load
       generators; UserConnections p50/p99 while the generators churn
@@ -293,9 +296,51 @@ def cmd_fleet(a):
         cluster.close()
 
 
+def cmd_instance(a):
+    """One gateway instance with --workers N on one port: how many sessions
+    it holds, how the kernel spread them, idle CPU of all its workers."""
+    per_worker = min(19000, (a.sessions + a.workers - 1) // a.workers + 500)
+    cluster = Cluster(a.build_dir, a.source_dir, gateways=1, http=False, max_sessions=per_worker, pong=8,
+                      workers=a.workers, gateway_extra={"max_unsigned": per_worker})
+    gens = []
+    try:
+        sup, port = cluster.gateways["gw-1"]
+        t0 = time.monotonic()
+        n = (a.sessions + MAX_PER_GENERATOR - 1) // MAX_PER_GENERATOR
+        for i in range(n):
+            count = a.sessions // n + (1 if i < a.sessions % n else 0)
+            gens.append(Generator(a.build_dir, ["--targets", "127.0.0.1:%d" % port, "--sources", sources(i),
+                                                "--sessions", str(count), "--users", "1000", "--user_prefix",
+                                                "i%du" % i, "--secret", SECRET, "--retries", "5"]))
+        ready = [g.wait("ready", timeout=900) for g in gens]
+        connected = sum(r["connected"] for r in ready)
+        print("instance with %d workers: %d of %d sessions connected in %.1f s (%d retried after a full worker, "
+              "%d failed)" % (a.workers, connected, a.sessions, time.monotonic() - t0,
+                              sum(r["retried"] for r in ready), sum(r["failed"] for r in ready)), flush=True)
+        members = json.loads(cluster.ctl("gateways")).get("gateways", [])
+        print("per worker: " + ", ".join("%s %d" % (m["id"], m.get("sessions", 0)) for m in members), flush=True)
+        with open("/proc/%d/task/%d/children" % (sup.p.pid, sup.p.pid)) as f:
+            pids = [int(x) for x in f.read().split()]
+        time.sleep(a.settle)  # an idle window is what is measured
+        c0, t1 = sum(cpu_seconds(p) for p in pids), time.monotonic()
+        time.sleep(a.window)
+        idle = 100.0 * (sum(cpu_seconds(p) for p in pids) - c0) / (time.monotonic() - t1)
+        lost = 0
+        for g in gens:
+            done = g.stop()
+            lost += sum(done["closed_by_server"].values())
+        print("idle CPU of all workers %.2f%% of a core over %.0f s; sessions closed by the gateway %d"
+              % (idle, a.window, lost))
+    finally:
+        for g in gens:
+            g.stop()
+        cluster.close()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["process", "latency", "fleet"])
+    ap.add_argument("command", choices=["process", "latency", "fleet", "instance"])
+    ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--build-dir", default="build")
     ap.add_argument("--source-dir", default=".")
     ap.add_argument("--sessions", type=int, default=0)
@@ -313,6 +358,9 @@ def main():
     if a.command == "process":
         a.sessions = a.sessions or 19000
         cmd_process(a)
+    elif a.command == "instance":
+        a.sessions = a.sessions or 38000
+        cmd_instance(a)
     elif a.command == "latency":
         a.gateways = a.gateways or "2,4,8"
         cmd_latency(a)

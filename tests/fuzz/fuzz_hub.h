@@ -75,6 +75,7 @@ class RecordingTransport final : public gateway::Transport {
   }
   void Close(gateway::ConnId conn, int code, const std::string&) override { closed[conn] = code; }
   void ArmTimer(gateway::ConnId, absl::Duration) override {}
+  void NotifyWhenWritten(gateway::ConnId) override {}
 
   std::map<gateway::ConnId, std::string> last_sent;
   std::map<gateway::ConnId, int> closed;
