@@ -74,8 +74,8 @@ class Hub::Host final : public ConnectionHost {
                                record.mutable_meta_json(), record.mutable_remote_addr()}) {
       *field = SafeUtf8(*field);
     }
-    const std::string client_id = record.client_id();
-    if (!hub_->index_.Add(record, id_)) return false;
+    const std::string* client_id = hub_->index_.Add(record, id_);
+    if (client_id == nullptr) return false;
     conn_->client_id = client_id;
     conn_->session = true;
     hub_->observer_->OnSessionOpened(record);
@@ -89,7 +89,7 @@ class Hub::Host final : public ConnectionHost {
   }
   void ExtendSession(absl::Time expires_at) override { conn_->expires_at = expires_at; }
   std::optional<v1::SessionRecord> session() const override {
-    return conn_->session ? hub_->index_.Find(conn_->client_id) : std::nullopt;
+    return conn_->session ? hub_->index_.Find(*conn_->client_id) : std::nullopt;
   }
   void Activity(bool reset_ping) override {
     conn_->pong_deadline = absl::InfiniteFuture();
@@ -214,8 +214,9 @@ absl::Time Hub::ExpiredCloseAt(const Conn& conn) const {
 
 void Hub::Rearm(ConnId id, const Conn& conn) {
   absl::Time next = conn.state == State::kAwaitingConnect
-                        ? conn.connect_deadline
-                        : std::min({conn.next_ping, conn.pong_deadline, ExpiredCloseAt(conn), conn.auth_deadline});
+                        ? absl::Time(conn.connect_deadline)
+                        : std::min<absl::Time>({conn.next_ping, conn.pong_deadline, ExpiredCloseAt(conn),
+                                                conn.auth_deadline});
   if (next == absl::InfiniteFuture()) return;
   absl::Duration after = std::max(next - clock_(), absl::Milliseconds(1));
   transport_->ArmTimer(id, after);
@@ -227,10 +228,18 @@ void Hub::ClearAuthDeadline(Conn& conn) {
   --awaiting_auth_;
 }
 
+void Hub::EndSession(Conn& conn) {
+  if (!conn.session) return;
+  // A copy: the index frees its own as it removes the session.
+  const std::string client_id = *conn.client_id;
+  conn.session = false;
+  conn.client_id = nullptr;
+  if (index_.Remove(client_id)) observer_->OnSessionClosed(client_id);
+}
+
 void Hub::CloseConn(ConnId id, Conn& conn, int code, const std::string& reason) {
   ClearAuthDeadline(conn);
-  if (conn.session && index_.Remove(conn.client_id)) observer_->OnSessionClosed(conn.client_id);
-  conn.session = false;
+  EndSession(conn);
   conn.state = State::kClosing;
   PublishCounts();
   Host host(this, id, &conn);
@@ -242,7 +251,7 @@ void Hub::OnClosed(ConnId id) {
   auto it = conns_.find(id);
   if (it == conns_.end()) return;
   ClearAuthDeadline(it->second);
-  if (it->second.session && index_.Remove(it->second.client_id)) observer_->OnSessionClosed(it->second.client_id);
+  EndSession(it->second);
   conns_.erase(it);
   PublishCounts();
 }

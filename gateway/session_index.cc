@@ -25,9 +25,9 @@ SessionIndex::~SessionIndex() {
   for (const auto& [id, s] : by_client_) Release(s);
 }
 
-bool SessionIndex::Add(const v1::SessionRecord& record, ConnId conn) {
+const std::string* SessionIndex::Add(const v1::SessionRecord& record, ConnId conn) {
   auto [it, inserted] = by_client_.try_emplace(record.client_id());
-  if (!inserted) return false;
+  if (!inserted) return nullptr;
   Session& s = it->second;
   s.conn = conn;
   s.connected_at_ms = record.connected_at_ms();
@@ -43,7 +43,7 @@ bool SessionIndex::Add(const v1::SessionRecord& record, ConnId conn) {
   s.user_id.shrink_to_fit();
   s.meta_json.shrink_to_fit();
   by_user_[UserKey{s.app_id, s.user_id}].push_back(&it->first);
-  return true;
+  return &it->first;
 }
 
 void SessionIndex::Release(const Session& s) {

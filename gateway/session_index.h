@@ -41,8 +41,9 @@ class SessionIndex {
   SessionIndex& operator=(const SessionIndex&) = delete;
   ~SessionIndex();
 
-  // False if the client ID is already present.
-  bool Add(const v1::SessionRecord& record, ConnId conn);
+  // The index's copy of the client ID (stable until Remove), or nullptr if
+  // the client ID is already present.
+  const std::string* Add(const v1::SessionRecord& record, ConnId conn);
   // False if absent.
   bool Remove(const std::string& client_id);
 

@@ -29,7 +29,7 @@ constexpr char kPusherPrefix[] = "/app/";
 constexpr char kProtobufSubprotocol[] = "centrifuge-protobuf";
 // Per-connection receive buffer. Client frames are small (commands, pongs);
 // larger ones arrive in pieces and are reassembled up to max_message_bytes.
-constexpr size_t kRxBufferBytes = 256;
+constexpr size_t kRxBufferBytes = 128;
 
 // Closures waiting for the loop, at most.
 constexpr size_t kMaxPosted = 65536;
@@ -271,8 +271,9 @@ void WsServer::StartCloseHandshakes() {
     auto it = peers_.find(id);
     if (it == peers_.end()) continue;
     Peer& peer = it->second;
+    std::string* reason = peer.close_reason.get();
     lws_close_reason(peer.wsi, static_cast<lws_close_status>(peer.close_code),
-                     reinterpret_cast<unsigned char*>(peer.close_reason.data()), peer.close_reason.size());
+                     reason ? reinterpret_cast<unsigned char*>(reason->data()) : nullptr, reason ? reason->size() : 0);
     // Not the wsi being serviced (this runs in the context's cancel event),
     // so lws may start its close handshake synchronously: it sends the close
     // frame itself and waits for the peer's answer. Returning -1 from the
@@ -332,7 +333,7 @@ void WsServer::Close(ConnId id, int code, const std::string& reason) {
   }
   it->second.closing = true;
   it->second.close_code = code;
-  it->second.close_reason = TruncateUtf8(reason, kMaxCloseReasonBytes);
+  it->second.close_reason = std::make_unique<std::string>(TruncateUtf8(reason, kMaxCloseReasonBytes));
   lws_callback_on_writable(it->second.wsi);
 }
 
@@ -468,7 +469,7 @@ int WsServer::StartHttpStream(lws* wsi, ConnId id) {
   ConnectionMeta meta = PeerMeta(wsi);
   meta.wire = Wire::kUniHttpStream;
   if (peer.rx_oversized) peer.rx.assign(options_.max_message_bytes + 1, ' ');
-  meta.connect_body.swap(peer.rx);
+  peer.rx.swap(meta.connect_body);
   hub_->OnOpen(id, std::move(meta));
   return 0;
 }
@@ -498,8 +499,9 @@ const char* WsServer::Refusal(const std::string& ip) {
 WsServer::Peer& WsServer::AddPeer(ConnId id, lws* wsi) {
   Peer& peer = peers_[id];
   peer.wsi = wsi;
-  peer.ip = PeerIp(wsi);
-  ++per_ip_[peer.ip];
+  auto ip = per_ip_.try_emplace(PeerIp(wsi), 0).first;
+  ++ip->second;
+  peer.ip = &ip->first;
   return peer;
 }
 
@@ -507,8 +509,10 @@ void WsServer::ErasePeer(ConnId id) {
   auto it = peers_.find(id);
   if (it == peers_.end()) return;
   wheel_.Cancel(id);
-  auto ip = per_ip_.find(it->second.ip);
-  if (ip != per_ip_.end() && --ip->second == 0) per_ip_.erase(ip);
+  if (it->second.ip != nullptr) {
+    auto ip = per_ip_.find(*it->second.ip);
+    if (ip != per_ip_.end() && --ip->second == 0) per_ip_.erase(ip);
+  }
   peers_.erase(it);
 }
 
@@ -564,6 +568,16 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
       auto it = peers_.find(id);
       if (it == peers_.end() || it->second.closing) return 0;
       Peer& peer = it->second;
+      const bool final = lws_is_final_fragment(wsi);
+      if (final && !peer.rx_oversized && peer.rx.size() == 0) {
+        // The whole message in one piece (pongs, most commands): no copy.
+        if (len > options_.max_message_bytes) {
+          hub_->OnOversizedFrame(id);
+        } else {
+          hub_->OnFrame(id, std::string_view(static_cast<const char*>(in), len), lws_frame_is_binary(wsi) != 0);
+        }
+        return 0;
+      }
       if (!peer.rx_oversized) {
         if (peer.rx.size() + len > options_.max_message_bytes) {
           peer.rx_oversized = true;
@@ -573,10 +587,10 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
           peer.rx.append(static_cast<const char*>(in), len);
         }
       }
-      if (lws_is_final_fragment(wsi)) {
+      if (final) {
         if (!peer.rx_oversized) {
           std::string frame;
-          frame.swap(peer.rx);
+          peer.rx.swap(frame);
           hub_->OnFrame(id, frame, lws_frame_is_binary(wsi) != 0);
         }
         peer.rx_oversized = false;

@@ -83,32 +83,55 @@ class WsServer final : public Transport, public Dispatcher {
       bool binary;
     };
     // A FIFO that holds no memory while empty, which is nearly always for an
-    // idle connection (libstdc++'s std::deque allocates ~576 B even empty).
+    // idle connection (libstdc++'s std::deque allocates ~576 B even empty):
+    // one pointer until a frame waits.
     struct Outbox {
-      std::vector<Frame> frames;
-      size_t head = 0;
-      bool empty() const { return head == frames.size(); }
-      size_t size() const { return frames.size() - head; }
-      Frame& front() { return frames[head]; }
-      void push_back(Frame f) { frames.push_back(std::move(f)); }
+      struct Queue {
+        std::vector<Frame> frames;
+        size_t head = 0;
+      };
+      std::unique_ptr<Queue> q;
+      bool empty() const { return !q || q->head == q->frames.size(); }
+      size_t size() const { return q ? q->frames.size() - q->head : 0; }
+      Frame& front() { return q->frames[q->head]; }
+      void push_back(Frame f) {
+        if (!q) q = std::make_unique<Queue>();
+        q->frames.push_back(std::move(f));
+      }
       void pop_front() {
-        if (++head == frames.size()) {
-          std::vector<Frame>().swap(frames);  // give the memory back
-          head = 0;
-        } else if (head >= 64 && head * 2 >= frames.size()) {
-          frames.erase(frames.begin(), frames.begin() + static_cast<std::ptrdiff_t>(head));
-          head = 0;
+        if (++q->head == q->frames.size()) {
+          q.reset();  // give the memory back
+        } else if (q->head >= 64 && q->head * 2 >= q->frames.size()) {
+          q->frames.erase(q->frames.begin(), q->frames.begin() + static_cast<std::ptrdiff_t>(q->head));
+          q->head = 0;
         }
       }
     };
+    // A message arriving in pieces (lws hands over at most its rx buffer at a
+    // time): one pointer while nothing is being assembled.
+    struct RxBuffer {
+      std::unique_ptr<std::string> s;
+      size_t size() const { return s ? s->size() : 0; }
+      void clear() { s.reset(); }
+      void append(const char* data, size_t len) {
+        if (!s) s = std::make_unique<std::string>();
+        s->append(data, len);
+      }
+      void assign(size_t n, char c) { s = std::make_unique<std::string>(n, c); }
+      // Hands the bytes over (`out` gets them, the buffer is left empty).
+      void swap(std::string& out) {
+        if (s) out.swap(*s); else out.clear();
+        s.reset();
+      }
+    };
     Outbox outbox;
-    std::string rx;
+    RxBuffer rx;
     bool rx_oversized = false;
     bool closing = false;
     bool close_sent = false;
     int close_code = 1000;
-    std::string close_reason;
-    std::string ip;  // counted in per_ip_
+    std::unique_ptr<std::string> close_reason;  // set once closing
+    const std::string* ip = nullptr;  // per_ip_'s key (a node map: it stays put)
     // uni_http_stream: an HTTP response streamed in chunks instead of frames.
     bool http_stream = false;
     bool http_started = false;  // the POST body is in and the hub has the connection
@@ -143,7 +166,7 @@ class WsServer final : public Transport, public Dispatcher {
   Hub* hub_ = nullptr;
   ConnId next_id_ = 1;
   absl::node_hash_map<ConnId, Peer> peers_;  // node: exact-size entries, no slack of Peer-sized slots
-  absl::flat_hash_map<std::string, uint32_t> per_ip_;
+  absl::node_hash_map<std::string, uint32_t> per_ip_;
   // Every connection's deadline (TimerWheel), ticked by one lws timer.
   TimerWheel wheel_{absl::Milliseconds(10), 4096, absl::Now()};
   struct TickTimer;
