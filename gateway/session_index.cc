@@ -39,9 +39,8 @@ const std::string* SessionIndex::Add(const v1::SessionRecord& record, ConnId con
   s.gateway_id = pool_.Get(record.gateway_id());
   s.user_id = record.user_id();
   s.remote_addr = record.remote_addr();
-  s.meta_json = record.meta_json();
+  if (!record.meta_json().empty()) s.meta_json = std::make_unique<std::string>(record.meta_json());
   s.user_id.shrink_to_fit();
-  s.meta_json.shrink_to_fit();
   by_user_[UserKey{s.app_id, s.user_id}].push_back(&it->first);
   return &it->first;
 }
@@ -64,7 +63,16 @@ bool SessionIndex::Remove(const std::string& client_id) {
       *pos = clients.back();
       clients.pop_back();
     }
-    if (clients.empty()) by_user_.erase(uit);
+    if (clients.empty()) {
+      by_user_.erase(uit);
+    } else if (uit->first.second.data() == s.user_id.data()) {
+      // The key's view points into this session, which is going: key the
+      // user's entry by one of the sessions that stay.
+      auto rest = std::move(uit->second);
+      by_user_.erase(uit);
+      const Session& other = by_client_.find(*rest.front())->second;
+      by_user_.emplace(UserKey{other.app_id, other.user_id}, std::move(rest));
+    }
   }
   Release(s);
   by_client_.erase(it);
@@ -79,7 +87,7 @@ void SessionIndex::Fill(const std::string& client_id, const Session& s, v1::Sess
   out->set_app_version(*s.app_version);
   out->set_transport(*s.transport);
   out->set_protocol(*s.protocol);
-  out->set_meta_json(s.meta_json);
+  if (s.meta_json) out->set_meta_json(*s.meta_json);
   out->set_connected_at_ms(s.connected_at_ms);
   out->set_remote_addr(s.remote_addr);
   out->set_gateway_id(*s.gateway_id);

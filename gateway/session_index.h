@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include "absl/strings/string_view.h"
@@ -67,9 +68,11 @@ class SessionIndex {
     const std::string* gateway_id = nullptr;
     std::string user_id;
     std::string remote_addr;
-    std::string meta_json;
+    std::unique_ptr<std::string> meta_json;  // most sessions have none
   };
-  using UserKey = std::pair<const std::string*, std::string>;  // (interned app ID, user ID)
+  // (interned app ID, user ID): the view points into the session's own
+  // user_id (node map: it stays put), or into the caller's string for a lookup.
+  using UserKey = std::pair<const std::string*, absl::string_view>;
   void Fill(const std::string& client_id, const Session& s, v1::SessionRecord* out) const;
   void Release(const Session& s);
 

@@ -57,6 +57,26 @@ TEST(SessionIndex, RemovesClosedSessionAndEmptyUser) {
   EXPECT_TRUE(index.All().empty());
 }
 
+TEST(SessionIndex, UserStaysFindableWhileAnyOfItsSessionsIs) {
+  // The per-user entry is keyed by a view into one session's user ID; taking
+  // that session away must not leave the others unreachable (or the key
+  // dangling: ASan checks this in the sanitizer build).
+  SessionIndex index;
+  index.Add(Record("a", "demo", "user-with-a-long-id-beyond-sso-0001"), 1);
+  index.Add(Record("b", "demo", "user-with-a-long-id-beyond-sso-0001"), 2);
+  index.Add(Record("c", "demo", "user-with-a-long-id-beyond-sso-0001"), 3);
+  EXPECT_TRUE(index.Remove("a"));
+  EXPECT_EQ(Sorted(index.ClientsOf("demo", "user-with-a-long-id-beyond-sso-0001")),
+            (std::vector<std::string>{"b", "c"}));
+  index.Add(Record("d", "demo", "user-with-a-long-id-beyond-sso-0001"), 4);
+  EXPECT_TRUE(index.Remove("b"));
+  EXPECT_TRUE(index.Remove("c"));
+  EXPECT_EQ(index.ClientsOf("demo", "user-with-a-long-id-beyond-sso-0001"), (std::vector<std::string>{"d"}));
+  EXPECT_EQ(index.user_count(), 1u);
+  EXPECT_TRUE(index.Remove("d"));
+  EXPECT_EQ(index.user_count(), 0u);
+}
+
 TEST(SessionIndex, AppAndUserDoNotCollide) {
   // ("ab","c") and ("a","bc") are different users.
   SessionIndex index;
