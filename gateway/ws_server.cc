@@ -21,6 +21,12 @@ struct WsServer::TickTimer {
 
 namespace {
 
+// A connection's ID lives in lws's own per-connection pointer slot: no
+// per-session allocation by lws (a per_session_data_size of 8 bytes costs a
+// 32-byte heap block per connection).
+ConnId ConnIdOf(const lws* wsi) { return reinterpret_cast<uintptr_t>(lws_get_opaque_user_data(wsi)); }
+void SetConnId(lws* wsi, ConnId id) { lws_set_opaque_user_data(wsi, reinterpret_cast<void*>(static_cast<uintptr_t>(id))); }
+
 constexpr lws_usec_t kTickUs = 10 * LWS_US_PER_MS;
 
 constexpr char kWebSocketPath[] = "/connection/websocket";
@@ -29,7 +35,7 @@ constexpr char kPusherPrefix[] = "/app/";
 constexpr char kProtobufSubprotocol[] = "centrifuge-protobuf";
 // Per-connection receive buffer. Client frames are small (commands, pongs);
 // larger ones arrive in pieces and are reassembled up to max_message_bytes.
-constexpr size_t kRxBufferBytes = 128;
+constexpr size_t kRxBufferBytes = 64;
 
 // Closures waiting for the loop, at most.
 constexpr size_t kMaxPosted = 65536;
@@ -76,13 +82,13 @@ absl::StatusOr<std::unique_ptr<WsServer>> WsServer::Create(const Options& option
        [](lws* wsi, lws_callback_reasons reason, void* user, void* in, size_t len) {
          return WsServer::Callback(wsi, static_cast<int>(reason), user, in, len);
        },
-       sizeof(ConnId), kRxBufferBytes, 0, nullptr, 0},
+       0, kRxBufferBytes, 0, nullptr, 0},
       // Centrifugo's SDKs ask for protobuf with this WebSocket subprotocol.
       {kProtobufSubprotocol,
        [](lws* wsi, lws_callback_reasons reason, void* user, void* in, size_t len) {
          return WsServer::Callback(wsi, static_cast<int>(reason), user, in, len);
        },
-       sizeof(ConnId), kRxBufferBytes, 0, nullptr, 0},
+       0, kRxBufferBytes, 0, nullptr, 0},
       {nullptr, nullptr, 0, 0, 0, nullptr, 0}};
 
   lws_set_log_level(getenv("SB_LWS_DEBUG") ? 0xfff : LLL_ERR, nullptr);
@@ -548,7 +554,7 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
 
     case LWS_CALLBACK_ESTABLISHED: {
       ConnId id = next_id_++;
-      *pss = id;
+      SetConnId(wsi, id);
       AddPeer(id, wsi);
       ConnectionMeta meta = PeerMeta(wsi);
       const lws_protocols* proto = lws_get_protocol(wsi);
@@ -564,7 +570,7 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
     }
 
     case LWS_CALLBACK_RECEIVE: {
-      ConnId id = *pss;
+      ConnId id = ConnIdOf(wsi);
       auto it = peers_.find(id);
       if (it == peers_.end() || it->second.closing) return 0;
       Peer& peer = it->second;
@@ -599,13 +605,13 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
     }
 
     case LWS_CALLBACK_SERVER_WRITEABLE:
-      return OnWritable(wsi, *pss);
+      return OnWritable(wsi, ConnIdOf(wsi));
 
     case LWS_CALLBACK_TIMER:
       return 0;  // connection deadlines live on the wheel (Tick)
 
     case LWS_CALLBACK_CLOSED: {
-      ConnId id = *pss;
+      ConnId id = ConnIdOf(wsi);
       if (peers_.count(id) > 0) {
         ErasePeer(id);
         hub_->OnClosed(id);
@@ -632,7 +638,7 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
           return lws_http_transaction_completed(wsi) ? -1 : 0;
         }
         ConnId id = next_id_++;
-        *pss = id;
+        SetConnId(wsi, id);
         Peer& peer = AddPeer(id, wsi);
         peer.http_stream = true;
         // The whole body by the connect deadline, however it trickles in:
@@ -651,7 +657,7 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
     }
 
     case LWS_CALLBACK_HTTP_BODY: {
-      auto it = pss ? peers_.find(*pss) : peers_.end();
+      auto it = peers_.find(ConnIdOf(wsi));
       if (it == peers_.end() || !it->second.http_stream || it->second.http_started) return 0;
       Peer& peer = it->second;
       if (peer.rx.size() + len > options_.max_message_bytes) {
@@ -663,18 +669,18 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
     }
 
     case LWS_CALLBACK_HTTP_BODY_COMPLETION: {
-      if (pss == nullptr || peers_.find(*pss) == peers_.end()) return 0;
-      return StartHttpStream(wsi, *pss);
+      if (peers_.find(ConnIdOf(wsi)) == peers_.end()) return 0;
+      return StartHttpStream(wsi, ConnIdOf(wsi));
     }
 
     case LWS_CALLBACK_HTTP_WRITEABLE:
-      if (pss == nullptr || *pss == 0) return 0;
-      return OnWritable(wsi, *pss);
+      if (ConnIdOf(wsi) == 0) return 0;
+      return OnWritable(wsi, ConnIdOf(wsi));
 
     case LWS_CALLBACK_CLOSED_HTTP: {
-      if (pss == nullptr || *pss == 0) return 0;
-      ConnId id = *pss;
-      *pss = 0;
+      if (ConnIdOf(wsi) == 0) return 0;
+      ConnId id = ConnIdOf(wsi);
+      SetConnId(wsi, 0);
       auto it = peers_.find(id);
       if (it == peers_.end()) return 0;
       bool started = it->second.http_started;
