@@ -36,6 +36,11 @@ constexpr char kProtobufSubprotocol[] = "centrifuge-protobuf";
 // Per-connection receive buffer. Client frames are small (commands, pongs);
 // larger ones arrive in pieces and are reassembled up to max_message_bytes.
 constexpr size_t kRxBufferBytes = 64;
+// How much lws hands to the socket per write. Left at 0, lws uses the rx
+// buffer size, so every frame above ~80 bytes would go out truncated, the rest
+// copied aside and sent on the next writable turn (and HTTP stream chunks over
+// TLS stalled: tests/integration/test_tls.py).
+constexpr size_t kTxPacketBytes = 16384;
 
 // Closures waiting for the loop, at most.
 constexpr size_t kMaxPosted = 65536;
@@ -82,13 +87,13 @@ absl::StatusOr<std::unique_ptr<WsServer>> WsServer::Create(const Options& option
        [](lws* wsi, lws_callback_reasons reason, void* user, void* in, size_t len) {
          return WsServer::Callback(wsi, static_cast<int>(reason), user, in, len);
        },
-       0, kRxBufferBytes, 0, nullptr, 0},
+       0, kRxBufferBytes, 0, nullptr, kTxPacketBytes},
       // Centrifugo's SDKs ask for protobuf with this WebSocket subprotocol.
       {kProtobufSubprotocol,
        [](lws* wsi, lws_callback_reasons reason, void* user, void* in, size_t len) {
          return WsServer::Callback(wsi, static_cast<int>(reason), user, in, len);
        },
-       0, kRxBufferBytes, 0, nullptr, 0},
+       0, kRxBufferBytes, 0, nullptr, kTxPacketBytes},
       {nullptr, nullptr, 0, 0, 0, nullptr, 0}};
 
   lws_set_log_level(getenv("SB_LWS_DEBUG") ? 0xfff : LLL_ERR, nullptr);
