@@ -345,7 +345,17 @@ void WsServer::Close(ConnId id, int code, const std::string& reason) {
   it->second.closing = true;
   it->second.close_code = code;
   it->second.close_reason = std::make_unique<std::string>(TruncateUtf8(reason, kMaxCloseReasonBytes));
-  lws_callback_on_writable(it->second.wsi);
+  Peer& peer = it->second;
+  if (!peer.http_stream && peer.outbox.empty() && !lws_partial_buffered(peer.wsi)) {
+    // Nothing to flush first: the close handshake starts at the next cancel
+    // event (at once when this runs from one, as bus requests do) instead of
+    // one writable turn and one cancel turn later.
+    peer.close_sent = true;
+    ready_to_close_.push_back(id);
+    lws_cancel_service(context_);
+    return;
+  }
+  lws_callback_on_writable(peer.wsi);
 }
 
 void WsServer::ArmTimer(ConnId id, absl::Duration after) {
