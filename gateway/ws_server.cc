@@ -275,6 +275,15 @@ bool WsServer::Post(std::function<void()> fn) {
   return true;
 }
 
+void WsServer::QueueCloseHandshake(Peer& peer, ConnId id) {
+  peer.close_sent = true;
+  // One wake-up per batch: a non-empty queue already has one coming (every
+  // cancel event empties it), so a mass close does not write the cancel pipe
+  // once per connection.
+  if (ready_to_close_.empty()) lws_cancel_service(context_);
+  ready_to_close_.push_back(id);
+}
+
 void WsServer::StartCloseHandshakes() {
   std::vector<ConnId> ids;
   ids.swap(ready_to_close_);
@@ -350,9 +359,7 @@ void WsServer::Close(ConnId id, int code, const std::string& reason) {
     // Nothing to flush first: the close handshake starts at the next cancel
     // event (at once when this runs from one, as bus requests do) instead of
     // one writable turn and one cancel turn later.
-    peer.close_sent = true;
-    ready_to_close_.push_back(id);
-    lws_cancel_service(context_);
+    QueueCloseHandshake(peer, id);
     return;
   }
   lws_callback_on_writable(peer.wsi);
@@ -443,9 +450,7 @@ int WsServer::OnWritable(lws* wsi, ConnId id) {
     return 0;
   }
   if (peer.closing && !peer.close_sent) {
-    peer.close_sent = true;
-    ready_to_close_.push_back(id);
-    lws_cancel_service(context_);
+    QueueCloseHandshake(peer, id);
     return 0;
   }
   return 0;

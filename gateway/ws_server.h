@@ -173,6 +173,9 @@ class WsServer final : public Transport, public Dispatcher {
   std::unique_ptr<TickTimer> tick_timer_;
   // The SO_REUSEPORT listener (Options::reuse_port), watched by lws as a raw
   // file; accepted sockets are handed to lws. Loop thread.
+  // Marks the close frame as under way and has the next cancel event start
+  // lws's close handshake for it. Loop thread.
+  void QueueCloseHandshake(Peer& peer, ConnId id);
   lws* listen_wsi_ = nullptr;
   int listen_fd_ = -1;
   absl::Status StartSharedListener();
