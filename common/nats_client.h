@@ -19,6 +19,12 @@ class NatsClient {
 
   virtual absl::Status Publish(const std::string& subject, const std::string& data,
                                const std::string& reply = "") = 0;
+  // For a subscription handler's own thread (a reply that should not wait
+  // for a queue): sends on the calling thread. It may wait briefly on the
+  // socket, so never call it from an event loop. By default, Publish().
+  virtual absl::Status PublishNow(const std::string& subject, const std::string& data) {
+    return Publish(subject, data);
+  }
   // Subscription lives as long as the client.
   virtual absl::Status Subscribe(const std::string& subject, Handler handler) = 0;
   // True while the connection to the server is up.

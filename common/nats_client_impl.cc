@@ -117,6 +117,14 @@ absl::Status NatsClientImpl::Publish(const std::string& subject, const std::stri
   return absl::OkStatus();
 }
 
+absl::Status NatsClientImpl::PublishNow(const std::string& subject, const std::string& data) {
+  // NATS.c is thread-safe; with SendAsap this writes to the socket here (or
+  // to its reconnect buffer while disconnected).
+  natsStatus s = natsConnection_Publish(conn_, subject.c_str(), data.data(), static_cast<int>(data.size()));
+  if (s != NATS_OK) return FromNats(s, "nats publish " + subject);
+  return absl::OkStatus();
+}
+
 void NatsClientImpl::SendLoop() {
   for (;;) {
     std::deque<Outgoing> batch;

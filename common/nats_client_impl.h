@@ -36,6 +36,7 @@ class NatsClientImpl final : public NatsClient {
 
   absl::Status Publish(const std::string& subject, const std::string& data,
                        const std::string& reply) override;
+  absl::Status PublishNow(const std::string& subject, const std::string& data) override;
   absl::Status Subscribe(const std::string& subject, Handler handler) override;
   bool Connected() const override;
   // When the current connection to the server came up (InfiniteFuture while

@@ -53,21 +53,31 @@ void BusHandler::OnMessage(const std::string& reply_to, const std::string& data)
     return;
   }
   spdlog::debug("bus: request {} -> {}", request->request_id(), reply_to);
+  if (Hub::IsQuery(*request)) {
+    // Reads only: answered here, on the bus thread, and sent from it (no
+    // loop wake-up, no sender-thread hand-off: two thread hops fewer).
+    Send(reply_to, hub_->AnswerQuery(*request), /*now=*/true);
+    return;
+  }
   // If the loop's queue is full the request is dropped: control names this
   // gateway as missing, which is the truth.
   (void)loop_->Post([this, request, reply_to] {
     spdlog::debug("bus: handling {}", request->request_id());
-    v1::BusReply reply = hub_->HandleBusRequest(*request);
-    const size_t limit = bus_->MaxPayload() > 4096 ? bus_->MaxPayload() - 1024 : bus_->MaxPayload();
-    for (auto& part : SplitReply(std::move(reply), limit)) {
-      auto st = bus_->Publish(reply_to, part.SerializeAsString());
-      if (!st.ok()) {
-        // Control names this gateway as missing; nothing else to do here.
-        spdlog::warn("bus: reply not sent: {}", std::string(st.message()));
-        break;
-      }
-    }
+    Send(reply_to, hub_->HandleBusRequest(*request), /*now=*/false);
   });
+}
+
+void BusHandler::Send(const std::string& reply_to, v1::BusReply reply, bool now) {
+  const size_t limit = bus_->MaxPayload() > 4096 ? bus_->MaxPayload() - 1024 : bus_->MaxPayload();
+  for (auto& part : SplitReply(std::move(reply), limit)) {
+    auto st = now ? bus_->PublishNow(reply_to, part.SerializeAsString())
+                  : bus_->Publish(reply_to, part.SerializeAsString());
+    if (!st.ok()) {
+      // Control names this gateway as missing; nothing else to do here.
+      spdlog::warn("bus: reply not sent: {}", std::string(st.message()));
+      break;
+    }
+  }
 }
 
 }  // namespace switchboard::gateway

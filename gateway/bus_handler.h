@@ -15,9 +15,11 @@ namespace switchboard::gateway {
 // BusReply.part). Any thread.
 std::vector<v1::BusReply> SplitReply(v1::BusReply reply, size_t max_bytes);
 
-// Receives control's broadcasts on a NATS thread, posts each to the loop, and
-// publishes the hub's answer to the request's reply subject (in parts when it
-// is larger than the bus carries). Never touches the hub off the loop thread.
+// Receives control's broadcasts on a NATS thread and publishes the hub's
+// answer to the request's reply subject (in parts when it is larger than the
+// bus carries). Queries (a user's sessions) are answered on the NATS thread
+// from the session index's thread-safe read; everything else is posted to
+// the loop and answered through the sender queue.
 class BusHandler {
  public:
   BusHandler(NatsClient* bus, Dispatcher* loop, Hub* hub) : bus_(bus), loop_(loop), hub_(hub) {}
@@ -26,6 +28,9 @@ class BusHandler {
 
  private:
   void OnMessage(const std::string& reply_to, const std::string& data);
+  // `now`: from a bus thread, sent on it; otherwise queued (the loop never
+  // waits on a socket).
+  void Send(const std::string& reply_to, v1::BusReply reply, bool now);
 
   NatsClient* bus_;
   Dispatcher* loop_;

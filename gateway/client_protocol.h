@@ -38,7 +38,6 @@ struct HubStats {
   uint64_t connects_ok = 0;
   uint64_t bad_frames = 0;
   uint64_t bad_tokens = 0;
-  uint64_t bus_requests = 0;
   uint64_t refreshes = 0;
   uint64_t late_pong_checks = 0;  // pong deadlines postponed because the loop was late
 };

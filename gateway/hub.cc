@@ -273,8 +273,29 @@ size_t Hub::CloseAll(int code, const std::string& reason, size_t max) {
   return n;
 }
 
+v1::BusReply Hub::AnswerQuery(const v1::BusRequest& req) const {
+  bus_requests_.fetch_add(1, std::memory_order_relaxed);
+  v1::BusReply reply;
+  reply.set_format_version(kBusFormatVersion);
+  reply.set_request_id(req.request_id());
+  reply.set_gateway_id(gateway_id_);
+  if (req.format_version() != kBusFormatVersion) {
+    reply.set_error("unsupported format_version " + std::to_string(req.format_version()));
+    return reply;
+  }
+  if (!IsQuery(req)) {
+    reply.set_error("not a query");
+    return reply;
+  }
+  auto sessions = index_.SessionsOf(req.user_query().app_id(), req.user_query().user_id());
+  reply.mutable_sessions()->Reserve(static_cast<int>(sessions.size()));
+  for (auto& record : sessions) *reply.add_sessions() = std::move(record);
+  return reply;
+}
+
 v1::BusReply Hub::HandleBusRequest(const v1::BusRequest& req) {
-  ++stats_.bus_requests;
+  if (IsQuery(req)) return AnswerQuery(req);
+  bus_requests_.fetch_add(1, std::memory_order_relaxed);
   v1::BusReply reply;
   reply.set_format_version(kBusFormatVersion);
   reply.set_request_id(req.request_id());
@@ -284,12 +305,6 @@ v1::BusReply Hub::HandleBusRequest(const v1::BusRequest& req) {
     return reply;
   }
   switch (req.op_case()) {
-    case v1::BusRequest::kUserQuery: {
-      for (const auto& client_id : index_.ClientsOf(req.user_query().app_id(), req.user_query().user_id())) {
-        if (auto record = index_.Find(client_id)) *reply.add_sessions() = std::move(*record);
-      }
-      break;
-    }
     case v1::BusRequest::kTerminate: {
       const auto& t = req.terminate();
       if (!ValidApiCloseCode(t.code())) {

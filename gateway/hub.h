@@ -57,6 +57,12 @@ class Hub {
   void OnOversizedFrame(ConnId conn);
 
   v1::BusReply HandleBusRequest(const v1::BusRequest& request);
+  // A request that only reads (a user's sessions) can be answered on the
+  // thread it arrived on, without a trip through the loop: AnswerQuery().
+  static bool IsQuery(const v1::BusRequest& request) { return request.op_case() == v1::BusRequest::kUserQuery; }
+  // Any thread; only for IsQuery() requests.
+  v1::BusReply AnswerQuery(const v1::BusRequest& request) const;
+  uint64_t bus_requests() const { return bus_requests_.load(std::memory_order_relaxed); }
 
   // Closes up to `max` open connections with `code` (e.g. shutdown); returns
   // how many it closed.
@@ -118,6 +124,8 @@ class Hub {
     sessions_now_.store(static_cast<uint32_t>(index_.size()), std::memory_order_relaxed);
     connections_now_.store(static_cast<uint32_t>(conns_.size()), std::memory_order_relaxed);
   }
+  // Bumped by whichever thread handles the request.
+  mutable std::atomic<uint64_t> bus_requests_{0};
   std::atomic<uint32_t> sessions_now_{0};
   std::atomic<uint32_t> connections_now_{0};
 };

@@ -26,6 +26,7 @@ SessionIndex::~SessionIndex() {
 }
 
 const std::string* SessionIndex::Add(const v1::SessionRecord& record, ConnId conn) {
+  absl::MutexLock lock(&mu_);
   auto [it, inserted] = by_client_.try_emplace(record.client_id());
   if (!inserted) return nullptr;
   Session& s = it->second;
@@ -52,6 +53,7 @@ void SessionIndex::Release(const Session& s) {
 }
 
 bool SessionIndex::Remove(const std::string& client_id) {
+  absl::MutexLock lock(&mu_);
   auto it = by_client_.find(client_id);
   if (it == by_client_.end()) return false;
   const Session& s = it->second;
@@ -114,6 +116,22 @@ std::vector<std::string> SessionIndex::ClientsOf(const std::string& app_id, cons
   auto it = by_user_.find(UserKey{app, user_id});
   if (it == by_user_.end()) return out;
   for (const std::string* id : it->second) out.push_back(*id);
+  return out;
+}
+
+std::vector<v1::SessionRecord> SessionIndex::SessionsOf(const std::string& app_id,
+                                                        const std::string& user_id) const {
+  std::vector<v1::SessionRecord> out;
+  absl::ReaderMutexLock lock(&mu_);
+  const std::string* app = pool_.Find(app_id);
+  if (app == nullptr) return out;
+  auto it = by_user_.find(UserKey{app, user_id});
+  if (it == by_user_.end()) return out;
+  out.reserve(it->second.size());
+  for (const std::string* id : it->second) {
+    auto sit = by_client_.find(*id);
+    if (sit != by_client_.end()) Fill(sit->first, sit->second, &out.emplace_back());
+  }
   return out;
 }
 

@@ -11,6 +11,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/inlined_vector.h"
 #include "absl/container/node_hash_map.h"
+#include "absl/synchronization/mutex.h"
 #include "switchboard/v1/bus.pb.h"
 
 namespace switchboard::gateway {
@@ -34,7 +35,10 @@ class InternPool {
 
 // Sessions of this node, by client ID and by (app, user). A session is kept
 // compact (shared strings interned, one copy of the client ID, no protobuf);
-// SessionRecords are built when asked for. Loop thread only.
+// SessionRecords are built when asked for. One thread (the loop) changes it
+// and may read it freely; SessionsOf() may also be called from any other
+// thread (a bus thread answering a query without a trip through the loop):
+// changes hold the lock exclusively, SessionsOf() holds it shared.
 class SessionIndex {
  public:
   SessionIndex() = default;
@@ -51,6 +55,8 @@ class SessionIndex {
   std::optional<v1::SessionRecord> Find(const std::string& client_id) const;
   ConnId ConnOf(const std::string& client_id) const;  // 0 if absent
   std::vector<std::string> ClientsOf(const std::string& app_id, const std::string& user_id) const;
+  // The user's sessions as records. Any thread.
+  std::vector<v1::SessionRecord> SessionsOf(const std::string& app_id, const std::string& user_id) const;
   std::vector<v1::SessionRecord> All() const;
   size_t size() const { return by_client_.size(); }
   size_t user_count() const { return by_user_.size(); }
@@ -76,6 +82,9 @@ class SessionIndex {
   void Fill(const std::string& client_id, const Session& s, v1::SessionRecord* out) const;
   void Release(const Session& s);
 
+  // Held by changes (the writer's own reads need no lock) and, shared, by
+  // SessionsOf().
+  mutable absl::Mutex mu_;
   InternPool pool_;
   // Node map: by_user_ points at the client ID keys.
   absl::node_hash_map<std::string, Session> by_client_;

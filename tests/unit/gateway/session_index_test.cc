@@ -1,6 +1,8 @@
 #include "gateway/session_index.h"
 
 #include <algorithm>
+#include <atomic>
+#include <thread>
 
 #include "gtest/gtest.h"
 
@@ -125,6 +127,43 @@ TEST(SessionIndex, SharedStringsAreKeptOnceAndDroppedWithTheLastSession) {
   EXPECT_EQ(index.interned_strings(), 0u);
   EXPECT_EQ(index.user_count(), 0u);
   EXPECT_TRUE(index.ClientsOf("demo", "u3").empty());
+}
+
+TEST(SessionIndex, SessionsOfReadsWholeRecordsWhileTheLoopChangesTheIndex) {
+  // The gateway answers queries on a bus thread while the loop adds and
+  // removes sessions: every answer must be a set of whole records of that
+  // user, each of which existed (run under ASan in the sanitizer build).
+  SessionIndex index;
+  ASSERT_TRUE(index.Add(Record("stay", "demo", "42"), 1));
+  std::atomic<bool> done{false};
+  std::atomic<int> answers{0};
+  std::atomic<int> bad{0};
+  std::thread reader([&] {
+    while (!done.load()) {
+      for (const auto& r : index.SessionsOf("demo", "42")) {
+        if (r.user_id() != "42" || r.app_id() != "demo" || r.client_id().empty()) bad.fetch_add(1);
+      }
+      if (index.SessionsOf("demo", "42").empty()) bad.fetch_add(1);  // "stay" never leaves
+      answers.fetch_add(1);
+    }
+  });
+  for (int round = 0; round < 2000; ++round) {
+    const std::string id = "c" + std::to_string(round % 7);
+    index.Add(Record(id, "demo", round % 2 ? "42" : "43"), 2 + round);
+    index.Remove(id);
+  }
+  // The writer ends first; the reader keeps going until it has read at least
+  // once more (a condition, not a sleep).
+  const int seen = answers.load();
+  while (answers.load() < seen + 1) std::this_thread::yield();
+  done = true;
+  reader.join();
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_GT(answers.load(), 0);
+  auto left = index.SessionsOf("demo", "42");
+  ASSERT_EQ(left.size(), 1u);
+  EXPECT_EQ(left[0].client_id(), "stay");
+  EXPECT_TRUE(index.SessionsOf("nope", "42").empty());
 }
 
 }  // namespace
