@@ -18,7 +18,9 @@ uint64_t TimerQueue::Schedule(absl::Time when, std::function<void()> fn) {
   uint64_t id = next_id_++;
   timers_.emplace(std::make_pair(when, id), std::move(fn));
   by_id_.emplace(id, when);
-  cv_.Signal();
+  // Wake the thread only if this timer is due before it would wake anyway
+  // (a call per request would otherwise cost two context switches each).
+  if (when < wakes_at_) cv_.Signal();
   return id;
 }
 
@@ -38,10 +40,13 @@ void TimerQueue::Run() {
       absl::MutexLock lock(&mu_);
       while (!stop_ && (timers_.empty() || timers_.begin()->first.first > absl::Now())) {
         if (timers_.empty()) {
+          wakes_at_ = absl::InfiniteFuture();
           cv_.Wait(&mu_);
         } else {
-          cv_.WaitWithDeadline(&mu_, timers_.begin()->first.first);
+          wakes_at_ = timers_.begin()->first.first;
+          cv_.WaitWithDeadline(&mu_, wakes_at_);
         }
+        wakes_at_ = absl::InfinitePast();
       }
       if (stop_) return;
       auto it = timers_.begin();

@@ -30,6 +30,10 @@ class TimerQueue {
   absl::Mutex mu_;
   absl::CondVar cv_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  // When the thread wakes next on its own (InfiniteFuture while it waits
+  // for a first timer, InfinitePast while it is awake). A timer at or after
+  // it needs no wake-up: the thread looks again then.
+  absl::Time wakes_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   // (deadline, id) -> callback
   std::map<std::pair<absl::Time, uint64_t>, std::function<void()>> timers_ ABSL_GUARDED_BY(mu_);
