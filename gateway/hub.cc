@@ -111,7 +111,9 @@ Hub::Hub(const v1::Config& config, std::string gateway_id, Transport* transport,
       gateway_id_(std::move(gateway_id)),
       transport_(transport),
       observer_(observer),
-      clock_(std::move(clock)) {}
+      clock_(std::move(clock)) {
+  static_assert(sizeof(Conn) <= 72, "one Conn per connection: keep it small");
+}
 
 Hub::~Hub() = default;
 

@@ -79,9 +79,9 @@ class Hub {
   const HubStats& stats() const { return stats_; }
 
  private:
-  enum class State { kAwaitingConnect, kOpen, kClosing };
+  enum class State : uint8_t { kAwaitingConnect, kOpen, kClosing };
+  // 72 bytes (the small fields together at the end): one per connection.
   struct Conn {
-    State state = State::kAwaitingConnect;
     // What the upgrade request said; needed until the session starts, then
     // dropped (idle sessions are most of the memory).
     std::unique_ptr<ConnectionMeta> meta;
@@ -89,12 +89,13 @@ class Hub {
     // Once a session: the session index's own copy of the client ID (its
     // node map keeps keys in place); nullptr otherwise.
     const std::string* client_id = nullptr;
-    bool session = false;   // in the session index
     PackedTime connect_deadline;
     PackedTime next_ping;
     PackedTime pong_deadline;
     PackedTime expires_at;     // the token's exp; closed a grace period later
     PackedTime auth_deadline;  // accepted without a session: sign in by then
+    State state = State::kAwaitingConnect;
+    bool session = false;         // in the session index
     bool ping_in_flight = false;  // the last ping is queued, not yet written
   };
   class Host;

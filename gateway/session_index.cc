@@ -22,6 +22,7 @@ void InternPool::Put(const std::string* s) {
 }
 
 SessionIndex::~SessionIndex() {
+  static_assert(sizeof(std::string) != 32 || sizeof(Session) <= 80, "one Session per session: keep it small");
   for (const auto& [id, s] : by_client_) Release(s);
 }
 
@@ -33,13 +34,20 @@ const std::string* SessionIndex::Add(const v1::SessionRecord& record, ConnId con
   s.conn = conn;
   s.connected_at_ms = record.connected_at_ms();
   s.app_id = pool_.Get(record.app_id());
-  s.app_name = pool_.Get(record.app_name());
-  s.app_version = pool_.Get(record.app_version());
-  s.transport = pool_.Get(record.transport());
-  s.protocol = pool_.Get(record.protocol());
-  s.gateway_id = pool_.Get(record.gateway_id());
+  s.remote_addr = pool_.Get(record.remote_addr());
+  const Profile profile{pool_.Get(record.app_name()), pool_.Get(record.app_version()), pool_.Get(record.transport()),
+                        pool_.Get(record.protocol()), pool_.Get(record.gateway_id())};
+  auto [pit, new_profile] = profiles_.try_emplace(profile, 0);
+  if (!new_profile) {
+    // The profile holds its strings once; this session's extra holds go.
+    for (const std::string* p : {profile.app_name, profile.app_version, profile.transport, profile.protocol,
+                                 profile.gateway_id}) {
+      pool_.Put(p);
+    }
+  }
+  ++pit->second;
+  s.profile = &pit->first;
   s.user_id = record.user_id();
-  s.remote_addr = record.remote_addr();
   if (!record.meta_json().empty()) s.meta_json = std::make_unique<std::string>(record.meta_json());
   s.user_id.shrink_to_fit();
   by_user_[UserKey{s.app_id, s.user_id}].push_back(&it->first);
@@ -47,8 +55,13 @@ const std::string* SessionIndex::Add(const v1::SessionRecord& record, ConnId con
 }
 
 void SessionIndex::Release(const Session& s) {
-  for (const std::string* p : {s.app_id, s.app_name, s.app_version, s.transport, s.protocol, s.gateway_id}) {
-    pool_.Put(p);
+  pool_.Put(s.app_id);
+  pool_.Put(s.remote_addr);
+  auto it = profiles_.find(*s.profile);
+  if (it != profiles_.end() && --it->second == 0) {
+    const Profile p = it->first;
+    profiles_.erase(it);
+    for (const std::string* str : {p.app_name, p.app_version, p.transport, p.protocol, p.gateway_id}) pool_.Put(str);
   }
 }
 
@@ -85,14 +98,14 @@ void SessionIndex::Fill(const std::string& client_id, const Session& s, v1::Sess
   out->set_client_id(client_id);
   out->set_app_id(*s.app_id);
   out->set_user_id(s.user_id);
-  out->set_app_name(*s.app_name);
-  out->set_app_version(*s.app_version);
-  out->set_transport(*s.transport);
-  out->set_protocol(*s.protocol);
+  out->set_app_name(*s.profile->app_name);
+  out->set_app_version(*s.profile->app_version);
+  out->set_transport(*s.profile->transport);
+  out->set_protocol(*s.profile->protocol);
   if (s.meta_json) out->set_meta_json(*s.meta_json);
   out->set_connected_at_ms(s.connected_at_ms);
-  out->set_remote_addr(s.remote_addr);
-  out->set_gateway_id(*s.gateway_id);
+  out->set_remote_addr(*s.remote_addr);
+  out->set_gateway_id(*s.profile->gateway_id);
 }
 
 std::optional<v1::SessionRecord> SessionIndex::Find(const std::string& client_id) const {

@@ -61,20 +61,36 @@ class SessionIndex {
   size_t size() const { return by_client_.size(); }
   size_t user_count() const { return by_user_.size(); }
   size_t interned_strings() const { return pool_.size(); }
+  size_t profiles() const { return profiles_.size(); }
 
  private:
+  // What thousands of sessions have in common (client name and version,
+  // transport, protocol, gateway), kept once with a count of users; its
+  // strings are interned.
+  struct Profile {
+    const std::string* app_name;
+    const std::string* app_version;
+    const std::string* transport;
+    const std::string* protocol;
+    const std::string* gateway_id;
+    bool operator==(const Profile& o) const {
+      return app_name == o.app_name && app_version == o.app_version && transport == o.transport &&
+             protocol == o.protocol && gateway_id == o.gateway_id;
+    }
+    template <typename H>
+    friend H AbslHashValue(H h, const Profile& p) {
+      return H::combine(std::move(h), p.app_name, p.app_version, p.transport, p.protocol, p.gateway_id);
+    }
+  };
+  // 80 bytes: idle sessions are most of a gateway's memory.
   struct Session {
     ConnId conn = 0;
     int64_t connected_at_ms = 0;
-    const std::string* app_id = nullptr;  // interned, as the five below
-    const std::string* app_name = nullptr;
-    const std::string* app_version = nullptr;
-    const std::string* transport = nullptr;
-    const std::string* protocol = nullptr;
-    const std::string* gateway_id = nullptr;
+    const std::string* app_id = nullptr;       // interned
+    const Profile* profile = nullptr;          // profiles_' key
+    const std::string* remote_addr = nullptr;  // interned (many sessions share an address)
+    std::unique_ptr<std::string> meta_json;    // most sessions have none
     std::string user_id;
-    std::string remote_addr;
-    std::unique_ptr<std::string> meta_json;  // most sessions have none
   };
   // (interned app ID, user ID): the view points into the session's own
   // user_id (node map: it stays put), or into the caller's string for a lookup.
@@ -86,6 +102,7 @@ class SessionIndex {
   // SessionsOf().
   mutable absl::Mutex mu_;
   InternPool pool_;
+  absl::node_hash_map<Profile, uint32_t> profiles_;  // node: sessions point at the keys
   // Node map: by_user_ points at the client ID keys.
   absl::node_hash_map<std::string, Session> by_client_;
   absl::flat_hash_map<UserKey, absl::InlinedVector<const std::string*, 1>> by_user_;

@@ -207,7 +207,9 @@ void WsServer::StopSharedListener() {
   lws_set_timeout(wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_SYNC);
 }
 
-WsServer::WsServer(const Options& options) : options_(options) {}
+WsServer::WsServer(const Options& options) : options_(options) {
+  static_assert(sizeof(Peer) <= 48, "one Peer per connection: keep it small");
+}
 
 WsServer::~WsServer() {
   if (context_ != nullptr) lws_context_destroy(context_);
@@ -352,7 +354,7 @@ void WsServer::Close(ConnId id, int code, const std::string& reason) {
     code = 1011;
   }
   it->second.closing = true;
-  it->second.close_code = code;
+  it->second.close_code = static_cast<uint16_t>(code);  // close codes are below 5000
   it->second.close_reason = std::make_unique<std::string>(TruncateUtf8(reason, kMaxCloseReasonBytes));
   Peer& peer = it->second;
   if (!peer.http_stream && peer.outbox.empty() && !lws_partial_buffered(peer.wsi)) {

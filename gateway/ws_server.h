@@ -124,20 +124,20 @@ class WsServer final : public Transport, public Dispatcher {
         s.reset();
       }
     };
+    // 48 bytes with wsi (the small fields together at the end).
     Outbox outbox;
     RxBuffer rx;
+    std::unique_ptr<std::string> close_reason;  // set once closing
+    const std::string* ip = nullptr;  // per_ip_'s key (a node map: it stays put)
+    uint16_t close_code = 1000;
     bool rx_oversized = false;
     bool closing = false;
     bool close_sent = false;
-    int close_code = 1000;
-    std::unique_ptr<std::string> close_reason;  // set once closing
-    const std::string* ip = nullptr;  // per_ip_'s key (a node map: it stays put)
     // uni_http_stream: an HTTP response streamed in chunks instead of frames.
     bool http_stream = false;
     bool http_started = false;  // the POST body is in and the hub has the connection
     bool notify_written = false;  // tell the hub once the outbox is empty
   };
-
   explicit WsServer(const Options& options);
   static int Callback(lws* wsi, int reason, void* user, void* in, size_t len);
   int HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t len);

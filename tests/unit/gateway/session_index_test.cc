@@ -118,13 +118,16 @@ TEST(SessionIndex, SharedStringsAreKeptOnceAndDroppedWithTheLastSession) {
     r.set_gateway_id("gw-1");
     index.Add(r, static_cast<ConnId>(i + 1));
   }
-  // demo, web, 1.0, rare-version, websocket, gw-1, "" (protocol)
+  // demo, web, 1.0, rare-version, websocket, gw-1, "" (protocol, address)
   EXPECT_EQ(index.interned_strings(), 7u);
+  EXPECT_EQ(index.profiles(), 2u);  // web 1.0 and web rare-version
   EXPECT_TRUE(index.Remove("c0"));
   EXPECT_EQ(index.interned_strings(), 6u);  // rare-version went with its only session
+  EXPECT_EQ(index.profiles(), 1u);
   EXPECT_EQ(index.ClientsOf("demo", "u3").size(), 10u);
   for (int i = 1; i < 100; ++i) index.Remove("c" + std::to_string(i));
   EXPECT_EQ(index.interned_strings(), 0u);
+  EXPECT_EQ(index.profiles(), 0u);
   EXPECT_EQ(index.user_count(), 0u);
   EXPECT_TRUE(index.ClientsOf("demo", "u3").empty());
 }
