@@ -47,10 +47,10 @@ class Hub::Host final : public ConnectionHost {
     if (auth_by != absl::InfiniteFuture()) {
       if (hub_->awaiting_auth_ >= hub_->config_.gateway().max_unsigned()) return false;
       ++hub_->awaiting_auth_;
-      conn_->auth_deadline = auth_by;
+      conn_->awaiting_auth = true;
     }
     conn_->state = State::kOpen;
-    conn_->connect_deadline = absl::InfiniteFuture();
+    conn_->start_deadline = auth_by;  // the connect deadline is met
     conn_->next_ping = Now() + absl::Seconds(hub_->config_.gateway().ping_interval_s());
     return true;
   }
@@ -112,7 +112,7 @@ Hub::Hub(const v1::Config& config, std::string gateway_id, Transport* transport,
       transport_(transport),
       observer_(observer),
       clock_(std::move(clock)) {
-  static_assert(sizeof(Conn) <= 72, "one Conn per connection: keep it small");
+  static_assert(sizeof(Conn) <= 64, "one Conn per connection: keep it small");
 }
 
 Hub::~Hub() = default;
@@ -125,7 +125,7 @@ void Hub::OnOpen(ConnId id, ConnectionMeta meta) {
   if (!inserted) return;
   Conn& conn = it->second;
   PublishCounts();
-  conn.connect_deadline = clock_() + absl::Milliseconds(config_.gateway().connect_timeout_ms());
+  conn.start_deadline = clock_() + absl::Milliseconds(config_.gateway().connect_timeout_ms());
   Host host(this, id, &conn);
   conn.protocol->OnOpen(host);
   if (conn.state != State::kClosing) Rearm(id, conn);
@@ -153,12 +153,12 @@ void Hub::OnTimer(ConnId id) {
   Conn& conn = it->second;
   const absl::Time now = clock_();
   if (conn.state == State::kAwaitingConnect) {
-    if (now >= conn.connect_deadline) {
+    if (now >= conn.start_deadline) {
       CloseConn(id, conn, close_code::kStale, "stale");
       return;
     }
   } else {
-    if (now >= conn.auth_deadline) {
+    if (conn.awaiting_auth && now >= conn.start_deadline) {
       CloseConn(id, conn, close_code::kStale, "not authenticated in time");
       return;
     }
@@ -216,17 +216,18 @@ absl::Time Hub::ExpiredCloseAt(const Conn& conn) const {
 
 void Hub::Rearm(ConnId id, const Conn& conn) {
   absl::Time next = conn.state == State::kAwaitingConnect
-                        ? absl::Time(conn.connect_deadline)
+                        ? absl::Time(conn.start_deadline)
                         : std::min<absl::Time>({conn.next_ping, conn.pong_deadline, ExpiredCloseAt(conn),
-                                                conn.auth_deadline});
+                                                conn.start_deadline});
   if (next == absl::InfiniteFuture()) return;
   absl::Duration after = std::max(next - clock_(), absl::Milliseconds(1));
   transport_->ArmTimer(id, after);
 }
 
 void Hub::ClearAuthDeadline(Conn& conn) {
-  if (conn.auth_deadline == absl::InfiniteFuture()) return;
-  conn.auth_deadline = absl::InfiniteFuture();
+  if (!conn.awaiting_auth) return;
+  conn.awaiting_auth = false;
+  conn.start_deadline = absl::InfiniteFuture();
   --awaiting_auth_;
 }
 

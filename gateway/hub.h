@@ -80,7 +80,7 @@ class Hub {
 
  private:
   enum class State : uint8_t { kAwaitingConnect, kOpen, kClosing };
-  // 72 bytes (the small fields together at the end): one per connection.
+  // 64 bytes (the small fields together at the end): one per connection.
   struct Conn {
     // What the upgrade request said; needed until the session starts, then
     // dropped (idle sessions are most of the memory).
@@ -89,14 +89,17 @@ class Hub {
     // Once a session: the session index's own copy of the client ID (its
     // node map keeps keys in place); nullptr otherwise.
     const std::string* client_id = nullptr;
-    PackedTime connect_deadline;
+    // kAwaitingConnect: connect by then. Open: for a connection accepted
+    // without a session (Pusher before signin, `awaiting_auth`), sign in by
+    // then; InfiniteFuture otherwise. One field: never both at once.
+    PackedTime start_deadline;
     PackedTime next_ping;
     PackedTime pong_deadline;
-    PackedTime expires_at;     // the token's exp; closed a grace period later
-    PackedTime auth_deadline;  // accepted without a session: sign in by then
+    PackedTime expires_at;  // the token's exp; closed a grace period later
     State state = State::kAwaitingConnect;
     bool session = false;         // in the session index
     bool ping_in_flight = false;  // the last ping is queued, not yet written
+    bool awaiting_auth = false;   // counted in awaiting_auth_
   };
   class Host;
 

@@ -18,18 +18,28 @@ namespace switchboard::gateway {
 // re-arming or cancelling is lazy (only the latest deadline of a connection
 // counts, older entries are dropped when their slot comes up). Deadlines
 // fire at most one tick late, never early. Loop thread only.
+//
+// Which deadline is a connection's latest is kept in a 4-byte stamp per
+// connection: in the caller's own per-connection record when it passes
+// `stamp_of` (returns the connection's stamp, nullptr once it is gone),
+// otherwise in a map of the wheel's.
 class TimerWheel {
  public:
-  TimerWheel(absl::Duration tick, size_t slots, absl::Time now);
+  using StampOf = std::function<uint32_t*(ConnId)>;
+  TimerWheel(absl::Duration tick, size_t slots, absl::Time now, StampOf stamp_of = nullptr);
 
   void Arm(ConnId id, absl::Time when);
-  void Cancel(ConnId id) { armed_.erase(id); }
+  void Cancel(ConnId id);
   // Calls `fire(id)` for every connection whose deadline is at or before
   // `now` (it may re-arm from inside).
   void Advance(absl::Time now, const std::function<void(ConnId)>& fire);
-  size_t armed() const { return armed_.size(); }
+  // Counts right as long as a connection is cancelled before its record goes.
+  size_t armed() const { return armed_; }
 
  private:
+  // A tick as a stamp: never 0 (0 = not armed).
+  static uint32_t Stamp(int64_t tick) { return static_cast<uint32_t>(tick % 0xFFFFFFFFLL) + 1; }
+  uint32_t* StampFor(ConnId id, bool create);
   struct Entry {
     ConnId id;
     int64_t tick;
@@ -45,7 +55,9 @@ class TimerWheel {
   const absl::Time origin_;
   const int64_t tick_us_;
   std::vector<std::vector<Entry>> slots_;
-  absl::flat_hash_map<ConnId, int64_t> armed_;  // id -> the tick it fires in
+  StampOf stamp_of_;
+  absl::flat_hash_map<ConnId, uint32_t> own_stamps_;  // without stamp_of: id -> stamp
+  size_t armed_ = 0;
   int64_t done_ = 0;                            // every tick up to this one has been processed
 };
 

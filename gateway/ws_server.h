@@ -129,14 +129,23 @@ class WsServer final : public Transport, public Dispatcher {
     RxBuffer rx;
     std::unique_ptr<std::string> close_reason;  // set once closing
     const std::string* ip = nullptr;  // per_ip_'s key (a node map: it stays put)
+    uint32_t timer_stamp = 0;  // the wheel's (TimerWheel::StampOf)
     uint16_t close_code = 1000;
-    bool rx_oversized = false;
-    bool closing = false;
-    bool close_sent = false;
+    // Bits, all false at first (C++17: no initializers on bit-fields).
+    bool rx_oversized : 1;
+    bool closing : 1;
+    bool close_sent : 1;
     // uni_http_stream: an HTTP response streamed in chunks instead of frames.
-    bool http_stream = false;
-    bool http_started = false;  // the POST body is in and the hub has the connection
-    bool notify_written = false;  // tell the hub once the outbox is empty
+    bool http_stream : 1;
+    bool http_started : 1;  // the POST body is in and the hub has the connection
+    bool notify_written : 1;  // tell the hub once the outbox is empty
+    Peer()
+        : rx_oversized(false),
+          closing(false),
+          close_sent(false),
+          http_stream(false),
+          http_started(false),
+          notify_written(false) {}
   };
   explicit WsServer(const Options& options);
   static int Callback(lws* wsi, int reason, void* user, void* in, size_t len);
@@ -168,7 +177,11 @@ class WsServer final : public Transport, public Dispatcher {
   absl::node_hash_map<ConnId, Peer> peers_;  // node: exact-size entries, no slack of Peer-sized slots
   absl::node_hash_map<std::string, uint32_t> per_ip_;
   // Every connection's deadline (TimerWheel), ticked by one lws timer.
-  TimerWheel wheel_{absl::Milliseconds(10), 4096, absl::Now()};
+  // Stamps kept in the peer records (no map of its own).
+  TimerWheel wheel_{absl::Milliseconds(10), 4096, absl::Now(), [this](ConnId id) -> uint32_t* {
+                      auto it = peers_.find(id);
+                      return it == peers_.end() ? nullptr : &it->second.timer_stamp;
+                    }};
   struct TickTimer;
   std::unique_ptr<TickTimer> tick_timer_;
   // The SO_REUSEPORT listener (Options::reuse_port), watched by lws as a raw

@@ -1,5 +1,6 @@
 #include "gateway/timer_wheel.h"
 
+#include <map>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -70,6 +71,30 @@ TEST(TimerWheel, ArmingInThePastFiresOnTheNextTick) {
   (void)AdvanceTo(w, kT0 + absl::Milliseconds(100));
   w.Arm(1, kT0);
   EXPECT_EQ(AdvanceTo(w, kT0 + absl::Milliseconds(110)), std::vector<ConnId>{1});
+}
+
+TEST(TimerWheel, StampsInTheCallersRecordsAndGoneConnectionsNeverFire) {
+  // The gateway keeps each connection's stamp in its own peer record.
+  std::map<ConnId, uint32_t> records{{1, 0}, {2, 0}, {3, 0}};
+  TimerWheel w(absl::Milliseconds(10), 64, kT0, [&](ConnId id) -> uint32_t* {
+    auto it = records.find(id);
+    return it == records.end() ? nullptr : &it->second;
+  });
+  w.Arm(1, kT0 + absl::Milliseconds(20));
+  w.Arm(2, kT0 + absl::Milliseconds(20));
+  w.Arm(3, kT0 + absl::Milliseconds(20));
+  w.Arm(3, kT0 + absl::Milliseconds(20));  // the same tick twice: fires once
+  w.Arm(4, kT0 + absl::Milliseconds(20));  // no such connection: nothing
+  EXPECT_EQ(w.armed(), 3u);
+  EXPECT_NE(records[1], 0u);
+  records.erase(2);  // gone without a Cancel (the record held the stamp)
+  EXPECT_EQ(AdvanceTo(w, kT0 + absl::Milliseconds(20)), (std::vector<ConnId>{1, 3}));
+  EXPECT_EQ(records[1], 0u);
+  EXPECT_EQ(records[3], 0u);
+  w.Arm(1, kT0 + absl::Milliseconds(60));
+  w.Cancel(1);
+  EXPECT_EQ(records[1], 0u);
+  EXPECT_TRUE(AdvanceTo(w, kT0 + absl::Milliseconds(100)).empty());
 }
 
 }  // namespace
