@@ -199,6 +199,9 @@ absl::Status ValidateConfig(v1::Config& c) {
   if (control->listen().empty()) control->set_listen("127.0.0.1:50051");
   if (!ValidHostPort(control->listen())) return Bad("control.listen", "expected host:port");
   if (control->addresses().empty()) control->add_addresses(control->listen());
+  if (!control->health_listen().empty() && !ValidHostPort(control->health_listen())) {
+    return Bad("control.health_listen", "expected host:port");
+  }
   for (int i = 0; i < control->addresses_size(); ++i) {
     if (!ValidHostPort(control->addresses(i))) {
       return Bad(absl::StrCat("control.addresses[", i, "]"), "expected host:port");

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -14,6 +15,7 @@
 #include "absl/synchronization/notification.h"
 #include "common/config.h"
 #include "common/grpc_tls.h"
+#include "common/health_http.h"
 #include "common/ids.h"
 #include "common/logging.h"
 #include "common/nats_client_impl.h"
@@ -26,6 +28,8 @@
 ABSL_FLAG(std::string, config, "config/switchboard.yaml", "config file (YAML)");
 ABSL_FLAG(std::string, log_level, "info", "trace|debug|info|warn|error|off");
 ABSL_FLAG(std::string, listen, "", "override control.listen (host:port; port 0 = OS chooses)");
+ABSL_FLAG(std::string, health_listen, "",
+          "override control.health_listen: host:port for HTTP /livez and /readyz (port 0 = OS chooses)");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("switchboard-control --config=FILE");
@@ -43,6 +47,9 @@ int main(int argc, char** argv) {
   }
   v1::Config config = *std::move(config_or);
   if (!absl::GetFlag(FLAGS_listen).empty()) config.mutable_control()->set_listen(absl::GetFlag(FLAGS_listen));
+  if (!absl::GetFlag(FLAGS_health_listen).empty()) {
+    config.mutable_control()->set_health_listen(absl::GetFlag(FLAGS_health_listen));
+  }
 
   sigset_t sigs;
   sigemptyset(&sigs);
@@ -91,6 +98,9 @@ int main(int argc, char** argv) {
   control::ControlService control_service(config, &fleet, &gather);
   control::RegistryService registry_service(&fleet, NewUuid(), config.cluster_token());
 
+  // grpc.health.v1 for probes and load balancers: SERVING exactly when
+  // /readyz says ready (kept current by the sweeper below).
+  grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   // Gateways ping every half lease to notice a frozen control: allow it.
   // (A frozen gateway is noticed by its missing heartbeats, the lease.)
@@ -106,7 +116,23 @@ int main(int argc, char** argv) {
     spdlog::error("cannot listen on {}", config.control().listen());
     return 1;
   }
-  std::printf("READY port=%d\n", port);
+  std::unique_ptr<HealthHttpServer> health_http;
+  if (!config.control().health_listen().empty()) {
+    auto h = HealthHttpServer::Start(config.control().health_listen(), readiness);
+    if (!h.ok()) {
+      spdlog::error("{}", std::string(h.status().message()));
+      return 1;
+    }
+    health_http = *std::move(h);
+  }
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  bool serving = readiness().empty();
+  if (health != nullptr) health->SetServingStatus(serving);
+  if (health_http) {
+    std::printf("READY port=%d health_port=%d\n", port, health_http->port());
+  } else {
+    std::printf("READY port=%d\n", port);
+  }
   std::fflush(stdout);
   spdlog::info("control listening on {} (port {})", config.control().listen(), port);
 
@@ -115,17 +141,27 @@ int main(int argc, char** argv) {
   absl::Notification stopping;
   std::thread sweeper([&] {
     const absl::Duration tick = absl::Milliseconds(config.control().heartbeat_interval_ms()) / 2;
-    while (!stopping.WaitForNotificationWithTimeout(tick)) fleet.Expire(absl::Now());
+    while (!stopping.WaitForNotificationWithTimeout(tick)) {
+      fleet.Expire(absl::Now());
+      const bool now_serving = readiness().empty();
+      if (now_serving != serving && health != nullptr) {
+        spdlog::info("health: {}", now_serving ? "serving" : "not serving: " + readiness());
+        health->SetServingStatus(now_serving);
+      }
+      serving = now_serving;
+    }
   });
 
   int sig = 0;
   sigwait(&sigs, &sig);
   spdlog::info("signal {}: stopping", sig);
+  if (health != nullptr) health->Shutdown();  // NOT_SERVING from now on
   stopping.Notify();
   sweeper.join();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   // Tear down in dependency order: no bus message and no timer may reach the
   // scatter-gather once it starts to go.
+  health_http.reset();
   bus.reset();
   NatsClientImpl::ShutdownLibrary();
   timers.reset();

@@ -1,5 +1,7 @@
 #include "gateway/control_link_set.h"
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 
 #include "spdlog/spdlog.h"
 
@@ -102,6 +104,18 @@ void ControlLinkSet::OnSessionOpened(const v1::SessionRecord& record) {
 
 void ControlLinkSet::OnSessionClosed(const std::string& client_id) {
   for (const auto& link : *Links()) link->OnSessionClosed(client_id);
+}
+
+std::string ControlLinkSet::Unattached() const {
+  absl::MutexLock lock(&mu_);
+  if (links_.empty()) return "no control replica found";
+  std::vector<std::string> missing;
+  for (const auto& [address, link] : links_) {
+    if (!link->attached()) missing.push_back(address);
+  }
+  if (missing.empty()) return "";
+  return absl::StrCat("not attached to control replica", missing.size() > 1 ? "s " : " ", absl::StrJoin(missing, ", "),
+                      " (", links_.size() - missing.size(), " of ", links_.size(), " attached)");
 }
 
 }  // namespace switchboard::gateway

@@ -35,6 +35,9 @@ ABSL_FLAG(int, port, -1, "override gateway.port (0 = OS chooses)");
 ABSL_FLAG(std::string, listen_host, "", "override gateway.listen_host");
 ABSL_FLAG(std::string, id, "", "gateway ID (default: hostname-port)");
 ABSL_FLAG(int, drain_ms, 2000, "on SIGTERM, how long to wait for clients to go");
+ABSL_FLAG(int, drain_delay_ms, 0,
+          "on SIGTERM, how long to keep serving (accepting too) while already unready, before the drain: "
+          "time for load balancers to stop sending new clients");
 ABSL_FLAG(int, workers, 0,
           "event-loop processes for this instance, each a fleet member \"<id>-w<i>\" on the same port "
           "(SO_REUSEPORT); 0: one per core; 1: this process serves alone");
@@ -83,7 +86,7 @@ int main(int argc, char** argv) {
     sup.host = config.gateway().listen_host();
     sup.port = static_cast<int>(config.gateway().port());
     sup.workers = workers;
-    sup.drain = absl::Milliseconds(absl::GetFlag(FLAGS_drain_ms));
+    sup.drain = absl::Milliseconds(absl::GetFlag(FLAGS_drain_ms) + absl::GetFlag(FLAGS_drain_delay_ms));
     return gateway::RunSupervisor(sup);
   }
 
@@ -190,6 +193,12 @@ int main(int argc, char** argv) {
   hub_for_load = hub.get();
   server->set_hub(hub.get());
 
+  // GET /readyz: able to do the job. (Draining is the server's own check.)
+  server->set_readiness([&links, nats = bus.get()]() -> std::string {
+    if (!nats->Connected()) return "NATS disconnected";
+    return links.Unattached();
+  });
+
   gateway::BusHandler bus_handler(bus.get(), server.get(), hub.get());
   if (auto st = bus_handler.Start(config.cluster()); !st.ok()) {
     spdlog::error("{}", std::string(st.message()));
@@ -202,8 +211,15 @@ int main(int argc, char** argv) {
     int sig = 0;
     sigwait(&sigs, &sig);
     draining = true;
-    spdlog::info("signal {}: draining", sig);
     gateway::WsServer* srv = server.get();
+    // Unready at once, before anything closes.
+    srv->BeginDrain();
+    spdlog::info("signal {}: draining", sig);
+    if (const int delay = absl::GetFlag(FLAGS_drain_delay_ms); delay > 0) {
+      // Serving on while load balancers take this gateway out (a configured
+      // wait, not synchronisation).
+      absl::SleepFor(absl::Milliseconds(delay));
+    }
     gateway::Hub* h = hub.get();
     // Stop accepting, then close clients with a reconnect code in slices
     // spread over most of the drain window, so they do not all reconnect to

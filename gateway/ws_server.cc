@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "common/health_http.h"
 #include "gateway/centrifuge_codec.h"
 #include "spdlog/spdlog.h"
 
@@ -670,8 +671,14 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
         // straight to completion.
         return 0;
       }
-      if (uri == "/healthz") {
-        if (lws_return_http_status(wsi, HTTP_STATUS_OK, "ok")) return -1;
+      if (uri == "/livez" || uri == "/healthz" || uri == "/readyz") {
+        // /livez: the loop answered, so the process serves. /readyz: it can
+        // do its job (see set_readiness); a draining gateway is unready.
+        auto [status, body] = HealthHttpServer::Answer(uri, [this]() -> std::string {
+          if (draining_.load()) return "draining";
+          return readiness_ ? readiness_() : "";
+        });
+        return HealthHttpServer::Respond(wsi, status, body);
       } else {
         if (lws_return_http_status(wsi, HTTP_STATUS_NOT_FOUND, "not found")) return -1;
       }

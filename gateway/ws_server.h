@@ -47,6 +47,12 @@ class WsServer final : public Transport, public Dispatcher {
   ~WsServer() override;
 
   void set_hub(Hub* hub) { hub_ = hub; }
+  // What GET /readyz answers: "" ready (200), otherwise why not (503).
+  // Called on the loop: must be quick and thread-safe. Set before Run().
+  void set_readiness(std::function<std::string()> readiness) { readiness_ = std::move(readiness); }
+  // Turns unready at once (GET /readyz 503 "draining") while still serving:
+  // the start of a drain. Any thread.
+  void BeginDrain() { draining_ = true; }
   int port() const { return port_; }
 
   // Runs the loop until Shutdown().
@@ -173,6 +179,7 @@ class WsServer final : public Transport, public Dispatcher {
   lws_context* context_ = nullptr;
   int port_ = 0;
   Hub* hub_ = nullptr;
+  std::function<std::string()> readiness_;
   ConnId next_id_ = 1;
   absl::node_hash_map<ConnId, Peer> peers_;  // node: exact-size entries, no slack of Peer-sized slots
   absl::node_hash_map<std::string, uint32_t> per_ip_;

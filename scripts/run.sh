@@ -12,6 +12,7 @@ CONFIG=${SWITCHBOARD_CONFIG:-config/switchboard.yaml}
 NATS_PORT=4222
 GW_PORTS=(8001 8002)
 HTTP_PORT=8080
+CONTROL_HEALTH_PORT=8081
 
 stop_all() {
   [[ -d $RUN ]] || return 0
@@ -59,7 +60,8 @@ mkdir -p "$RUN"
 # NATS with one user per role and least permissions, from the same config.
 build/cli/switchboardctl --config "$CONFIG" nats-config >"$RUN/nats.conf"
 start nats 'Server is ready' nats-server -c "$RUN/nats.conf" -a 127.0.0.1 -p $NATS_PORT
-start control 'READY port=' build/control/switchboard-control --config "$CONFIG"
+start control 'READY port=' build/control/switchboard-control --config "$CONFIG" \
+  --health_listen "127.0.0.1:$CONTROL_HEALTH_PORT"
 i=1
 for port in "${GW_PORTS[@]}"; do
   start gateway-$i 'READY gateway_id=' build/gateway/switchboard-gateway --config "$CONFIG" \
@@ -78,6 +80,8 @@ Switchboard is running on loopback (logs and PIDs in .run/):
   gateway gw-1         ws://127.0.0.1:${GW_PORTS[0]}/connection/websocket
   gateway gw-2         ws://127.0.0.1:${GW_PORTS[1]}/connection/websocket
   switchboard-http     http://127.0.0.1:$HTTP_PORT   (HTTP/JSON API, grpc-gateway proxy)
+  probes               GET /livez and /readyz on each gateway port, on :$HTTP_PORT and on control's
+                       http://127.0.0.1:$CONTROL_HEALTH_PORT (control also serves grpc.health.v1)
 
 Next:
   build/cli/switchboardctl gentoken --user 42          # a connection token for user 42 (--raw: token only)

@@ -32,6 +32,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -167,8 +168,39 @@ func main() {
 		log.Fatalf("switchboard-http: cannot register control handlers: %v", err)
 	}
 
+	// Probes: /livez while the process serves; /readyz while control answers
+	// its gRPC health check with SERVING (checked per probe, 1 s deadline).
+	healthConn, err := grpc.DialContext(ctx, *control, opts...)
+	if err != nil {
+		log.Fatalf("switchboard-http: cannot dial control for health checks: %v", err)
+	}
+	defer healthConn.Close()
+	health := healthpb.NewHealthClient(healthConn)
+	live := func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		_, _ = w.Write([]byte("ok\n"))
+	}
 	root := http.NewServeMux()
-	root.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	root.HandleFunc("/livez", live)
+	root.HandleFunc("/healthz", live)
+	root.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		checkCtx, done := context.WithTimeout(r.Context(), time.Second)
+		defer done()
+		resp, err := health.Check(checkCtx, &healthpb.HealthCheckRequest{})
+		switch {
+		case err != nil:
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "not ready: control %s unreachable: %v\n", *control, status.Convert(err).Message())
+		case resp.GetStatus() != healthpb.HealthCheckResponse_SERVING:
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "not ready: control %s is %s\n", *control, resp.GetStatus())
+		default:
+			_, _ = w.Write([]byte("ready\n"))
+		}
+	})
 	api := withBodyMd5(mux)
 	root.Handle("/", api)
 	// Centrifugo's API forms: /api (method/params), /api/batch, /api/<method>.

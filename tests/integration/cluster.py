@@ -191,7 +191,7 @@ gateway:
 class Cluster:
     def __init__(self, build_dir, source_dir, gateways=2, ping=25, http=True, max_sessions=1000, controls=1,
                  grace=25, heartbeat_ms=300, lease_ms=1500, gateway_extra=None, replica_hosts=None,
-                 dns_name=None, dns_server="", tls=None, pong=2, gateway_bin=None, workers=1):
+                 dns_name=None, dns_server="", tls=None, pong=2, gateway_bin=None, workers=1, gateway_args=()):
         """replica_hosts: run one control per loopback address, all on the same
         port, and give gateways `dns_name` (resolved by `dns_server`) instead
         of a static list."""
@@ -211,6 +211,7 @@ class Cluster:
         self.tls = tls  # {"ca": path, "cert": path, "key": path}: TLS on every link
         self.pong = pong
         self.workers = workers  # event-loop processes per gateway instance
+        self.gateway_args = list(gateway_args)  # more flags for every gateway
         self.gateway_bin = gateway_bin or self.bin("gateway/switchboard-gateway")
         self.cluster = "t%d" % os.getpid()
         # NATS runs with one user per role, its authorization printed by the
@@ -231,15 +232,19 @@ class Cluster:
         self.controls = []
         self.control_ports = []
         self.control_addrs = []
+        self.control_health_ports = []  # HTTP /livez, /readyz of each replica
         if replica_hosts:
             for host in replica_hosts:
                 self.add_control(host)
         else:
             for i in range(controls):
                 p = self._start("control" if i == 0 else "control-r%d" % i,
-                                [self.bin("control/switchboard-control"), "--config", self.config])
+                                [self.bin("control/switchboard-control"), "--config", self.config,
+                                 "--health_listen", "127.0.0.1:0"])
                 self.controls.append(p)
-                self.control_ports.append(int(p.wait_line(r"READY port=(\d+)").group(1)))
+                m = p.wait_line(r"READY port=(\d+) health_port=(\d+)")
+                self.control_ports.append(int(m.group(1)))
+                self.control_health_ports.append(int(m.group(2)))
                 self.control_addrs.append("127.0.0.1:%d" % self.control_ports[-1])
         self.control = self.controls[0]
         self.control_port = self.control_ports[0]
@@ -262,8 +267,10 @@ class Cluster:
         picks that one)."""
         port = self.control_ports[0] if self.control_ports else 0
         p = self._start("control-%s" % host, [self.bin("control/switchboard-control"), "--config", self.config,
-                                               "--listen", "%s:%d" % (host, port)])
-        port = int(p.wait_line(r"READY port=(\d+)").group(1))
+                                               "--listen", "%s:%d" % (host, port), "--health_listen", "%s:0" % host])
+        m = p.wait_line(r"READY port=(\d+) health_port=(\d+)")
+        port = int(m.group(1))
+        self.control_health_ports.append(int(m.group(2)))
         self.controls.append(p)
         self.control_ports.append(port)
         self.control_addrs.append("%s:%d" % (host, port))
@@ -299,14 +306,18 @@ class Cluster:
         self.nats.wait_line(r"Server is ready")
         self.nats_monitor_port = int(self.nats.wait_line(r"Starting http monitor on [\d.]+:(\d+)").group(1))
 
-    def restart_control(self):
-        """Stops control and starts it again on the same port (gateways re-attach by themselves)."""
+    def restart_control(self, while_down=None):
+        """Stops control and starts it again on the same port (gateways re-attach
+        by themselves); `while_down()` runs in between."""
         self.control.stop()
+        if while_down:
+            while_down()
         self._restarts = getattr(self, "_restarts", 0) + 1
         self.control = self._start("control-%d" % self._restarts, [
             self.bin("control/switchboard-control"), "--config", self.config,
-            "--listen", "127.0.0.1:%d" % self.control_port])
-        self.control.wait_line(r"READY port=(\d+)")
+            "--listen", "127.0.0.1:%d" % self.control_port, "--health_listen", "127.0.0.1:0"])
+        m = self.control.wait_line(r"READY port=(\d+) health_port=(\d+)")
+        self.control_health_ports[0] = int(m.group(2))
         self.controls[0] = self.control
 
     def bin(self, rel):
@@ -338,7 +349,7 @@ class Cluster:
 
     def add_gateway(self, gw_id):
         p = self._start(gw_id, [self.gateway_bin, "--config", self.config,
-                                "--id", gw_id, "--workers", str(self.workers)])
+                                "--id", gw_id, "--workers", str(self.workers)] + self.gateway_args)
         port = int(p.wait_line(r"READY gateway_id=\S+ port=(\d+)").group(1))
         self.gateways[gw_id] = (p, port)
         return p, port

@@ -1,0 +1,96 @@
+#include "common/health_http.h"
+
+#include <cstring>
+#include <vector>
+
+#include <libwebsockets.h>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "spdlog/spdlog.h"
+
+namespace switchboard {
+
+std::pair<int, std::string> HealthHttpServer::Answer(const std::string& path, const Readiness& readiness) {
+  if (path == "/livez" || path == "/healthz") return {200, "ok\n"};
+  if (path == "/readyz") {
+    const std::string why = readiness ? readiness() : "";
+    if (why.empty()) return {200, "ready\n"};
+    return {503, absl::StrCat("not ready: ", why, "\n")};
+  }
+  return {404, "not found\n"};
+}
+
+int HealthHttpServer::Respond(struct lws* wsi, int status, const std::string& body) {
+  // Headers and the short body in one write: HTTP/1.1 only (no h2 here).
+  std::vector<unsigned char> buf(LWS_PRE + 512 + body.size());
+  unsigned char* start = buf.data() + LWS_PRE;
+  unsigned char* p = start;
+  unsigned char* end = buf.data() + buf.size() - 1;
+  if (lws_add_http_common_headers(wsi, static_cast<unsigned int>(status), "text/plain; charset=utf-8",
+                                  body.size(), &p, end) ||
+      lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
+                                   reinterpret_cast<const unsigned char*>("no-store"), 8, &p, end) ||
+      lws_finalize_http_header(wsi, &p, end)) {
+    return -1;
+  }
+  std::memcpy(p, body.data(), body.size());
+  p += body.size();
+  if (lws_write(wsi, start, static_cast<size_t>(p - start), LWS_WRITE_HTTP_HEADERS) < 0) return -1;
+  return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+int HealthHttpServer::Callback(struct lws* wsi, int reason, void*, void* in, size_t) {
+  if (reason != LWS_CALLBACK_HTTP) return 0;
+  auto* self = static_cast<HealthHttpServer*>(lws_context_user(lws_get_context(wsi)));
+  auto [status, body] = Answer(std::string(static_cast<const char*>(in)), self->readiness_);
+  return Respond(wsi, status, body);
+}
+
+absl::StatusOr<std::unique_ptr<HealthHttpServer>> HealthHttpServer::Start(const std::string& listen,
+                                                                         Readiness readiness) {
+  const auto colon = listen.rfind(':');
+  int port = -1;
+  if (colon == std::string::npos || !absl::SimpleAtoi(listen.substr(colon + 1), &port) || port < 0 ||
+      port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("health listen address '", listen, "' is not host:port"));
+  }
+  std::unique_ptr<HealthHttpServer> server(new HealthHttpServer());
+  server->readiness_ = std::move(readiness);
+  server->host_ = listen.substr(0, colon);
+  if (server->host_ == "0.0.0.0" || server->host_ == "[::]") server->host_.clear();
+
+  static const lws_protocols kProtocols[] = {
+      {"http", [](lws* wsi, lws_callback_reasons reason, void* user, void* in, size_t len) {
+         return Callback(wsi, reason, user, in, len);
+       }, 0, 0, 0, nullptr, 0},
+      {nullptr, nullptr, 0, 0, 0, nullptr, 0}};
+  lws_context_creation_info info;
+  std::memset(&info, 0, sizeof(info));
+  info.port = port;
+  info.iface = server->host_.empty() ? nullptr : server->host_.c_str();
+  info.protocols = kProtocols;
+  info.user = server.get();
+  info.options = LWS_SERVER_OPTION_DISABLE_IPV6;
+  info.count_threads = 1;
+  server->context_ = lws_create_context(&info);
+  if (server->context_ == nullptr) {
+    return absl::UnavailableError(absl::StrCat("cannot listen for health probes on ", listen));
+  }
+  lws_vhost* vh = lws_get_vhost_by_name(server->context_, "default");
+  server->port_ = vh ? lws_get_vhost_listen_port(vh) : port;
+  HealthHttpServer* raw = server.get();
+  server->thread_ = std::thread([raw] {
+    while (!raw->stop_.load()) lws_service(raw->context_, 0);
+  });
+  return server;
+}
+
+HealthHttpServer::~HealthHttpServer() {
+  stop_ = true;
+  if (context_ != nullptr) lws_cancel_service(context_);
+  if (thread_.joinable()) thread_.join();
+  if (context_ != nullptr) lws_context_destroy(context_);
+}
+
+}  // namespace switchboard

@@ -1,0 +1,129 @@
+"""Health for the probes: gRPC grpc.health.v1 on control, HTTP /livez and
+/readyz on control, gateways and the HTTP proxy. Readiness is true only when
+the process can do its job, and every flip is checked here against real
+processes: NATS down and back, control down and back, a gateway's drain
+(unready at once, before any client is closed)."""
+import os
+import signal
+import sys
+import unittest
+import urllib.error
+import urllib.request
+
+import grpc
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cluster import Cluster, parse_args, wait_until  # noqa: E402
+
+ARGS, UNITTEST_ARGV = parse_args()
+sys.path.insert(0, os.path.join(ARGS.source_dir, "tests", "bench"))
+from bench import Generator, SECRET  # noqa: E402
+
+SERVING, NOT_SERVING = 1, 2
+
+
+def http_get(port, path):
+    """(status, body) of GET http://127.0.0.1:port/path."""
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def grpc_health(port):
+    """The serving status control's grpc.health.v1 service gives (0 if unknown)."""
+    with grpc.insecure_channel("127.0.0.1:%d" % port) as ch:
+        check = ch.unary_unary("/grpc.health.v1.Health/Check")
+        resp = check(b"", timeout=5)  # HealthCheckRequest{service: ""}
+    # HealthCheckResponse{status = 1 (varint)}; proto3 leaves out 0.
+    return resp[1] if resp[:1] == b"\x08" else 0
+
+
+class Health(unittest.TestCase):
+    def setUp(self):
+        self.cluster = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=1, http=True,
+                               gateway_args=["--drain_delay_ms", "1500"])
+        self.gw, self.gw_port = self.cluster.gateways["gw-1"]
+        self.gens = []
+
+    def tearDown(self):
+        for g in self.gens:
+            g.stop()
+        self.cluster.close()
+
+    def ports(self):
+        return {"gateway": self.gw_port, "control": self.cluster.control_health_ports[0],
+                "http": self.cluster.http_port}
+
+    def ready(self, what):
+        return http_get(self.ports()[what], "/readyz")
+
+    def wait_ready(self, what, want, contains="", timeout=15):
+        def check():
+            status, body = self.ready(what)
+            return (status, body) if status == want and contains in body else None
+        return wait_until(check, timeout, "%s /readyz %d %r (last: %s)" % (what, want, contains, self.ready(what)))
+
+    def assert_all_live(self):
+        for what, port in self.ports().items():
+            self.assertEqual(http_get(port, "/livez")[0], 200, what)
+
+    def test_everything_ready_once_up(self):
+        for what in ("gateway", "control", "http"):
+            status, body = self.ready(what)
+            self.assertEqual((status, body.strip()), (200, "ready"), what)
+        self.assertEqual(grpc_health(self.cluster.control_port), SERVING)
+        self.assert_all_live()
+        self.assertEqual(http_get(self.gw_port, "/nope")[0], 404)
+
+    def test_nats_down_makes_gateway_and_control_unready_until_it_is_back(self):
+        self.cluster.stop_nats()
+        self.wait_ready("gateway", 503, "NATS disconnected")
+        self.wait_ready("control", 503, "bus connection is down")
+        wait_until(lambda: grpc_health(self.cluster.control_port) == NOT_SERVING, 10, "gRPC health NOT_SERVING")
+        self.wait_ready("http", 503, "NOT_SERVING")
+        self.assert_all_live()  # alive all the same: restarting them would not help
+        self.cluster.restart_nats()
+        self.wait_ready("gateway", 200)
+        # Control waits one lease after its bus is back (gateways re-announce).
+        self.wait_ready("control", 200)
+        wait_until(lambda: grpc_health(self.cluster.control_port) == SERVING, 10, "gRPC health SERVING")
+        self.wait_ready("http", 200)
+
+    def test_control_down_makes_the_gateway_unready_naming_the_replica(self):
+        addr = self.cluster.control_addrs[0]
+
+        def while_down():
+            status, body = self.wait_ready("gateway", 503, "not attached to control replica")
+            self.assertIn(addr, body)
+            self.wait_ready("http", 503, "unreachable")
+        self.cluster.restart_control(while_down=while_down)
+        # A fresh replica: not ready before its first lease is over.
+        status, body = self.ready("control")
+        if status != 200:
+            self.assertIn("started", body)
+        self.wait_ready("gateway", 200)
+        self.wait_ready("control", 200)
+        self.wait_ready("http", 200)
+
+    def test_draining_gateway_is_unready_before_it_closes_anyone(self):
+        gen = Generator(ARGS.build_dir, ["--targets", "127.0.0.1:%d" % self.gw_port, "--sources", "127.0.9.1",
+                                         "--sessions", "50", "--users", "5", "--secret", SECRET, "--log_closes"])
+        self.gens.append(gen)
+        ready = gen.wait("ready", timeout=30)
+        self.assertEqual((ready["connected"], ready["failed"]), (50, 0), ready)
+        self.wait_ready("gateway", 200)
+        self.gw.signal(signal.SIGTERM)
+        self.wait_ready("gateway", 503, "draining", timeout=5)
+        # Unready while every client is still connected (the drain waits 1.5 s
+        # after turning unready), and still alive.
+        self.assertEqual(gen.closes(), [])
+        self.assertEqual(http_get(self.gw_port, "/livez")[0], 200)
+        wait_until(lambda: len(gen.closes()) == 50, 20, "every client closed")
+        self.assertEqual({c["code"] for c in gen.closes()}, {3001})
+        self.assertEqual(self.gw.p.wait(timeout=30), 0)
+
+
+if __name__ == "__main__":
+    unittest.main(argv=UNITTEST_ARGV, verbosity=2)
