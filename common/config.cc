@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <tuple>
 #include <set>
 #include <sstream>
 
@@ -168,7 +169,7 @@ absl::StatusOr<v1::Config> ParseConfig(const std::string& text) {
   return config;
 }
 
-absl::Status ValidateConfig(v1::Config& c) {
+absl::Status ValidateConfig(v1::Config& c, ConfigRole role) {
   if (c.cluster().empty()) return Bad("cluster", "must not be empty");
   for (char ch : c.cluster()) {
     if (!(isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_')) {
@@ -190,7 +191,8 @@ absl::Status ValidateConfig(v1::Config& c) {
   }
   if (c.default_app().empty()) c.set_default_app(c.apps(0).id());
   if (ids.count(c.default_app()) == 0) return Bad("default_app", "names no app in apps");
-  if (c.api_keys().empty()) return Bad("api_keys", "at least one API key is required");
+  if (role == ConfigRole::kGateway) c.clear_api_keys();
+  if (role != ConfigRole::kGateway && c.api_keys().empty()) return Bad("api_keys", "at least one API key is required");
   for (int i = 0; i < c.api_keys_size(); ++i) {
     if (c.api_keys(i).size() < 8) return Bad(absl::StrCat("api_keys[", i, "]"), "must be at least 8 characters");
   }
@@ -249,10 +251,14 @@ absl::Status ValidateConfig(v1::Config& c) {
   if (c.cluster_token().size() < 16) {
     return Bad("cluster_token", "at least 16 characters are required (gateways present it to control)");
   }
-  for (const auto& [name, creds] : {std::pair<const char*, const v1::NatsCredentials*>{"nats_gateway", &c.nats_gateway()},
-                                    {"nats_control", &c.nats_control()}}) {
+  if (role == ConfigRole::kGateway) c.mutable_nats_control()->clear_password();
+  if (role == ConfigRole::kControl) c.mutable_nats_gateway()->clear_password();
+  for (const auto& [name, creds, needed] :
+       {std::tuple<const char*, const v1::NatsCredentials*, bool>{"nats_gateway", &c.nats_gateway(),
+                                                                  role != ConfigRole::kControl},
+        {"nats_control", &c.nats_control(), role != ConfigRole::kGateway}}) {
     if (creds->user().empty()) return Bad(std::string(name) + ".user", "must not be empty (NATS runs with authentication)");
-    if (creds->password().size() < 12) return Bad(std::string(name) + ".password", "at least 12 characters");
+    if (needed && creds->password().size() < 12) return Bad(std::string(name) + ".password", "at least 12 characters");
   }
   {
     const auto& tls = c.tls();
@@ -272,21 +278,22 @@ absl::Status ValidateConfig(v1::Config& c) {
   if (c.nats_gateway().user() == c.nats_control().user()) {
     return Bad("nats_control.user", "must differ from nats_gateway.user (each role has its own permissions)");
   }
-  if (c.http_proxy_token().size() < 16) {
+  if (role == ConfigRole::kGateway) c.clear_http_proxy_token();
+  if (role != ConfigRole::kGateway && c.http_proxy_token().size() < 16) {
     return Bad("http_proxy_token", "at least 16 characters are required (switchboard-http presents it to control)");
   }
   if (gw->client_expired_close_delay_s() > 3600) return Bad("gateway.client_expired_close_delay_s", "at most 3600");
   return absl::OkStatus();
 }
 
-absl::StatusOr<v1::Config> LoadConfig(const std::string& path) {
+absl::StatusOr<v1::Config> LoadConfig(const std::string& path, ConfigRole role) {
   std::ifstream in(path);
   if (!in) return absl::NotFoundError(absl::StrCat("config: cannot read ", path));
   std::stringstream ss;
   ss << in.rdbuf();
   auto config = ParseConfig(ss.str());
   if (!config.ok()) return config.status();
-  auto st = ValidateConfig(*config);
+  auto st = ValidateConfig(*config, role);
   if (!st.ok()) return st;
   return config;
 }

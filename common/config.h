@@ -12,12 +12,19 @@ namespace switchboard {
 // name the field path, e.g. "apps[0].secret: expected a string".
 absl::StatusOr<v1::Config> ParseConfig(const std::string& text);
 
+// Which process reads the config. A gateway never needs the API keys, the
+// HTTP proxy's token or control's NATS password, and control never needs the
+// gateways' NATS password: for those roles they are not required, and are
+// dropped from memory if present (in Kubernetes each pod gets only its own
+// secrets; the shared ConfigMap writes the others as ${VAR:-}).
+enum class ConfigRole { kAll, kControl, kGateway };
+
 // Checks required fields and ranges, and fills defaults. The error names the
 // first bad field.
-absl::Status ValidateConfig(v1::Config& config);
+absl::Status ValidateConfig(v1::Config& config, ConfigRole role = ConfigRole::kAll);
 
 // Reads, parses and validates a file.
-absl::StatusOr<v1::Config> LoadConfig(const std::string& path);
+absl::StatusOr<v1::Config> LoadConfig(const std::string& path, ConfigRole role = ConfigRole::kAll);
 
 // The app with this ID, or nullptr.
 // The NATS subject control broadcasts its requests on; gateways subscribe to

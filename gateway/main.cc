@@ -63,7 +63,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", std::string(st.message()).c_str());
     return 2;
   }
-  auto config_or = LoadConfig(absl::GetFlag(FLAGS_config));
+  auto config_or = LoadConfig(absl::GetFlag(FLAGS_config), ConfigRole::kGateway);
   if (!config_or.ok()) {
     std::fprintf(stderr, "config error: %s\n", std::string(config_or.status().message()).c_str());
     return 2;

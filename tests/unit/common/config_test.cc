@@ -156,6 +156,54 @@ INSTANTIATE_TEST_SUITE_P(
       return name + "_" + std::to_string(info.index);
     });
 
+TEST(Config, EachRoleNeedsOnlyItsOwnSecretsAndDropsTheOthers) {
+  // As the Kubernetes ConfigMap writes it: every pod reads the same file,
+  // with only its own secrets in its environment.
+  constexpr char kShared[] = R"(
+cluster: test
+nats_url: nats://127.0.0.1:4222
+apps: [{id: demo, key: demo-key, secret: demo-secret-123}]
+api_keys: ["${SB_TEST_API_KEY:-}"]
+cluster_token: cluster-token-0123456789
+http_proxy_token: "${SB_TEST_PROXY_TOKEN:-}"
+nats_gateway: {user: gw, password: "${SB_TEST_GW_PASSWORD:-}"}
+nats_control: {user: ctl, password: "${SB_TEST_CTL_PASSWORD:-}"}
+)";
+  ::setenv("SB_TEST_GW_PASSWORD", "gw-password-1234", 1);
+  auto gw = ParseConfig(kShared);
+  ASSERT_TRUE(gw.ok()) << gw.status();
+  ASSERT_TRUE(ValidateConfig(*gw, ConfigRole::kGateway).ok()) << ValidateConfig(*gw, ConfigRole::kGateway);
+  EXPECT_EQ(gw->api_keys_size(), 0);
+  EXPECT_EQ(gw->nats_gateway().password(), "gw-password-1234");
+  // Control needs its own: without them it refuses, naming the field.
+  auto ctl = ParseConfig(kShared);
+  ASSERT_TRUE(ctl.ok());
+  auto st = ValidateConfig(*ctl, ConfigRole::kControl);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(std::string(st.message()).find("api_keys"), std::string::npos) << st;
+  ::setenv("SB_TEST_API_KEY", "api-key-12345", 1);
+  ::setenv("SB_TEST_PROXY_TOKEN", "proxy-token-0123456789", 1);
+  ::setenv("SB_TEST_CTL_PASSWORD", "ctl-password-1234", 1);
+  ctl = ParseConfig(kShared);
+  ASSERT_TRUE(ctl.ok());
+  ASSERT_TRUE(ValidateConfig(*ctl, ConfigRole::kControl).ok()) << ValidateConfig(*ctl, ConfigRole::kControl);
+  EXPECT_TRUE(ctl->nats_gateway().password().empty());  // dropped: control never uses it
+  EXPECT_EQ(ctl->nats_control().password(), "ctl-password-1234");
+  // The gateway drops control's and the proxy's secrets even when given them.
+  gw = ParseConfig(kShared);
+  ASSERT_TRUE(gw.ok());
+  ASSERT_TRUE(ValidateConfig(*gw, ConfigRole::kGateway).ok());
+  EXPECT_TRUE(gw->nats_control().password().empty());
+  EXPECT_TRUE(gw->http_proxy_token().empty());
+  EXPECT_EQ(gw->api_keys_size(), 0);
+  // Everything at once (switchboardctl) still needs them all.
+  ::unsetenv("SB_TEST_GW_PASSWORD");
+  auto all = ParseConfig(kShared);
+  ASSERT_TRUE(all.ok());
+  EXPECT_FALSE(ValidateConfig(*all).ok());
+  for (const char* v : {"SB_TEST_API_KEY", "SB_TEST_PROXY_TOKEN", "SB_TEST_CTL_PASSWORD"}) ::unsetenv(v);
+}
+
 TEST(Config, MissingFileIsAnError) {
   auto c = LoadConfig("/nonexistent/switchboard.yaml");
   ASSERT_FALSE(c.ok());

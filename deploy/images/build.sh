@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Builds Switchboard's container images offline (no registry): a Debian 12
+# base made with mmdebstrap from Debian's mirror and imported into podman,
+# the project compiled once in a build stage on it, then the runtime images
+# (control, gateway, http, nats) from their Containerfiles.
+#
+#   deploy/images/build.sh            # build what is missing or changed
+#   deploy/images/build.sh --sizes    # also print each image's size
+#
+# Images are tagged localhost/switchboard/<name>:<version> with the version
+# of CMakeLists.txt's project(), the tag the kustomize manifests pin.
+# podman reads deploy/images/containers.conf (runc, fd limits); nothing
+# system-wide is changed. A ccache directory (~/.cache/switchboard-image-ccache)
+# is mounted into the build stage, so a rebuild after a small change is quick.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$PWD
+export CONTAINERS_CONF=$root/deploy/images/containers.conf
+
+sizes=false
+[[ ${1:-} == --sizes ]] && sizes=true
+
+missing=()
+for p in podman runc mmdebstrap uidmap; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "images: installing ${missing[*]}"
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+version=$(sed -n 's/^project(switchboard VERSION \([0-9.]*\).*/\1/p' CMakeLists.txt)
+base=localhost/switchboard/debian-base:bookworm
+build=localhost/switchboard/build:$version
+
+if ! podman image exists "$base"; then
+  echo "images: making the Debian base with mmdebstrap"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  # Documentation, man pages and translations are left out (the copyright
+  # files stay), here and in every package installed on top later.
+  mmdebstrap --variant=minbase --include=ca-certificates \
+    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+    --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
+    --dpkgopt='path-exclude=/usr/share/info/*' \
+    bookworm "$tmp/base.tar" http://deb.debian.org/debian
+  podman import --change 'CMD ["/bin/bash"]' "$tmp/base.tar" "$base" >/dev/null
+fi
+
+ccache_dir=${SWITCHBOARD_IMAGE_CCACHE:-$HOME/.cache/switchboard-image-ccache}
+mkdir -p "$ccache_dir"
+echo "images: build stage $build"
+podman build -q -f deploy/images/Containerfile.build --build-arg BASE="$base" \
+  -v "$ccache_dir:/ccache" -t "$build" . >/dev/null
+
+for name in control gateway http nats; do
+  echo "images: localhost/switchboard/$name:$version"
+  podman build -q -f "deploy/images/Containerfile.$name" --build-arg BASE="$base" --build-arg BUILD="$build" \
+    --build-arg VERSION="$version" -t "localhost/switchboard/$name:$version" . >/dev/null
+done
+
+if $sizes; then
+  for name in debian-base control gateway http nats; do
+    tag=$version; [[ $name == debian-base ]] && tag=bookworm
+    printf '%-14s %s\n' "$name" "$(podman image inspect --format '{{.Size}}' "localhost/switchboard/$name:$tag" |
+      awk '{printf "%.1f MB", $1/1e6}')"
+  done
+fi
