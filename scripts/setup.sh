@@ -10,7 +10,7 @@ PKGS=(
   libabsl-dev libwebsockets-dev libwebsockets-evlib-uv libuv1-dev
   libnats-dev nats-server libjwt-dev libyaml-cpp-dev libspdlog-dev
   nlohmann-json3-dev libssl-dev libgtest-dev libgmock-dev
-  python3 python3-grpcio python3-protobuf python3-jwt
+  python3 python3-grpcio python3-protobuf python3-jwt python3-yaml
   golang-go golang-github-grpc-ecosystem-grpc-gateway-dev
   libc-ares-dev dnsmasq-base
   nodejs npm
@@ -34,6 +34,18 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# kubectl (kustomize) renders the Kubernetes manifests in the test suite. On
+# this machine kind it comes from the distribution's kubectl package source.
+if ! command -v kubectl >/dev/null; then
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubectl ||
+    { echo "setup: kubectl is needed (kubectl kustomize) and could not be installed" >&2; exit 1; }
+fi
+if [[ ! -d deploy/k8s/check/node_modules ]] || \
+   [[ deploy/k8s/check/package-lock.json -nt deploy/k8s/check/node_modules ]]; then
+  (cd deploy/k8s/check && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 if [[ -f tests/integration/node/package.json ]]; then

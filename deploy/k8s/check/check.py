@@ -1,0 +1,401 @@
+#!/usr/bin/env python3
+"""Checks the Kubernetes manifests offline, as the README's test command runs
+them (ctest k8s_manifests):
+
+1. every overlay renders with `kubectl kustomize` (production with the
+   .example secret files standing in for the real ones);
+2. every object validates against the Kubernetes API schemas, unknown fields
+   rejected (validate.js);
+3. policy: every container has readiness and liveness probes, CPU and memory
+   requests and limits, runs as non-root without privilege escalation, and
+   pins its image tag; every Service, PDB and HPA selects or targets a
+   workload that exists; every Ingress backend is a Service port; every
+   ConfigMap/Secret a pod references exists with the key it names; every
+   ${VAR} the config needs for a role is in that role's environment;
+   container ports match the config's listen addresses; the NATS users'
+   permissions are what `switchboardctl nats-config` prints for the same
+   config; the gateway's grace period covers preStop and the drain; the
+   control address gateways resolve is a headless Service that lists
+   not-ready replicas.
+
+--self-test breaks rendered objects in known ways and checks that each
+policy catches its break (a check that cannot fail is no check).
+
+  check.py --build-dir BUILD --source-dir SRC [--self-test]
+"""
+import argparse
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import yaml
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+K8S = os.path.dirname(HERE)
+OVERLAYS = ["dev", "production"]
+
+# What each role reads from the environment (ConfigRole in common/config.h);
+# the config writes the others as ${VAR:-}.
+ROLE_ENV = {
+    "control": {"SWITCHBOARD_APP_SECRET", "SWITCHBOARD_API_KEY", "SWITCHBOARD_CLUSTER_TOKEN",
+                "SWITCHBOARD_HTTP_PROXY_TOKEN", "SWITCHBOARD_NATS_CONTROL_PASSWORD"},
+    "gateway": {"SWITCHBOARD_APP_SECRET", "SWITCHBOARD_CLUSTER_TOKEN", "SWITCHBOARD_NATS_GATEWAY_PASSWORD"},
+    "http": {"SWITCHBOARD_HTTP_PROXY_TOKEN"},
+    "nats": {"NATS_ROUTE_PASSWORD", "SWITCHBOARD_NATS_GATEWAY_PASSWORD", "SWITCHBOARD_NATS_CONTROL_PASSWORD"},
+}
+# Secrets a role must never get (least privilege).
+ROLE_FORBIDDEN_ENV = {
+    "gateway": {"SWITCHBOARD_API_KEY", "SWITCHBOARD_HTTP_PROXY_TOKEN", "SWITCHBOARD_NATS_CONTROL_PASSWORD"},
+    "http": {"SWITCHBOARD_API_KEY", "SWITCHBOARD_CLUSTER_TOKEN", "SWITCHBOARD_APP_SECRET"},
+}
+
+
+def render(overlay, workdir):
+    """The overlay's objects. Production's secret env files are made from the
+    .example files in a copy of deploy/k8s (the real ones are never committed)."""
+    tree = os.path.join(workdir, overlay, "k8s")
+    if not os.path.exists(tree):
+        shutil.copytree(K8S, tree, ignore=shutil.ignore_patterns("node_modules", "check"))
+        for name in ("secrets.env", "nats-secrets.env"):
+            example = os.path.join(tree, "overlays", overlay, name + ".example")
+            if os.path.exists(example):
+                shutil.copy(example, os.path.join(tree, "overlays", overlay, name))
+    out = subprocess.run(["kubectl", "kustomize", os.path.join(tree, "overlays", overlay)],
+                         capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        raise SystemExit("kubectl kustomize overlays/%s failed:\n%s" % (overlay, out.stderr))
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def schema_problems(objects):
+    # kustomize wraps long base64 values in Secrets over lines; the API server
+    # decodes them ignoring line breaks, the schema's pattern does not: join.
+    objects = copy.deepcopy(objects)
+    for o in objects:
+        if o["kind"] == "Secret":
+            for k, v in (o.get("data") or {}).items():
+                o["data"][k] = v.replace("\n", "")
+    out = subprocess.run(["node", os.path.join(HERE, "validate.js")], input=json.dumps(objects),
+                         capture_output=True, text=True, timeout=120)
+    if out.returncode not in (0, 1):
+        raise SystemExit("validate.js failed: %s" % out.stderr)
+    return [l for l in out.stdout.splitlines() if l.strip()]
+
+
+def name_of(o):
+    return "%s/%s" % (o["kind"], o["metadata"]["name"])
+
+
+def workloads(objects):
+    return [o for o in objects if o["kind"] in ("Deployment", "StatefulSet", "DaemonSet")]
+
+
+def role_of(workload):
+    return workload["metadata"]["name"].replace("switchboard-", "")
+
+
+def selects(selector, labels):
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def port_of(hostport):
+    return int(hostport.rsplit(":", 1)[1])
+
+
+def arg_value(args, flag):
+    for a in args:
+        if a.startswith(flag + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def generated(items, name):
+    """The object kustomize generated as `name` (with its hash suffix)."""
+    for n, o in items.items():
+        if n == name or re.fullmatch(re.escape(name) + r"-[a-z0-9]{10}", n):
+            return o
+    return None
+
+
+def policy_problems(objects, build_dir):
+    p = []
+    by_kind = {}
+    for o in objects:
+        by_kind.setdefault(o["kind"], {})[o["metadata"]["name"]] = o
+    configmaps = by_kind.get("ConfigMap", {})
+    secrets = by_kind.get("Secret", {})
+    services = by_kind.get("Service", {})
+    wls = workloads(objects)
+
+    def secret_keys(s):
+        return set((s.get("data") or {}).keys()) | set((s.get("stringData") or {}).keys())
+
+    for w in wls:
+        spec = w["spec"]["template"]["spec"]
+        pod_sc = spec.get("securityContext") or {}
+        volumes = {v["name"]: v for v in spec.get("volumes") or []}
+        for c in spec.get("containers", []):
+            where = "%s container %s" % (name_of(w), c["name"])
+            for probe in ("readinessProbe", "livenessProbe"):
+                if not c.get(probe):
+                    p.append("%s: no %s" % (where, probe))
+            res = c.get("resources") or {}
+            for kind in ("requests", "limits"):
+                for r in ("cpu", "memory"):
+                    if r not in (res.get(kind) or {}):
+                        p.append("%s: no %s.%s" % (where, kind, r))
+            sc = c.get("securityContext") or {}
+            non_root = sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot"))
+            uid = sc.get("runAsUser", pod_sc.get("runAsUser"))
+            if non_root is not True or uid in (None, 0):
+                p.append("%s: not pinned to a non-root user (runAsNonRoot and runAsUser)" % where)
+            if sc.get("allowPrivilegeEscalation") is not False:
+                p.append("%s: allowPrivilegeEscalation is not false" % where)
+            if sc.get("privileged"):
+                p.append("%s: privileged" % where)
+            image = c.get("image", "")
+            tag = image.rsplit("/", 1)[-1]
+            if "@sha256:" not in image and (":" not in tag or tag.endswith(":latest")):
+                p.append("%s: image %r has no pinned tag" % (where, image))
+            # References to ConfigMaps and Secrets, with their keys.
+            for e in c.get("env") or []:
+                ref = (e.get("valueFrom") or {})
+                if "secretKeyRef" in ref:
+                    r = ref["secretKeyRef"]
+                    if r["name"] not in secrets:
+                        p.append("%s: env %s: Secret %s does not exist" % (where, e["name"], r["name"]))
+                    elif r["key"] not in secret_keys(secrets[r["name"]]):
+                        p.append("%s: env %s: Secret %s has no key %s" % (where, e["name"], r["name"], r["key"]))
+                if "configMapKeyRef" in ref:
+                    r = ref["configMapKeyRef"]
+                    if r["name"] not in configmaps or r["key"] not in (configmaps[r["name"]].get("data") or {}):
+                        p.append("%s: env %s: ConfigMap %s key %s missing" % (where, e["name"], r["name"], r["key"]))
+            for m in c.get("volumeMounts") or []:
+                if m["name"] not in volumes:
+                    p.append("%s: mounts unknown volume %s" % (where, m["name"]))
+        for v in volumes.values():
+            if "configMap" in v and v["configMap"]["name"] not in configmaps:
+                p.append("%s: volume %s: ConfigMap %s does not exist" % (name_of(w), v["name"], v["configMap"]["name"]))
+            if "secret" in v and v["secret"]["secretName"] not in secrets:
+                p.append("%s: volume %s: Secret %s does not exist" % (name_of(w), v["name"], v["secret"]["secretName"]))
+
+    def pods_matching(selector):
+        return [w for w in wls if selects(selector, w["spec"]["template"]["metadata"].get("labels") or {})]
+
+    for s in services.values():
+        sel = s["spec"].get("selector")
+        matched = pods_matching(sel)
+        if not matched:
+            p.append("%s: selects no pods (%s)" % (name_of(s), sel))
+        for port in s["spec"].get("ports", []):
+            tp = port.get("targetPort", port["port"])
+            names = {cp.get("name") for w in matched for c in w["spec"]["template"]["spec"]["containers"]
+                     for cp in c.get("ports") or []}
+            numbers = {cp["containerPort"] for w in matched for c in w["spec"]["template"]["spec"]["containers"]
+                       for cp in c.get("ports") or []}
+            if matched and tp not in names and tp not in numbers:
+                p.append("%s: targetPort %s is no container port of the pods it selects" % (name_of(s), tp))
+    for pdb in by_kind.get("PodDisruptionBudget", {}).values():
+        if not pods_matching(pdb["spec"]["selector"].get("matchLabels")):
+            p.append("%s: selects no pods" % name_of(pdb))
+    for w in wls:
+        if not selects(w["spec"]["selector"].get("matchLabels"), w["spec"]["template"]["metadata"].get("labels") or {}):
+            p.append("%s: its selector does not match its own pod template" % name_of(w))
+    for hpa in by_kind.get("HorizontalPodAutoscaler", {}).values():
+        ref = hpa["spec"]["scaleTargetRef"]
+        if ref["name"] not in by_kind.get(ref["kind"], {}):
+            p.append("%s: scales %s/%s, which does not exist" % (name_of(hpa), ref["kind"], ref["name"]))
+    for ing in by_kind.get("Ingress", {}).values():
+        for rule in ing["spec"].get("rules", []):
+            for path in rule.get("http", {}).get("paths", []):
+                svc = path["backend"]["service"]
+                s = services.get(svc["name"])
+                if s is None:
+                    p.append("%s: backend Service %s does not exist" % (name_of(ing), svc["name"]))
+                    continue
+                want = svc["port"].get("name", svc["port"].get("number"))
+                if want not in {x.get("name") for x in s["spec"]["ports"]} | {x["port"] for x in s["spec"]["ports"]}:
+                    p.append("%s: backend port %s is not a port of Service %s" % (name_of(ing), want, svc["name"]))
+
+    # The config, as every Switchboard pod reads it.
+    cm = generated(configmaps, "switchboard-config")
+    if cm is None:
+        return p + ["ConfigMap switchboard-config is missing"]
+    text = cm["data"]["switchboard.yaml"]
+    config = yaml.safe_load(text)
+    body = re.sub(r"(?m)^\s*#.*$", "", text)  # comments may mention ${VAR}
+    needed = set(re.findall(r"\$\{([A-Z0-9_]+)\}", body))  # no default: every reader needs it
+    by_role = {role_of(w): w for w in wls}
+
+    def container(role):
+        w = by_role.get(role)
+        return w["spec"]["template"]["spec"]["containers"][0] if w else None
+
+    for role, want in ROLE_ENV.items():
+        c = container(role)
+        if c is None:
+            p.append("no workload for %s" % role)
+            continue
+        have = {e["name"] for e in c.get("env") or []}
+        reads_config = role in ("control", "gateway")
+        for var in sorted(want | (needed if reads_config else set())):
+            if var not in have:
+                p.append("%s: the config needs ${%s} but the pod's environment lacks it" % (role, var))
+        for var in sorted(ROLE_FORBIDDEN_ENV.get(role, set()) & have):
+            p.append("%s: gets %s, a secret it never uses" % (role, var))
+
+    def container_ports(role):
+        c = container(role)
+        return {cp["containerPort"] for cp in c.get("ports") or []} if c else set()
+
+    gw_port = config["gateway"]["port"]
+    if gw_port not in container_ports("gateway"):
+        p.append("gateway: config gateway.port %s is not a container port %s" % (gw_port, container_ports("gateway")))
+    for field in ("listen", "health_listen"):
+        port = port_of(config["control"][field])
+        if port not in container_ports("control"):
+            p.append("control: config control.%s port %s is not a container port" % (field, port))
+    http = container("http")
+    if http is not None:
+        listen = arg_value(http.get("args", []), "--listen")
+        if listen is None or port_of(listen) not in container_ports("http"):
+            p.append("http: --listen %s is not a container port" % listen)
+        target = arg_value(http.get("args", []), "--control")
+        if target is None or target.split(":")[0] not in services or \
+                port_of(target) not in {x["port"] for x in services[target.split(":")[0]]["spec"]["ports"]}:
+            p.append("http: --control %s is no Service port" % target)
+    nats_url = config["nats_url"]
+    nats_svc = re.match(r"nats://([^:/]+):(\d+)", nats_url)
+    if not nats_svc or nats_svc.group(1) not in services or \
+            int(nats_svc.group(2)) not in {x["port"] for x in services[nats_svc.group(1)]["spec"]["ports"]}:
+        p.append("config nats_url %s is no Service port" % nats_url)
+    for addr in config["control"]["addresses"]:
+        host, port = addr.rsplit(":", 1)
+        s = services.get(host)
+        if s is None or s["spec"].get("clusterIP") != "None" or not s["spec"].get("publishNotReadyAddresses"):
+            p.append("control.addresses %s: must be a headless Service that publishes not-ready replicas" % addr)
+        elif int(port) not in {x["port"] for x in s["spec"]["ports"]}:
+            p.append("control.addresses %s: no such port on the Service" % addr)
+
+    # Gateway drain: grace period >= preStop + drain + close handshakes (10 s).
+    gw = by_role.get("gateway")
+    if gw is not None:
+        spec = gw["spec"]["template"]["spec"]
+        c = spec["containers"][0]
+        pre = (((c.get("lifecycle") or {}).get("preStop") or {}).get("exec") or {}).get("command") or []
+        pre_s = float(pre[-1]) if pre and pre[0].endswith("sleep") else 0
+        drain_s = int(arg_value(c.get("args", []), "--drain_ms") or 2000) / 1000
+        delay_s = int(arg_value(c.get("args", []), "--drain_delay_ms") or 0) / 1000
+        grace = spec.get("terminationGracePeriodSeconds", 30)
+        if grace < pre_s + delay_s + drain_s + 10:
+            p.append("gateway: terminationGracePeriodSeconds %s < preStop %s + drain %s + 10 s" % (grace, pre_s, drain_s))
+        if config["gateway"].get("max_sessions", 18000) > 19000:
+            p.append("gateway: max_sessions above 19000 does not fit 20000 descriptors")
+
+    # NATS permissions as switchboardctl prints them for this config.
+    nats_cm = generated(configmaps, "switchboard-nats-config")
+    ctl = os.path.join(build_dir, "cli", "switchboardctl")
+    if nats_cm is None:
+        p.append("ConfigMap switchboard-nats-config is missing")
+    elif not os.path.exists(ctl):
+        p.append("cannot compare NATS permissions: %s is not built" % ctl)
+    else:
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+            f.write(text)
+            f.flush()
+            env = dict(os.environ)
+            for var in set(re.findall(r"\$\{([A-Z0-9_]+)", text)):
+                env[var] = "check-placeholder-%s" % var.lower()
+            out = subprocess.run([ctl, "--config", f.name, "nats-config"], capture_output=True, text=True,
+                                 env=env, timeout=30)
+        if out.returncode != 0:
+            p.append("switchboardctl nats-config on the ConfigMap's config failed: %s" % out.stderr.strip())
+        else:
+            def perms(conf):
+                return dict(re.findall(r'user:\s*"([^"]+)".*?permissions:\s*(\{.*?\}\}+)', conf, re.S))
+            want, have = perms(out.stdout), perms(nats_cm["data"]["nats.conf"])
+            if not want or want != have:
+                p.append("nats.conf permissions %s differ from switchboardctl nats-config %s" % (have, want))
+    return p
+
+
+def self_test(objects, build_dir):
+    """Each break must be caught by the check named with it."""
+    def find(kind, name):
+        return next(o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name)
+
+    def gw_container(objs):
+        return next(o for o in objs if o["kind"] == "Deployment"
+                    and o["metadata"]["name"] == "switchboard-gateway")["spec"]["template"]["spec"]["containers"][0]
+
+    breaks = [
+        ("no readiness probe", lambda o: gw_container(o).pop("readinessProbe"), "no readinessProbe"),
+        ("no memory limit", lambda o: gw_container(o)["resources"]["limits"].pop("memory"), "no limits.memory"),
+        ("root", lambda o: gw_container(o)["securityContext"].update(runAsNonRoot=False), "non-root"),
+        ("latest tag", lambda o: gw_container(o).update(image="localhost/switchboard/gateway:latest"), "pinned tag"),
+        ("unknown secret key", lambda o: gw_container(o)["env"][1]["valueFrom"]["secretKeyRef"].update(key="nope"),
+         "has no key nope"),
+        ("service selects nothing",
+         lambda o: next(x for x in o if x["kind"] == "Service" and x["metadata"]["name"] == "switchboard-http")
+         ["spec"]["selector"].update({"app.kubernetes.io/name": "nobody"}), "selects no pods"),
+        ("wrong container port", lambda o: gw_container(o)["ports"][0].update(containerPort=9999),
+         "gateway.port"),
+        ("secret too many", lambda o: gw_container(o)["env"].append(
+            {"name": "SWITCHBOARD_API_KEY", "value": "x"}), "a secret it never uses"),
+        ("short grace", lambda o: next(x for x in o if x["kind"] == "Deployment" and
+                                       x["metadata"]["name"] == "switchboard-gateway")["spec"]["template"]["spec"]
+         .update(terminationGracePeriodSeconds=5), "terminationGracePeriodSeconds"),
+        ("permissions drift", lambda o: next(x for x in o if x["kind"] == "ConfigMap" and
+                                             x["metadata"]["name"].startswith("switchboard-nats-config"))["data"].update(
+            {"nats.conf": "authorization { users = [ {user: \"switchboard-gateway\", password: x, permissions: "
+                          "{subscribe: {allow: [\">\"]}}} ] }"}), "permissions"),
+    ]
+    failed = []
+    for what, mutate, expect in breaks:
+        objs = copy.deepcopy(objects)
+        mutate(objs)
+        problems = policy_problems(objs, build_dir)
+        if not any(expect in x for x in problems):
+            failed.append("%s: not caught (got %s)" % (what, problems))
+    objs = copy.deepcopy(objects)
+    gw_container(objs)["imagePullPolicyy"] = "Always"
+    if not any("unknown field" in x for x in schema_problems(objs)):
+        failed.append("unknown field: not caught by the schema check")
+    return failed
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build-dir", required=True)
+    ap.add_argument("--source-dir", default=None)
+    ap.add_argument("--self-test", action="store_true")
+    a = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="switchboard-k8s-check-")
+    try:
+        bad = 0
+        for overlay in OVERLAYS:
+            objects = render(overlay, work)
+            problems = schema_problems(objects) + policy_problems(objects, os.path.abspath(a.build_dir))
+            kinds = sorted({o["kind"] for o in objects})
+            print("overlays/%s: %d objects (%s), %d problems" % (overlay, len(objects), ", ".join(kinds), len(problems)))
+            for x in problems:
+                print("  " + x)
+            bad += len(problems)
+            if a.self_test and overlay == "production":
+                failed = self_test(objects, os.path.abspath(a.build_dir))
+                print("self-test: %s" % ("every break caught" if not failed else "%d not caught" % len(failed)))
+                for x in failed:
+                    print("  " + x)
+                bad += len(failed)
+        return 1 if bad else 0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
