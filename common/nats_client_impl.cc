@@ -1,5 +1,7 @@
 #include "common/nats_client_impl.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
 
@@ -19,7 +21,16 @@ void OnDisconnected(natsConnection*, void*) { spdlog::warn("nats: disconnected")
 
 void NatsClientImpl::OnConnected(natsConnection*, void* closure) {
   spdlog::info("nats: connected");
-  static_cast<NatsClientImpl*>(closure)->connected_since_ms_ = absl::ToUnixMillis(absl::Now());
+  auto* self = static_cast<NatsClientImpl*>(closure);
+  self->connected_since_ms_ = absl::ToUnixMillis(absl::Now());
+  if (!self->connected_once_.HasBeenNotified()) self->connected_once_.Notify();
+}
+
+bool NatsClientImpl::WaitForFirstConnection(absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  if (!connected_once_.WaitForNotificationWithDeadline(deadline)) return false;
+  const int64_t left_ms = std::max<int64_t>(1, absl::ToInt64Milliseconds(deadline - absl::Now()));
+  return natsConnection_FlushTimeout(conn_, left_ms) == NATS_OK;
 }
 
 void NatsClientImpl::OnReconnected(natsConnection*, void* closure) {
@@ -59,7 +70,10 @@ absl::StatusOr<std::unique_ptr<NatsClientImpl>> NatsClientImpl::Create(const std
   if (s != NATS_OK) return absl::InvalidArgumentError(absl::StrCat("nats_url \"", url, "\": ", natsStatus_GetText(s)));
 
   s = natsConnection_Connect(&client->conn_, opts);
-  if (s == NATS_OK) client->connected_since_ms_ = absl::ToUnixMillis(absl::Now());
+  if (s == NATS_OK) {
+    client->connected_since_ms_ = absl::ToUnixMillis(absl::Now());
+    client->connected_once_.Notify();
+  }
   if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED) {
     return absl::UnavailableError(absl::StrCat("nats connect ", url, ": ", natsStatus_GetText(s)));
   }
@@ -168,6 +182,12 @@ absl::Status NatsClientImpl::Subscribe(const std::string& subject, Handler handl
   if (s != NATS_OK) {
     natsSubscription_Destroy(sub->sub);
     return FromNats(s, "nats subscribe " + subject);
+  }
+  // A round trip, so the server has the subscription before the caller goes
+  // on (a gateway attaches to control only after this: it must not be asked
+  // before it can hear). Bounded; while disconnected the library resends it.
+  if (Connected() && natsConnection_FlushTimeout(conn_, 2000) != NATS_OK) {
+    spdlog::warn("nats: subscription to {} not confirmed by the server yet", subject);
   }
   absl::MutexLock lock(&mu_);
   subs_.push_back(std::move(sub));

@@ -43,6 +43,9 @@ class NatsClientImpl final : public NatsClient {
   // disconnected).
   absl::Time ConnectedSince() const;
   std::string NewInbox() override;
+  // Waits until the first connection to the server is up and everything
+  // subscribed so far is confirmed by it, at most `timeout`. False on timeout.
+  bool WaitForFirstConnection(absl::Duration timeout);
   size_t MaxPayload() const override;
 
  private:
@@ -70,6 +73,7 @@ class NatsClientImpl final : public NatsClient {
   std::vector<std::unique_ptr<Sub>> subs_ ABSL_GUARDED_BY(mu_);
   std::thread sender_;
   std::atomic<int64_t> connected_since_ms_{0};
+  absl::Notification connected_once_;
 };
 
 }  // namespace switchboard

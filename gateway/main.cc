@@ -204,6 +204,12 @@ int main(int argc, char** argv) {
     spdlog::error("{}", std::string(st.message()));
     return 1;
   }
+  // Hear before being asked: a member control asks but that is not on the
+  // bus yet makes answers incomplete. Bounded: with NATS down at start the
+  // gateway still attaches (and is named as missing until it can answer).
+  if (!bus->WaitForFirstConnection(absl::Seconds(3))) {
+    spdlog::warn("nats: not connected 3 s after start; attaching to control anyway");
+  }
   links.Start();
 
   std::atomic<bool> draining{false};

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and runs the whole test suite twice: a
 # normal build (gcc) and a clang ASan+UBSan build that also holds the libFuzzer
-# targets (each fuzzed for FUZZ_SECONDS). Exit 0 only if every test passes.
+# targets (each fuzzed for FUZZ_SECONDS); in between, builds the container
+# images and runs the multi-host Kubernetes test on them (root). Exit 0 only
+# if every test passes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
@@ -16,6 +18,14 @@ run_suite() {
 }
 
 run_suite build
+
+# Kubernetes: the container images, built offline (mmdebstrap + podman), and
+# the multi-host test that runs what the production overlay renders on
+# network namespaces (needs root). Every run: CI machines start empty.
+echo "== images"
+bash deploy/images/build.sh --sizes
+echo "== multi-host (production overlay on network namespaces)"
+/usr/bin/python3 tests/k8s/multihost.py --build-dir build
 # Sanitizers: leaks are reported too; a finding fails the test that hit it.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}

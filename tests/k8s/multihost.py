@@ -1,0 +1,609 @@
+#!/usr/bin/env python3
+"""Runs what the production overlay renders on several "hosts" of this
+machine, without a Kubernetes cluster, and checks the fleet on it.
+
+Each pod gets its own network namespace on one bridge (its own IP); each
+container starts from the built image (deploy/images/build.sh) with exactly
+the command, args, env, volumes, user and security settings the rendered
+manifest gives it (Secrets and ConfigMaps resolved as the kubelet would,
+$(VAR) expanded in args). A ClusterIP Service is a stable virtual address
+(iptables DNAT to the ready pods behind it, as kube-proxy does); a headless
+Service is a DNS name with every selected pod's address, and StatefulSet
+pods have their own names (dnsmasq on the bridge). Probes are run as the
+kubelet runs them; a terminating pod leaves its Services first, gets its
+preStop hook, then SIGTERM and SIGKILL after its grace period.
+
+On it: clients (switchboard-loadgen, centrifuge protocol) on three gateways
+on three hosts; UserConnections and TerminateUser complete through both
+control replicas and through switchboard-http; one host's link cut gives a
+partial answer naming its gateway within the lease, and healing it rejoins;
+a rolling restart of the gateways loses no API call and every client of a
+restarted gateway gets a reconnect code; one NATS node down changes nothing.
+
+Needs root, podman and the images. Run by scripts/test.sh after
+deploy/images/build.sh:
+  tests/k8s/multihost.py --build-dir build --source-dir .
+"""
+import argparse
+import base64
+import copy
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+import urllib.error
+import urllib.request
+
+import grpc
+import yaml
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(SRC, "tests", "integration"))
+sys.path.insert(0, os.path.join(SRC, "tests", "bench"))
+from cluster import load_stubs, wait_until  # noqa: E402
+from bench import Generator  # noqa: E402
+
+BRIDGE = "sbk8s0"
+NET = "10.231.0"      # pods: .10 and up; the host side of the bridge: .1
+VIPS = "10.231.1"     # ClusterIP Services
+CHAIN = "SBK8S"
+NS_PREFIX = "sbk-"
+IMAGE_PREFIX = "localhost/switchboard/"
+
+
+def sh(*argv, check=True, **kw):
+    out = subprocess.run(list(argv), capture_output=True, text=True, **kw)
+    if check and out.returncode != 0:
+        raise RuntimeError("%s failed (%d): %s" % (" ".join(argv), out.returncode, out.stderr.strip()))
+    return out
+
+
+def podman(*argv, check=True):
+    return sh("podman", *argv, check=check, timeout=120)
+
+
+def log(msg):
+    print("[multihost %6.1f s] %s" % (time.monotonic() - T0, msg), flush=True)
+
+
+T0 = time.monotonic()
+
+
+class Pod:
+    def __init__(self, name, workload, index, ip):
+        self.name = name
+        self.workload = workload  # the rendered Deployment/StatefulSet
+        self.spec = workload["spec"]["template"]["spec"]
+        self.labels = workload["spec"]["template"]["metadata"].get("labels", {})
+        self.index = index
+        self.ip = ip
+        self.netns = NS_PREFIX + "p%d" % index
+        self.veth = "sbv%d" % index
+        self.container = "sbk-" + name
+        self.ready = False
+        self.terminating = False
+
+    def c(self):
+        return self.spec["containers"][0]
+
+
+class Cluster:
+    """The rendered objects, running on network namespaces and podman."""
+
+    def __init__(self, objects, build_dir):
+        self.objects = objects
+        self.build_dir = build_dir
+        self.tmp = tempfile.mkdtemp(prefix="switchboard-multihost-")
+        self.pods = []
+        self.next_index = 10
+        self.vips = {}
+        self.dns = None
+        self.by_kind = {}
+        for o in objects:
+            self.by_kind.setdefault(o["kind"], {})[o["metadata"]["name"]] = o
+        self.namespace = objects[0]["metadata"].get("namespace", "default")
+
+    # -- network ---------------------------------------------------------
+    def net_up(self):
+        self.net_down()
+        sh("ip", "link", "add", BRIDGE, "type", "bridge")
+        sh("ip", "addr", "add", NET + ".1/24", "dev", BRIDGE)
+        sh("ip", "link", "set", BRIDGE, "up")
+        with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
+            f.write("1")
+        # Bridged and routed pod traffic is allowed (docker may set FORWARD DROP).
+        sh("iptables", "-I", "FORWARD", "-i", BRIDGE, "-j", "ACCEPT")
+        sh("iptables", "-I", "FORWARD", "-o", BRIDGE, "-j", "ACCEPT")
+        sh("iptables", "-t", "nat", "-N", CHAIN)
+        sh("iptables", "-t", "nat", "-I", "PREROUTING", "-j", CHAIN)
+        sh("iptables", "-t", "nat", "-I", "OUTPUT", "-d", VIPS + ".0/24", "-j", CHAIN)
+        # Replies to Service traffic come back through the host, as with kube-proxy.
+        sh("iptables", "-t", "nat", "-I", "POSTROUTING", "-s", NET + ".0/24", "-d", NET + ".0/24",
+           "-m", "conntrack", "--ctstate", "DNAT", "-j", "MASQUERADE")
+        for i, svc in enumerate(sorted(self.by_kind.get("Service", {}).values(), key=lambda s: s["metadata"]["name"])):
+            if svc["spec"].get("clusterIP") != "None":
+                self.vips[svc["metadata"]["name"]] = "%s.%d" % (VIPS, 10 + i)
+        self.start_dns()
+
+    def net_down(self):
+        for ns in sh("ip", "netns", "list", check=False).stdout.split("\n"):
+            name = ns.split(" ")[0]
+            if name.startswith(NS_PREFIX):
+                sh("ip", "netns", "del", name, check=False)
+        sh("ip", "link", "del", BRIDGE, check=False)
+        for args in (["-D", "FORWARD", "-i", BRIDGE, "-j", "ACCEPT"], ["-D", "FORWARD", "-o", BRIDGE, "-j", "ACCEPT"],
+                     ["-t", "nat", "-D", "PREROUTING", "-j", CHAIN],
+                     ["-t", "nat", "-D", "OUTPUT", "-d", VIPS + ".0/24", "-j", CHAIN],
+                     ["-t", "nat", "-D", "POSTROUTING", "-s", NET + ".0/24", "-d", NET + ".0/24", "-m", "conntrack",
+                      "--ctstate", "DNAT", "-j", "MASQUERADE"],
+                     ["-t", "nat", "-F", CHAIN], ["-t", "nat", "-X", CHAIN]):
+            while sh("iptables", *args, check=False).returncode == 0 and "-D" in args:
+                pass
+
+    def add_netns(self, pod):
+        sh("ip", "netns", "add", pod.netns)
+        sh("ip", "link", "add", pod.veth, "type", "veth", "peer", "name", "eth0", "netns", pod.netns)
+        sh("ip", "link", "set", pod.veth, "master", BRIDGE, "up")
+        for cmd in (["ip", "addr", "add", pod.ip + "/24", "dev", "eth0"], ["ip", "link", "set", "eth0", "up"],
+                    ["ip", "link", "set", "lo", "up"], ["ip", "route", "add", "default", "via", NET + ".1"]):
+            sh("ip", "netns", "exec", pod.netns, *cmd)
+
+    def cut(self, pod, down=True):
+        sh("ip", "link", "set", pod.veth, "down" if down else "up")
+
+    # -- Services and DNS ------------------------------------------------
+    def endpoints(self, svc):
+        sel = svc["spec"].get("selector") or {}
+        pods = [p for p in self.pods if all(p.labels.get(k) == v for k, v in sel.items()) and not p.terminating]
+        if not svc["spec"].get("publishNotReadyAddresses"):
+            pods = [p for p in pods if p.ready]
+        return pods
+
+    def target_port(self, pod, port):
+        tp = port.get("targetPort", port["port"])
+        if isinstance(tp, int):
+            return tp
+        for cp in pod.c().get("ports", []):
+            if cp.get("name") == tp:
+                return cp["containerPort"]
+        raise AssertionError("%s has no port %s" % (pod.name, tp))
+
+    def sync_services(self):
+        """kube-proxy and the cluster DNS: rules and names for the pods as they are now."""
+        rules = []  # the chain's new contents, swapped in at once (iptables-restore), as kube-proxy does
+        hosts = []
+        for name, svc in self.by_kind.get("Service", {}).items():
+            eps = self.endpoints(svc)
+            names = [name, "%s.%s" % (name, self.namespace), "%s.%s.svc" % (name, self.namespace),
+                     "%s.%s.svc.cluster.local" % (name, self.namespace)]
+            if name in self.vips:
+                vip = self.vips[name]
+                hosts += ["%s %s" % (vip, n) for n in names]
+                for port in svc["spec"]["ports"]:
+                    for i, p in enumerate(eps):
+                        rule = "-A %s -d %s/32 -p tcp --dport %d" % (CHAIN, vip, port["port"])
+                        left = len(eps) - i
+                        if left > 1:
+                            rule += " -m statistic --mode random --probability %.5f" % (1.0 / left)
+                        rules.append(rule + " -j DNAT --to-destination %s:%d" % (p.ip, self.target_port(p, port)))
+            else:
+                hosts += ["%s %s" % (p.ip, n) for p in eps for n in names]
+        for sts in self.by_kind.get("StatefulSet", {}).values():
+            svc = sts["spec"]["serviceName"]
+            for p in self.pods:
+                if p.workload is sts and not p.terminating:
+                    for n in ("%s.%s" % (p.name, svc), "%s.%s.%s.svc.cluster.local" % (p.name, svc, self.namespace)):
+                        hosts.append("%s %s" % (p.ip, n))
+        sh("iptables-restore", "--noflush", input="*nat\n:%s - [0:0]\n%s\nCOMMIT\n" % (CHAIN, "\n".join(rules)))
+        with open(os.path.join(self.tmp, "hosts"), "w") as f:
+            f.write("\n".join(hosts) + "\n")
+        if self.dns and self.dns.poll() is None:
+            self.dns.send_signal(1)  # SIGHUP: dnsmasq reads the hosts file again
+
+    def start_dns(self):
+        open(os.path.join(self.tmp, "hosts"), "w").close()
+        with open(os.path.join(self.tmp, "dnsmasq.log"), "w") as log_file:
+            self.dns = subprocess.Popen(["dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts", "--bind-interfaces",
+                                         "--listen-address=" + NET + ".1", "--port=53", "--addn-hosts=" +
+                                         os.path.join(self.tmp, "hosts"), "--local-ttl=1", "--log-facility=-",
+                                         "--pid-file=" + os.path.join(self.tmp, "dnsmasq.pid")],
+                                        stdout=subprocess.DEVNULL, stderr=log_file)
+
+    # -- pods ------------------------------------------------------------
+    def secret_value(self, name, key):
+        s = self.by_kind["Secret"][name]
+        if key in (s.get("stringData") or {}):
+            return s["stringData"][key]
+        return base64.b64decode(s["data"][key].replace("\n", "")).decode()
+
+    def env_of(self, pod):
+        env = {}
+        for e in pod.c().get("env", []):
+            if "value" in e:
+                env[e["name"]] = e["value"]
+                continue
+            ref = e["valueFrom"]
+            if "secretKeyRef" in ref:
+                env[e["name"]] = self.secret_value(ref["secretKeyRef"]["name"], ref["secretKeyRef"]["key"])
+            elif "configMapKeyRef" in ref:
+                cm = self.by_kind["ConfigMap"][ref["configMapKeyRef"]["name"]]
+                env[e["name"]] = cm["data"][ref["configMapKeyRef"]["key"]]
+            elif "fieldRef" in ref:
+                path = ref["fieldRef"]["fieldPath"]
+                env[e["name"]] = {"metadata.name": pod.name, "status.podIP": pod.ip,
+                                  "metadata.namespace": self.namespace}[path]
+            else:
+                raise AssertionError("unsupported env source %s" % ref)
+        return env
+
+    @staticmethod
+    def expand(s, env):
+        # Kubernetes: $(VAR) from the container's env; $$ escapes.
+        return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), s)
+
+    def start_pod(self, workload, name=None):
+        idx = self.next_index
+        self.next_index += 1
+        kind = workload["kind"]
+        if name is None:
+            if kind == "StatefulSet":
+                n = sum(1 for p in self.pods if p.workload is workload)
+                name = "%s-%d" % (workload["metadata"]["name"], n)
+            else:
+                name = "%s-%s" % (workload["metadata"]["name"], secrets.token_hex(3))
+        pod = Pod(name, workload, idx, "%s.%d" % (NET, idx))
+        self.add_netns(pod)
+        c = pod.c()
+        env = self.env_of(pod)
+        pod_sc = pod.spec.get("securityContext") or {}
+        sc = c.get("securityContext") or {}
+        user = sc.get("runAsUser", pod_sc.get("runAsUser"))
+        group = sc.get("runAsGroup", pod_sc.get("runAsGroup", user))
+        argv = ["run", "-d", "--name", pod.container, "--hostname", pod.name,
+                "--network", "ns:/run/netns/" + pod.netns, "--dns", NET + ".1", "--log-driver", "k8s-file"]
+        if user is not None:
+            argv += ["--user", "%d:%d" % (user, group)]
+        if sc.get("readOnlyRootFilesystem"):
+            argv += ["--read-only"]
+        if sc.get("allowPrivilegeEscalation") is False:
+            argv += ["--security-opt", "no-new-privileges"]
+        for cap in (sc.get("capabilities") or {}).get("drop", []):
+            argv += ["--cap-drop", cap]
+        volumes = {v["name"]: v for v in pod.spec.get("volumes", [])}
+        for m in c.get("volumeMounts", []):
+            v = volumes[m["name"]]
+            d = os.path.join(self.tmp, "vol-%s-%s" % (pod.name, m["name"]))
+            os.makedirs(d, exist_ok=True)
+            if "configMap" in v:
+                data = self.by_kind["ConfigMap"][v["configMap"]["name"]]["data"]
+            else:
+                s = v["secret"]["secretName"]
+                data = {k: self.secret_value(s, k) for k in self.by_kind["Secret"][s]["data"]}
+            for k, val in data.items():
+                with open(os.path.join(d, k), "w") as f:
+                    f.write(val)
+                os.chmod(os.path.join(d, k), 0o644)
+            os.chmod(d, 0o755)
+            argv += ["-v", "%s:%s:%s" % (d, m["mountPath"], "ro" if m.get("readOnly") else "rw")]
+        for k, v in env.items():
+            argv += ["-e", "%s=%s" % (k, v)]
+        if c.get("command"):
+            argv += ["--entrypoint", json.dumps([self.expand(x, env) for x in c["command"]])]
+        image = c["image"]
+        assert image.startswith(IMAGE_PREFIX), image
+        argv += [image] + [self.expand(a, env) for a in c.get("args", [])]
+        podman(*argv)
+        self.pods.append(pod)
+        self.sync_services()
+        return pod
+
+    def probe(self, pod, which):
+        p = pod.c().get(which)
+        if p is None:
+            return True
+        try:
+            if "httpGet" in p:
+                port = p["httpGet"]["port"]
+                if not isinstance(port, int):
+                    port = next(cp["containerPort"] for cp in pod.c()["ports"] if cp.get("name") == port)
+                url = "http://%s:%d%s" % (pod.ip, port, p["httpGet"]["path"])
+                with urllib.request.urlopen(url, timeout=p.get("timeoutSeconds", 1)) as r:
+                    return 200 <= r.status < 400
+            if "grpc" in p:
+                with grpc.insecure_channel("%s:%d" % (pod.ip, p["grpc"]["port"])) as ch:
+                    resp = ch.unary_unary("/grpc.health.v1.Health/Check")(b"", timeout=p.get("timeoutSeconds", 1))
+                return resp[:2] == b"\x08\x01"
+            if "exec" in p:
+                return podman("exec", pod.container, *p["exec"]["command"], check=False).returncode == 0
+        except (OSError, urllib.error.URLError, grpc.RpcError):
+            return False
+        raise AssertionError("unsupported probe %s" % p)
+
+    def wait_ready(self, pod, timeout=60):
+        wait_until(lambda: self.probe(pod, "readinessProbe"), timeout, "%s ready (logs: %s)" % (pod.name, pod.container))
+        pod.ready = True
+        self.sync_services()
+
+    def terminate(self, pod, on_sigterm=None):
+        """As the kubelet: out of the Services at once, preStop, SIGTERM, and
+        SIGKILL after terminationGracePeriodSeconds (counted from the start)."""
+        pod.terminating = True
+        self.sync_services()
+        grace = pod.spec.get("terminationGracePeriodSeconds", 30)
+        start = time.monotonic()
+        pre = ((pod.c().get("lifecycle") or {}).get("preStop") or {}).get("exec")
+        if pre:
+            podman("exec", pod.container, *pre["command"])
+        if on_sigterm:
+            on_sigterm()
+        left = max(1, int(grace - (time.monotonic() - start)))
+        podman("stop", "--time", str(left), pod.container)
+        code = int(podman("inspect", "--format", "{{.State.ExitCode}}", pod.container).stdout.strip())
+        self.pods.remove(pod)
+        return code, time.monotonic() - start
+
+    def logs(self, pod):
+        return podman("logs", pod.container, check=False).stderr
+
+    def close(self):
+        for pod in list(self.pods):
+            podman("rm", "-f", "-t", "0", pod.container, check=False)
+        for name in podman("ps", "-a", "--format", "{{.Names}}", check=False).stdout.split():
+            if name.startswith("sbk-"):
+                podman("rm", "-f", "-t", "0", name, check=False)
+        if self.dns:
+            self.dns.terminate()
+            self.dns.wait()
+        self.net_down()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def render_production(source_dir, work):
+    """The production overlay with fresh random secrets in a copy of deploy/k8s."""
+    tree = os.path.join(work, "k8s")
+    shutil.copytree(os.path.join(source_dir, "deploy", "k8s"), tree,
+                    ignore=shutil.ignore_patterns("node_modules", "check"))
+    prod = os.path.join(tree, "overlays", "production")
+    for name in ("secrets.env", "nats-secrets.env"):
+        with open(os.path.join(prod, name + ".example")) as f, open(os.path.join(prod, name), "w") as out:
+            for line in f:
+                if "=" in line and not line.startswith("#"):
+                    out.write("%s=%s\n" % (line.split("=", 1)[0], secrets.token_urlsafe(24)))
+    out = sh("kubectl", "kustomize", prod)
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+class MultiHost(unittest.TestCase):
+    """One scenario, in order (the cluster is expensive to start)."""
+
+    @classmethod
+    def setUpClass(cls):
+        load_stubs(ARGS.source_dir)
+        from switchboard.v1 import control_pb2, control_pb2_grpc
+        cls.pb, cls.pbg = control_pb2, control_pb2_grpc
+        cls.work = tempfile.mkdtemp(prefix="switchboard-k8s-render-")
+        cls.objects = render_production(ARGS.source_dir, cls.work)
+        cls.k = Cluster(cls.objects, ARGS.build_dir)
+        k = cls.k
+        k.net_up()
+        wl = {o["metadata"]["name"]: o for o in cls.objects if o["kind"] in ("Deployment", "StatefulSet")}
+        cls.wl = wl
+        log("rendered %d objects; starting pods" % len(cls.objects))
+        nats = [k.start_pod(wl["switchboard-nats"]) for _ in range(wl["switchboard-nats"]["spec"]["replicas"])]
+        for p in nats:
+            k.wait_ready(p)
+        controls = [k.start_pod(wl["switchboard-control"]) for _ in range(wl["switchboard-control"]["spec"]["replicas"])]
+        gateways = [k.start_pod(wl["switchboard-gateway"]) for _ in range(wl["switchboard-gateway"]["spec"]["replicas"])]
+        https = [k.start_pod(wl["switchboard-http"]) for _ in range(wl["switchboard-http"]["spec"]["replicas"])]
+        for p in controls + gateways + https:
+            k.wait_ready(p)
+        cls.nats, cls.controls, cls.gateways, cls.https = nats, controls, gateways, https
+        log("all %d pods ready: %s" % (len(k.pods), ", ".join("%s=%s" % (p.name, p.ip) for p in k.pods)))
+        cls.api_key = k.secret_value(next(n for n in k.by_kind["Secret"] if n.startswith("switchboard-secrets")),
+                                     "api-key")
+        cls.app_secret = k.secret_value(next(n for n in k.by_kind["Secret"] if n.startswith("switchboard-secrets")),
+                                        "app-secret")
+        cls.channels = {}
+        cls.gens = []
+
+    @classmethod
+    def tearDownClass(cls):
+        for g in cls.gens:
+            g.stop()
+        for ch in cls.channels.values():
+            ch.close()
+        if os.environ.get("MULTIHOST_KEEP"):
+            log("left running (MULTIHOST_KEEP)")
+            return
+        cls.k.close()
+        shutil.rmtree(cls.work, ignore_errors=True)
+
+    # -- helpers -----------------------------------------------------------
+    def stub(self, pod):
+        addr = "%s:50051" % pod.ip
+        if addr not in self.channels:
+            self.channels[addr] = grpc.insecure_channel(addr)
+        return self.pbg.ControlStub(self.channels[addr])
+
+    def md(self):
+        return (("authorization", "apikey " + self.api_key),)
+
+    def uc(self, control, user, timeout=3):
+        return self.stub(control).UserConnections(self.pb.UserConnectionsRequest(app_id="main", user_id=user),
+                                                  metadata=self.md(), timeout=timeout).result
+
+    def load(self, gateways, sessions, users, prefix):
+        gen = Generator(ARGS.build_dir, ["--targets", ",".join("%s:8001" % g.ip for g in gateways),
+                                         "--sources", NET + ".1", "--sessions", str(sessions), "--users", str(users),
+                                         "--user_prefix", prefix, "--secret", self.app_secret, "--log_closes"])
+        self.gens.append(gen)
+        ready = gen.wait("ready", timeout=60)
+        self.assertEqual((ready["connected"], ready["failed"]), (sessions, 0), ready)
+        return gen
+
+    def gateway_ids(self):
+        return {g.name for g in self.gateways}
+
+    # -- the scenario --------------------------------------------------------
+    def test_1_complete_answers_through_both_replicas_and_the_proxy(self):
+        # Round robin over 3 gateways, 25 users: each user's 12 sessions are on all three.
+        self.__class__.gen = self.load(self.gateways, 300, 25, "a")
+        for control in self.controls:
+            def complete():
+                r = self.uc(control, "a7")
+                return r if r.complete and len(r.connections) == 12 else None
+            r = wait_until(complete, 15, "a complete answer from %s" % control.name)
+            self.assertEqual(set(r.gateways_answered), self.gateway_ids())
+            self.assertEqual({c.gateway for c in r.connections.values()}, self.gateway_ids())
+        # The HTTP API through its Service address, as the Ingress would reach it.
+        vip = self.k.vips["switchboard-http"]
+        req = urllib.request.Request("http://%s:80/api/user_connections" % vip, data=b'{"user":"a7"}',
+                                     headers={"X-API-Key": self.api_key, "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            body = json.load(r)
+        self.assertEqual(len(body["result"]["connections"]), 12, body)
+        # TerminateUser through the second replica closes every session of a user.
+        t = self.stub(self.controls[1]).TerminateUser(
+            self.pb.TerminateUserRequest(app_id="main", user_id="a8", code=3020, reason="multihost"),
+            metadata=self.md(), timeout=3)
+        self.assertTrue(t.coverage.complete, t)
+        self.assertEqual(t.closed, 12)
+        self.assertEqual(set(t.closed_per_gateway), self.gateway_ids())
+        wait_until(lambda: len([c for c in self.gen.closes() if c["code"] == 3020]) == 12, 10, "12 clients closed")
+        r = self.uc(self.controls[0], "a8")
+        self.assertTrue(r.complete)
+        self.assertEqual(len(r.connections), 0)
+        log("complete answers through both replicas and the proxy; TerminateUser closed 12 of 12 on 3 hosts")
+
+    def test_2_a_cut_host_is_named_within_the_lease_and_rejoins(self):
+        gw = self.gateways[2]
+        before = self.uc(self.controls[0], "a1")
+        self.assertTrue(before.complete)
+        self.k.cut(gw)
+        cut_at = time.monotonic()
+        lease = 3.0
+
+        def partial_naming_it():
+            r = self.uc(self.controls[0], "a1", timeout=1.5)
+            return r if not r.complete and gw.name in r.gateways_missing else None
+        r = wait_until(partial_naming_it, lease, "a partial answer naming %s within the lease" % gw.name)
+        named_after = time.monotonic() - cut_at
+        self.assertIn(gw.name, r.incomplete_reason + " ".join(r.gateways_missing))
+        self.k.cut(gw, down=False)
+        healed_at = time.monotonic()
+
+        def rejoined():
+            r = self.uc(self.controls[0], "a1")
+            return r if r.complete and gw.name in r.gateways_answered and \
+                len(r.connections) == len(before.connections) else None
+        wait_until(rejoined, 30, "%s back with its sessions" % gw.name)
+        log("cut %s: partial answer naming it after %.2f s (lease %.0f s); healed, complete again after %.2f s"
+            % (gw.name, named_after, lease, time.monotonic() - healed_at))
+
+    def test_3_rolling_restart_loses_no_call_and_every_client_gets_a_reconnect_code(self):
+        stop = threading.Event()
+        stats = {"calls": 0, "failed": [], "incomplete": 0, "reasons": []}
+
+        def caller():
+            i = 0
+            while not stop.is_set():
+                control = self.controls[i % len(self.controls)]
+                i += 1
+                try:
+                    if i % 10 == 0:
+                        t = self.stub(control).TerminateUser(
+                            self.pb.TerminateUserRequest(app_id="main", user_id="nobody-%d" % i),
+                            metadata=self.md(), timeout=3)
+                        complete, why = t.coverage.complete, "%s %s" % (t.coverage.incomplete_reason,
+                                                                         list(t.coverage.gateways_missing))
+                    else:
+                        r = self.uc(control, "r%d" % (i % 30))
+                        complete, why = r.complete, "%s %s" % (r.incomplete_reason, list(r.gateways_missing))
+                    stats["calls"] += 1
+                    if not complete:
+                        stats["incomplete"] += 1
+                        stats["reasons"].append("%.1f s %s: %s" % (time.monotonic() - start, control.name, why))
+                except grpc.RpcError as e:
+                    stats["failed"].append("%s: %s" % (e.code(), e.details()))
+                time.sleep(0.02)  # pacing the load, not synchronising anything
+
+        gen = self.load(self.gateways, 150, 30, "r")
+        per_gateway = {}
+        start = time.monotonic()
+        thread = threading.Thread(target=caller, daemon=True)
+        thread.start()
+        for old in list(self.gateways):
+            # maxSurge 1, maxUnavailable 0: the new pod is ready before the old goes.
+            new = self.k.start_pod(self.wl["switchboard-gateway"])
+            self.k.wait_ready(new)
+            log("  %s ready at %.1f s; terminating %s" % (new.name, time.monotonic() - start, old.name))
+            clients_before = len(gen.closes())
+            code, took = self.k.terminate(old)
+            log("  %s gone at %.1f s" % (old.name, time.monotonic() - start))
+            self.assertEqual(code, 0, "%s exited %d: %s" % (old.name, code, self.k.logs(old)[-2000:]))
+            self.gateways[self.gateways.index(old)] = new
+            per_gateway[old.name] = (took, len(gen.closes()) - clients_before)
+        stop.set()
+        thread.join()
+        closes = gen.closes()
+        codes = {}
+        for c in closes:
+            codes[c["code"]] = codes.get(c["code"], 0) + 1
+        log("rolling restart of %d gateways in %.1f s: %d API calls, %d failed, %d incomplete; "
+            "client closes by code %s; per gateway (s, clients closed) %s"
+            % (len(per_gateway), time.monotonic() - start, stats["calls"], len(stats["failed"]),
+               stats["incomplete"], codes, per_gateway))
+        for r in stats["reasons"]:
+            log("  incomplete (named, not silent): " + r)
+        self.assertEqual(stats["failed"], [])
+        self.assertGreater(stats["calls"], 100)
+        self.assertEqual(len(closes), 150, "every client of the restarted gateways was closed")
+        self.assertEqual(set(codes), {3001}, "every client got the reconnect code")
+
+    def test_4_one_nats_node_down_changes_nothing(self):
+        gen = self.load(self.gateways, 90, 9, "n")
+        victim = self.nats[1]
+        code, _ = self.k.terminate(victim)
+        down_at = time.monotonic()
+        calls = incomplete = 0
+        failed = []
+        while time.monotonic() - down_at < 10:
+            for control in self.controls:
+                try:
+                    r = self.uc(control, "n4")
+                    calls += 1
+                    if not (r.complete and len(r.connections) == 10):
+                        incomplete += 1
+                except grpc.RpcError as e:
+                    failed.append(str(e.code()))
+            time.sleep(0.05)  # pacing
+        log("NATS node %s down: %d calls over 10 s, %d failed, %d incomplete or short" %
+            (victim.name, calls, len(failed), incomplete))
+        self.assertEqual(failed, [])
+        self.assertEqual(incomplete, 0)
+        self.assertEqual(gen.closes(), [])
+
+
+def main():
+    global ARGS
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build-dir", required=True)
+    ap.add_argument("--source-dir", default=SRC)
+    ARGS, rest = ap.parse_known_args()
+    ARGS.build_dir = os.path.abspath(ARGS.build_dir)
+    if os.geteuid() != 0:
+        sys.exit("multihost: needs root (network namespaces, iptables, podman)")
+    os.environ.setdefault("CONTAINERS_CONF", os.path.join(ARGS.source_dir, "deploy", "images", "containers.conf"))
+    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+
+
+if __name__ == "__main__":
+    main()
