@@ -48,7 +48,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(SRC, "tests", "integration"))
 sys.path.insert(0, os.path.join(SRC, "tests", "bench"))
-from cluster import load_stubs, wait_until  # noqa: E402
+from cluster import Driver, load_stubs, wait_until  # noqa: E402
 from bench import Generator  # noqa: E402
 
 BRIDGE = "sbk8s0"
@@ -481,7 +481,13 @@ class MultiHost(unittest.TestCase):
         r = self.uc(self.controls[0], "a8")
         self.assertTrue(r.complete)
         self.assertEqual(len(r.connections), 0)
-        log("complete answers through both replicas and the proxy; TerminateUser closed 12 of 12 on 3 hosts")
+        t = self.stub(self.controls[0]).TerminateUser(
+            self.pb.TerminateUserRequest(app_id="main", user_id="a9", code=3020, reason="multihost"),
+            metadata=self.md(), timeout=3)
+        self.assertTrue(t.coverage.complete, t)
+        self.assertEqual(t.closed, 12)
+        wait_until(lambda: len([c for c in self.gen.closes() if c["code"] == 3020]) == 24, 10, "24 clients closed")
+        log("complete answers through both replicas and the proxy; TerminateUser closed 12 of 12 on 3 hosts through each replica")
 
     def test_2_a_cut_host_is_named_within_the_lease_and_rejoins(self):
         gw = self.gateways[2]
@@ -536,6 +542,16 @@ class MultiHost(unittest.TestCase):
                 time.sleep(0.02)  # pacing the load, not synchronising anything
 
         gen = self.load(self.gateways, 150, 30, "r")
+        # centrifuge-js clients through the gateways' Service address, as
+        # real clients arrive: they must come back by themselves.
+        driver = Driver(os.path.join(ARGS.source_dir, "tests", "integration", "node"))
+        js = ["js%d" % i for i in range(6)]
+        url = "ws://%s:80/connection/websocket" % self.k.vips["switchboard-gateway"]
+        for name in js:
+            driver.send(op="centrifuge", name=name, url=url,
+                        get_token={"secret": self.app_secret, "sub": "jsuser", "ttl": 3600})
+        for name in js:
+            driver.wait_event(name, "connected", timeout=15)
         per_gateway = {}
         start = time.monotonic()
         thread = threading.Thread(target=caller, daemon=True)
@@ -553,6 +569,26 @@ class MultiHost(unittest.TestCase):
             per_gateway[old.name] = (took, len(gen.closes()) - clients_before)
         stop.set()
         thread.join()
+        # Every centrifuge-js client was told to reconnect (3001), did, and the
+        # fleet sees all six again.
+        js_codes = {}
+        for name in js:
+            for e in driver.events(name):
+                if e["event"] == "connecting" and e.get("code"):
+                    js_codes[e["code"]] = js_codes.get(e["code"], 0) + 1
+
+        def js_back():
+            r = self.uc(self.controls[0], "jsuser")
+            return r if r.complete and len(r.connections) == len(js) else None
+        r = wait_until(js_back, 20, "every centrifuge-js client connected again")
+        js_gateways = {c.gateway for c in r.connections.values()}
+        for name in js:
+            driver.send(op="close", name=name)
+        driver.stop()
+        log("centrifuge-js clients through the Service: reconnect codes %s, all %d back on %s"
+            % (js_codes, len(js), sorted(js_gateways)))
+        self.assertTrue(js_codes and set(js_codes) == {3001}, js_codes)
+        self.assertTrue(js_gateways <= self.gateway_ids(), (js_gateways, self.gateway_ids()))
         closes = gen.closes()
         codes = {}
         for c in closes:
