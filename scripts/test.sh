@@ -11,9 +11,9 @@ bash scripts/setup.sh
 
 run_suite() {
   local dir=$1; shift
-  echo "== build $dir"
+  echo "== build $dir (at $(( $(date +%s) - start )) s)"
   bash scripts/build.sh "$dir" "$@"
-  echo "== test $dir"
+  echo "== test $dir (at $(( $(date +%s) - start )) s)"
   (cd "$dir" && ctest --output-on-failure --timeout 900)
 }
 
@@ -22,9 +22,9 @@ run_suite build
 # Kubernetes: the container images, built offline (mmdebstrap + podman), and
 # the multi-host test that runs what the production overlay renders on
 # network namespaces (needs root). Every run: CI machines start empty.
-echo "== images"
+echo "== images (at $(( $(date +%s) - start )) s)"
 bash deploy/images/build.sh --sizes
-echo "== multi-host (production overlay on network namespaces)"
+echo "== multi-host: the production overlay on network namespaces (at $(( $(date +%s) - start )) s)"
 /usr/bin/python3 tests/k8s/multihost.py --build-dir build
 # Sanitizers: leaks are reported too; a finding fails the test that hit it.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
