@@ -51,7 +51,7 @@ class Hub::Host final : public ConnectionHost {
     }
     conn_->state = State::kOpen;
     conn_->start_deadline = auth_by;  // the connect deadline is met
-    conn_->next_ping = Now() + absl::Seconds(hub_->config_.gateway().ping_interval_s());
+    conn_->next_ping = Now() + FirstPingAfter(id_, absl::Seconds(hub_->config_.gateway().ping_interval_s()));
     return true;
   }
   bool HasRoom() const override { return hub_->index_.size() < hub_->config_.gateway().max_sessions(); }
@@ -274,6 +274,15 @@ size_t Hub::CloseAll(int code, const std::string& reason, size_t max) {
     ++n;
   }
   return n;
+}
+
+absl::Duration FirstPingAfter(ConnId id, absl::Duration interval) {
+  // Between half the interval and the whole of it, spread by the connection
+  // ID: clients that connect in a burst (a gateway restart, a mass
+  // reconnect) must not be pinged in a burst every interval forever after.
+  // Never later than the interval the client was told.
+  const uint64_t spread = (id * 0x9E3779B97F4A7C15ull) >> 54;  // 0..1023
+  return interval / 2 + interval / 2 * (static_cast<double>(spread) / 1024.0);
 }
 
 v1::BusReply Hub::AnswerQuery(const v1::BusRequest& req) const {

@@ -34,6 +34,10 @@ class PackedTime {
   int64_t us_;
 };
 
+// When a new connection gets its first ping: within (interval / 2, interval],
+// spread over connections (later pings come every interval).
+absl::Duration FirstPingAfter(ConnId id, absl::Duration interval);
+
 // The gateway's connections and sessions: each connection's life (connect
 // deadline, server pings and pong deadlines, token expiry with its grace,
 // close), the session index, and the answers to the control service's bus

@@ -397,6 +397,20 @@ TEST_F(HubTest, NoConnectBeforeDeadlineIsStale) {
   EXPECT_EQ(CloseCode(1), close_code::kStale);
 }
 
+TEST(FirstPing, SpreadOverTheSecondHalfOfTheIntervalForConsecutiveConnections) {
+  // A burst of connections (consecutive IDs) gets first pings spread evenly,
+  // never later than the interval the client was told.
+  const absl::Duration interval = absl::Seconds(25);
+  int buckets[10] = {};
+  for (ConnId id = 1; id <= 10000; ++id) {
+    const absl::Duration d = FirstPingAfter(id, interval);
+    ASSERT_GE(d, interval / 2);
+    ASSERT_LE(d, interval);
+    ++buckets[std::min(9, static_cast<int>((d - interval / 2) / (interval / 20)))];
+  }
+  for (int b : buckets) EXPECT_GT(b, 700) << "uneven spread";
+}
+
 TEST_F(HubTest, PingsAndClosesWhenNoPong) {
   Connect(1, "42");
   size_t before = transport_.sent[1].size();
