@@ -37,6 +37,8 @@ class PackedTime {
 // When a new connection gets its first ping: within (interval / 2, interval],
 // spread over connections (later pings come every interval).
 absl::Duration FirstPingAfter(ConnId id, absl::Duration interval);
+// Rounds a ping time up to its 250 ms slot (pings go out in batches).
+absl::Time PingSlot(absl::Time t);
 
 // The gateway's connections and sessions: each connection's life (connect
 // deadline, server pings and pong deadlines, token expiry with its grace,

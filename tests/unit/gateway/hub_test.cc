@@ -405,10 +405,20 @@ TEST(FirstPing, SpreadOverTheSecondHalfOfTheIntervalForConsecutiveConnections) {
   for (ConnId id = 1; id <= 10000; ++id) {
     const absl::Duration d = FirstPingAfter(id, interval);
     ASSERT_GE(d, interval / 2);
-    ASSERT_LE(d, interval);
+    ASSERT_LE(d, interval - absl::Milliseconds(250));  // its slot is never later than the interval
     ++buckets[std::min(9, static_cast<int>((d - interval / 2) / (interval / 20)))];
   }
   for (int b : buckets) EXPECT_GT(b, 700) << "uneven spread";
+}
+
+TEST(FirstPing, SlotsAreWholeQuarterSecondsAtMostAQuarterSecondLater) {
+  for (int64_t ms : std::vector<int64_t>{0, 1, 249, 250, 251, 999, 1'800'000'000'123}) {
+    const absl::Time t = absl::FromUnixMillis(ms);
+    const absl::Time slot = PingSlot(t);
+    EXPECT_GE(slot, t);
+    EXPECT_LT(slot - t, absl::Milliseconds(250));
+    EXPECT_EQ(absl::ToUnixMillis(slot) % 250, 0) << ms;
+  }
 }
 
 TEST_F(HubTest, PingsAndClosesWhenNoPong) {
