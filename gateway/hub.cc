@@ -51,7 +51,7 @@ class Hub::Host final : public ConnectionHost {
     }
     conn_->state = State::kOpen;
     conn_->start_deadline = auth_by;  // the connect deadline is met
-    conn_->next_ping = PingSlot(Now() + FirstPingAfter(id_, absl::Seconds(hub_->config_.gateway().ping_interval_s())));
+    conn_->next_ping = hub_->PingAt(Now(), FirstPingAfter(id_, absl::Seconds(hub_->config_.gateway().ping_interval_s())));
     return true;
   }
   bool HasRoom() const override { return hub_->index_.size() < hub_->config_.gateway().max_sessions(); }
@@ -95,7 +95,7 @@ class Hub::Host final : public ConnectionHost {
     conn_->pong_deadline = absl::InfiniteFuture();
     conn_->ping_in_flight = false;
     if (reset_ping && conn_->state == State::kOpen) {
-      conn_->next_ping = PingSlot(Now() + absl::Seconds(hub_->config_.gateway().ping_interval_s()));
+      conn_->next_ping = hub_->PingAt(Now(), absl::Seconds(hub_->config_.gateway().ping_interval_s()));
     }
   }
 
@@ -111,7 +111,8 @@ Hub::Hub(const v1::Config& config, std::string gateway_id, Transport* transport,
       gateway_id_(std::move(gateway_id)),
       transport_(transport),
       observer_(observer),
-      clock_(std::move(clock)) {
+      clock_(std::move(clock)),
+      ping_phase_(absl::Milliseconds(std::hash<std::string>()(gateway_id_) % 250)) {
   static_assert(sizeof(Conn) <= 64, "one Conn per connection: keep it small");
 }
 
@@ -182,7 +183,7 @@ void Hub::OnTimer(ConnId id) {
     if (now >= conn.next_ping) {
       Host host(this, id, &conn);
       conn.protocol->SendPing(host);
-      conn.next_ping = PingSlot(now + absl::Seconds(config_.gateway().ping_interval_s()));
+      conn.next_ping = PingAt(now, absl::Seconds(config_.gateway().ping_interval_s()));
       if (conn.pong_deadline == absl::InfiniteFuture() && conn.protocol->ExpectsPong()) {
         // Provisional: counted again from the moment the ping is written, so
         // a loop or socket that is slow to send cannot eat the client's time.
@@ -276,24 +277,32 @@ size_t Hub::CloseAll(int code, const std::string& reason, size_t max) {
   return n;
 }
 
-absl::Time PingSlot(absl::Time t) {
-  // Pings are due on 250 ms boundaries: one loop wake-up sends a batch and
-  // the pongs come back together, instead of a wake-up per connection (idle
-  // CPU at 19k sessions: measured in BENCHMARKS.md).
+absl::Time PingSlot(absl::Time t, absl::Duration phase) {
+  // Pings are due on 250 ms boundaries (shifted by `phase`): one loop
+  // wake-up sends a batch and the pongs come back together, instead of a
+  // wake-up per connection (idle CPU at 19k sessions: BENCHMARKS.md). Each
+  // gateway process has its own phase, so the processes on one host do not
+  // all ping at the same instants.
   constexpr int64_t kSlotMs = 250;
-  const int64_t ms = absl::ToUnixMillis(t);
-  return absl::FromUnixMillis((ms + kSlotMs - 1) / kSlotMs * kSlotMs);
+  const int64_t p = absl::ToInt64Milliseconds(phase) % kSlotMs;
+  const int64_t ms = absl::ToUnixMillis(t) - p;
+  return absl::FromUnixMillis((ms + kSlotMs - 1) / kSlotMs * kSlotMs + p);
+}
+
+absl::Time Hub::PingAt(absl::Time now, absl::Duration after) const {
+  // The slot at or before now + after (never later than the interval the
+  // client was told), and never sooner than one slot from now.
+  const absl::Duration slot = absl::Milliseconds(250);
+  return PingSlot(now + std::max(after - slot, slot), ping_phase_);
 }
 
 absl::Duration FirstPingAfter(ConnId id, absl::Duration interval) {
   // Between half the interval and the whole of it, spread by the connection
   // ID: clients that connect in a burst (a gateway restart, a mass
   // reconnect) must not be pinged in a burst every interval forever after.
-  // With its slot (PingSlot) never later than the interval the client was
-  // told.
+  // Never later than the interval the client was told.
   const uint64_t spread = (id * 0x9E3779B97F4A7C15ull) >> 54;  // 0..1023
-  const absl::Duration room = std::max(absl::ZeroDuration(), interval / 2 - absl::Milliseconds(250));
-  return interval / 2 + room * (static_cast<double>(spread) / 1024.0);
+  return interval / 2 + interval / 2 * (static_cast<double>(spread) / 1024.0);
 }
 
 v1::BusReply Hub::AnswerQuery(const v1::BusRequest& req) const {

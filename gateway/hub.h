@@ -34,11 +34,12 @@ class PackedTime {
   int64_t us_;
 };
 
-// When a new connection gets its first ping: within (interval / 2, interval],
+// When a new connection gets its first ping: within [interval / 2, interval),
 // spread over connections (later pings come every interval).
 absl::Duration FirstPingAfter(ConnId id, absl::Duration interval);
-// Rounds a ping time up to its 250 ms slot (pings go out in batches).
-absl::Time PingSlot(absl::Time t);
+// Rounds a ping time up to its 250 ms slot, slots starting at `phase` past
+// each whole quarter second (pings go out in batches).
+absl::Time PingSlot(absl::Time t, absl::Duration phase = absl::ZeroDuration());
 
 // The gateway's connections and sessions: each connection's life (connect
 // deadline, server pings and pong deadlines, token expiry with its grace,
@@ -134,6 +135,12 @@ class Hub {
     sessions_now_.store(static_cast<uint32_t>(index_.size()), std::memory_order_relaxed);
     connections_now_.store(static_cast<uint32_t>(conns_.size()), std::memory_order_relaxed);
   }
+  // A ping `after` from `now`, on this process's slots: within one slot
+  // (250 ms) before now + after.
+  absl::Time PingAt(absl::Time now, absl::Duration after) const;
+  // This process's ping slots (PingSlot), from the gateway ID: processes on
+  // one host (workers have IDs of their own) ping at different instants.
+  const absl::Duration ping_phase_;
   // Bumped by whichever thread handles the request.
   mutable std::atomic<uint64_t> bus_requests_{0};
   std::atomic<uint32_t> sessions_now_{0};

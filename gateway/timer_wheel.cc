@@ -34,22 +34,30 @@ void TimerWheel::Cancel(ConnId id) {
   if (!stamp_of_) own_stamps_.erase(id);
 }
 
-void TimerWheel::Advance(absl::Time now, const std::function<void(ConnId)>& fire) {
+bool TimerWheel::Advance(absl::Time now, const std::function<void(ConnId)>& fire, size_t max_fire) {
   const int64_t target = TickOf(now);
-  if (target <= done_) return;
+  if (target <= done_) return false;
   // Behind by more than a revolution: every slot once is enough (entries
   // carry their own tick).
   const int64_t first = std::max(done_ + 1, target - static_cast<int64_t>(slots_.size()) + 1);
   std::vector<ConnId> due;
-  for (int64_t t = first; t <= target; ++t) {
+  bool more = false;
+  int64_t t = first;
+  for (; t <= target && !more; ++t) {
     auto& slot = slots_[static_cast<size_t>(t) % slots_.size()];
     if (slot.empty()) continue;
     // Compacted in place: entries for a later revolution stay, the rest go.
     size_t kept = 0;
-    for (const Entry& e : slot) {
+    size_t i = 0;
+    for (; i < slot.size(); ++i) {
+      const Entry e = slot[i];
       uint32_t* stamp = StampFor(e.id, false);
       if (stamp == nullptr || *stamp != Stamp(e.tick)) continue;  // re-armed, cancelled or gone since
       if (e.tick <= target) {
+        if (due.size() >= max_fire) {
+          more = true;  // this slot is not done: the rest waits for the next call
+          break;
+        }
         *stamp = 0;
         --armed_;
         if (!stamp_of_) own_stamps_.erase(e.id);
@@ -58,10 +66,13 @@ void TimerWheel::Advance(absl::Time now, const std::function<void(ConnId)>& fire
         slot[kept++] = e;
       }
     }
+    for (; i < slot.size(); ++i) slot[kept++] = slot[i];
     slot.resize(kept);
   }
-  done_ = target;
+  // Every tick before the one it stopped in is done (all of them if none).
+  done_ = more ? t - 2 : target;
   for (ConnId id : due) fire(id);
+  return more;
 }
 
 }  // namespace switchboard::gateway

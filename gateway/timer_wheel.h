@@ -31,8 +31,10 @@ class TimerWheel {
   void Arm(ConnId id, absl::Time when);
   void Cancel(ConnId id);
   // Calls `fire(id)` for every connection whose deadline is at or before
-  // `now` (it may re-arm from inside).
-  void Advance(absl::Time now, const std::function<void(ConnId)>& fire);
+  // `now` (it may re-arm from inside), at most `max_fire` of them: true if
+  // it stopped there and more are due (call again soon; the loop can serve
+  // other work in between).
+  bool Advance(absl::Time now, const std::function<void(ConnId)>& fire, size_t max_fire = SIZE_MAX);
   // Counts right as long as a connection is cancelled before its record goes.
   size_t armed() const { return armed_; }
 

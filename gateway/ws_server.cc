@@ -29,6 +29,7 @@ ConnId ConnIdOf(const lws* wsi) { return reinterpret_cast<uintptr_t>(lws_get_opa
 void SetConnId(lws* wsi, ConnId id) { lws_set_opaque_user_data(wsi, reinterpret_cast<void*>(static_cast<uintptr_t>(id))); }
 
 constexpr lws_usec_t kTickUs = 10 * LWS_US_PER_MS;
+constexpr size_t kMaxTimersPerTurn = 64;
 
 constexpr char kWebSocketPath[] = "/connection/websocket";
 constexpr char kUniHttpStreamPath[] = "/connection/uni_http_stream";
@@ -385,7 +386,10 @@ void WsServer::OnTick(lws_sorted_usec_list_t* sul) {
 
 void WsServer::Tick() {
   if (shut_down_) return;
-  wheel_.Advance(absl::Now(), [this](ConnId id) {
+  // At most kMaxTimersPerTurn per loop turn: when thousands are due at once
+  // (pings after a burst of connects), bus requests and socket events are
+  // served in between, never queued behind the whole batch.
+  const bool more = wheel_.Advance(absl::Now(), [this](ConnId id) {
     auto it = peers_.find(id);
     if (it == peers_.end()) return;
     if (it->second.http_stream && !it->second.http_started) {
@@ -396,8 +400,8 @@ void WsServer::Tick() {
       return;
     }
     hub_->OnTimer(id);
-  });
-  lws_sul_schedule(context_, 0, &tick_timer_->sul, &WsServer::OnTick, kTickUs);
+  }, kMaxTimersPerTurn);
+  lws_sul_schedule(context_, 0, &tick_timer_->sul, &WsServer::OnTick, more ? 1 : kTickUs);
 }
 
 int WsServer::Callback(lws* wsi, int reason, void* user, void* in, size_t len) {

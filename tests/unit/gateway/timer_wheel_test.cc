@@ -1,5 +1,6 @@
 #include "gateway/timer_wheel.h"
 
+#include <algorithm>
 #include <map>
 #include <vector>
 
@@ -71,6 +72,27 @@ TEST(TimerWheel, ArmingInThePastFiresOnTheNextTick) {
   (void)AdvanceTo(w, kT0 + absl::Milliseconds(100));
   w.Arm(1, kT0);
   EXPECT_EQ(AdvanceTo(w, kT0 + absl::Milliseconds(110)), std::vector<ConnId>{1});
+}
+
+TEST(TimerWheel, AtMostMaxFirePerCallTheRestOnTheNextCalls) {
+  TimerWheel w(absl::Milliseconds(10), 64, kT0);
+  for (ConnId id = 1; id <= 100; ++id) w.Arm(id, kT0 + absl::Milliseconds(10 + (id % 3) * 10));
+  w.Arm(500, kT0 + absl::Milliseconds(1000));  // not due yet: must stay
+  std::vector<ConnId> fired;
+  const absl::Time now = kT0 + absl::Milliseconds(40);
+  int calls = 0;
+  bool more = true;
+  while (more) {
+    size_t before = fired.size();
+    more = w.Advance(now, [&](ConnId id) { fired.push_back(id); }, 32);
+    EXPECT_LE(fired.size() - before, 32u);
+    ASSERT_LT(++calls, 10);
+  }
+  std::sort(fired.begin(), fired.end());
+  ASSERT_EQ(fired.size(), 100u);
+  for (ConnId id = 1; id <= 100; ++id) EXPECT_EQ(fired[id - 1], id);
+  EXPECT_EQ(w.armed(), 1u);
+  EXPECT_EQ(AdvanceTo(w, kT0 + absl::Milliseconds(1000)), std::vector<ConnId>{500});
 }
 
 TEST(TimerWheel, StampsInTheCallersRecordsAndGoneConnectionsNeverFire) {
