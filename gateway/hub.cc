@@ -305,16 +305,21 @@ absl::Duration FirstPingAfter(ConnId id, absl::Duration interval) {
   return interval / 2 + interval / 2 * (static_cast<double>(spread) / 1024.0);
 }
 
-v1::BusReply Hub::AnswerQuery(const v1::BusRequest& req) const {
+bool Hub::StartReply(const v1::BusRequest& req, v1::BusReply* reply) const {
   bus_requests_.fetch_add(1, std::memory_order_relaxed);
-  v1::BusReply reply;
-  reply.set_format_version(kBusFormatVersion);
-  reply.set_request_id(req.request_id());
-  reply.set_gateway_id(gateway_id_);
+  reply->set_format_version(kBusFormatVersion);
+  reply->set_request_id(req.request_id());
+  reply->set_gateway_id(gateway_id_);
   if (req.format_version() != kBusFormatVersion) {
-    reply.set_error("unsupported format_version " + std::to_string(req.format_version()));
-    return reply;
+    reply->set_error("unsupported format_version " + std::to_string(req.format_version()));
+    return false;
   }
+  return true;
+}
+
+v1::BusReply Hub::AnswerQuery(const v1::BusRequest& req) const {
+  v1::BusReply reply;
+  if (!StartReply(req, &reply)) return reply;
   if (!IsQuery(req)) {
     reply.set_error("not a query");
     return reply;
@@ -327,15 +332,8 @@ v1::BusReply Hub::AnswerQuery(const v1::BusRequest& req) const {
 
 v1::BusReply Hub::HandleBusRequest(const v1::BusRequest& req) {
   if (IsQuery(req)) return AnswerQuery(req);
-  bus_requests_.fetch_add(1, std::memory_order_relaxed);
   v1::BusReply reply;
-  reply.set_format_version(kBusFormatVersion);
-  reply.set_request_id(req.request_id());
-  reply.set_gateway_id(gateway_id_);
-  if (req.format_version() != kBusFormatVersion) {
-    reply.set_error("unsupported format_version " + std::to_string(req.format_version()));
-    return reply;
-  }
+  if (!StartReply(req, &reply)) return reply;
   switch (req.op_case()) {
     case v1::BusRequest::kTerminate: {
       const auto& t = req.terminate();

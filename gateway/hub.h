@@ -71,6 +71,7 @@ class Hub {
   v1::BusReply AnswerQuery(const v1::BusRequest& request) const;
   uint64_t bus_requests() const { return bus_requests_.load(std::memory_order_relaxed); }
 
+
   // Closes up to `max` open connections with `code` (e.g. shutdown); returns
   // how many it closed.
   size_t CloseAll(int code, const std::string& reason, size_t max = SIZE_MAX);
@@ -110,6 +111,9 @@ class Hub {
   };
   class Host;
 
+  // Counts the request and fills the reply's header; false (with the error
+  // set) for a format this gateway does not speak. Any thread.
+  bool StartReply(const v1::BusRequest& req, v1::BusReply* reply) const;
   // Takes the connection's session out of the index, if it has one.
   void EndSession(Conn& conn);
   // Drops the session (if any), lets the protocol tell the client, and asks
