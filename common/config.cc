@@ -307,4 +307,6 @@ const v1::AppConfig* FindApp(const v1::Config& config, const std::string& app_id
 
 std::string GatewaysSubject(const std::string& cluster) { return "switchboard." + cluster + ".gateways"; }
 
+std::string RepliesSubjectPrefix(const std::string& cluster) { return "switchboard." + cluster + ".replies"; }
+
 }  // namespace switchboard

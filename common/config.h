@@ -30,6 +30,9 @@ absl::StatusOr<v1::Config> LoadConfig(const std::string& path, ConfigRole role =
 // The NATS subject control broadcasts its requests on; gateways subscribe to
 // it. User and app IDs never appear in subjects.
 std::string GatewaysSubject(const std::string& cluster);
+// Gateways answer on subjects under this prefix (each control replica's
+// inbox is `<prefix>.<unique>`); the only subjects gateways may publish to.
+std::string RepliesSubjectPrefix(const std::string& cluster);
 
 const v1::AppConfig* FindApp(const v1::Config& config, const std::string& app_id);
 

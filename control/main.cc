@@ -87,6 +87,7 @@ int main(int argc, char** argv) {
   control::ScatterGather gather(bus.get(), timers.get(), [&fleet] { return fleet.LiveIds(absl::Now()); },
                                 GatewaysSubject(config.cluster()), readiness,
                                 [&fleet](const std::string& id) { return fleet.IsLive(id, absl::Now()); });
+  gather.set_reply_prefix(RepliesSubjectPrefix(config.cluster()));
   if (auto st = gather.Start(); !st.ok()) {
     spdlog::error("{}", std::string(st.message()));
     return 1;

@@ -23,7 +23,7 @@ ScatterGather::ScatterGather(NatsClient* bus, TimerQueue* timers, LiveFn live, s
       is_member_(std::move(is_member)) {}
 
 absl::Status ScatterGather::Start() {
-  inbox_ = bus_->NewInbox();
+  inbox_ = reply_prefix_.empty() ? bus_->NewInbox() : reply_prefix_ + "." + NewUuid();
   return bus_->Subscribe(inbox_ + ".*", [this](const std::string& subject, const std::string&,
                                                const std::string& data) { OnReply(subject, data); });
 }

@@ -53,6 +53,9 @@ class ScatterGather {
   // Calls beyond `max_in_flight` at once fail with RESOURCE_EXHAUSTED. A
   // request larger than the bus carries fails with INVALID_ARGUMENT.
   void set_max_in_flight(size_t max_in_flight) { max_in_flight_ = max_in_flight; }
+  // Before Start(): this replica's inbox goes under `prefix` (the subjects
+  // the bus lets gateways answer on) instead of the library's own inbox.
+  void set_reply_prefix(std::string prefix) { reply_prefix_ = std::move(prefix); }
   // Subscribes to this replica's reply inbox.
   absl::Status Start();
 
@@ -80,6 +83,7 @@ class ScatterGather {
   ReadinessFn readiness_;
   MemberFn is_member_;
   size_t max_in_flight_ = 10000;
+  std::string reply_prefix_;
   std::string inbox_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<Pending>> pending_ ABSL_GUARDED_BY(mu_);

@@ -170,16 +170,24 @@ class NatsPermissionsTest(unittest.TestCase):
             n = NatsSession(cluster.nats_port, creds)
             self.assertIn("Authorization Violation", n.line())
             n.close()
-        # A gateway's credential can neither send requests nor read replies.
+        replies = "switchboard.%s.replies" % cluster.cluster
+        # A gateway's credential can neither send requests nor read replies,
+        # and it publishes nowhere but under the replies prefix.
         n = NatsSession(cluster.nats_port, NATS_GATEWAY)
         self.assertEqual(n.line(), "PONG")
         self.assertIn("Permissions Violation for Publish", n.send("PUB %s 5\r\nhello" % subject))
+        self.assertIn("Permissions Violation for Publish", n.send("PUB _INBOX.x 5\r\nhello"))
+        self.assertIn("Permissions Violation for Subscription", n.send("SUB %s.> 1" % replies))
         self.assertIn("Permissions Violation for Subscription", n.send("SUB _INBOX.> 1"))
+        self.assertEqual(n.send("PUB %s.x.y 5\r\nhello" % replies), "")
         n.close()
-        # Control's credential cannot listen to the requests (user IDs, meta).
+        # Control's credential cannot listen to the requests (user IDs, meta)
+        # nor to anything but replies.
         n = NatsSession(cluster.nats_port, NATS_CONTROL)
         self.assertEqual(n.line(), "PONG")
         self.assertIn("Permissions Violation for Subscription", n.send("SUB %s 1" % subject))
+        self.assertIn("Permissions Violation for Subscription", n.send("SUB _INBOX.> 1"))
+        self.assertIn("Permissions Violation for Publish", n.send("PUB %s.x.y 5\r\nhello" % replies))
         n.close()
         # The real components still work under these rules.
         name, cid = open_client("302", "gw-1")
