@@ -18,6 +18,7 @@ uint64_t TimerQueue::Schedule(absl::Time when, std::function<void()> fn) {
   uint64_t id = next_id_++;
   timers_.emplace(std::make_pair(when, id), std::move(fn));
   by_id_.emplace(id, when);
+  last_schedule_ = absl::Now();
   // Wake the thread only if this timer is due before it would wake anyway
   // (a call per request would otherwise cost two context switches each).
   if (when < wakes_at_) cv_.Signal();
@@ -39,7 +40,11 @@ void TimerQueue::Run() {
     {
       absl::MutexLock lock(&mu_);
       while (!stop_ && (timers_.empty() || timers_.begin()->first.first > absl::Now())) {
-        if (timers_.empty()) {
+        const absl::Time now = absl::Now();
+        if (timers_.empty() && now - last_schedule_ < kBusyWindow) {
+          wakes_at_ = now + kBusyTick;
+          cv_.WaitWithDeadline(&mu_, wakes_at_);
+        } else if (timers_.empty()) {
           wakes_at_ = absl::InfiniteFuture();
           cv_.Wait(&mu_);
         } else {

@@ -34,6 +34,13 @@ class TimerQueue {
   // for a first timer, InfinitePast while it is awake). A timer at or after
   // it needs no wake-up: the thread looks again then.
   absl::Time wakes_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  // While timers come often (one per fleet call in control), the thread
+  // looks again every kBusyTick even with nothing due, so that a new timer
+  // due later than that never costs a wake-up (two context switches per
+  // call otherwise); after kBusyWindow without one it sleeps until told.
+  static constexpr absl::Duration kBusyTick = absl::Milliseconds(100);
+  static constexpr absl::Duration kBusyWindow = absl::Seconds(2);
+  absl::Time last_schedule_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   // (deadline, id) -> callback
   std::map<std::pair<absl::Time, uint64_t>, std::function<void()>> timers_ ABSL_GUARDED_BY(mu_);

@@ -70,5 +70,25 @@ TEST(TimerQueue, TimerAfterACancelledEarlierOneStillRuns) {
   EXPECT_FALSE(timers.Cancel(first));
 }
 
+TEST(TimerQueue, WhileBusyTimersOfEveryLengthRunOnTime) {
+  // A queue that just had timers and has none now looks again every 100 ms
+  // on its own and is not woken for a timer due after that; a timer due
+  // sooner still wakes it. Both must run on time, none early.
+  TimerQueue timers;
+  const uint64_t warm = timers.Schedule(absl::Now() + absl::Seconds(30), [] {});
+  EXPECT_TRUE(timers.Cancel(warm));
+  for (absl::Duration after : {absl::Milliseconds(350), absl::Milliseconds(15), absl::Milliseconds(120)}) {
+    absl::Notification ran;
+    absl::Time ran_at;
+    const absl::Time due = absl::Now() + after;
+    timers.Schedule(due, [&] {
+      ran_at = absl::Now();
+      ran.Notify();
+    });
+    ASSERT_TRUE(ran.WaitForNotificationWithTimeout(absl::Seconds(10))) << after;
+    EXPECT_GE(ran_at, due) << after;
+  }
+}
+
 }  // namespace
 }  // namespace switchboard
