@@ -22,8 +22,9 @@ class NatsClient {
   // For a subscription handler's own thread (a reply that should not wait
   // for a queue): sends on the calling thread. It may wait briefly on the
   // socket, so never call it from an event loop. By default, Publish().
-  virtual absl::Status PublishNow(const std::string& subject, const std::string& data) {
-    return Publish(subject, data);
+  virtual absl::Status PublishNow(const std::string& subject, const std::string& data,
+                                  const std::string& reply = "") {
+    return Publish(subject, data, reply);
   }
   // Subscription lives as long as the client.
   virtual absl::Status Subscribe(const std::string& subject, Handler handler) = 0;

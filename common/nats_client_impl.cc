@@ -1,5 +1,7 @@
 #include "common/nats_client_impl.h"
 
+#include <dlfcn.h>
+
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
@@ -17,7 +19,39 @@ absl::Status FromNats(natsStatus s, const std::string& what) {
 
 void OnDisconnected(natsConnection*, void*) { spdlog::warn("nats: disconnected"); }
 
+// NATS.c hands every received message it frees to its garbage-collector
+// thread and wakes that thread for it: one more wake-up (two context
+// switches) per message, on the path of every fleet call (each gateway
+// frees the request, control each answer). A received message starts with
+// the library's GC item {next, freeCb}, freeCb being the exported
+// natsMsg_free; with freeCb cleared, natsMsg_Destroy frees the message on
+// the calling thread instead. Done only when that word really holds
+// natsMsg_free's address (looked up at run time), so a library laid out
+// otherwise just keeps its own way.
+using FreeFn = void (*)(void*);
+FreeFn LibraryMsgFree() {
+  static const FreeFn fn = reinterpret_cast<FreeFn>(dlsym(RTLD_DEFAULT, "natsMsg_free"));
+  return fn;
+}
+
+void DestroyHere(natsMsg* msg) {
+  void** gc_item = reinterpret_cast<void**>(msg);
+  const FreeFn fn = LibraryMsgFree();
+  if (fn != nullptr && gc_item[1] == reinterpret_cast<void*>(fn)) gc_item[1] = nullptr;
+  natsMsg_Destroy(msg);
+}
+
 }  // namespace
+
+bool NatsMessagesFreedInPlace() {
+  if (nats_Open(-1) != NATS_OK) return false;
+  natsMsg* msg = nullptr;
+  if (natsMsg_Create(&msg, "probe", nullptr, "x", 1) != NATS_OK) return false;
+  const FreeFn fn = LibraryMsgFree();
+  const bool known = fn != nullptr && reinterpret_cast<void**>(msg)[1] == reinterpret_cast<void*>(fn);
+  DestroyHere(msg);
+  return known;
+}
 
 void NatsClientImpl::OnConnected(natsConnection*, void* closure) {
   spdlog::info("nats: connected");
@@ -131,10 +165,13 @@ absl::Status NatsClientImpl::Publish(const std::string& subject, const std::stri
   return absl::OkStatus();
 }
 
-absl::Status NatsClientImpl::PublishNow(const std::string& subject, const std::string& data) {
+absl::Status NatsClientImpl::PublishNow(const std::string& subject, const std::string& data,
+                                        const std::string& reply) {
   // NATS.c is thread-safe; with SendAsap this writes to the socket here (or
   // to its reconnect buffer while disconnected).
-  natsStatus s = natsConnection_Publish(conn_, subject.c_str(), data.data(), static_cast<int>(data.size()));
+  const int len = static_cast<int>(data.size());
+  natsStatus s = reply.empty() ? natsConnection_Publish(conn_, subject.c_str(), data.data(), len)
+                               : natsConnection_PublishRequest(conn_, subject.c_str(), reply.c_str(), data.data(), len);
   if (s != NATS_OK) return FromNats(s, "nats publish " + subject);
   return absl::OkStatus();
 }
@@ -170,7 +207,7 @@ void NatsClientImpl::OnMessage(natsConnection*, natsSubscription*, natsMsg* msg,
   const char* reply = natsMsg_GetReply(msg);
   std::string data(natsMsg_GetData(msg), static_cast<size_t>(natsMsg_GetDataLength(msg)));
   sub->handler(natsMsg_GetSubject(msg), reply ? reply : "", data);
-  natsMsg_Destroy(msg);
+  DestroyHere(msg);
 }
 
 absl::Status NatsClientImpl::Subscribe(const std::string& subject, Handler handler) {

@@ -36,7 +36,8 @@ class NatsClientImpl final : public NatsClient {
 
   absl::Status Publish(const std::string& subject, const std::string& data,
                        const std::string& reply) override;
-  absl::Status PublishNow(const std::string& subject, const std::string& data) override;
+  absl::Status PublishNow(const std::string& subject, const std::string& data,
+                          const std::string& reply = "") override;
   absl::Status Subscribe(const std::string& subject, Handler handler) override;
   bool Connected() const override;
   // When the current connection to the server came up (InfiniteFuture while
@@ -75,5 +76,10 @@ class NatsClientImpl final : public NatsClient {
   std::atomic<int64_t> connected_since_ms_{0};
   absl::Notification connected_once_;
 };
+
+// Whether this libnats lets received messages be freed on the thread that
+// is done with them instead of waking its garbage-collector thread for
+// each (see nats_client_impl.cc). False means the library's own way is used.
+bool NatsMessagesFreedInPlace();
 
 }  // namespace switchboard

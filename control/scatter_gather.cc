@@ -81,7 +81,7 @@ void ScatterGather::Call(v1::BusRequest request, absl::Time deadline, Done done)
     absl::MutexLock lock(&mu_);
     pending->timer = timer;
   }
-  auto st = bus_->Publish(subject_, request.SerializeAsString(), inbox_ + "." + request_id);
+  auto st = bus_->PublishNow(subject_, request.SerializeAsString(), inbox_ + "." + request_id);
   if (!st.ok()) {
     std::shared_ptr<Pending> p;
     {
