@@ -24,7 +24,10 @@ ScatterGather::ScatterGather(NatsClient* bus, TimerQueue* timers, LiveFn live, s
 
 absl::Status ScatterGather::Start() {
   inbox_ = reply_prefix_.empty() ? bus_->NewInbox() : reply_prefix_ + "." + NewUuid();
-  return bus_->Subscribe(inbox_ + ".*", [this](const std::string& subject, const std::string&,
+  // One reply subject for every call of this replica (answers carry the
+  // request ID): nats-server resolves a subject it has seen before from its
+  // caches, where a new subject per call cost it a full match each time.
+  return bus_->Subscribe(inbox_, [this](const std::string& subject, const std::string&,
                                                const std::string& data) { OnReply(subject, data); });
 }
 
@@ -81,7 +84,7 @@ void ScatterGather::Call(v1::BusRequest request, absl::Time deadline, Done done)
     absl::MutexLock lock(&mu_);
     pending->timer = timer;
   }
-  auto st = bus_->PublishNow(subject_, request.SerializeAsString(), inbox_ + "." + request_id);
+  auto st = bus_->PublishNow(subject_, request.SerializeAsString(), inbox_);
   if (!st.ok()) {
     std::shared_ptr<Pending> p;
     {

@@ -194,8 +194,8 @@ TEST_F(ScatterGatherTest, MalformedRepliesAreIgnored) {
   auto future = promise->get_future();
   sg_->Call(v1::BusRequest(), absl::Now() + absl::Milliseconds(100),
             [promise](absl::StatusOr<GatherResult> r) { promise->set_value(std::move(r)); });
-  (void)bus_.Publish("_INBOX.test1.x", "\xff\xff garbage", "");
-  (void)bus_.Publish("_INBOX.test1.x", v1::BusReply().SerializeAsString(), "");  // no gateway_id
+  (void)bus_.Publish("_INBOX.test1", "\xff\xff garbage", "");
+  (void)bus_.Publish("_INBOX.test1", v1::BusReply().SerializeAsString(), "");  // no gateway_id
   ASSERT_EQ(future.wait_for(std::chrono::seconds(10)), std::future_status::ready);
   auto r = future.get();
   ASSERT_TRUE(r.ok());
