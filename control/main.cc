@@ -18,6 +18,7 @@
 #include "common/health_http.h"
 #include "common/ids.h"
 #include "common/logging.h"
+#include "common/runtime.h"
 #include "common/nats_client_impl.h"
 #include "common/timer_queue.h"
 #include "control/fleet.h"
@@ -40,6 +41,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", std::string(st.message()).c_str());
     return 2;
   }
+  TuneRuntime();
+
   auto config_or = LoadConfig(absl::GetFlag(FLAGS_config), ConfigRole::kControl);
   if (!config_or.ok()) {
     std::fprintf(stderr, "config error: %s\n", std::string(config_or.status().message()).c_str());

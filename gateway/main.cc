@@ -19,6 +19,7 @@
 #include "common/grpc_tls.h"
 #include "common/ids.h"
 #include "common/logging.h"
+#include "common/runtime.h"
 #include "common/nats_client_impl.h"
 #include "gateway/bus_handler.h"
 #include "gateway/centrifuge_codec.h"
@@ -63,6 +64,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", std::string(st.message()).c_str());
     return 2;
   }
+  TuneRuntime();
+
   auto config_or = LoadConfig(absl::GetFlag(FLAGS_config), ConfigRole::kGateway);
   if (!config_or.ok()) {
     std::fprintf(stderr, "config error: %s\n", std::string(config_or.status().message()).c_str());
