@@ -15,6 +15,8 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "common/config.h"
 #include "common/grpc_tls.h"
 #include "common/crypto.h"
@@ -43,6 +45,9 @@ ABSL_FLAG(std::string, method, "POST", "sign: HTTP method");
 ABSL_FLAG(std::string, path, "", "sign: request path, e.g. /apps/demo/users/42/terminate_connections");
 ABSL_FLAG(std::string, body, "", "sign: the exact request body (POST: {} if empty)");
 ABSL_FLAG(int, repeat, 1, "connections: call N times and print latency percentiles");
+ABSL_FLAG(bool, users_from_stdin, false,
+          "terminate: one user ID per line from stdin, each terminated when its line arrives; prints a JSON "
+          "line per call with its wall-clock start (t0_us) and duration (for benchmarks)");
 
 namespace {
 
@@ -240,6 +245,24 @@ int main(int argc, char** argv) {
     req.set_code(static_cast<uint32_t>(absl::GetFlag(FLAGS_code)));
     req.set_reason(absl::GetFlag(FLAGS_reason));
     v1::TerminateUserResponse resp;
+    if (absl::GetFlag(FLAGS_users_from_stdin)) {
+      char line[1024];
+      while (std::fgets(line, sizeof(line), stdin) != nullptr) {
+        req.set_user_id(std::string(absl::StripAsciiWhitespace(line)));
+        grpc::ClientContext ctx;
+        make_ctx(&ctx);
+        resp.Clear();
+        const absl::Time t0 = absl::Now();
+        const grpc::Status st = stub->TerminateUser(&ctx, req, &resp);
+        const double ms = absl::ToDoubleMilliseconds(absl::Now() - t0);
+        nlohmann::json j = {{"user", req.user_id()},     {"t0_us", absl::ToUnixMicros(t0)},
+                            {"ms", ms},                  {"ok", st.ok()},
+                            {"closed", resp.closed()},   {"complete", resp.coverage().complete()}};
+        std::printf("%s\n", j.dump().c_str());
+        std::fflush(stdout);
+      }
+      return 0;
+    }
     grpc::ClientContext ctx;
     make_ctx(&ctx);
     if (int rc = check(stub->TerminateUser(&ctx, req, &resp))) return rc;

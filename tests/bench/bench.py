@@ -206,26 +206,43 @@ def nats_reference(a, k, calls):
 
 def terminate_latencies(a, cluster, gens, users_per_gen, sessions_per_user, rounds):
     """TerminateUser for `rounds` users, each until its last session saw the
-    close frame (the generators log closes with wall-clock stamps)."""
-    import grpc
-    from switchboard.v1 import control_pb2 as pb, control_pb2_grpc
-    stub = control_pb2_grpc.ControlStub(grpc.insecure_channel("127.0.0.1:%d" % cluster.control_port))
-    stub.ListGateways(pb.ListGatewaysRequest(), metadata=API_KEY, timeout=5)  # channel warm
-    ms, incomplete = [], 0
-    for r in range(rounds):
-        gi, u = r % len(gens), r // len(gens)
-        user = "g%du%d" % (gi, u)
-        before = len([c for c in gens[gi].closes() if c["user"] == user])
-        t0 = time.time()
-        resp = stub.TerminateUser(pb.TerminateUserRequest(app_id="demo", user_id=user), metadata=API_KEY, timeout=5)
-        if not resp.coverage.complete:
-            incomplete += 1
+    close frame (the generators log closes with wall-clock stamps). The calls
+    come from the same C++ client as the UserConnections figures
+    (`switchboardctl terminate --users_from_stdin`, one user per line, each
+    sent only after the previous user's sessions all saw their close)."""
+    ctl = subprocess.Popen([cluster.bin("cli/switchboardctl"), "--config", cluster.config, "terminate",
+                            "--users_from_stdin", "--timeout_ms", "5000"],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
-        def all_closed():
-            got = [c for c in gens[gi].closes() if c["user"] == user]
-            return got if len(got) - before >= sessions_per_user else None
-        got = wait_until(all_closed, 10, "every session of %s closed" % user)
-        ms.append(max(c["t_us"] for c in got[before:]) / 1000.0 - t0 * 1000.0)
+    def call(user):
+        ctl.stdin.write(user + "\n")
+        ctl.stdin.flush()
+        line = ctl.stdout.readline()
+        if not line:
+            raise RuntimeError("switchboardctl terminate ended early")
+        return json.loads(line)
+
+    try:
+        call("bench-warm-up")  # the channel's connection
+        ms, incomplete = [], 0
+        for r in range(rounds):
+            gi, u = r % len(gens), r // len(gens)
+            user = "g%du%d" % (gi, u)
+            before = len([c for c in gens[gi].closes() if c["user"] == user])
+            res = call(user)
+            if not res["ok"]:
+                raise RuntimeError("TerminateUser %s failed" % user)
+            if not res["complete"]:
+                incomplete += 1
+
+            def all_closed():
+                got = [c for c in gens[gi].closes() if c["user"] == user]
+                return got if len(got) - before >= sessions_per_user else None
+            got = wait_until(all_closed, 10, "every session of %s closed" % user)
+            ms.append((max(c["t_us"] for c in got[before:]) - res["t0_us"]) / 1000.0)
+    finally:
+        ctl.stdin.close()
+        ctl.wait(timeout=10)
     ms.sort()
     return ms[len(ms) // 2], ms[min(len(ms) - 1, len(ms) * 99 // 100)], incomplete
 

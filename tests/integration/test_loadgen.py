@@ -46,7 +46,15 @@ class LoadGenSmoke(unittest.TestCase):
             # Pings answered: nobody is dropped for a missing pong over 3+ pings.
             wait_until(lambda: any(e.get("event") == "status" and e["pings"] >= 1200 for e in gen.events), 20,
                        "every session answered three pings")
-            self.cluster.ctl("terminate", "--user", "lg7")
+            # The benchmark's way: users one per line, a JSON line per call.
+            ctl = subprocess.Popen([self.cluster.bin("cli/switchboardctl"), "--config", self.cluster.config,
+                                    "terminate", "--users_from_stdin"], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, text=True)
+            out, _ = ctl.communicate("lg7\n", timeout=20)
+            self.assertEqual(ctl.returncode, 0)
+            res = json.loads(out)
+            self.assertEqual((res["user"], res["ok"], res["closed"], res["complete"]), ("lg7", True, 10, True), res)
+            self.assertGreater(res["t0_us"], 0)
             closes = wait_until(lambda: [c for c in gen.closes() if c["user"] == "lg7"] if len(
                 [c for c in gen.closes() if c["user"] == "lg7"]) == 10 else None, 10, "10 close frames for lg7")
             self.assertEqual({c["code"] for c in closes}, {3503})
