@@ -36,8 +36,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from cluster import Cluster, load_stubs, wait_until  # noqa: E402
 
 SECRET = "demo-secret-for-tests"  # the demo app's secret in cluster.py's config
-API_KEY = [("authorization", "apikey test-api-key-1234")]
 MAX_PER_GENERATOR = 19000  # descriptors per process are capped at 20,000 here
+# The control link's timing as deployed (config defaults): the test cluster's
+# fast heartbeats and DNS refreshes (300 ms) are for tests that wait on them.
+DEPLOYED_TIMING = {"heartbeat_ms": 1000, "lease_ms": 3000, "resolve_ms": 5000}
 
 
 def cpu_seconds(pid):
@@ -148,7 +150,7 @@ def cmd_process(a):
         ref.terminate()
         ref.wait()
     cluster = Cluster(a.build_dir, a.source_dir, gateways=1, http=False, max_sessions=min(19000, a.sessions + 1000), pong=8,
-                      gateway_extra={"max_unsigned": a.sessions})
+                      gateway_extra={"max_unsigned": a.sessions}, **DEPLOYED_TIMING)
     try:
         gw_pid = cluster.gateways["gw-1"][0].p.pid
         g = measure_process(a, "switchboard", gw_pid, "127.0.0.1:%d" % cluster.gateways["gw-1"][1], "centrifuge")
@@ -253,7 +255,7 @@ def cmd_latency(a):
         total = k * a.per_gateway
         sessions_per_user = 4
         cluster = Cluster(a.build_dir, a.source_dir, gateways=k, http=False, max_sessions=min(19000, a.per_gateway + 2000),
-                          pong=8, gateway_extra={"max_unsigned": a.per_gateway})
+                          pong=8, gateway_extra={"max_unsigned": a.per_gateway}, **DEPLOYED_TIMING)
         gens = []
         try:
             n_gens = (total + MAX_PER_GENERATOR - 1) // MAX_PER_GENERATOR
@@ -280,7 +282,7 @@ def cmd_latency(a):
 def cmd_fleet(a):
     per_gateway = (a.sessions + a.gateways - 1) // a.gateways
     cluster = Cluster(a.build_dir, a.source_dir, gateways=a.gateways, http=False, max_sessions=min(19000, per_gateway + 2000),
-                      pong=8, gateway_extra={"max_unsigned": per_gateway})
+                      pong=8, gateway_extra={"max_unsigned": per_gateway}, **DEPLOYED_TIMING)
     gens = []
     try:
         t0 = time.monotonic()
@@ -318,7 +320,7 @@ def cmd_instance(a):
     it holds, how the kernel spread them, idle CPU of all its workers."""
     per_worker = min(19000, (a.sessions + a.workers - 1) // a.workers + 500)
     cluster = Cluster(a.build_dir, a.source_dir, gateways=1, http=False, max_sessions=per_worker, pong=8,
-                      workers=a.workers, gateway_extra={"max_unsigned": per_worker})
+                      workers=a.workers, gateway_extra={"max_unsigned": per_worker}, **DEPLOYED_TIMING)
     gens = []
     try:
         sup, port = cluster.gateways["gw-1"]

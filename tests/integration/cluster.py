@@ -172,7 +172,7 @@ control:
   listen: 127.0.0.1:0
   addresses: [{control_addresses}]
   dns_server: "{dns_server}"
-  resolve_interval_ms: 300
+  resolve_interval_ms: {resolve}
   default_timeout_ms: 1000
   heartbeat_interval_ms: {heartbeat}
   lease_ms: {lease}
@@ -191,7 +191,8 @@ gateway:
 class Cluster:
     def __init__(self, build_dir, source_dir, gateways=2, ping=25, http=True, max_sessions=1000, controls=1,
                  grace=25, heartbeat_ms=300, lease_ms=1500, gateway_extra=None, replica_hosts=None,
-                 dns_name=None, dns_server="", tls=None, pong=2, gateway_bin=None, workers=1, gateway_args=()):
+                 dns_name=None, dns_server="", tls=None, pong=2, gateway_bin=None, workers=1, gateway_args=(),
+                 resolve_ms=300):
         """replica_hosts: run one control per loopback address, all on the same
         port, and give gateways `dns_name` (resolved by `dns_server`) instead
         of a static list."""
@@ -205,6 +206,7 @@ class Cluster:
         self.grace = grace
         self.heartbeat_ms = heartbeat_ms
         self.lease_ms = lease_ms
+        self.resolve_ms = resolve_ms
         self.gateway_extra = "".join("  %s: %s\n" % kv for kv in (gateway_extra or {}).items())
         self.dns_name = dns_name
         self.dns_server = dns_server
@@ -337,7 +339,7 @@ class Cluster:
                                              % self.tls) if self.tls else "",
                                   max_sessions=self.max_sessions, grace=self.grace,
                                   cluster_token=CLUSTER_TOKEN, http_proxy_token=HTTP_PROXY_TOKEN,
-                                  heartbeat=self.heartbeat_ms, lease=self.lease_ms,
+                                  heartbeat=self.heartbeat_ms, lease=self.lease_ms, resolve=self.resolve_ms,
                                   gateway_extra=self.gateway_extra,
                                   nats_gateway_user=NATS_GATEWAY[0], nats_gateway_password=NATS_GATEWAY[1],
                                   nats_control_user=NATS_CONTROL[0], nats_control_password=NATS_CONTROL[1]))
