@@ -34,6 +34,13 @@ void TimerWheel::Cancel(ConnId id) {
   if (!stamp_of_) own_stamps_.erase(id);
 }
 
+absl::Time TimerWheel::NextDue(int64_t horizon) const {
+  const int64_t last = done_ + std::max<int64_t>(1, std::min<int64_t>(horizon, static_cast<int64_t>(slots_.size())));
+  int64_t t = done_ + 1;
+  while (t < last && slots_[static_cast<size_t>(t) % slots_.size()].empty()) ++t;
+  return origin_ + absl::Microseconds(t * tick_us_);
+}
+
 bool TimerWheel::Advance(absl::Time now, const std::function<void(ConnId)>& fire, size_t max_fire) {
   const int64_t target = TickOf(now);
   if (target <= done_) return false;

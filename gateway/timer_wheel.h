@@ -37,6 +37,15 @@ class TimerWheel {
   bool Advance(absl::Time now, const std::function<void(ConnId)>& fire, size_t max_fire = SIZE_MAX);
   // Counts right as long as a connection is cancelled before its record goes.
   size_t armed() const { return armed_; }
+  // When Advance() should be called next: the start of the first tick after
+  // the processed ones whose slot holds an entry (it may hold only stale or
+  // later-revolution ones: an early look is harmless), or after `horizon`
+  // ticks if none does. Lets the driver sleep through empty ticks.
+  absl::Time NextDue(int64_t horizon) const;
+  // When Advance() must run for a deadline armed at `when` to fire.
+  absl::Time DueAt(absl::Time when) const {
+    return origin_ + absl::Microseconds(std::max(DueTick(when), done_ + 1) * tick_us_);
+  }
 
  private:
   // A tick as a stamp: never 0 (0 = not armed).

@@ -29,6 +29,7 @@ ConnId ConnIdOf(const lws* wsi) { return reinterpret_cast<uintptr_t>(lws_get_opa
 void SetConnId(lws* wsi, ConnId id) { lws_set_opaque_user_data(wsi, reinterpret_cast<void*>(static_cast<uintptr_t>(id))); }
 
 constexpr lws_usec_t kTickUs = 10 * LWS_US_PER_MS;
+constexpr int64_t kMaxIdleTicks = 100;  // ticks of kTickUs: an idle loop looks at least once a second
 constexpr size_t kMaxTimersPerTurn = 64;
 
 constexpr char kWebSocketPath[] = "/connection/websocket";
@@ -129,7 +130,7 @@ absl::StatusOr<std::unique_ptr<WsServer>> WsServer::Create(const Options& option
   server->tick_timer_ = std::make_unique<TickTimer>();
   std::memset(&server->tick_timer_->sul, 0, sizeof(server->tick_timer_->sul));
   server->tick_timer_->server = server.get();
-  lws_sul_schedule(server->context_, 0, &server->tick_timer_->sul, &WsServer::OnTick, kTickUs);
+  server->ScheduleTick(absl::Now() + absl::Microseconds(kTickUs));
   if (options.reuse_port) {
     if (absl::Status st = server->StartSharedListener(); !st.ok()) return st;
   } else {
@@ -387,9 +388,23 @@ void WsServer::Close(ConnId id, int code, const std::string& reason) {
   lws_callback_on_writable(peer.wsi);
 }
 
-void WsServer::ArmTimer(ConnId id, absl::Duration after) {
-  if (peers_.find(id) == peers_.end()) return;
-  wheel_.Arm(id, absl::Now() + after);
+void WsServer::ArmTimer(ConnId id, absl::Duration after) { ArmAt(id, absl::Now() + after); }
+
+void WsServer::ArmAt(ConnId id, absl::Time when) {
+  wheel_.Arm(id, when);  // nothing happens for an unknown connection
+  // The tick timer sleeps through empty ticks: wake it earlier if this
+  // deadline comes before its next look (not from inside a tick, which
+  // schedules the next one itself when it ends).
+  if (in_tick_) return;
+  const absl::Time due = wheel_.DueAt(when);
+  if (due < tick_at_) ScheduleTick(due);
+}
+
+void WsServer::ScheduleTick(absl::Time at) {
+  if (shut_down_) return;  // the context is going
+  tick_at_ = at;
+  const int64_t us = absl::ToInt64Microseconds(at - absl::Now());
+  lws_sul_schedule(context_, 0, &tick_timer_->sul, &WsServer::OnTick, std::max<int64_t>(1, us));
 }
 
 void WsServer::NotifyWhenWritten(ConnId id) {
@@ -407,6 +422,7 @@ void WsServer::Tick() {
   // At most kMaxTimersPerTurn per loop turn: when thousands are due at once
   // (pings after a burst of connects), bus requests and socket events are
   // served in between, never queued behind the whole batch.
+  in_tick_ = true;
   const bool more = wheel_.Advance(absl::Now(), [this](ConnId id) {
     auto it = peers_.find(id);
     if (it == peers_.end()) return;
@@ -419,7 +435,11 @@ void WsServer::Tick() {
     }
     hub_->OnTimer(id);
   }, kMaxTimersPerTurn);
-  lws_sul_schedule(context_, 0, &tick_timer_->sul, &WsServer::OnTick, more ? 1 : kTickUs);
+  in_tick_ = false;
+  // More due now: right after the socket events and bus requests waiting.
+  // Otherwise at the next tick with anything in its slot (at most a second
+  // away): an idle gateway does not wake every 10 ms for nothing.
+  ScheduleTick(more ? absl::Now() : wheel_.NextDue(kMaxIdleTicks));
 }
 
 int WsServer::Callback(lws* wsi, int reason, void* user, void* in, size_t len) {
@@ -688,7 +708,7 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
         peer.http_stream = true;
         // The whole body by the connect deadline, however it trickles in:
         // an absolute deadline, not lws's content timeout (re-armed per chunk).
-        wheel_.Arm(id, absl::Now() + options_.connect_timeout);
+        ArmAt(id, absl::Now() + options_.connect_timeout);
         // The body arrives in LWS_CALLBACK_HTTP_BODY; an empty one goes
         // straight to completion.
         return 0;

@@ -191,6 +191,10 @@ class WsServer final : public Transport, public Dispatcher {
                     }};
   struct TickTimer;
   std::unique_ptr<TickTimer> tick_timer_;
+  absl::Time tick_at_ = absl::InfinitePast();  // when the tick timer fires next
+  bool in_tick_ = false;
+  void ArmAt(ConnId id, absl::Time when);
+  void ScheduleTick(absl::Time at);
   // The SO_REUSEPORT listener (Options::reuse_port), watched by lws as a raw
   // file; accepted sockets are handed to lws. Loop thread.
   // Marks the close frame as under way and has the next cancel event start

@@ -119,5 +119,26 @@ TEST(TimerWheel, StampsInTheCallersRecordsAndGoneConnectionsNeverFire) {
   EXPECT_TRUE(AdvanceTo(w, kT0 + absl::Milliseconds(100)).empty());
 }
 
+TEST(TimerWheel, NextDueSkipsEmptyTicksAndDueAtIsWhenADeadlineFires) {
+  // The driver sleeps until NextDue(): it must never be later than a
+  // deadline's tick, and with nothing armed it is the horizon.
+  TimerWheel w(absl::Milliseconds(10), 64, kT0);
+  EXPECT_EQ(w.NextDue(20), kT0 + absl::Milliseconds(200));
+  w.Arm(1, kT0 + absl::Milliseconds(55));
+  EXPECT_EQ(w.DueAt(kT0 + absl::Milliseconds(55)), kT0 + absl::Milliseconds(60));
+  EXPECT_EQ(w.NextDue(20), kT0 + absl::Milliseconds(60));
+  w.Arm(2, kT0 + absl::Milliseconds(31));  // an earlier one moves it forward
+  EXPECT_EQ(w.NextDue(20), kT0 + absl::Milliseconds(40));
+  EXPECT_EQ(AdvanceTo(w, w.NextDue(20)), std::vector<ConnId>{2});
+  EXPECT_EQ(AdvanceTo(w, w.NextDue(20)), std::vector<ConnId>{1});
+  EXPECT_EQ(w.NextDue(20), kT0 + absl::Milliseconds(60 + 200));
+  // Beyond the horizon: looked at again at the horizon, fired on its tick.
+  w.Arm(3, kT0 + absl::Milliseconds(505));
+  EXPECT_EQ(w.NextDue(20), kT0 + absl::Milliseconds(60 + 200));
+  EXPECT_TRUE(AdvanceTo(w, w.NextDue(20)).empty());
+  EXPECT_EQ(w.NextDue(30), kT0 + absl::Milliseconds(510));
+  EXPECT_EQ(AdvanceTo(w, w.NextDue(30)), std::vector<ConnId>{3});
+}
+
 }  // namespace
 }  // namespace switchboard::gateway
