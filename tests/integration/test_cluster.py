@@ -186,6 +186,56 @@ class ClientProtocolTest(unittest.TestCase):
     def test_oversized_message_closes_1009(self):
         self.assertEqual(self.raw("big", ["{" + "x" * 5000 + "}"])["code"], 1009)
 
+    def test_client_that_stops_reading_is_dropped_and_nobody_else_is(self):
+        # A client that keeps asking (150 pings per frame) but never reads:
+        # replies go out at once until the socket is full, then wait in lws
+        # and the outbox, whose limit closes the connection as slow (3008).
+        # The close frame cannot get through a full socket either: the
+        # gateway must still let the connection go, and its session with it.
+        import base64
+        import socket
+        import struct
+
+        def masked(payload):
+            data, mask = payload.encode(), b"\x01\x02\x03\x04"
+            n = len(data)
+            head = bytes([0x81]) + (bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + struct.pack(">H", n))
+            return head + mask + bytes(x ^ mask[i % 4] for i, x in enumerate(data))
+
+        name, keep = open_client("slowpoke-ok", "gw-1")
+        port = cluster.gateways["gw-1"][1]
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(5)
+        s.connect(("127.0.0.1", port))
+        s.sendall(("GET /connection/websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                   "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                   % base64.b64encode(os.urandom(16)).decode()).encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += s.recv(1)
+        self.assertIn(b" 101 ", head.split(b"\r\n")[0])
+        s.sendall(masked(json.dumps({"id": 1, "connect": {"token": cluster.token("slowpoke")}})))
+        wait_until(lambda: len(user_connections("slowpoke").connections) == 1, 10, "the slow client's session")
+        pings = masked("\n".join(json.dumps({"id": i + 2, "ping": {}}) for i in range(150)))
+        s.setblocking(False)
+        ended, deadline = None, time.monotonic() + 60
+        while ended is None and time.monotonic() < deadline:
+            try:
+                s.send(pings)
+            except BlockingIOError:
+                time.sleep(0.01)  # pacing our sends while the gateway's side is full, not synchronising
+            except (BrokenPipeError, ConnectionResetError) as e:
+                ended = e
+        s.close()
+        self.assertIsNotNone(ended, "the gateway kept a client that never read for 60 s")
+        wait_until(lambda: len(user_connections("slowpoke").connections) == 0, 10, "the slow session gone")
+        cluster.gateways["gw-1"][0].wait_line(r"outbox full \(\d+ frames\), closing as slow", timeout=5)
+        # The well-behaved client on the same gateway never noticed.
+        self.assertEqual(list(user_connections("slowpoke-ok").connections), [keep])
+        self.assertFalse(any(e["event"] == "disconnected" for e in driver.events(name)))
+        driver.send(op="close", name=name)
+
     def test_silent_client_is_closed_as_stale(self):
         ev = self.raw("silent", [])
         self.assertEqual((ev["code"], ev["reason"]), (3502, "stale"))
