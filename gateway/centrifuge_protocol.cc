@@ -102,7 +102,7 @@ void CentrifugeProtocol::OnFrame(ConnectionHost& host, std::string_view data, bo
 }
 
 void CentrifugeProtocol::HandleCommand(ConnectionHost& host, const v1::ClientCommand& cmd) {
-  if (app_id_.empty()) {
+  if (!host.has_session()) {
     if (!cmd.has_connect() || cmd.id() == 0) {
       ++host.stats().bad_frames;
       host.Close(close_code::kBadRequest, "bad request");
@@ -147,12 +147,10 @@ void CentrifugeProtocol::HandleConnect(ConnectionHost& host, const v1::ClientCom
   }
   if (!a.ok) return;
   const std::string client_id = a.record.client_id();
-  const std::string app_id = a.record.app_id();
   if (!host.StartSession(std::move(a.record), a.expires_at)) {
     host.Close(close_code::kBadRequest, "bad request");
     return;
   }
-  app_id_ = app_id;
   v1::ClientReply reply;
   reply.set_id(cmd.id());
   auto* r = reply.mutable_connect();
@@ -177,8 +175,8 @@ void CentrifugeProtocol::HandleRefresh(ConnectionHost& host, const v1::ClientCom
     return;
   }
   const std::optional<v1::SessionRecord> record = host.session();
-  const v1::AppConfig* app = FindApp(host.config(), app_id_);
-  if (!record.has_value() || app == nullptr) {
+  const v1::AppConfig* app = record.has_value() ? FindApp(host.config(), record->app_id()) : nullptr;
+  if (app == nullptr) {
     host.Close(close_code::kBadRequest, "bad request");
     return;
   }

@@ -15,6 +15,8 @@ namespace switchboard::gateway {
 // their codec, supplied by the subclass. Loop thread only.
 class CentrifugeProtocol : public ClientProtocol {
  public:
+  // Nothing per connection: whether it is connected is the host's session.
+  bool shared() const override { return true; }
   void OnOpen(ConnectionHost& host) override;
   void OnFrame(ConnectionHost& host, std::string_view data, bool binary) override;
   void SendPing(ConnectionHost& host) override;
@@ -32,8 +34,6 @@ class CentrifugeProtocol : public ClientProtocol {
   void HandleRefresh(ConnectionHost& host, const v1::ClientCommand& cmd);
   void Reply(ConnectionHost& host, const v1::ClientReply& reply) { host.Send(Encode(reply), binary()); }
   void Error(ConnectionHost& host, uint32_t cmd_id, uint32_t code, const std::string& message);
-
-  std::string app_id_;  // once connected
 };
 
 class CentrifugeJsonProtocol final : public CentrifugeProtocol {
@@ -66,6 +66,7 @@ class CentrifugeUniStreamProtocol final : public ClientProtocol {
  public:
   const char* transport() const override { return "uni_http_stream"; }
   const char* protocol() const override { return "json"; }
+  bool shared() const override { return true; }
   bool ExpectsPong() const override { return false; }
   void OnOpen(ConnectionHost& host) override;
   void OnFrame(ConnectionHost& host, std::string_view data, bool binary) override;

@@ -79,6 +79,8 @@ class ConnectionHost {
   virtual void ExtendSession(absl::Time expires_at) = 0;
   // The session of this connection, or null.
   virtual std::optional<v1::SessionRecord> session() const = 0;
+  // Whether the connection has a session now (cheap: no record is built).
+  virtual bool has_session() const = 0;
   // The peer answered our ping (or, for protocols where any traffic counts,
   // spoke): the pong deadline goes; `reset_ping` also restarts the interval.
   virtual void Activity(bool reset_ping) = 0;
@@ -86,11 +88,16 @@ class ConnectionHost {
 
 // One client protocol's side of a connection: turns frames into actions on
 // the host and tells the client what happens in its own encoding. One object
-// per connection, owned by the hub. Loop thread only. A new protocol is one
-// new implementation plus a line in MakeClientProtocol().
+// per connection, owned by the hub, unless the protocol keeps nothing of its
+// own per connection (shared()): then one instance serves every connection
+// of its wire. Loop thread only. A new protocol is one new implementation
+// plus a line in MakeClientProtocol().
 class ClientProtocol {
  public:
   virtual ~ClientProtocol() = default;
+  // True for a protocol without per-connection state: a single instance,
+  // never deleted (saves an allocation per idle session).
+  virtual bool shared() const { return false; }
   virtual const char* transport() const { return "websocket"; }
   virtual const char* protocol() const = 0;
   // Whether the peer must answer server pings (a one-way stream cannot).
@@ -106,8 +113,16 @@ class ClientProtocol {
   virtual int OnClose(ConnectionHost& host, int code, const std::string& reason) = 0;
 };
 
+// Owns a connection's protocol object unless it is a shared one.
+struct ProtocolDeleter {
+  void operator()(ClientProtocol* p) const {
+    if (p != nullptr && !p->shared()) delete p;
+  }
+};
+using ProtocolPtr = std::unique_ptr<ClientProtocol, ProtocolDeleter>;
+
 // The protocol for a wire (gateway/client_protocols.cc).
-std::unique_ptr<ClientProtocol> MakeClientProtocol(Wire wire);
+ProtocolPtr MakeClientProtocol(Wire wire);
 
 // Peer-supplied strings that end up in session records must be UTF-8: one
 // client's bytes must never make a gateway's answer unparseable. Invalid

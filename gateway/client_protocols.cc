@@ -5,18 +5,22 @@
 
 namespace switchboard::gateway {
 
-std::unique_ptr<ClientProtocol> MakeClientProtocol(Wire wire) {
+ProtocolPtr MakeClientProtocol(Wire wire) {
+  // Centrifugo's protocols keep nothing per connection: one instance each.
+  static CentrifugeJsonProtocol* const json = new CentrifugeJsonProtocol();
+  static CentrifugeProtobufProtocol* const protobuf = new CentrifugeProtobufProtocol();
+  static CentrifugeUniStreamProtocol* const uni = new CentrifugeUniStreamProtocol();
   switch (wire) {
     case Wire::kCentrifugeProtobuf:
-      return std::make_unique<CentrifugeProtobufProtocol>();
+      return ProtocolPtr(protobuf);
     case Wire::kUniHttpStream:
-      return std::make_unique<CentrifugeUniStreamProtocol>();
+      return ProtocolPtr(uni);
     case Wire::kPusher:
-      return std::make_unique<PusherProtocol>();
+      return ProtocolPtr(new PusherProtocol());
     case Wire::kCentrifugeJson:
       break;
   }
-  return std::make_unique<CentrifugeJsonProtocol>();
+  return ProtocolPtr(json);
 }
 
 std::string SafeUtf8(const std::string& in) {

@@ -41,6 +41,7 @@ class Hub::Host final : public ConnectionHost {
     if (conn_->state != State::kClosing) hub_->CloseConn(id_, *conn_, code, reason);
   }
   bool closing() const override { return conn_->state == State::kClosing; }
+  bool has_session() const override { return conn_->session; }
 
   bool Accept(absl::Time auth_by) override {
     if (conn_->state != State::kAwaitingConnect) return true;

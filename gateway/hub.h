@@ -93,7 +93,7 @@ class Hub {
     // What the upgrade request said; needed until the session starts, then
     // dropped (idle sessions are most of the memory).
     std::unique_ptr<ConnectionMeta> meta;
-    std::unique_ptr<ClientProtocol> protocol;
+    ProtocolPtr protocol;  // shared by all for Centrifugo's protocols
     // Once a session: the session index's own copy of the client ID (its
     // node map keeps keys in place); nullptr otherwise.
     const std::string* client_id = nullptr;
