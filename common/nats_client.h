@@ -19,8 +19,9 @@ class NatsClient {
 
   virtual absl::Status Publish(const std::string& subject, const std::string& data,
                                const std::string& reply = "") = 0;
-  // For a subscription handler's own thread (a reply that should not wait
-  // for a queue): sends on the calling thread. It may wait briefly on the
+  // Sends on the calling thread, for a thread that should not hand off to
+  // the sender (a subscription handler's reply, control's request from the
+  // gRPC thread): with `reply`, a request. It may wait briefly on the
   // socket, so never call it from an event loop. By default, Publish().
   virtual absl::Status PublishNow(const std::string& subject, const std::string& data,
                                   const std::string& reply = "") {

@@ -27,8 +27,9 @@ absl::Status ScatterGather::Start() {
   // One reply subject for every call of this replica (answers carry the
   // request ID): nats-server resolves a subject it has seen before from its
   // caches, where a new subject per call cost it a full match each time.
-  return bus_->Subscribe(inbox_, [this](const std::string& subject, const std::string&,
-                                               const std::string& data) { OnReply(subject, data); });
+  return bus_->Subscribe(inbox_, [this](const std::string& subject, const std::string&, const std::string& data) {
+    OnReply(subject, data);
+  });
 }
 
 size_t ScatterGather::in_flight() const {

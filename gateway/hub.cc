@@ -113,7 +113,7 @@ Hub::Hub(const v1::Config& config, std::string gateway_id, Transport* transport,
       transport_(transport),
       observer_(observer),
       clock_(std::move(clock)),
-      ping_phase_(absl::Milliseconds(std::hash<std::string>()(gateway_id_) % 250)) {
+      ping_phase_(absl::Milliseconds(std::hash<std::string>()(gateway_id_) % absl::ToInt64Milliseconds(kPingSlot))) {
   static_assert(sizeof(Conn) <= 64, "one Conn per connection: keep it small");
 }
 
@@ -284,7 +284,7 @@ absl::Time PingSlot(absl::Time t, absl::Duration phase) {
   // wake-up per connection (idle CPU at 19k sessions: BENCHMARKS.md). Each
   // gateway process has its own phase, so the processes on one host do not
   // all ping at the same instants.
-  constexpr int64_t kSlotMs = 250;
+  const int64_t kSlotMs = absl::ToInt64Milliseconds(kPingSlot);
   const int64_t p = absl::ToInt64Milliseconds(phase) % kSlotMs;
   const int64_t ms = absl::ToUnixMillis(t) - p;
   return absl::FromUnixMillis((ms + kSlotMs - 1) / kSlotMs * kSlotMs + p);
@@ -293,8 +293,7 @@ absl::Time PingSlot(absl::Time t, absl::Duration phase) {
 absl::Time Hub::PingAt(absl::Time now, absl::Duration after) const {
   // The slot at or before now + after (never later than the interval the
   // client was told), and never sooner than one slot from now.
-  const absl::Duration slot = absl::Milliseconds(250);
-  return PingSlot(now + std::max(after - slot, slot), ping_phase_);
+  return PingSlot(now + std::max(after - kPingSlot, kPingSlot), ping_phase_);
 }
 
 absl::Duration FirstPingAfter(ConnId id, absl::Duration interval) {

@@ -37,8 +37,10 @@ class PackedTime {
 // When a new connection gets its first ping: within [interval / 2, interval),
 // spread over connections (later pings come every interval).
 absl::Duration FirstPingAfter(ConnId id, absl::Duration interval);
-// Rounds a ping time up to its 250 ms slot, slots starting at `phase` past
-// each whole quarter second (pings go out in batches).
+// Pings are due on slots of this length (they go out in batches).
+inline constexpr absl::Duration kPingSlot = absl::Milliseconds(250);
+// Rounds a ping time up to its slot, slots starting at `phase` past each
+// multiple of kPingSlot.
 absl::Time PingSlot(absl::Time t, absl::Duration phase = absl::ZeroDuration());
 
 // The gateway's connections and sessions: each connection's life (connect
@@ -70,7 +72,6 @@ class Hub {
   // Any thread; only for IsQuery() requests.
   v1::BusReply AnswerQuery(const v1::BusRequest& request) const;
   uint64_t bus_requests() const { return bus_requests_.load(std::memory_order_relaxed); }
-
 
   // Closes up to `max` open connections with `code` (e.g. shutdown); returns
   // how many it closed.
@@ -140,7 +141,7 @@ class Hub {
     connections_now_.store(static_cast<uint32_t>(conns_.size()), std::memory_order_relaxed);
   }
   // A ping `after` from `now`, on this process's slots: within one slot
-  // (250 ms) before now + after.
+  // before now + after.
   absl::Time PingAt(absl::Time now, absl::Duration after) const;
   // This process's ping slots (PingSlot), from the gateway ID: processes on
   // one host (workers have IDs of their own) ping at different instants.

@@ -25,6 +25,14 @@ namespace {
 // A connection's ID lives in lws's own per-connection pointer slot: no
 // per-session allocation by lws (a per_session_data_size of 8 bytes costs a
 // 32-byte heap block per connection).
+// One WebSocket message from a buffer with LWS_PRE bytes of headroom; false
+// if the socket is gone (lws keeps what the socket does not take yet).
+bool WriteMessage(lws* wsi, std::string& buf, bool binary) {
+  const size_t n = buf.size() - LWS_PRE;
+  return lws_write(wsi, reinterpret_cast<unsigned char*>(&buf[LWS_PRE]), n,
+                   binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT) >= static_cast<int>(n);
+}
+
 ConnId ConnIdOf(const lws* wsi) { return reinterpret_cast<uintptr_t>(lws_get_opaque_user_data(wsi)); }
 void SetConnId(lws* wsi, ConnId id) { lws_set_opaque_user_data(wsi, reinterpret_cast<void*>(static_cast<uintptr_t>(id))); }
 
@@ -350,10 +358,7 @@ bool WsServer::Send(ConnId id, std::string frame, bool binary) {
       // every 25 s, that was most of the gateway's idle CPU. lws keeps
       // whatever the socket does not take and sends it before anything
       // else (lws_partial_buffered), asking for POLLOUT itself.
-      const size_t n = buf.size() - LWS_PRE;
-      const int wrote = lws_write(peer.wsi, reinterpret_cast<unsigned char*>(&buf[LWS_PRE]), n,
-                                  binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
-      if (wrote < static_cast<int>(n)) {
+      if (!WriteMessage(peer.wsi, buf, binary)) {
         // The socket is gone: lws drops the connection at its next turn.
         lws_set_timeout(peer.wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
         return false;
@@ -482,10 +487,7 @@ int WsServer::OnWritable(lws* wsi, ConnId id) {
   if (peer.http_stream) return OnHttpStreamWritable(wsi, peer);
   if (!peer.outbox.empty()) {
     Peer::Frame& f = peer.outbox.front();
-    size_t n = f.buf.size() - LWS_PRE;
-    int wrote = lws_write(wsi, reinterpret_cast<unsigned char*>(&f.buf[LWS_PRE]), n,
-                          f.binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
-    if (wrote < static_cast<int>(n)) return -1;
+    if (!WriteMessage(wsi, f.buf, f.binary)) return -1;
     peer.outbox.pop_front();
     if (!peer.outbox.empty() || peer.closing) lws_callback_on_writable(wsi);
     if (peer.outbox.empty() && peer.notify_written) {
