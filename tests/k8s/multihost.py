@@ -113,6 +113,7 @@ class Cluster:
 
     # -- network ---------------------------------------------------------
     def net_up(self):
+        self.remove_containers()
         self.net_down()
         sh("ip", "link", "add", BRIDGE, "type", "bridge")
         sh("ip", "addr", "add", NET + ".1/24", "dev", BRIDGE)
@@ -209,13 +210,26 @@ class Cluster:
             self.dns.send_signal(1)  # SIGHUP: dnsmasq reads the hosts file again
 
     def start_dns(self):
+        # A run that was killed leaves its dnsmasq holding the address.
+        sh("pkill", "-f", "^dnsmasq .*--listen-address=%s.1 " % NET, check=False)
+        wait_until(lambda: sh("pgrep", "-f", "^dnsmasq .*--listen-address=%s.1 " % NET, check=False).returncode != 0,
+                   10, "the old dnsmasq to exit")
         open(os.path.join(self.tmp, "hosts"), "w").close()
-        with open(os.path.join(self.tmp, "dnsmasq.log"), "w") as log_file:
+        log_path = os.path.join(self.tmp, "dnsmasq.log")
+        with open(log_path, "w") as log_file:
             self.dns = subprocess.Popen(["dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts", "--bind-interfaces",
                                          "--listen-address=" + NET + ".1", "--port=53", "--addn-hosts=" +
                                          os.path.join(self.tmp, "hosts"), "--local-ttl=1", "--log-facility=-",
                                          "--pid-file=" + os.path.join(self.tmp, "dnsmasq.pid")],
                                         stdout=subprocess.DEVNULL, stderr=log_file)
+
+        def started():
+            with open(log_path) as f:
+                text = f.read()
+            if self.dns.poll() is not None:
+                raise AssertionError("dnsmasq exited: %s" % text.strip())
+            return "started" in text
+        wait_until(started, 10, "dnsmasq to start")
 
     # -- pods ------------------------------------------------------------
     def secret_value(self, name, key):
@@ -228,7 +242,7 @@ class Cluster:
         env = {}
         for e in pod.c().get("env", []):
             if "value" in e:
-                env[e["name"]] = e["value"]
+                env[e["name"]] = self.expand(e["value"], env)  # $(VAR) of earlier entries, as the kubelet
                 continue
             ref = e["valueFrom"]
             if "secretKeyRef" in ref:
@@ -327,8 +341,24 @@ class Cluster:
             return False
         raise AssertionError("unsupported probe %s" % p)
 
+    def state(self, pod):
+        return podman("inspect", "--format", "{{.State.Status}} exit {{.State.ExitCode}}", pod.container,
+                      check=False).stdout.strip()
+
     def wait_ready(self, pod, timeout=60):
-        wait_until(lambda: self.probe(pod, "readinessProbe"), timeout, "%s ready (logs: %s)" % (pod.name, pod.container))
+        def ready():
+            if self.probe(pod, "readinessProbe"):
+                return True
+            if self.state(pod).startswith("exited"):
+                raise AssertionError("%s exited" % pod.name)
+            return False
+        try:
+            wait_until(ready, timeout, "%s ready" % pod.name)
+        except AssertionError as e:
+            out = podman("logs", pod.container, check=False)
+            lines = (out.stdout.strip().split("\n") + out.stderr.strip().split("\n"))[-30:]
+            raise AssertionError("%s; container %s: %s; its last log lines:\n%s" % (
+                e, pod.container, self.state(pod), "\n".join(lines))) from None
         pod.ready = True
         self.sync_services()
 
@@ -353,12 +383,17 @@ class Cluster:
     def logs(self, pod):
         return podman("logs", pod.container, check=False).stderr
 
-    def close(self):
-        for pod in list(self.pods):
-            podman("rm", "-f", "-t", "0", pod.container, check=False)
+    @staticmethod
+    def remove_containers():
+        """Ours, including those a run that was killed left behind."""
         for name in podman("ps", "-a", "--format", "{{.Names}}", check=False).stdout.split():
             if name.startswith("sbk-"):
                 podman("rm", "-f", "-t", "0", name, check=False)
+
+    def close(self):
+        for pod in list(self.pods):
+            podman("rm", "-f", "-t", "0", pod.container, check=False)
+        self.remove_containers()
         if self.dns:
             self.dns.terminate()
             self.dns.wait()
@@ -372,11 +407,17 @@ def render_production(source_dir, work):
     shutil.copytree(os.path.join(source_dir, "deploy", "k8s"), tree,
                     ignore=shutil.ignore_patterns("node_modules", "check"))
     prod = os.path.join(tree, "overlays", "production")
+    # NATS passwords nats-server would misread were they unquoted in its config
+    # (a number, a negative number, a date): every run starts NATS with such.
+    awkward = {"route-password": "%030d" % secrets.randbelow(10 ** 30),
+               "gateway-password": "-" + secrets.token_urlsafe(24),
+               "control-password": "2026-11-26T" + secrets.token_hex(12)}
     for name in ("secrets.env", "nats-secrets.env"):
         with open(os.path.join(prod, name + ".example")) as f, open(os.path.join(prod, name), "w") as out:
             for line in f:
                 if "=" in line and not line.startswith("#"):
-                    out.write("%s=%s\n" % (line.split("=", 1)[0], secrets.token_urlsafe(24)))
+                    key = line.split("=", 1)[0]
+                    out.write("%s=%s\n" % (key, awkward.get(key) or secrets.token_urlsafe(24)))
     out = sh("kubectl", "kustomize", prod)
     return [d for d in yaml.safe_load_all(out.stdout) if d]
 
@@ -392,6 +433,15 @@ class MultiHost(unittest.TestCase):
         cls.work = tempfile.mkdtemp(prefix="switchboard-k8s-render-")
         cls.objects = render_production(ARGS.source_dir, cls.work)
         cls.k = Cluster(cls.objects, ARGS.build_dir)
+        try:
+            cls.start_cluster()
+        except BaseException:
+            cls.k.close()  # unittest runs no tearDownClass when setUpClass fails
+            shutil.rmtree(cls.work, ignore_errors=True)
+            raise
+
+    @classmethod
+    def start_cluster(cls):
         k = cls.k
         k.net_up()
         wl = {o["metadata"]["name"]: o for o in cls.objects if o["kind"] in ("Deployment", "StatefulSet")}

@@ -14,7 +14,9 @@ them (ctest k8s_manifests):
    ${VAR} the config needs for a role is in that role's environment;
    container ports match the config's listen addresses; the NATS users'
    permissions are what `switchboardctl nats-config` prints for the same
-   config; the gateway's grace period covers preStop and the drain; the
+   config; nats.conf parses (nats-server -t) with the NATS pod's environment
+   for passwords nats-server would misread unquoted (12345, true, 0-1Z) and
+   the NATS Secret's values are of the allowed alphabet; the gateway's grace period covers preStop and the drain; the
    control address gateways resolve is a headless Service that lists
    not-ready replicas.
 
@@ -24,6 +26,7 @@ policy catches its break (a check that cannot fail is no check).
   check.py --build-dir BUILD --source-dir SRC [--self-test]
 """
 import argparse
+import base64
 import copy
 import json
 import os
@@ -321,6 +324,55 @@ def policy_problems(objects, build_dir):
             want, have = perms(out.stdout), perms(nats_cm["data"]["nats.conf"])
             if not want or want != have:
                 p.append("nats.conf permissions %s differ from switchboardctl nats-config %s" % (have, want))
+    if nats_cm is not None:
+        p += nats_conf_problems(nats_cm["data"]["nats.conf"], container("nats"), secrets)
+    return p
+
+
+# Passwords go into the NATS route URLs and into nats.conf: what the
+# nats-secrets.env.example tells operators to use.
+PASSWORD_ALPHABET = re.compile(r"^[A-Za-z0-9._~-]+$")
+# Passwords of that alphabet that nats-server would read as something else
+# were they put into its config unquoted: a number, a boolean, a date, a
+# size suffix, a negative number.
+AWKWARD_PASSWORDS = ["12345", "true", "0-1Z", "-abc", "9e9x", "1k", "no"]
+
+
+def nats_conf_problems(conf, c, secrets):
+    """nats.conf parses (nats-server -t) with the environment the NATS pod gets,
+    for every awkward password of the allowed alphabet, and the Secret's values
+    are of that alphabet."""
+    p = []
+    if c is None:
+        return p
+    server = shutil.which("nats-server")
+    if server is None:
+        return ["cannot check nats.conf: nats-server is not installed"]
+    for e in c.get("env") or []:
+        r = (e.get("valueFrom") or {}).get("secretKeyRef")
+        if r and r["name"] in secrets:
+            s = secrets[r["name"]]
+            value = (s.get("stringData") or {}).get(r["key"])
+            if value is None and r["key"] in (s.get("data") or {}):
+                value = base64.b64decode(s["data"][r["key"]].replace("\n", "")).decode(errors="replace")
+            if value is not None and not PASSWORD_ALPHABET.match(value):
+                p.append("nats: Secret %s key %s has characters other than letters, digits and -._~" % (r["name"], r["key"]))
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "nats.conf")
+        with open(path, "w") as f:
+            f.write(conf)
+        for pw in AWKWARD_PASSWORDS:
+            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+            for e in c.get("env") or []:
+                if "valueFrom" in e:
+                    env[e["name"]] = pw if "secretKeyRef" in e["valueFrom"] else "x"
+                else:  # $(VAR) of an earlier entry, as the kubelet expands it
+                    env[e["name"]] = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+                                            lambda m: env.get(m.group(1), m.group(0)), e.get("value", ""))
+            out = subprocess.run([server, "-c", path, "-t"], capture_output=True, text=True, env=env, timeout=30)
+            if out.returncode != 0 or "is valid" not in out.stdout + out.stderr:
+                p.append("nats.conf does not parse with the password %r: %s" % (pw, (out.stdout + out.stderr).strip()))
+                break
     return p
 
 
@@ -354,6 +406,12 @@ def self_test(objects, build_dir):
                                              x["metadata"]["name"].startswith("switchboard-nats-config"))["data"].update(
             {"nats.conf": "authorization { users = [ {user: \"switchboard-gateway\", password: x, permissions: "
                           "{subscribe: {allow: [\">\"]}}} ] }"}), "permissions"),
+        ("unquoted NATS password", lambda o: next(x for x in o if x["kind"] == "ConfigMap" and
+                                                  x["metadata"]["name"].startswith("switchboard-nats-config"))["data"]
+         .update({"nats.conf": next(x for x in o if x["kind"] == "ConfigMap" and
+                                    x["metadata"]["name"].startswith("switchboard-nats-config"))["data"]["nats.conf"]
+                  .replace("$NATS_CONF_GATEWAY_PASSWORD", "$SWITCHBOARD_NATS_GATEWAY_PASSWORD")}),
+         "does not parse with the password"),
     ]
     failed = []
     for what, mutate, expect in breaks:
