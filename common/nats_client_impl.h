@@ -21,6 +21,14 @@ namespace switchboard {
 // so a process starts and keeps running while NATS is down. Publishes go
 // through a bounded queue drained by one sender thread with SendAsap, so no
 // caller ever waits on the socket. Thread-safe.
+//
+// Two connections to the server: one that publishes (from any thread, see
+// PublishNow) and one that receives. The receiving one runs in NATS.c's
+// event-loop mode on this client's own thread (epoll): that thread reads
+// the socket, and its subscriptions are synchronous ones it drains right
+// after each read, so a message goes from the socket to its handler on one
+// thread. NATS.c's own way hands every message from its reader thread to a
+// delivery thread: a wake-up on the path of every fleet call.
 class NatsClientImpl final : public NatsClient {
  public:
   // A tls:// url connects with TLS, verifying the server against `ca_file`.
@@ -55,26 +63,49 @@ class NatsClientImpl final : public NatsClient {
   };
   struct Sub {
     Handler handler;
-    natsSubscription* sub = nullptr;
-    // Set by NATS once the subscription is closed and its handler has
-    // returned for the last time: only then may the handler's state go.
-    absl::Notification complete;
+    natsSubscription* sub = nullptr;  // synchronous, on rx_conn_
   };
+  static constexpr int kMaxSubs = 16;
   NatsClientImpl() = default;
   void SendLoop();
-  static void OnMessage(natsConnection*, natsSubscription*, natsMsg* msg, void* closure);
-  static void OnSubscriptionComplete(void* closure);
+  // The receiving connection's thread: epoll on its socket, NATS.c's read
+  // and write processing, then every subscription drained.
+  void RxLoop();
+  void DrainSubscriptions();
+  void SetRxEvents(uint32_t events, bool add);
   static void OnConnected(natsConnection*, void* closure);
+  static void OnRxConnected(natsConnection*, void* closure);
   static void OnReconnected(natsConnection*, void* closure);
+  // NATS.c's event-loop callbacks (called with the connection's lock held,
+  // from any thread: the connecting, reconnecting, timer or loop thread).
+  static natsStatus EvAttach(void** user, void* loop, natsConnection* nc, natsSock socket);
+  static natsStatus EvRead(void* user, bool add);
+  static natsStatus EvWrite(void* user, bool add);
+  static natsStatus EvDetach(void* user);
 
   natsConnection* conn_ = nullptr;
+  natsConnection* rx_conn_ = nullptr;  // set once Create returns
   absl::Mutex mu_;
   std::deque<Outgoing> queue_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
-  std::vector<std::unique_ptr<Sub>> subs_ ABSL_GUARDED_BY(mu_);
   std::thread sender_;
   std::atomic<int64_t> connected_since_ms_{0};
   absl::Notification connected_once_;
+  absl::Notification rx_connected_once_;
+
+  // Receiving side. Subscriptions are only added (under mu_) until the
+  // client goes; the loop reads the first nsubs_ of them.
+  std::unique_ptr<Sub> subs_[kMaxSubs];
+  std::atomic<int> nsubs_{0};
+  std::atomic<natsConnection*> rx_nc_{nullptr};  // as NATS.c gave it to EvAttach
+  int epfd_ = -1;
+  int wakefd_ = -1;
+  std::atomic<bool> rx_stop_{false};
+  std::thread rx_thread_;
+  absl::Mutex ev_mu_;
+  int rx_fd_ ABSL_GUARDED_BY(ev_mu_) = -1;
+  uint32_t rx_events_ ABSL_GUARDED_BY(ev_mu_) = 0;
+  uint64_t rx_attaches_ ABSL_GUARDED_BY(ev_mu_) = 0;  // which socket rx_fd_ is
 };
 
 // Whether this libnats lets received messages be freed on the thread that

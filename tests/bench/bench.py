@@ -27,25 +27,20 @@ import argparse
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-from cluster import Cluster, load_stubs, wait_until  # noqa: E402
+from cluster import Cluster, cpu_seconds, load_stubs, wait_until  # noqa: E402
 
 SECRET = "demo-secret-for-tests"  # the demo app's secret in cluster.py's config
 MAX_PER_GENERATOR = 19000  # descriptors per process are capped at 20,000 here
 # The control link's timing as deployed (config defaults): the test cluster's
 # fast heartbeats and DNS refreshes (300 ms) are for tests that wait on them.
 DEPLOYED_TIMING = {"heartbeat_ms": 1000, "lease_ms": 3000, "resolve_ms": 5000}
-
-
-def cpu_seconds(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kib(pid):
@@ -162,6 +157,33 @@ def cmd_process(a):
                              g["idle_cpu_pct"] / max(0.01, r["idle_cpu_pct"])))
 
 
+def children_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+class CpuMeter:
+    """CPU seconds of named processes (and of waited-for children, as
+    "client") over a stretch, in microseconds per call."""
+
+    def __init__(self, pids):
+        self.pids = pids  # name -> [pid, ...]
+        self.start = self.read()
+
+    def read(self):
+        out = {name: sum(cpu_seconds(p) for p in pids) for name, pids in self.pids.items()}
+        out["client"] = children_cpu()
+        return out
+
+    def per_call(self, calls, end=None):
+        end = end or self.read()
+        return {name: (end[name] - self.start[name]) * 1e6 / calls for name in self.start}
+
+
+def cpu_text(per_call):
+    return ", ".join("%s %.0f" % kv for kv in per_call.items()) + ", total %.0f us" % sum(per_call.values())
+
+
 def ctl_percentiles(cluster, args):
     out = subprocess.run([cluster.bin("cli/switchboardctl"), "--config", cluster.config] + args,
                          capture_output=True, text=True, timeout=600, check=True)
@@ -188,6 +210,8 @@ def start_fleet_load(a, cluster, total, users, extra=()):
 
 
 def nats_reference(a, k, calls):
+    """The scatter's p50/p99, and its CPU per call (the server, and the one
+    process holding the requester and the K repliers)."""
     nats = subprocess.Popen(["nats-server", "-a", "127.0.0.1", "-p", "-1"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
@@ -197,10 +221,13 @@ def nats_reference(a, k, calls):
             if m:
                 port = int(m.group(1))
                 break
+        meter = CpuMeter({"nats-server": [nats.pid]})
         out = subprocess.run([os.path.join(a.build_dir, "tests/bench/switchboard-nats-scatter-ref"), "--url",
                               "nats://127.0.0.1:%d" % port, "--repliers", str(k), "--calls", str(calls)],
                              capture_output=True, text=True, timeout=600, check=True)
-        return json.loads(out.stdout)
+        res = json.loads(out.stdout)
+        res["cpu"] = meter.per_call(calls)
+        return res
     finally:
         nats.terminate()
         nats.wait()
@@ -261,14 +288,22 @@ def cmd_latency(a):
             n_gens = (total + MAX_PER_GENERATOR - 1) // MAX_PER_GENERATOR
             users = total // n_gens // sessions_per_user
             gens = start_fleet_load(a, cluster, total, users, extra=["--log_closes"])
+            pids = {"nats-server": [cluster.nats.p.pid], "control": [c.p.pid for c in cluster.controls],
+                    "gateways": [p.p.pid for p, _ in cluster.gateways.values()]}
+            meter = CpuMeter(pids)
             uc = ctl_percentiles(cluster, ["connections", "--user", "g0u1", "--repeat", str(a.calls)])
+            uc_cpu = meter.per_call(a.calls)
+            meter = CpuMeter(pids)
             lg = ctl_percentiles(cluster, ["gateways", "--repeat", str(a.calls)])
+            lg_cpu = meter.per_call(a.calls)
             ref = nats_reference(a, k, a.calls)
             ref_p50 = lg[0] + ref["p50_ms"]
             print("K=%d x %d sessions: UserConnections p50 %.3f ms p99 %.3f ms | reference ListGateways p50 %.3f + "
                   "NATS.c scatter K=%d p50 %.3f (p99 %.3f) = %.3f ms | p50 ratio %.2f"
                   % (k, a.per_gateway, uc[0], uc[1], lg[0], k, ref["p50_ms"], ref["p99_ms"], ref_p50,
                      uc[0] / ref_p50), flush=True)
+            print("K=%d CPU per call (us): UserConnections: %s | ListGateways: %s | scatter: %s"
+                  % (k, cpu_text(uc_cpu), cpu_text(lg_cpu), cpu_text(ref["cpu"])), flush=True)
             term = terminate_latencies(a, cluster, gens, users, sessions_per_user, a.terminates)
             print("K=%d x %d sessions: TerminateUser to the last close frame (%d sessions/user, %d users) p50 %.2f ms "
                   "p99 %.2f ms, incomplete answers %d" % (k, a.per_gateway, sessions_per_user, a.terminates, term[0],

@@ -26,6 +26,13 @@ def parse_args():
     return args, [sys.argv[0]] + rest
 
 
+def cpu_seconds(pid):
+    """CPU time (user + system) a process has used so far."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_until(pred, timeout, what):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -13,7 +13,7 @@ import unittest
 import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import Proc, parse_args, Cluster, Driver, load_stubs, wait_until  # noqa: E402
+from cluster import Proc, parse_args, Cluster, Driver, cpu_seconds, load_stubs, wait_until  # noqa: E402
 
 ARGS = None
 API_KEY = (("authorization", "apikey test-api-key-1234"),)
@@ -452,7 +452,12 @@ class NatsOutageTest(unittest.TestCase):
                        10, "gateway attached")
             driver.send(op="centrifuge", name="outage", url=c.ws_url("gw-1"), token=c.token("50"))
             cid = driver.wait_event("outage", "connected")["client"]
+            procs = {"control": c.control.p.pid, "gw-1": c.gateways["gw-1"][0].p.pid}
+            cpu0, t_down = {k: cpu_seconds(v) for k, v in procs.items()}, time.monotonic()
             c.stop_nats()
+            # A gateway that starts while the bus is down: its connections
+            # come up later, from NATS.c's reconnect thread.
+            late, _ = c.add_gateway("gw-late")
 
             def unavailable():
                 try:
@@ -466,6 +471,12 @@ class NatsOutageTest(unittest.TestCase):
                 s.UserConnections(req, metadata=API_KEY, timeout=2)
             self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
             self.assertLess(time.monotonic() - t0, 1.0)  # fails fast, well inside the 2 s deadline
+            # Nobody spins on the broken bus connections meanwhile (the
+            # window: the outage so far, at least the late gateway's 3 s wait
+            # for the bus).
+            window = time.monotonic() - t_down
+            for name, pid in procs.items():
+                self.assertLess(cpu_seconds(pid) - cpu0[name], 0.25 * window, "%s busy while NATS was down" % name)
 
             c.restart_nats()
 
@@ -480,6 +491,10 @@ class NatsOutageTest(unittest.TestCase):
             # The socket stayed up through the outage.
             self.assertEqual(list(res.connections.keys()), [cid])
             self.assertTrue(res.complete)
+            # ... and the gateway that started during it answers too.
+            self.assertIn("gw-late", [g.id for g in s.ListGateways(pb.ListGatewaysRequest(), metadata=API_KEY,
+                                                                          timeout=2).gateways])
+            self.assertIsNone(late.p.poll())
             self.assertFalse([e for e in driver.events("outage") if e["event"] == "disconnected"
                               or (e["event"] == "connecting" and e["code"] != 0)])
             driver.send(op="close", name="outage")
