@@ -250,6 +250,13 @@ class Cluster:
             elif "configMapKeyRef" in ref:
                 cm = self.by_kind["ConfigMap"][ref["configMapKeyRef"]["name"]]
                 env[e["name"]] = cm["data"][ref["configMapKeyRef"]["key"]]
+            elif "resourceFieldRef" in ref:
+                # As the kubelet: the limit in whole cores, rounded up.
+                r = ref["resourceFieldRef"]
+                assert r["resource"] == "limits.cpu", r
+                limit = pod.c()["resources"]["limits"]["cpu"]
+                cores = float(limit[:-1]) / 1000 if str(limit).endswith("m") else float(limit)
+                env[e["name"]] = str(max(1, int(-(-cores // 1))))
             elif "fieldRef" in ref:
                 path = ref["fieldRef"]["fieldPath"]
                 env[e["name"]] = {"metadata.name": pod.name, "status.podIP": pod.ip,

@@ -365,7 +365,8 @@ def nats_conf_problems(conf, c, secrets):
             env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
             for e in c.get("env") or []:
                 if "valueFrom" in e:
-                    env[e["name"]] = pw if "secretKeyRef" in e["valueFrom"] else "x"
+                    src = e["valueFrom"]
+                    env[e["name"]] = pw if "secretKeyRef" in src else "1" if "resourceFieldRef" in src else "x"
                 else:  # $(VAR) of an earlier entry, as the kubelet expands it
                     env[e["name"]] = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
                                             lambda m: env.get(m.group(1), m.group(0)), e.get("value", ""))
