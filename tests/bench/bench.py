@@ -209,11 +209,14 @@ def start_fleet_load(a, cluster, total, users, extra=()):
     return gens
 
 
-def nats_reference(a, k, calls):
-    """The scatter's p50/p99, and its CPU per call (the server, and the one
-    process holding the requester and the K repliers)."""
+def nats_reference(a, k, calls, processes=False):
+    """The scatter's p50/p99, and its CPU per call (the server, and the
+    process(es) holding the requester and the K repliers). With `processes`,
+    each replier is a process of its own, as each gateway is."""
     nats = subprocess.Popen(["nats-server", "-a", "127.0.0.1", "-p", "-1"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
+    ref = os.path.join(a.build_dir, "tests/bench/switchboard-nats-scatter-ref")
+    repliers = []
     try:
         port = None
         for line in nats.stdout:
@@ -221,14 +224,26 @@ def nats_reference(a, k, calls):
             if m:
                 port = int(m.group(1))
                 break
-        meter = CpuMeter({"nats-server": [nats.pid]})
-        out = subprocess.run([os.path.join(a.build_dir, "tests/bench/switchboard-nats-scatter-ref"), "--url",
-                              "nats://127.0.0.1:%d" % port, "--repliers", str(k), "--calls", str(calls)],
+        url = "nats://127.0.0.1:%d" % port
+        pids = {"nats-server": [nats.pid]}
+        if processes:
+            for _ in range(k):
+                r = subprocess.Popen([ref, "--url", url, "--role", "replier"], stdout=subprocess.PIPE, text=True)
+                repliers.append(r)
+                if r.stdout.readline().strip() != "ready":
+                    raise RuntimeError("scatter replier did not start")
+            pids["repliers"] = [r.pid for r in repliers]
+        meter = CpuMeter(pids)
+        out = subprocess.run([ref, "--url", url, "--repliers", str(k), "--calls", str(calls)] +
+                             (["--role", "requester"] if processes else []),
                              capture_output=True, text=True, timeout=600, check=True)
         res = json.loads(out.stdout)
         res["cpu"] = meter.per_call(calls)
         return res
     finally:
+        for r in repliers:
+            r.kill()
+            r.wait()
         nats.terminate()
         nats.wait()
 
@@ -304,6 +319,13 @@ def cmd_latency(a):
                      uc[0] / ref_p50), flush=True)
             print("K=%d CPU per call (us): UserConnections: %s | ListGateways: %s | scatter: %s"
                   % (k, cpu_text(uc_cpu), cpu_text(lg_cpu), cpu_text(ref["cpu"])), flush=True)
+            # Not the target's reference, an explanation of it: the same
+            # scatter with each replier a process of its own, as gateways are.
+            refp = nats_reference(a, k, a.calls, processes=True)
+            print("K=%d scatter with %d replier processes: p50 %.3f ms (p99 %.3f); ListGateways + it = %.3f ms, "
+                  "UserConnections p50 ratio to that %.2f; CPU per call: %s"
+                  % (k, k, refp["p50_ms"], refp["p99_ms"], lg[0] + refp["p50_ms"], uc[0] / (lg[0] + refp["p50_ms"]),
+                     cpu_text(refp["cpu"])), flush=True)
             term = terminate_latencies(a, cluster, gens, users, sessions_per_user, a.terminates)
             print("K=%d x %d sessions: TerminateUser to the last close frame (%d sessions/user, %d users) p50 %.2f ms "
                   "p99 %.2f ms, incomplete answers %d" % (k, a.per_gateway, sessions_per_user, a.terminates, term[0],

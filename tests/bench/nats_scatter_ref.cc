@@ -9,6 +9,11 @@
 //
 // Prints one JSON line: {"repliers":K,"calls":N,"p50_ms":..,"p99_ms":..}.
 // Threading: NATS.c's threads deliver to the repliers; the requester is main.
+//
+// With --role=replier the process only answers (one replier, until killed;
+// it prints "ready" once subscribed) and with --role=requester it only asks
+// (expecting --repliers answers): K replier processes and one requester are
+// the same scatter-gather spread over processes as Switchboard's gateways are.
 
 #include <nats/nats.h>
 
@@ -25,6 +30,7 @@ ABSL_FLAG(std::string, url, "nats://127.0.0.1:4222", "NATS server");
 ABSL_FLAG(int, repliers, 2, "replier connections (K)");
 ABSL_FLAG(int, calls, 1000, "scatter-gather rounds");
 ABSL_FLAG(int, reply_bytes, 64, "bytes in each answer");
+ABSL_FLAG(std::string, role, "all", "all (K repliers and the requester in this process), replier or requester");
 
 namespace {
 
@@ -56,9 +62,14 @@ int main(int argc, char** argv) {
   const int k = std::max(1, absl::GetFlag(FLAGS_repliers));
   const int calls = std::max(1, absl::GetFlag(FLAGS_calls));
   g_reply.assign(static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_reply_bytes))), 'x');
+  const std::string role = absl::GetFlag(FLAGS_role);
+  if (role != "all" && role != "replier" && role != "requester") {
+    std::fprintf(stderr, "--role: all, replier or requester\n");
+    return 2;
+  }
   std::vector<natsConnection*> repliers;
   std::vector<natsSubscription*> subs;
-  for (int i = 0; i < k; ++i) {
+  for (int i = 0; i < (role == "all" ? k : role == "replier" ? 1 : 0); ++i) {
     natsConnection* nc = Connect(url);
     natsSubscription* sub = nullptr;
     if (nc == nullptr || natsConnection_Subscribe(&sub, nc, "ref.scatter", OnRequest, nullptr) != NATS_OK) {
@@ -68,6 +79,11 @@ int main(int argc, char** argv) {
     natsConnection_Flush(nc);
     repliers.push_back(nc);
     subs.push_back(sub);
+  }
+  if (role == "replier") {
+    std::printf("ready\n");
+    std::fflush(stdout);
+    for (;;) nats_Sleep(1000);  // answers on NATS.c's threads until killed
   }
   natsConnection* req = Connect(url);
   natsInbox* inbox = nullptr;
