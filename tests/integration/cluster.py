@@ -199,10 +199,10 @@ class Cluster:
     def __init__(self, build_dir, source_dir, gateways=2, ping=25, http=True, max_sessions=1000, controls=1,
                  grace=25, heartbeat_ms=300, lease_ms=1500, gateway_extra=None, replica_hosts=None,
                  dns_name=None, dns_server="", tls=None, pong=2, gateway_bin=None, workers=1, gateway_args=(),
-                 resolve_ms=300):
+                 resolve_ms=300, nats_extra=""):
         """replica_hosts: run one control per loopback address, all on the same
         port, and give gateways `dns_name` (resolved by `dns_server`) instead
-        of a static list."""
+        of a static list. nats_extra: more lines for nats-server's config."""
         self.build_dir = os.path.abspath(build_dir)
         self.source_dir = source_dir
         self.tmp = tempfile.mkdtemp(prefix="switchboard-test-")
@@ -230,7 +230,7 @@ class Cluster:
         self._write_config([0])
         self.nats_conf = os.path.join(self.tmp, "nats.conf")
         with open(self.nats_conf, "w") as f:
-            f.write(self.ctl("nats-config"))
+            f.write(self.ctl("nats-config") + nats_extra)
         self.nats = self._start("nats", ["nats-server", "-c", self.nats_conf, "-a", "127.0.0.1", "-p", "-1",
                                          "-m", "-1"])
         m = self.nats.wait_line(r"Listening for client connections on [\d.]+:(\d+)")

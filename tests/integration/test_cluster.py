@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 import unittest
+import urllib.request
 
 import grpc
 
@@ -436,6 +437,44 @@ class GatewayDrainTest(unittest.TestCase):
             self.assertEqual(proc.p.wait(30), 0)
         finally:
             load.stop()
+            c.close()
+
+
+class NatsKeepaliveTest(unittest.TestCase):
+    """Its own cluster: nats-server pings every client connection four times
+    a second and drops one that misses two answers (its default: every two
+    minutes). Control's and the gateways' receiving connections answer from
+    their own thread (NATS.c's event-loop mode): they must keep answering."""
+
+    def test_every_bus_connection_answers_the_servers_pings(self):
+        c = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=2, http=False,
+                    nats_extra='ping_interval: "250ms"\nping_max: 2\n')
+        ch = grpc.insecure_channel("127.0.0.1:%d" % c.control_port)
+        try:
+            s = stub_mod.ControlStub(ch)
+            req = pb.UserConnectionsRequest(app_id="demo", user_id="keepalive")
+            wait_until(lambda: s.UserConnections(req, metadata=API_KEY, timeout=2).result.complete, 10,
+                       "a complete answer")
+
+            def conns():
+                url = "http://127.0.0.1:%d/connz?limit=1024" % c.nats_monitor_port
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    return {x["cid"]: x["name"] for x in json.load(r)["connections"]}
+            before = conns()
+            # Control and each gateway: one connection to publish, one to receive.
+            self.assertEqual(sorted(before.values()), sorted(["switchboard-control"] * 2 +
+                                                             ["switchboard-gateway gw-1"] * 2 +
+                                                             ["switchboard-gateway gw-2"] * 2), before)
+            # Twelve server pings (3 s, an observation window): a connection
+            # that missed two would be gone and come back with a new cid.
+            t0 = time.monotonic()
+            wait_until(lambda: time.monotonic() - t0 >= 3.0 and conns() == before, 10,
+                       "the same connections (cids) after 3 s of pings as before: %s" % before)
+            self.assertTrue(s.UserConnections(req, metadata=API_KEY, timeout=2).result.complete)
+            for name, proc in [("control", c.control)] + [(g, p) for g, (p, _) in c.gateways.items()]:
+                self.assertFalse([l for l in list(proc.lines) if "nats: disconnected" in l], name)
+        finally:
+            ch.close()
             c.close()
 
 
