@@ -16,9 +16,9 @@ them (ctest k8s_manifests):
    permissions are what `switchboardctl nats-config` prints for the same
    config; nats.conf parses (nats-server -t) with the NATS pod's environment
    for passwords nats-server would misread unquoted (12345, true, 0-1Z) and
-   the NATS Secret's values are of the allowed alphabet; the gateway's grace period covers preStop and the drain; the
-   control address gateways resolve is a headless Service that lists
-   not-ready replicas.
+   the NATS Secret's values are of the allowed alphabet; the gateway's grace
+   period covers preStop and the drain; the control address gateways
+   resolve is a headless Service that lists not-ready replicas.
 
 --self-test breaks rendered objects in known ways and checks that each
 policy catches its break (a check that cannot fail is no check).
