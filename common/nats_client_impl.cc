@@ -260,10 +260,11 @@ natsStatus NatsClientImpl::EvAttach(void** user, void* loop, natsConnection* nc,
   // took it out of the epoll set.
   self->rx_fd_ = socket;
   self->rx_events_ = EPOLLIN;
-  ++self->rx_attaches_;
+  const uint64_t attach = self->rx_attaches_.load() + 1;
+  self->rx_attaches_.store(attach);
   epoll_event ev{};
   ev.events = self->rx_events_;
-  ev.data.u64 = RxTag(self->rx_attaches_, socket);
+  ev.data.u64 = RxTag(attach, socket);
   if (epoll_ctl(self->epfd_, EPOLL_CTL_ADD, socket, &ev) != 0 &&
       (errno != EEXIST || epoll_ctl(self->epfd_, EPOLL_CTL_MOD, socket, &ev) != 0)) {
     spdlog::error("nats: cannot poll the receiving connection: {}", std::strerror(errno));
@@ -275,14 +276,12 @@ natsStatus NatsClientImpl::EvAttach(void** user, void* loop, natsConnection* nc,
 void NatsClientImpl::SetRxEvents(uint32_t events, bool add) {
   absl::MutexLock lock(&ev_mu_);
   const uint32_t next = add ? (rx_events_ | events) : (rx_events_ & ~events);
-  if (next == rx_events_ || rx_fd_ < 0) {
-    rx_events_ = next;
-    return;
-  }
+  const bool changed = next != rx_events_;
   rx_events_ = next;
+  if (!changed || rx_fd_ < 0) return;
   epoll_event ev{};
   ev.events = next;
-  ev.data.u64 = RxTag(rx_attaches_, rx_fd_);
+  ev.data.u64 = RxTag(rx_attaches_.load(), rx_fd_);
   if (epoll_ctl(epfd_, EPOLL_CTL_MOD, rx_fd_, &ev) != 0) {
     spdlog::debug("nats: receiving connection poll update: {}", std::strerror(errno));
   }
@@ -326,14 +325,12 @@ void NatsClientImpl::RxLoop() {
         }
         continue;
       }
-      {
+      if (attach != rx_attaches_.load()) {
+        // A socket the library has left (if not closed yet): out of the
+        // set, unless its number is the current socket's already.
         absl::MutexLock lock(&ev_mu_);
-        if (attach != rx_attaches_) {
-          // A socket the library has left (if not closed yet): out of the
-          // set, unless its number is the current socket's already.
-          if (fd != rx_fd_) (void)epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
-          continue;
-        }
+        if (fd != rx_fd_) (void)epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
+        continue;
       }
       if (nc == nullptr) continue;
       const uint32_t ev = events[i].events;
@@ -346,7 +343,7 @@ void NatsClientImpl::RxLoop() {
         // end: out of the set. (tests: NatsOutageTest checks nobody is busy
         // while the bus is down.)
         absl::MutexLock lock(&ev_mu_);
-        if (attach == rx_attaches_ && rx_fd_ >= 0) {
+        if (attach == rx_attaches_.load() && rx_fd_ >= 0) {
           (void)epoll_ctl(epfd_, EPOLL_CTL_DEL, rx_fd_, nullptr);
           rx_fd_ = -1;
           rx_events_ = 0;

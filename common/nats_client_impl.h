@@ -105,7 +105,9 @@ class NatsClientImpl final : public NatsClient {
   absl::Mutex ev_mu_;
   int rx_fd_ ABSL_GUARDED_BY(ev_mu_) = -1;
   uint32_t rx_events_ ABSL_GUARDED_BY(ev_mu_) = 0;
-  uint64_t rx_attaches_ ABSL_GUARDED_BY(ev_mu_) = 0;  // which socket rx_fd_ is
+  // Which socket rx_fd_ is; written under ev_mu_, read without it by the
+  // loop for each event.
+  std::atomic<uint64_t> rx_attaches_{0};
 };
 
 // Whether this libnats lets received messages be freed on the thread that

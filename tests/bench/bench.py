@@ -175,8 +175,8 @@ class CpuMeter:
         out["client"] = children_cpu()
         return out
 
-    def per_call(self, calls, end=None):
-        end = end or self.read()
+    def per_call(self, calls):
+        end = self.read()
         return {name: (end[name] - self.start[name]) * 1e6 / calls for name in self.start}
 
 
