@@ -296,6 +296,17 @@ class GatewayFailureTest(unittest.TestCase):
         conn_name = "switchboard-gateway gw-3"
         delivered = cluster.nats_out_msgs(conn_name)
         proc.signal(signal.SIGSTOP)
+
+        def stopped():
+            # kill() returns before the threads have stopped: each stops when
+            # it next gets a CPU. Every one of them must be, or gw-3 may yet
+            # answer.
+            states = []
+            for tid in os.listdir("/proc/%d/task" % proc.p.pid):
+                with open("/proc/%d/task/%s/stat" % (proc.p.pid, tid)) as f:
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+            return all(st == "T" for st in states)
+        wait_until(stopped, 5, "every thread of gw-3 stopped")
         result = {}
 
         def call():
