@@ -6,6 +6,7 @@
 #include <ctime>
 #include <functional>
 #include <memory>
+#include <thread>
 
 #include <grpcpp/grpcpp.h>
 
@@ -45,6 +46,9 @@ ABSL_FLAG(std::string, method, "POST", "sign: HTTP method");
 ABSL_FLAG(std::string, path, "", "sign: request path, e.g. /apps/demo/users/42/terminate_connections");
 ABSL_FLAG(std::string, body, "", "sign: the exact request body (POST: {} if empty)");
 ABSL_FLAG(int, repeat, 1, "connections: call N times and print latency percentiles");
+ABSL_FLAG(int, pause_us, 0,
+          "with --repeat: idle time before each call, not counted (a paced caller instead of a tight "
+          "loop)");
 ABSL_FLAG(bool, users_from_stdin, false,
           "terminate: one user ID per line from stdin, each terminated when its line arrives; prints a JSON "
           "line per call with its wall-clock start (t0_us) and duration (for benchmarks)");
@@ -109,7 +113,9 @@ int GenToken(const v1::Config& config, const std::string& app_id) {
 grpc::Status TimedCalls(int repeat, const std::function<grpc::Status()>& call) {
   std::vector<double> ms;
   grpc::Status st;
+  const auto pause = std::chrono::microseconds(std::max(0, absl::GetFlag(FLAGS_pause_us)));
   for (int i = 0; i < repeat; ++i) {
+    if (pause.count() > 0) std::this_thread::sleep_for(pause);  // pacing, not a wait for anything
     auto t0 = std::chrono::steady_clock::now();
     st = call();
     ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());

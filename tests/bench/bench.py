@@ -11,7 +11,8 @@ builds everything and calls this.
   bench.py latency  [--gateways 2,4,8] [--per-gateway 10000] [--calls 1000]
       UserConnections and TerminateUser (until the last client has its close
       frame) p50/p99 against K gateway processes x N sessions, vs ListGateways
-      + a NATS.c scatter-gather with K repliers (switchboard-nats-scatter-ref).
+      + a NATS.c scatter-gather with K repliers (switchboard-nats-scatter-ref);
+      and, to explain the gap, the same with 300 us of idle before each call.
   bench.py instance [--workers 2] [--sessions 38000] [--window 30]
       One gateway instance with N workers sharing a port (SO_REUSEPORT):
       sessions held, spread per worker, idle CPU of all workers.
@@ -41,6 +42,9 @@ MAX_PER_GENERATOR = 19000  # descriptors per process are capped at 20,000 here
 # The control link's timing as deployed (config defaults): the test cluster's
 # fast heartbeats and DNS refreshes (300 ms) are for tests that wait on them.
 DEPLOYED_TIMING = {"heartbeat_ms": 1000, "lease_ms": 3000, "resolve_ms": 5000}
+# `latency` also measures every call after this much idle time (an explanation
+# beside the target's back-to-back figures).
+PACED_PAUSE_US = 300
 
 
 def rss_kib(pid):
@@ -209,10 +213,11 @@ def start_fleet_load(a, cluster, total, users, extra=()):
     return gens
 
 
-def nats_reference(a, k, calls, processes=False):
+def nats_reference(a, k, calls, processes=False, pause_us=0):
     """The scatter's p50/p99, and its CPU per call (the server, and the
     process(es) holding the requester and the K repliers). With `processes`,
-    each replier is a process of its own, as each gateway is."""
+    each replier is a process of its own, as each gateway is; with
+    `pause_us`, each round comes after that much idle time."""
     nats = subprocess.Popen(["nats-server", "-a", "127.0.0.1", "-p", "-1"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     ref = os.path.join(a.build_dir, "tests/bench/switchboard-nats-scatter-ref")
@@ -234,8 +239,8 @@ def nats_reference(a, k, calls, processes=False):
                     raise RuntimeError("scatter replier did not start")
             pids["repliers"] = [r.pid for r in repliers]
         meter = CpuMeter(pids)
-        out = subprocess.run([ref, "--url", url, "--repliers", str(k), "--calls", str(calls)] +
-                             (["--role", "requester"] if processes else []),
+        out = subprocess.run([ref, "--url", url, "--repliers", str(k), "--calls", str(calls),
+                              "--pause_us", str(pause_us)] + (["--role", "requester"] if processes else []),
                              capture_output=True, text=True, timeout=600, check=True)
         res = json.loads(out.stdout)
         res["cpu"] = meter.per_call(calls)
@@ -326,6 +331,20 @@ def cmd_latency(a):
                   "UserConnections p50 ratio to that %.2f; CPU per call: %s"
                   % (k, k, refp["p50_ms"], refp["p99_ms"], lg[0] + refp["p50_ms"], uc[0] / (lg[0] + refp["p50_ms"]),
                      cpu_text(refp["cpu"])), flush=True)
+            # Also an explanation, not the target: the same three measurements
+            # with every call made after PACED_PAUSE_US of idle time instead
+            # of back to back. On this VM a thread (and a vCPU) that slept
+            # longer wakes dearer; the reference's two tight loops keep their
+            # few threads warm, while a UserConnections call passes through
+            # six processes that each sleep between their turns.
+            pace = ["--pause_us", str(PACED_PAUSE_US)]
+            uc_p = ctl_percentiles(cluster, ["connections", "--user", "g0u1", "--repeat", str(a.calls)] + pace)
+            lg_p = ctl_percentiles(cluster, ["gateways", "--repeat", str(a.calls)] + pace)
+            ref_p = nats_reference(a, k, a.calls, pause_us=PACED_PAUSE_US)
+            print("K=%d paced (%d us idle before each call): UserConnections p50 %.3f ms | ListGateways p50 %.3f + "
+                  "scatter p50 %.3f = %.3f ms | p50 ratio %.2f"
+                  % (k, PACED_PAUSE_US, uc_p[0], lg_p[0], ref_p["p50_ms"], lg_p[0] + ref_p["p50_ms"],
+                     uc_p[0] / (lg_p[0] + ref_p["p50_ms"])), flush=True)
             term = terminate_latencies(a, cluster, gens, users, sessions_per_user, a.terminates)
             print("K=%d x %d sessions: TerminateUser to the last close frame (%d sessions/user, %d users) p50 %.2f ms "
                   "p99 %.2f ms, incomplete answers %d" % (k, a.per_gateway, sessions_per_user, a.terminates, term[0],

@@ -30,6 +30,9 @@ ABSL_FLAG(std::string, url, "nats://127.0.0.1:4222", "NATS server");
 ABSL_FLAG(int, repliers, 2, "replier connections (K)");
 ABSL_FLAG(int, calls, 1000, "scatter-gather rounds");
 ABSL_FLAG(int, reply_bytes, 64, "bytes in each answer");
+ABSL_FLAG(int, pause_us, 0,
+          "idle time before each round, not counted (a paced caller instead of a tight loop, as "
+          "switchboardctl --pause_us)");
 ABSL_FLAG(std::string, role, "all", "all (K repliers and the requester in this process), replier or requester");
 
 namespace {
@@ -96,7 +99,9 @@ int main(int argc, char** argv) {
   natsConnection_Flush(req);
   std::vector<double> ms;
   int missing = 0;
+  const absl::Duration pause = absl::Microseconds(std::max(0, absl::GetFlag(FLAGS_pause_us)));
   for (int c = 0; c < calls; ++c) {
+    if (pause > absl::ZeroDuration()) absl::SleepFor(pause);  // pacing, not a wait for anything
     const absl::Time t0 = absl::Now();
     natsConnection_PublishRequest(req, "ref.scatter", inbox, "q", 1);
     for (int got = 0; got < k; ++got) {
