@@ -13,6 +13,7 @@ builds everything and calls this.
       frame) p50/p99 against K gateway processes x N sessions, vs ListGateways
       + a NATS.c scatter-gather with K repliers (switchboard-nats-scatter-ref);
       and, to explain the gap, the same with 300 us of idle before each call.
+      First, how often the host takes a CPU away (switchboard-hiccup).
   bench.py instance [--workers 2] [--sessions 38000] [--window 30]
       One gateway instance with N workers sharing a port (SO_REUSEPORT):
       sessions held, spread per worker, idle CPU of all workers.
@@ -296,8 +297,20 @@ def terminate_latencies(a, cluster, gens, users_per_gen, sessions_per_user, roun
     return ms[len(ms) // 2], ms[min(len(ms) - 1, len(ms) * 99 // 100)], incomplete
 
 
+def host_stalls(a, seconds=5):
+    """How often this machine takes a CPU away for a while, measured with
+    nothing of ours running (switchboard-hiccup): the floor under the tails."""
+    out = subprocess.run([os.path.join(a.build_dir, "tests/bench/switchboard-hiccup"), "--seconds", str(seconds)],
+                         capture_output=True, text=True, timeout=seconds + 60, check=True)
+    res = json.loads(out.stdout)
+    print("host, %g s idle: %s" % (res["seconds"], "; ".join(
+        "CPU %d lost the CPU for > 1 ms %d times (> 3 ms %d), longest %.1f ms"
+        % (c["cpu"], c["gaps_over_1ms"], c["gaps_over_3ms"], c["max_ms"]) for c in res["per_cpu"])), flush=True)
+
+
 def cmd_latency(a):
     load_stubs(a.source_dir)
+    host_stalls(a)
     for k in [int(x) for x in a.gateways.split(",")]:
         total = k * a.per_gateway
         sessions_per_user = 4
