@@ -36,7 +36,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-from cluster import Cluster, cpu_seconds, load_stubs, wait_until  # noqa: E402
+from cluster import Cluster, cpu_seconds, load_stubs  # noqa: E402
 
 SECRET = "demo-secret-for-tests"  # the demo app's secret in cluster.py's config
 MAX_PER_GENERATOR = 19000  # descriptors per process are capped at 20,000 here
@@ -59,6 +59,7 @@ class Generator:
     def __init__(self, build_dir, args, name="loadgen"):
         self.argv = [os.path.join(build_dir, "tests/bench/switchboard-loadgen")] + args
         self.events = []
+        self.closes_by_user = {}  # user -> close events, for waiting on one user's closes without a scan
         self.cond = threading.Condition()
         self.p = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=sys.stderr, text=True, bufsize=1)
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -72,6 +73,8 @@ class Generator:
                 continue
             with self.cond:
                 self.events.append(ev)
+                if ev.get("event") == "close":
+                    self.closes_by_user.setdefault(ev.get("user"), []).append(ev)
                 self.cond.notify_all()
 
     def wait(self, event, timeout):
@@ -86,9 +89,21 @@ class Generator:
                     raise AssertionError("loadgen: no %s event within %.0f s (%s)" % (event, timeout, self.argv))
                 self.cond.wait(min(left, 0.5))
 
-    def closes(self):
+    def user_closes(self, user):
         with self.cond:
-            return [e for e in self.events if e.get("event") == "close"]
+            return list(self.closes_by_user.get(user, []))
+
+    def wait_user_closes(self, user, count, timeout):
+        """The first `count` closes of `user`, waiting (on the reader's
+        notifications, not by polling) until there are that many."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while len(self.closes_by_user.get(user, [])) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("loadgen: %d closes of %s not seen within %.0f s" % (count, user, timeout))
+                self.cond.wait(left)
+            return list(self.closes_by_user[user][:count])
 
     def stop(self):
         if self.p.poll() is None:
@@ -278,17 +293,13 @@ def terminate_latencies(a, cluster, gens, users_per_gen, sessions_per_user, roun
         for r in range(rounds):
             gi, u = r % len(gens), r // len(gens)
             user = "g%du%d" % (gi, u)
-            before = len([c for c in gens[gi].closes() if c["user"] == user])
+            before = len(gens[gi].user_closes(user))
             res = call(user)
             if not res["ok"]:
                 raise RuntimeError("TerminateUser %s failed" % user)
             if not res["complete"]:
                 incomplete += 1
-
-            def all_closed():
-                got = [c for c in gens[gi].closes() if c["user"] == user]
-                return got if len(got) - before >= sessions_per_user else None
-            got = wait_until(all_closed, 10, "every session of %s closed" % user)
+            got = gens[gi].wait_user_closes(user, before + sessions_per_user, 10)
             ms.append((max(c["t_us"] for c in got[before:]) - res["t0_us"]) / 1000.0)
     finally:
         ctl.stdin.close()
