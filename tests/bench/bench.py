@@ -89,6 +89,10 @@ class Generator:
                     raise AssertionError("loadgen: no %s event within %.0f s (%s)" % (event, timeout, self.argv))
                 self.cond.wait(min(left, 0.5))
 
+    def closes(self):
+        with self.cond:
+            return [e for e in self.events if e.get("event") == "close"]
+
     def user_closes(self, user):
         with self.cond:
             return list(self.closes_by_user.get(user, []))
