@@ -14,11 +14,17 @@
 // it prints "ready" once subscribed) and with --role=requester it only asks
 // (expecting --repliers answers): K replier processes and one requester are
 // the same scatter-gather spread over processes as Switchboard's gateways are.
+//
+// With --subject, --inbox and --payload_file the requester asks Switchboard's
+// own gateways instead (a real BusRequest, under control's NATS user): the
+// fan-out of a UserConnections call without control and gRPC around it.
 
 #include <nats/nats.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -33,6 +39,9 @@ ABSL_FLAG(int, reply_bytes, 64, "bytes in each answer");
 ABSL_FLAG(int, pause_us, 0,
           "idle time before each round, not counted (a paced caller instead of a tight loop, as "
           "switchboardctl --pause_us)");
+ABSL_FLAG(std::string, subject, "ref.scatter", "subject the requests go to (and the repliers listen on)");
+ABSL_FLAG(std::string, inbox, "", "the requester's reply subject (default: a NATS.c inbox)");
+ABSL_FLAG(std::string, payload_file, "", "the request's bytes (default: one byte)");
 ABSL_FLAG(std::string, role, "all", "all (K repliers and the requester in this process), replier or requester");
 
 namespace {
@@ -66,6 +75,16 @@ int main(int argc, char** argv) {
   const int calls = std::max(1, absl::GetFlag(FLAGS_calls));
   g_reply.assign(static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_reply_bytes))), 'x');
   const std::string role = absl::GetFlag(FLAGS_role);
+  const std::string subject = absl::GetFlag(FLAGS_subject);
+  std::string payload = "q";
+  if (!absl::GetFlag(FLAGS_payload_file).empty()) {
+    std::ifstream in(absl::GetFlag(FLAGS_payload_file), std::ios::binary);
+    if (!in) {
+      std::fprintf(stderr, "cannot read --payload_file\n");
+      return 2;
+    }
+    payload.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
   if (role != "all" && role != "replier" && role != "requester") {
     std::fprintf(stderr, "--role: all, replier or requester\n");
     return 2;
@@ -75,7 +94,7 @@ int main(int argc, char** argv) {
   for (int i = 0; i < (role == "all" ? k : role == "replier" ? 1 : 0); ++i) {
     natsConnection* nc = Connect(url);
     natsSubscription* sub = nullptr;
-    if (nc == nullptr || natsConnection_Subscribe(&sub, nc, "ref.scatter", OnRequest, nullptr) != NATS_OK) {
+    if (nc == nullptr || natsConnection_Subscribe(&sub, nc, subject.c_str(), OnRequest, nullptr) != NATS_OK) {
       std::fprintf(stderr, "cannot connect/subscribe to %s\n", url.c_str());
       return 1;
     }
@@ -91,8 +110,9 @@ int main(int argc, char** argv) {
   natsConnection* req = Connect(url);
   natsInbox* inbox = nullptr;
   natsSubscription* replies = nullptr;
-  if (req == nullptr || natsInbox_Create(&inbox) != NATS_OK ||
-      natsConnection_SubscribeSync(&replies, req, inbox) != NATS_OK) {
+  const std::string fixed_inbox = absl::GetFlag(FLAGS_inbox);
+  if (req == nullptr || (fixed_inbox.empty() && natsInbox_Create(&inbox) != NATS_OK) ||
+      natsConnection_SubscribeSync(&replies, req, fixed_inbox.empty() ? inbox : fixed_inbox.c_str()) != NATS_OK) {
     std::fprintf(stderr, "cannot connect the requester to %s\n", url.c_str());
     return 1;
   }
@@ -103,7 +123,8 @@ int main(int argc, char** argv) {
   for (int c = 0; c < calls; ++c) {
     if (pause > absl::ZeroDuration()) absl::SleepFor(pause);  // pacing, not a wait for anything
     const absl::Time t0 = absl::Now();
-    natsConnection_PublishRequest(req, "ref.scatter", inbox, "q", 1);
+    natsConnection_PublishRequest(req, subject.c_str(), fixed_inbox.empty() ? inbox : fixed_inbox.c_str(),
+                                  payload.data(), static_cast<int>(payload.size()));
     for (int got = 0; got < k; ++got) {
       natsMsg* m = nullptr;
       if (natsSubscription_NextMsg(&m, replies, 2000) != NATS_OK) {
@@ -118,7 +139,7 @@ int main(int argc, char** argv) {
   std::printf("{\"repliers\":%d,\"calls\":%d,\"missing\":%d,\"p50_ms\":%.3f,\"p99_ms\":%.3f}\n", k, calls, missing,
               ms[ms.size() / 2], ms[static_cast<size_t>(0.99 * (ms.size() - 1))]);
   natsSubscription_Destroy(replies);
-  natsInbox_Destroy(inbox);
+  if (inbox != nullptr) natsInbox_Destroy(inbox);
   natsConnection_Destroy(req);
   for (natsSubscription* s : subs) natsSubscription_Destroy(s);
   for (natsConnection* nc : repliers) natsConnection_Destroy(nc);
