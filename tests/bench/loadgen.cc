@@ -14,7 +14,12 @@
 // Output, one JSON object per line on stdout:
 //   {"event":"bucket",...}  every 1,000 sessions connected (rate of that bucket)
 //   {"event":"ready",...}   once every session has connected or failed
-//   {"event":"close",...}   with --log-closes, each close the server started
+//   {"event":"close",...}   with --log-closes, each close the server started;
+//                           t_us is when the wait that found the frame
+//                           readable returned (wall clock), so the
+//                           generator's own work on the other sockets of
+//                           that batch (its close replies, close(2), these
+//                           lines) is not counted against the server
 //   {"event":"status",...}  every --report seconds
 //   {"event":"done",...}    at exit (after --hold, SIGTERM/SIGINT or stdin EOF
 //                           with --stdin)
@@ -222,6 +227,7 @@ class LoadGen {
       }
       ExpireHandshakes(now, handshake_timeout_us);
       const int n = epoll_wait(epfd_, events.data(), static_cast<int>(events.size()), 5);
+      batch_realtime_us_ = NowUs(CLOCK_REALTIME);
       for (int i = 0; i < n; ++i) {
         // epoll_event is packed: copy the fields out before using them.
         const uint64_t id = events[i].data.u64;
@@ -514,7 +520,7 @@ class LoadGen {
       ++closes_[code];
       if (absl::GetFlag(FLAGS_log_closes)) {
         printf("{\"event\":\"close\",\"user\":\"%s\",\"code\":%d,\"t_us\":%lld}\n", User(c->index % users_).c_str(),
-               code, static_cast<long long>(NowUs(CLOCK_REALTIME)));
+               code, static_cast<long long>(batch_realtime_us_));
         fflush(stdout);
       }
     }
@@ -612,6 +618,7 @@ class LoadGen {
   std::map<Conn*, uint64_t> id_of_;
   std::vector<std::unique_ptr<Conn>> graveyard_;
   std::vector<Conn*> open_;
+  int64_t batch_realtime_us_ = 0;  // when the current epoll batch's wait returned
   int started_ = 0, in_flight_ = 0, connected_ = 0, failed_ = 0;
   int64_t churned_ = 0, pings_ = 0, retried_ = 0;
   std::map<std::string, int> fail_reasons_;
