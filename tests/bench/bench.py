@@ -233,6 +233,18 @@ def start_fleet_load(a, cluster, total, users, extra=()):
     return gens
 
 
+def scatter_requester(a, url, k, calls, pids, extra):
+    """One run of switchboard-nats-scatter-ref (waiting for `k` answers per
+    call): its JSON result, plus the CPU per call of the processes in `pids`."""
+    meter = CpuMeter(pids)
+    out = subprocess.run([os.path.join(a.build_dir, "tests/bench/switchboard-nats-scatter-ref"), "--url", url,
+                          "--repliers", str(k), "--calls", str(calls)] + list(extra),
+                         capture_output=True, text=True, timeout=600, check=True)
+    res = json.loads(out.stdout)
+    res["cpu"] = meter.per_call(calls)
+    return res
+
+
 def nats_reference(a, k, calls, processes=False, pause_us=0):
     """The scatter's p50/p99, and its CPU per call (the server, and the
     process(es) holding the requester and the K repliers). With `processes`,
@@ -258,13 +270,8 @@ def nats_reference(a, k, calls, processes=False, pause_us=0):
                 if r.stdout.readline().strip() != "ready":
                     raise RuntimeError("scatter replier did not start")
             pids["repliers"] = [r.pid for r in repliers]
-        meter = CpuMeter(pids)
-        out = subprocess.run([ref, "--url", url, "--repliers", str(k), "--calls", str(calls),
-                              "--pause_us", str(pause_us)] + (["--role", "requester"] if processes else []),
-                             capture_output=True, text=True, timeout=600, check=True)
-        res = json.loads(out.stdout)
-        res["cpu"] = meter.per_call(calls)
-        return res
+        return scatter_requester(a, url, k, calls, pids, ["--pause_us", str(pause_us)] +
+                                 (["--role", "requester"] if processes else []))
     finally:
         for r in repliers:
             r.kill()
@@ -284,16 +291,10 @@ def gateways_scatter(a, cluster, k, calls, user, pids):
     payload = os.path.join(cluster.tmp, "bench_bus_request.bin")
     with open(payload, "wb") as f:
         f.write(req.SerializeToString())
-    meter = CpuMeter(pids)
-    out = subprocess.run([os.path.join(a.build_dir, "tests/bench/switchboard-nats-scatter-ref"), "--role", "requester",
-                          "--url", "nats://%s:%s@127.0.0.1:%d" % (NATS_CONTROL[0], NATS_CONTROL[1], cluster.nats_port),
-                          "--subject", "switchboard.%s.gateways" % cluster.cluster,
-                          "--inbox", "switchboard.%s.replies.bench" % cluster.cluster, "--payload_file", payload,
-                          "--repliers", str(k), "--calls", str(calls)],
-                         capture_output=True, text=True, timeout=600, check=True)
-    res = json.loads(out.stdout)
-    res["cpu"] = meter.per_call(calls)
-    return res
+    url = "nats://%s:%s@127.0.0.1:%d" % (NATS_CONTROL[0], NATS_CONTROL[1], cluster.nats_port)
+    return scatter_requester(a, url, k, calls, pids,
+                             ["--role", "requester", "--subject", "switchboard.%s.gateways" % cluster.cluster,
+                              "--inbox", "switchboard.%s.replies.bench" % cluster.cluster, "--payload_file", payload])
 
 
 def terminate_latencies(a, cluster, gens, users_per_gen, sessions_per_user, rounds):
