@@ -296,12 +296,15 @@ class Cluster:
                 return out.returncode == 0 and json.loads(out.stdout)["result"].get("complete") is True
             wait_until(complete, timeout, "control %s past its first lease" % addr)
 
-    def nats_out_msgs(self, conn_name):
-        """Messages nats-server has delivered to the named client connection."""
+    def nats_connections(self):
+        """nats-server's client connections, as its monitor lists them (connz)."""
         url = "http://127.0.0.1:%d/connz?limit=1024" % self.nats_monitor_port
         with urllib.request.urlopen(url, timeout=5) as r:
-            connz = json.load(r)
-        return sum(c.get("out_msgs", 0) for c in connz.get("connections", []) if c.get("name") == conn_name)
+            return json.load(r).get("connections", [])
+
+    def nats_out_msgs(self, conn_name):
+        """Messages nats-server has delivered to the named client connection."""
+        return sum(c.get("out_msgs", 0) for c in self.nats_connections() if c.get("name") == conn_name)
 
     def stop_nats(self):
         self.nats.stop()

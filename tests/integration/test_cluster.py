@@ -9,7 +9,6 @@ import sys
 import threading
 import time
 import unittest
-import urllib.request
 
 import grpc
 
@@ -468,9 +467,7 @@ class NatsKeepaliveTest(unittest.TestCase):
                        "a complete answer")
 
             def conns():
-                url = "http://127.0.0.1:%d/connz?limit=1024" % c.nats_monitor_port
-                with urllib.request.urlopen(url, timeout=5) as r:
-                    return {x["cid"]: x["name"] for x in json.load(r)["connections"]}
+                return {x["cid"]: x["name"] for x in c.nats_connections()}
             before = conns()
             # Control and each gateway: one connection to publish, one to receive.
             self.assertEqual(sorted(before.values()), sorted(["switchboard-control"] * 2 +
