@@ -6,7 +6,6 @@
 #include <thread>
 
 #include <grpcpp/grpcpp.h>
-#include <grpcpp/health_check_service_interface.h>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -23,6 +22,7 @@
 #include "common/timer_queue.h"
 #include "control/fleet.h"
 #include "control/scatter_gather.h"
+#include "control/health_service.h"
 #include "control/services.h"
 #include "spdlog/spdlog.h"
 
@@ -99,9 +99,6 @@ int main(int argc, char** argv) {
   control::ControlService control_service(config, &fleet, &gather);
   control::RegistryService registry_service(&fleet, NewUuid(), config.cluster_token());
 
-  // grpc.health.v1 for probes and load balancers: SERVING exactly when
-  // /readyz says ready (kept current by the sweeper below).
-  grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   // Gateways ping every half lease to notice a frozen control: allow it.
   // (A frozen gateway is noticed by its missing heartbeats, the lease.)
@@ -110,13 +107,25 @@ int main(int argc, char** argv) {
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
   int port = 0;
   builder.AddListeningPort(config.control().listen(), ServerCredentials(config), &port);
-  builder.RegisterService(&control_service);
-  builder.RegisterService(&registry_service);
+  builder.RegisterService(control_service.grpc_service());
+  builder.RegisterService(registry_service.grpc_service());
+  // grpc.health.v1 for probes and load balancers: SERVING exactly when
+  // /readyz says ready (kept current by the sweeper below).
+  control::HealthService health;
+  builder.RegisterService(health.grpc_service());
+  // All of the server on one completion queue and one thread (see
+  // control/cq_server.h); no callback service may be added, or gRPC starts
+  // its own polling threads beside it.
+  control::CqLoop loop(builder.AddCompletionQueue());
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
     spdlog::error("cannot listen on {}", config.control().listen());
     return 1;
   }
+  control_service.Listen(&loop);
+  registry_service.Listen(&loop);
+  health.Listen(&loop);
+  loop.Start();
   std::unique_ptr<HealthHttpServer> health_http;
   if (!config.control().health_listen().empty()) {
     auto h = HealthHttpServer::Start(config.control().health_listen(), readiness);
@@ -126,9 +135,8 @@ int main(int argc, char** argv) {
     }
     health_http = *std::move(h);
   }
-  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   bool serving = readiness().empty();
-  if (health != nullptr) health->SetServingStatus(serving);
+  health.SetServing(serving);
   if (health_http) {
     std::printf("READY port=%d health_port=%d\n", port, health_http->port());
   } else {
@@ -145,9 +153,9 @@ int main(int argc, char** argv) {
     while (!stopping.WaitForNotificationWithTimeout(tick)) {
       fleet.Expire(absl::Now());
       const bool now_serving = readiness().empty();
-      if (now_serving != serving && health != nullptr) {
+      if (now_serving != serving) {
         spdlog::info("health: {}", now_serving ? "serving" : "not serving: " + readiness());
-        health->SetServingStatus(now_serving);
+        health.SetServing(now_serving);
       }
       serving = now_serving;
     }
@@ -156,10 +164,14 @@ int main(int argc, char** argv) {
   int sig = 0;
   sigwait(&sigs, &sig);
   spdlog::info("signal {}: stopping", sig);
-  if (health != nullptr) health->Shutdown();  // NOT_SERVING from now on
+  health.Shutdown();  // NOT_SERVING from now on
   stopping.Notify();
   sweeper.join();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  // Calls still waiting on the fleet end now (the server has cancelled
+  // them); after that no other thread finishes a call, and the loop drains.
+  gather.Close(absl::UnavailableError("this control replica is stopping"));
+  loop.Stop();
   // Tear down in dependency order: no bus message and no timer may reach the
   // scatter-gather once it starts to go.
   health_http.reset();

@@ -76,7 +76,13 @@ void ScatterGather::Call(v1::BusRequest request, absl::Time deadline, Done done)
     deadline = std::min(deadline, absl::Now() + kUnknownFleetWindow);
   }
   {
-    absl::MutexLock lock(&mu_);
+    absl::ReleasableMutexLock lock(&mu_);
+    if (!closed_.ok()) {
+      const absl::Status why = closed_;
+      lock.Release();
+      pending->done(why);
+      return;
+    }
     pending_[request_id] = pending;
   }
   // Arm the deadline before publishing so a fast answer always finds it.
@@ -94,10 +100,30 @@ void ScatterGather::Call(v1::BusRequest request, absl::Time deadline, Done done)
       if (it == pending_.end()) return;
       p = it->second;
       pending_.erase(it);
+      ++in_done_;
     }
     timers_->Cancel(timer);
     p->done(absl::UnavailableError(std::string("message bus unavailable: ") + std::string(st.message())));
+    absl::MutexLock lock(&mu_);
+    --in_done_;
   }
+}
+
+void ScatterGather::Close(const absl::Status& why) {
+  std::vector<std::pair<std::shared_ptr<Pending>, uint64_t>> left;  // with its timer
+  {
+    absl::MutexLock lock(&mu_);
+    closed_ = why;
+    for (auto& [id, p] : pending_) left.emplace_back(p, p->timer);
+    pending_.clear();
+  }
+  for (auto& [p, timer] : left) {
+    if (timer != 0) timers_->Cancel(timer);
+    p->done(why);
+  }
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(
+      +[](int* n) { return *n == 0; }, &in_done_));
 }
 
 void ScatterGather::OnReply(const std::string& subject, const std::string& data) {
@@ -160,6 +186,7 @@ void ScatterGather::Finish(const std::string& request_id, bool timed_out) {
     p = it->second;
     timer = p->timer;
     pending_.erase(it);
+    ++in_done_;
   }
   if (!timed_out && timer != 0) timers_->Cancel(timer);
   GatherResult result;
@@ -175,6 +202,8 @@ void ScatterGather::Finish(const std::string& request_id, bool timed_out) {
     result.incomplete_reason = "gateways did not answer before the deadline";
   }
   p->done(std::move(result));
+  absl::MutexLock lock(&mu_);
+  --in_done_;
 }
 
 }  // namespace switchboard::control

@@ -60,6 +60,9 @@ class ScatterGather {
   absl::Status Start();
 
   void Call(v1::BusRequest request, absl::Time deadline, Done done);
+  // At shutdown: every call in flight ends now with `why`, later ones at
+  // once; returns when no other thread is still inside a `done`.
+  void Close(const absl::Status& why);
 
   size_t in_flight() const;
 
@@ -87,6 +90,8 @@ class ScatterGather {
   std::string inbox_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<Pending>> pending_ ABSL_GUARDED_BY(mu_);
+  absl::Status closed_ ABSL_GUARDED_BY(mu_);  // not OK once closed
+  int in_done_ ABSL_GUARDED_BY(mu_) = 0;      // calls taken out of pending_ whose done has not returned
 };
 
 }  // namespace switchboard::control

@@ -1,7 +1,11 @@
 #include "control/services.h"
 
 #include <chrono>
+#include <memory>
 
+#include <grpcpp/alarm.h>
+
+#include "absl/synchronization/mutex.h"
 #include "common/crypto.h"
 #include "common/grpc_status.h"
 #include "control/api_logic.h"
@@ -12,7 +16,7 @@
 namespace switchboard::control {
 namespace {
 
-std::string Metadata(grpc::CallbackServerContext* ctx, const std::string& key) {
+std::string Metadata(grpc::ServerContext* ctx, const std::string& key) {
   const auto& md = ctx->client_metadata();
   auto it = md.find(key);
   if (it == md.end()) return "";
@@ -28,14 +32,14 @@ absl::Duration Margin(absl::Duration remaining) {
 // The reaction to a finished scatter-gather: the error as it is, or `fill`
 // the response and OK. Runs on a bus or timer thread; never blocks.
 template <typename Fill>
-ScatterGather::Done FinishWith(grpc::ServerUnaryReactor* reactor, Fill fill) {
-  return [reactor, fill](absl::StatusOr<GatherResult> r) {
+ScatterGather::Done FinishWith(UnaryResponder* done, Fill fill) {
+  return [done, fill](absl::StatusOr<GatherResult> r) {
     if (!r.ok()) {
-      reactor->Finish(ToGrpcStatus(r.status()));
+      done->Finish(ToGrpcStatus(r.status()));
       return;
     }
     fill(*r);
-    reactor->Finish(grpc::Status::OK);
+    done->Finish(grpc::Status::OK);
   };
 }
 
@@ -54,7 +58,7 @@ v1::BusRequest TerminateRequest(const v1::TerminateUserRequest& req, const std::
 
 }  // namespace
 
-absl::Status ControlService::Authenticate(grpc::CallbackServerContext* ctx, const HttpTarget* target) const {
+absl::Status ControlService::Authenticate(grpc::ServerContext* ctx, const HttpTarget* target) const {
   // What switchboard-http forwards about the HTTP request counts only when
   // switchboard-http sent it: anyone else could replay a captured signed
   // request over gRPC with another body.
@@ -79,7 +83,7 @@ absl::Status ControlService::Authenticate(grpc::CallbackServerContext* ctx, cons
   return VerifyPusherSignature(config_, target->app_id, target->method, target->path, http, absl::Now());
 }
 
-absl::Time ControlService::GatherDeadline(grpc::CallbackServerContext* ctx) const {
+absl::Time ControlService::GatherDeadline(grpc::ServerContext* ctx) const {
   absl::Time now = absl::Now();
   absl::Time fallback = now + absl::Milliseconds(config_.control().default_timeout_ms());
   auto deadline = ctx->deadline();
@@ -91,54 +95,45 @@ absl::Time ControlService::GatherDeadline(grpc::CallbackServerContext* ctx) cons
   return caller - Margin(remaining);
 }
 
-grpc::ServerUnaryReactor* ControlService::UserConnections(grpc::CallbackServerContext* ctx,
-                                                          const v1::UserConnectionsRequest* req,
-                                                          v1::UserConnectionsResponse* resp) {
-  auto* reactor = ctx->DefaultReactor();
+void ControlService::UserConnections(grpc::ServerContext* ctx, const v1::UserConnectionsRequest* req, v1::UserConnectionsResponse* resp,
+                                     UnaryResponder* done) {
   HttpTarget target{req->app_id(), "GET", "/apps/" + req->app_id() + "/users/" + req->user_id() + "/connections"};
   absl::Status st = Authenticate(ctx, &target);
   if (st.ok()) st = ValidateUserConnections(config_, *req);
   if (!st.ok()) {
-    reactor->Finish(ToGrpcStatus(st));
-    return reactor;
+    done->Finish(ToGrpcStatus(st));
+    return;
   }
-  return GatherUserConnections(reactor, GatherDeadline(ctx), req->app_id(), req->user_id(), resp);
+  GatherUserConnections(done, GatherDeadline(ctx), req->app_id(), req->user_id(), resp);
 }
 
-grpc::ServerUnaryReactor* ControlService::GatherUserConnections(grpc::ServerUnaryReactor* reactor,
-                                                                absl::Time deadline, const std::string& app_id,
-                                                                const std::string& user_id,
-                                                                v1::UserConnectionsResponse* resp) {
+void ControlService::GatherUserConnections(UnaryResponder* done, absl::Time deadline, const std::string& app_id,
+                                           const std::string& user_id, v1::UserConnectionsResponse* resp) {
   v1::BusRequest bus_req;
   bus_req.mutable_user_query()->set_app_id(app_id);
   bus_req.mutable_user_query()->set_user_id(user_id);
   gather_->Call(std::move(bus_req), deadline,
-                FinishWith(reactor, [resp](const GatherResult& g) {
+                FinishWith(done, [resp](const GatherResult& g) {
                   FillUserConnections(g, resp);
                 }));
-  return reactor;
 }
 
-grpc::ServerUnaryReactor* ControlService::CentrifugoUserConnections(
-    grpc::CallbackServerContext* ctx, const v1::CentrifugoUserConnectionsRequest* req,
-    v1::UserConnectionsResponse* resp) {
-  auto* reactor = ctx->DefaultReactor();
+void ControlService::CentrifugoUserConnections(grpc::ServerContext* ctx, const v1::CentrifugoUserConnectionsRequest* req, v1::UserConnectionsResponse* resp,
+                                               UnaryResponder* done) {
   v1::UserConnectionsRequest plain;
   plain.set_app_id(config_.default_app());
   plain.set_user_id(req->user());
   absl::Status st = Authenticate(ctx);
   if (st.ok()) st = ValidateUserConnections(config_, plain);
   if (!st.ok()) {
-    reactor->Finish(ToGrpcStatus(st));
-    return reactor;
+    done->Finish(ToGrpcStatus(st));
+    return;
   }
-  return GatherUserConnections(reactor, GatherDeadline(ctx), plain.app_id(), plain.user_id(), resp);
+  GatherUserConnections(done, GatherDeadline(ctx), plain.app_id(), plain.user_id(), resp);
 }
 
-grpc::ServerUnaryReactor* ControlService::CentrifugoDisconnect(grpc::CallbackServerContext* ctx,
-                                                               const v1::CentrifugoDisconnectRequest* req,
-                                                               v1::CentrifugoDisconnectResponse* resp) {
-  auto* reactor = ctx->DefaultReactor();
+void ControlService::CentrifugoDisconnect(grpc::ServerContext* ctx, const v1::CentrifugoDisconnectRequest* req, v1::CentrifugoDisconnectResponse* resp,
+                                          UnaryResponder* done) {
   v1::TerminateUserRequest plain;
   plain.set_app_id(config_.default_app());
   plain.set_user_id(req->user());
@@ -149,49 +144,43 @@ grpc::ServerUnaryReactor* ControlService::CentrifugoDisconnect(grpc::CallbackSer
   if (st.ok()) st = ValidateTerminateUser(config_, plain);
   if (st.ok() && req->client().size() > 256) st = absl::InvalidArgumentError("client is longer than 256 bytes");
   if (!st.ok()) {
-    reactor->Finish(ToGrpcStatus(st));
-    return reactor;
+    done->Finish(ToGrpcStatus(st));
+    return;
   }
   gather_->Call(TerminateRequest(plain, req->client()), GatherDeadline(ctx),
-                FinishWith(reactor, [resp](const GatherResult& g) {
+                FinishWith(done, [resp](const GatherResult& g) {
                   v1::TerminateUserResponse full;
                   FillTerminateUser(g, &full);
                   resp->mutable_result()->set_closed(full.closed());
                   *resp->mutable_result()->mutable_coverage() = full.coverage();
                 }));
-  return reactor;
 }
 
-grpc::ServerUnaryReactor* ControlService::TerminateUser(grpc::CallbackServerContext* ctx,
-                                                        const v1::TerminateUserRequest* req,
-                                                        v1::TerminateUserResponse* resp) {
-  auto* reactor = ctx->DefaultReactor();
+void ControlService::TerminateUser(grpc::ServerContext* ctx, const v1::TerminateUserRequest* req, v1::TerminateUserResponse* resp,
+                                   UnaryResponder* done) {
   HttpTarget target{req->app_id(), "POST",
                     "/apps/" + req->app_id() + "/users/" + req->user_id() + "/terminate_connections"};
   absl::Status st = Authenticate(ctx, &target);
   if (st.ok()) st = ValidateTerminateUser(config_, *req);
   if (!st.ok()) {
-    reactor->Finish(ToGrpcStatus(st));
-    return reactor;
+    done->Finish(ToGrpcStatus(st));
+    return;
   }
   gather_->Call(TerminateRequest(*req), GatherDeadline(ctx),
-                FinishWith(reactor, [resp](const GatherResult& g) {
+                FinishWith(done, [resp](const GatherResult& g) {
                   FillTerminateUser(g, resp);
                 }));
-  return reactor;
 }
 
-grpc::ServerUnaryReactor* ControlService::Disconnect(grpc::CallbackServerContext* ctx,
-                                                     const v1::DisconnectRequest* req,
-                                                     v1::DisconnectResponse* resp) {
-  auto* reactor = ctx->DefaultReactor();
+void ControlService::Disconnect(grpc::ServerContext* ctx, const v1::DisconnectRequest* req, v1::DisconnectResponse* resp,
+                                UnaryResponder* done) {
   HttpTarget target{req->app_id(), "POST",
                     "/apps/" + req->app_id() + "/connections/" + req->client_id() + "/disconnect"};
   absl::Status st = Authenticate(ctx, &target);
   if (st.ok()) st = ValidateDisconnect(config_, *req);
   if (!st.ok()) {
-    reactor->Finish(ToGrpcStatus(st));
-    return reactor;
+    done->Finish(ToGrpcStatus(st));
+    return;
   }
   v1::BusRequest bus_req;
   auto* d = bus_req.mutable_disconnect();
@@ -200,34 +189,28 @@ grpc::ServerUnaryReactor* ControlService::Disconnect(grpc::CallbackServerContext
   d->set_code(req->code());
   d->set_reason(req->reason());
   gather_->Call(std::move(bus_req), GatherDeadline(ctx),
-                FinishWith(reactor, [resp](const GatherResult& g) {
+                FinishWith(done, [resp](const GatherResult& g) {
                   FillDisconnect(g, resp);
                 }));
-  return reactor;
 }
 
-grpc::ServerUnaryReactor* ControlService::ListGateways(grpc::CallbackServerContext* ctx,
-                                                       const v1::ListGatewaysRequest*,
-                                                       v1::ListGatewaysResponse* resp) {
-  auto* reactor = ctx->DefaultReactor();
+void ControlService::ListGateways(grpc::ServerContext* ctx, const v1::ListGatewaysRequest*, v1::ListGatewaysResponse* resp,
+                                  UnaryResponder* done) {
   absl::Status st = Authenticate(ctx);
   if (!st.ok()) {
-    reactor->Finish(ToGrpcStatus(st));
-    return reactor;
+    done->Finish(ToGrpcStatus(st));
+    return;
   }
   for (auto& g : fleet_->List(absl::Now())) *resp->add_gateways() = std::move(g);
-  reactor->Finish(grpc::Status::OK);
-  return reactor;
+  done->Finish(grpc::Status::OK);
 }
 
-grpc::ServerUnaryReactor* ControlService::CentrifugoInfo(grpc::CallbackServerContext* ctx,
-                                                         const v1::CentrifugoInfoRequest*,
-                                                         v1::CentrifugoInfoResponse* resp) {
-  auto* reactor = ctx->DefaultReactor();
+void ControlService::CentrifugoInfo(grpc::ServerContext* ctx, const v1::CentrifugoInfoRequest*, v1::CentrifugoInfoResponse* resp,
+                                    UnaryResponder* done) {
   absl::Status st = Authenticate(ctx);
   if (!st.ok()) {
-    reactor->Finish(ToGrpcStatus(st));
-    return reactor;
+    done->Finish(ToGrpcStatus(st));
+    return;
   }
   const int64_t now_ms = absl::ToUnixMillis(absl::Now());
   for (const auto& g : fleet_->List(absl::Now())) {
@@ -239,82 +222,136 @@ grpc::ServerUnaryReactor* ControlService::CentrifugoInfo(grpc::CallbackServerCon
     const int64_t started_ms = google::protobuf::util::TimeUtil::TimestampToMilliseconds(g.started_at());
     node->set_uptime(static_cast<uint64_t>(std::max<int64_t>(0, now_ms - started_ms) / 1000));
   }
-  reactor->Finish(grpc::Status::OK);
-  return reactor;
+  done->Finish(grpc::Status::OK);
+}
+
+ControlService::ControlService(const v1::Config& config, Fleet* fleet, ScatterGather* gather)
+    : config_(config),
+      fleet_(fleet),
+      gather_(gather),
+      user_connections_(Bind(&ControlService::UserConnections)),
+      terminate_user_(Bind(&ControlService::TerminateUser)),
+      disconnect_(Bind(&ControlService::Disconnect)),
+      list_gateways_(Bind(&ControlService::ListGateways)),
+      centrifugo_user_connections_(Bind(&ControlService::CentrifugoUserConnections)),
+      centrifugo_disconnect_(Bind(&ControlService::CentrifugoDisconnect)),
+      centrifugo_info_(Bind(&ControlService::CentrifugoInfo)) {}
+
+void ControlService::Listen(CqLoop* loop) {
+  using S = v1::Control::AsyncService;
+  UnaryCall<S, v1::UserConnectionsRequest, v1::UserConnectionsResponse>::Listen(
+      &async_, &S::RequestUserConnections, loop, &user_connections_);
+  UnaryCall<S, v1::TerminateUserRequest, v1::TerminateUserResponse>::Listen(&async_, &S::RequestTerminateUser, loop,
+                                                                            &terminate_user_);
+  UnaryCall<S, v1::DisconnectRequest, v1::DisconnectResponse>::Listen(&async_, &S::RequestDisconnect, loop,
+                                                                      &disconnect_);
+  UnaryCall<S, v1::ListGatewaysRequest, v1::ListGatewaysResponse>::Listen(&async_, &S::RequestListGateways, loop,
+                                                                          &list_gateways_);
+  UnaryCall<S, v1::CentrifugoUserConnectionsRequest, v1::UserConnectionsResponse>::Listen(
+      &async_, &S::RequestCentrifugoUserConnections, loop, &centrifugo_user_connections_);
+  UnaryCall<S, v1::CentrifugoDisconnectRequest, v1::CentrifugoDisconnectResponse>::Listen(
+      &async_, &S::RequestCentrifugoDisconnect, loop, &centrifugo_disconnect_);
+  UnaryCall<S, v1::CentrifugoInfoRequest, v1::CentrifugoInfoResponse>::Listen(&async_, &S::RequestCentrifugoInfo,
+                                                                              loop, &centrifugo_info_);
 }
 
 namespace {
 
-// Ends an Attach stream exactly once, whoever asks first: the stream itself
-// (the gateway hung up) or the fleet (lease expired). Shared with the fleet's
-// evict callback, so that callback never touches a reactor that is gone: the
-// reactor is deleted only in OnDone, which needs Finish, which only the
-// winner of TryFinish calls.
-class FinishOnce {
+// One Attach stream. All of it runs on the CqLoop's thread except the
+// fleet's evict callback (the sweeper), which only asks, through the door,
+// for the stream to end: an alarm brings that request onto the loop. The
+// object deletes itself once every operation it handed to gRPC is back.
+class AttachCall final {
  public:
-  explicit FinishOnce(grpc::ServerBidiReactor<v1::GatewayMessage, v1::ControlMessage>* reactor)
-      : reactor_(reactor) {}
-  bool TryFinish(const grpc::Status& status) {
-    {
-      absl::MutexLock lock(&mu_);
-      if (finished_) return false;
-      finished_ = true;
-    }
-    reactor_->Finish(status);
-    return true;
+  static void Listen(v1::Registry::AsyncService* service, CqLoop* loop, Fleet* fleet, const std::string* control_id,
+                     const std::string* cluster_token) {
+    auto* call = new AttachCall(service, loop, fleet, control_id, cluster_token);
+    // Returned when the call ends, however it ends (only if it ever starts).
+    call->ctx_.AsyncNotifyWhenDone(&call->done_ev_);
+    service->RequestAttach(&call->ctx_, &call->stream_, loop->cq(), loop->cq(), &call->requested_ev_);
   }
 
  private:
-  grpc::ServerBidiReactor<v1::GatewayMessage, v1::ControlMessage>* const reactor_;
-  absl::Mutex mu_;
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
-};
+  // What the evict callback holds: it may outlive the call.
+  struct Door {
+    absl::Mutex mu;
+    AttachCall* call ABSL_GUARDED_BY(mu);
+    bool alarm_set ABSL_GUARDED_BY(mu) = false;
+    grpc::Status status ABSL_GUARDED_BY(mu);
+  };
 
-class AttachReactor final : public grpc::ServerBidiReactor<v1::GatewayMessage, v1::ControlMessage> {
- public:
-  AttachReactor(grpc::CallbackServerContext* ctx, Fleet* fleet, const std::string& control_id,
-                const std::string& cluster_token)
-      : fleet_(fleet), finish_(std::make_shared<FinishOnce>(this)) {
-    welcome_.mutable_welcome()->set_control_id(control_id);
-    // Only the cluster's gateways may join the fleet.
-    if (!ConstantTimeEquals(Metadata(ctx, kClusterTokenKey), cluster_token)) {
-      spdlog::warn("attach refused: missing or wrong cluster token (peer {})", ctx->peer());
-      finish_->TryFinish(grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "missing or wrong cluster token"));
-      return;
-    }
-    StartRead(&in_);
+  AttachCall(v1::Registry::AsyncService* service, CqLoop* loop, Fleet* fleet, const std::string* control_id,
+             const std::string* cluster_token)
+      : service_(service),
+        loop_(loop),
+        fleet_(fleet),
+        control_id_(control_id),
+        cluster_token_(cluster_token),
+        door_(std::make_shared<Door>()) {
+    absl::MutexLock lock(&door_->mu);
+    door_->call = this;
   }
 
-  void OnReadDone(bool ok) override {
+  void OnRequested(bool ok) {
+    if (!ok) {  // the server is going away; this call never started (nor will its done tag come)
+      delete this;
+      return;
+    }
+    outstanding_ = 1;  // the done tag
+    if (loop_->stopping()) return;  // cancelled by the server's shutdown: wait for the done tag
+    Listen(service_, loop_, fleet_, control_id_, cluster_token_);
+    welcome_.mutable_welcome()->set_control_id(*control_id_);
+    // Only the cluster's gateways may join the fleet.
+    if (!ConstantTimeEquals(Metadata(&ctx_, kClusterTokenKey), *cluster_token_)) {
+      spdlog::warn("attach refused: missing or wrong cluster token (peer {})", ctx_.peer());
+      StartFinish(grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "missing or wrong cluster token"));
+      return;
+    }
+    StartRead();
+  }
+
+  void StartRead() {
+    ++outstanding_;
+    stream_.Read(&in_, &read_ev_);
+  }
+
+  void OnRead(bool ok) {
+    --outstanding_;
+    if (finishing_ || loop_->stopping()) {
+      MaybeDelete();
+      return;
+    }
     if (!ok) {
-      finish_->TryFinish(grpc::Status::OK);
+      StartFinish(grpc::Status::OK);
       return;
     }
     if (gateway_id_.empty() && !in_.has_hello()) {
-      finish_->TryFinish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "hello must come first"));
+      StartFinish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "hello must come first"));
       return;
     }
     const absl::Time now = absl::Now();
     switch (in_.kind_case()) {
       case v1::GatewayMessage::kHello: {
         if (!gateway_id_.empty() || in_.hello().gateway_id().empty() || in_.hello().gateway_id().size() > 256) {
-          finish_->TryFinish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "one hello with a gateway_id first"));
+          StartFinish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "one hello with a gateway_id first"));
           return;
         }
-        std::weak_ptr<FinishOnce> finish = finish_;
-        token_ = fleet_->Attach(in_.hello(), now, [finish] {
-          if (auto f = finish.lock()) f->TryFinish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "lease expired"));
+        std::weak_ptr<Door> door = door_;
+        token_ = fleet_->Attach(in_.hello(), now, [door, cq = loop_->cq()] {
+          if (auto d = door.lock()) AskToFinish(d.get(), cq);
         });
         if (token_ == 0) {
           // Never a replacement: the member keeps its place until its lease runs out.
           spdlog::warn("attach refused: gateway {} is already attached", in_.hello().gateway_id());
-          finish_->TryFinish(grpc::Status(grpc::StatusCode::ALREADY_EXISTS,
-                                          "a gateway with this ID is attached and its lease is fresh"));
+          StartFinish(grpc::Status(grpc::StatusCode::ALREADY_EXISTS,
+                                   "a gateway with this ID is attached and its lease is fresh"));
           return;
         }
         gateway_id_ = in_.hello().gateway_id();
         spdlog::info("gateway {} attached ({})", gateway_id_, in_.hello().address());
-        StartWrite(&welcome_);
+        ++outstanding_;
+        writing_ = true;
+        stream_.Write(welcome_, &write_ev_);
         break;
       }
       case v1::GatewayMessage::kSnapshot:
@@ -330,12 +367,73 @@ class AttachReactor final : public grpc::ServerBidiReactor<v1::GatewayMessage, v
         break;
     }
     fleet_->Renew(gateway_id_, token_, now);
-    StartRead(&in_);
+    StartRead();
   }
 
-  void OnWriteDone(bool) override {}
+  void OnWritten(bool) {
+    --outstanding_;
+    writing_ = false;
+    if (finish_after_write_ && !loop_->stopping()) SendFinish();
+    finish_after_write_ = false;
+    MaybeDelete();
+  }
 
-  void OnDone() override {
+  // From the sweeper (lease expired): once, onto the loop.
+  static void AskToFinish(Door* door, grpc::ServerCompletionQueue* cq) {
+    absl::MutexLock lock(&door->mu);
+    if (door->call == nullptr || door->alarm_set) return;
+    door->alarm_set = true;
+    door->status = grpc::Status(grpc::StatusCode::UNAVAILABLE, "lease expired");
+    door->call->alarm_.Set(cq, gpr_now(GPR_CLOCK_MONOTONIC), &door->call->alarm_ev_);
+  }
+
+  void OnAlarm(bool) {
+    grpc::Status status;
+    {
+      absl::MutexLock lock(&door_->mu);
+      door_->alarm_set = false;
+      status = door_->status;
+    }
+    if (outstanding_ > 0 && !loop_->stopping()) StartFinish(status);
+    MaybeDelete();
+  }
+
+  // Ends the stream once; after a write in flight if there is one.
+  void StartFinish(const grpc::Status& status) {
+    if (finishing_) return;
+    finishing_ = true;
+    status_ = status;
+    if (writing_) {
+      finish_after_write_ = true;
+      return;
+    }
+    SendFinish();
+  }
+
+  void SendFinish() {
+    ++outstanding_;
+    stream_.Finish(status_, &finish_ev_);
+  }
+
+  void OnFinished(bool) {
+    --outstanding_;
+    MaybeDelete();
+  }
+
+  void OnDone(bool) {
+    --outstanding_;
+    // Cancelled (the gateway went away, or the server is stopping): a read
+    // in flight comes back failed, and that finishes the stream.
+    MaybeDelete();
+  }
+
+  void MaybeDelete() {
+    if (outstanding_ > 0) return;
+    {
+      absl::MutexLock lock(&door_->mu);
+      if (door_->alarm_set) return;  // its tag is still to come
+      door_->call = nullptr;
+    }
     if (token_) {
       fleet_->Detach(gateway_id_, token_);
       spdlog::info("gateway {} detached", gateway_id_);
@@ -343,9 +441,29 @@ class AttachReactor final : public grpc::ServerBidiReactor<v1::GatewayMessage, v
     delete this;
   }
 
- private:
-  Fleet* fleet_;
-  std::shared_ptr<FinishOnce> finish_;
+  v1::Registry::AsyncService* const service_;
+  CqLoop* const loop_;
+  Fleet* const fleet_;
+  const std::string* const control_id_;
+  const std::string* const cluster_token_;
+  std::shared_ptr<Door> door_;
+
+  grpc::ServerContext ctx_;
+  grpc::ServerAsyncReaderWriter<v1::ControlMessage, v1::GatewayMessage> stream_{&ctx_};
+  grpc::Alarm alarm_;
+  MemberEvent<AttachCall, &AttachCall::OnRequested> requested_ev_{this};
+  MemberEvent<AttachCall, &AttachCall::OnRead> read_ev_{this};
+  MemberEvent<AttachCall, &AttachCall::OnWritten> write_ev_{this};
+  MemberEvent<AttachCall, &AttachCall::OnFinished> finish_ev_{this};
+  MemberEvent<AttachCall, &AttachCall::OnDone> done_ev_{this};
+  MemberEvent<AttachCall, &AttachCall::OnAlarm> alarm_ev_{this};
+
+  // Loop thread only.
+  int outstanding_ = 0;  // operations handed to gRPC whose tags are not back
+  bool writing_ = false;
+  bool finishing_ = false;
+  bool finish_after_write_ = false;
+  grpc::Status status_;
   v1::GatewayMessage in_;
   v1::ControlMessage welcome_;
   std::string gateway_id_;
@@ -354,9 +472,8 @@ class AttachReactor final : public grpc::ServerBidiReactor<v1::GatewayMessage, v
 
 }  // namespace
 
-grpc::ServerBidiReactor<v1::GatewayMessage, v1::ControlMessage>* RegistryService::Attach(
-    grpc::CallbackServerContext* ctx) {
-  return new AttachReactor(ctx, fleet_, control_id_, cluster_token_);
+void RegistryService::Listen(CqLoop* loop) {
+  AttachCall::Listen(&async_, loop, fleet_, &control_id_, &cluster_token_);
 }
 
 }  // namespace switchboard::control

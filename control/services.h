@@ -3,6 +3,7 @@
 #include <atomic>
 #include <string>
 
+#include "control/cq_server.h"
 #include "control/fleet.h"
 #include "control/scatter_gather.h"
 #include "switchboard/v1/config.pb.h"
@@ -13,31 +14,24 @@ namespace switchboard::control {
 
 // The public API: a thin translator from gRPC to the plain classes. Each call
 // checks auth and arguments, starts a scatter-gather and returns at once; the
-// reactor finishes from a bus or timer thread.
-class ControlService final : public v1::Control::CallbackService {
+// answer is finished from a bus or timer thread. Handlers run on the
+// CqLoop's thread.
+class ControlService {
  public:
-  ControlService(const v1::Config& config, Fleet* fleet, ScatterGather* gather)
-      : config_(config), fleet_(fleet), gather_(gather) {}
+  ControlService(const v1::Config& config, Fleet* fleet, ScatterGather* gather);
 
-  grpc::ServerUnaryReactor* UserConnections(grpc::CallbackServerContext* ctx,
-                                            const v1::UserConnectionsRequest* req,
-                                            v1::UserConnectionsResponse* resp) override;
-  grpc::ServerUnaryReactor* TerminateUser(grpc::CallbackServerContext* ctx,
-                                          const v1::TerminateUserRequest* req,
-                                          v1::TerminateUserResponse* resp) override;
-  grpc::ServerUnaryReactor* Disconnect(grpc::CallbackServerContext* ctx, const v1::DisconnectRequest* req,
-                                       v1::DisconnectResponse* resp) override;
-  grpc::ServerUnaryReactor* ListGateways(grpc::CallbackServerContext* ctx,
-                                         const v1::ListGatewaysRequest* req,
-                                         v1::ListGatewaysResponse* resp) override;
-  grpc::ServerUnaryReactor* CentrifugoUserConnections(grpc::CallbackServerContext* ctx,
-                                                      const v1::CentrifugoUserConnectionsRequest* req,
-                                                      v1::UserConnectionsResponse* resp) override;
-  grpc::ServerUnaryReactor* CentrifugoDisconnect(grpc::CallbackServerContext* ctx,
-                                                 const v1::CentrifugoDisconnectRequest* req,
-                                                 v1::CentrifugoDisconnectResponse* resp) override;
-  grpc::ServerUnaryReactor* CentrifugoInfo(grpc::CallbackServerContext* ctx, const v1::CentrifugoInfoRequest* req,
-                                           v1::CentrifugoInfoResponse* resp) override;
+  // For ServerBuilder::RegisterService.
+  grpc::Service* grpc_service() { return &async_; }
+  // After the server is built: every method waits for calls on the loop.
+  void Listen(CqLoop* loop);
+
+  void UserConnections(grpc::ServerContext* ctx, const v1::UserConnectionsRequest* req, v1::UserConnectionsResponse* resp, UnaryResponder* done);
+  void TerminateUser(grpc::ServerContext* ctx, const v1::TerminateUserRequest* req, v1::TerminateUserResponse* resp, UnaryResponder* done);
+  void Disconnect(grpc::ServerContext* ctx, const v1::DisconnectRequest* req, v1::DisconnectResponse* resp, UnaryResponder* done);
+  void ListGateways(grpc::ServerContext* ctx, const v1::ListGatewaysRequest* req, v1::ListGatewaysResponse* resp, UnaryResponder* done);
+  void CentrifugoUserConnections(grpc::ServerContext* ctx, const v1::CentrifugoUserConnectionsRequest* req, v1::UserConnectionsResponse* resp, UnaryResponder* done);
+  void CentrifugoDisconnect(grpc::ServerContext* ctx, const v1::CentrifugoDisconnectRequest* req, v1::CentrifugoDisconnectResponse* resp, UnaryResponder* done);
+  void CentrifugoInfo(grpc::ServerContext* ctx, const v1::CentrifugoInfoRequest* req, v1::CentrifugoInfoResponse* resp, UnaryResponder* done);
 
  private:
   // The HTTP form of a call, for Pusher-signed requests through the proxy.
@@ -48,30 +42,52 @@ class ControlService final : public v1::Control::CallbackService {
   };
   // An API key (authorization / x-api-key), or, where `target` is given, a
   // Pusher signature over the HTTP request the proxy forwarded.
-  absl::Status Authenticate(grpc::CallbackServerContext* ctx, const HttpTarget* target = nullptr) const;
-  grpc::ServerUnaryReactor* GatherUserConnections(grpc::ServerUnaryReactor* reactor, absl::Time deadline,
-                                                  const std::string& app_id, const std::string& user_id,
-                                                  v1::UserConnectionsResponse* resp);
-  absl::Time GatherDeadline(grpc::CallbackServerContext* ctx) const;
+  absl::Status Authenticate(grpc::ServerContext* ctx, const HttpTarget* target = nullptr) const;
+  void GatherUserConnections(UnaryResponder* done, absl::Time deadline, const std::string& app_id,
+                             const std::string& user_id, v1::UserConnectionsResponse* resp);
+  absl::Time GatherDeadline(grpc::ServerContext* ctx) const;
+  // Binds a method of this class as a handler of its UnaryCall.
+  template <typename Req, typename Resp>
+  typename UnaryCall<v1::Control::AsyncService, Req, Resp>::Handler Bind(
+      void (ControlService::*method)(grpc::ServerContext*, const Req*, Resp*, UnaryResponder*)) {
+    return [this, method](grpc::ServerContext* ctx, const Req* req, Resp* resp, UnaryResponder* done) {
+      (this->*method)(ctx, req, resp, done);
+    };
+  }
 
   const v1::Config& config_;
   Fleet* fleet_;
   ScatterGather* gather_;
+  v1::Control::AsyncService async_;
+  // One per method, shared by its calls.
+  UnaryCall<v1::Control::AsyncService, v1::UserConnectionsRequest, v1::UserConnectionsResponse>::Handler
+      user_connections_;
+  UnaryCall<v1::Control::AsyncService, v1::TerminateUserRequest, v1::TerminateUserResponse>::Handler terminate_user_;
+  UnaryCall<v1::Control::AsyncService, v1::DisconnectRequest, v1::DisconnectResponse>::Handler disconnect_;
+  UnaryCall<v1::Control::AsyncService, v1::ListGatewaysRequest, v1::ListGatewaysResponse>::Handler list_gateways_;
+  UnaryCall<v1::Control::AsyncService, v1::CentrifugoUserConnectionsRequest, v1::UserConnectionsResponse>::Handler
+      centrifugo_user_connections_;
+  UnaryCall<v1::Control::AsyncService, v1::CentrifugoDisconnectRequest, v1::CentrifugoDisconnectResponse>::Handler
+      centrifugo_disconnect_;
+  UnaryCall<v1::Control::AsyncService, v1::CentrifugoInfoRequest, v1::CentrifugoInfoResponse>::Handler
+      centrifugo_info_;
 };
 
-// Gateways attach here; each stream is a reactor that owns its state and
-// deletes itself when done. Fleet membership follows the stream.
-class RegistryService final : public v1::Registry::CallbackService {
+// Gateways attach here; each stream is an object on the CqLoop that owns its
+// state and deletes itself when done. Fleet membership follows the stream.
+class RegistryService {
  public:
   RegistryService(Fleet* fleet, std::string control_id, std::string cluster_token)
       : fleet_(fleet), control_id_(std::move(control_id)), cluster_token_(std::move(cluster_token)) {}
-  grpc::ServerBidiReactor<v1::GatewayMessage, v1::ControlMessage>* Attach(
-      grpc::CallbackServerContext* ctx) override;
+  grpc::Service* grpc_service() { return &async_; }
+  // After the server is built: waits for Attach calls on the loop.
+  void Listen(CqLoop* loop);
 
  private:
   Fleet* fleet_;
   std::string control_id_;
   std::string cluster_token_;
+  v1::Registry::AsyncService async_;
 };
 
 // Metadata a gateway sends on Attach: the cluster credential.

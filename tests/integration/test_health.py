@@ -6,6 +6,7 @@ processes: NATS down and back, control down and back, a gateway's drain
 import os
 import signal
 import sys
+import threading
 import unittest
 import urllib.error
 import urllib.request
@@ -19,7 +20,7 @@ ARGS, UNITTEST_ARGV = parse_args()
 sys.path.insert(0, os.path.join(ARGS.source_dir, "tests", "bench"))
 from bench import Generator, SECRET  # noqa: E402
 
-SERVING, NOT_SERVING = 1, 2
+SERVING, NOT_SERVING, SERVICE_UNKNOWN = 1, 2, 3
 
 
 def http_get(port, path):
@@ -31,13 +32,52 @@ def http_get(port, path):
         return e.code, e.read().decode()
 
 
-def grpc_health(port):
-    """The serving status control's grpc.health.v1 service gives (0 if unknown)."""
+def health_request(service):
+    """HealthCheckRequest{service} encoded (field 1, a string)."""
+    name = service.encode()
+    return b"\x0a" + bytes([len(name)]) + name if name else b""
+
+
+def health_status(resp):
+    """HealthCheckResponse's status (field 1, a varint); proto3 leaves out 0."""
+    return resp[1] if resp[:1] == b"\x08" else 0
+
+
+def grpc_health(port, service=""):
+    """The serving status control's grpc.health.v1 Check gives (0 if unknown)."""
     with grpc.insecure_channel("127.0.0.1:%d" % port) as ch:
         check = ch.unary_unary("/grpc.health.v1.Health/Check")
-        resp = check(b"", timeout=5)  # HealthCheckRequest{service: ""}
-    # HealthCheckResponse{status = 1 (varint)}; proto3 leaves out 0.
-    return resp[1] if resp[:1] == b"\x08" else 0
+        return health_status(check(health_request(service), timeout=5))
+
+
+class HealthWatch:
+    """A grpc.health.v1 Watch stream read on a thread of its own: every
+    status it has sent so far, in order."""
+
+    def __init__(self, port, service=""):
+        self.channel = grpc.insecure_channel("127.0.0.1:%d" % port)
+        self.call = self.channel.unary_stream("/grpc.health.v1.Health/Watch")(health_request(service), timeout=120)
+        self.statuses = []
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        try:
+            for resp in self.call:
+                with self.lock:
+                    self.statuses.append(health_status(resp))
+        except grpc.RpcError:
+            pass
+
+    def seen(self):
+        with self.lock:
+            return list(self.statuses)
+
+    def close(self):
+        self.call.cancel()
+        self.thread.join(timeout=10)
+        self.channel.close()
 
 
 class Health(unittest.TestCase):
@@ -77,10 +117,28 @@ class Health(unittest.TestCase):
             status, body = self.wait_ready(what, 200)
             self.assertEqual(body.strip(), "ready", what)
         self.assertEqual(grpc_health(self.cluster.control_port), SERVING)
+        # Each of control's services by name too; a name it does not know is
+        # NOT_FOUND for Check and SERVICE_UNKNOWN (stream left open) for Watch.
+        for service in ("switchboard.v1.Control", "switchboard.v1.Registry"):
+            self.assertEqual(grpc_health(self.cluster.control_port, service), SERVING, service)
+        with self.assertRaises(grpc.RpcError) as err:
+            grpc_health(self.cluster.control_port, "no.such.Service")
+        self.assertEqual(err.exception.code(), grpc.StatusCode.NOT_FOUND)
+        unknown = HealthWatch(self.cluster.control_port, "no.such.Service")
+        try:
+            wait_until(lambda: unknown.seen() == [SERVICE_UNKNOWN], 10, "Watch SERVICE_UNKNOWN")
+        finally:
+            unknown.close()
         self.assert_all_live()
         self.assertEqual(http_get(self.gw_port, "/nope")[0], 404)
 
     def test_nats_down_makes_gateway_and_control_unready_until_it_is_back(self):
+        # A Watch opened while serving hears each flip, in order.
+        self.wait_ready("control", 200)
+        wait_until(lambda: grpc_health(self.cluster.control_port) == SERVING, 10, "gRPC health SERVING")
+        watch = HealthWatch(self.cluster.control_port)
+        self.addCleanup(watch.close)
+        wait_until(lambda: watch.seen() == [SERVING], 10, "Watch SERVING")
         self.cluster.stop_nats()
         self.wait_ready("gateway", 503, "NATS disconnected")
         self.wait_ready("control", 503, "bus connection is down")
@@ -93,6 +151,8 @@ class Health(unittest.TestCase):
         self.wait_ready("control", 200)
         wait_until(lambda: grpc_health(self.cluster.control_port) == SERVING, 10, "gRPC health SERVING")
         self.wait_ready("http", 200)
+        wait_until(lambda: watch.seen() == [SERVING, NOT_SERVING, SERVING], 10,
+                   "Watch SERVING, NOT_SERVING, SERVING")
 
     def test_control_down_makes_the_gateway_unready_naming_the_replica(self):
         addr = self.cluster.control_addrs[0]

@@ -364,5 +364,38 @@ TEST_F(ScatterGatherTest, CallsInFlightAreBounded) {
                                   absl::Seconds(10)));
 }
 
+TEST_F(ScatterGatherTest, CloseEndsCallsInFlightAndRefusesLaterOnes) {
+  FakeGateway slow(&bus_, "gw-slow", FakeGateway::Mode::kHold);
+  live_ = {"gw-slow"};
+  std::vector<absl::StatusOr<GatherResult>> results;
+  absl::Mutex mu;
+  auto record = [&](absl::StatusOr<GatherResult> r) {
+    absl::MutexLock lock(&mu);
+    results.push_back(std::move(r));
+  };
+  for (int i = 0; i < 2; ++i) sg_->Call(Terminate(), absl::Now() + absl::Seconds(30), record);
+  {
+    absl::MutexLock lock(&mu);
+    ASSERT_TRUE(results.empty());  // held by the gateway
+  }
+  sg_->Close(absl::UnavailableError("stopping"));
+  {
+    absl::MutexLock lock(&mu);  // Close returns only after every done has run
+    ASSERT_EQ(results.size(), 2u);
+    for (const auto& r : results) EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
+  }
+  EXPECT_EQ(sg_->in_flight(), 0u);
+  sg_->Call(Terminate(), absl::Now() + absl::Seconds(30), record);
+  {
+    absl::MutexLock lock(&mu);
+    ASSERT_EQ(results.size(), 3u);  // at once
+    EXPECT_EQ(results[2].status().code(), absl::StatusCode::kUnavailable);
+    EXPECT_EQ(results[2].status().message(), "stopping");
+  }
+  slow.ReleaseHeld();  // the held answers arrive after the calls ended: dropped, no second callback
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(results.size(), 3u);
+}
+
 }  // namespace
 }  // namespace switchboard::control
