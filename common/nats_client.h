@@ -35,6 +35,10 @@ class NatsClient {
   virtual std::string NewInbox() = 0;
   // The largest message the server takes (its max_payload; 1 MiB by default).
   virtual size_t MaxPayload() const { return 1 << 20; }
+  // A hint: this many calls now await answers on this client's
+  // subscriptions (the receiving side may poll rather than sleep while any
+  // do). Any thread; by default ignored.
+  virtual void SetAwaitingAnswers(int calls) { (void)calls; }
 };
 
 }  // namespace switchboard

@@ -1,6 +1,7 @@
 #include "common/nats_client_impl.h"
 
 #include <dlfcn.h>
+#include <sched.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -306,10 +307,21 @@ natsStatus NatsClientImpl::EvDetach(void* user) {
   return NATS_OK;
 }
 
+void NatsClientImpl::SetBusyPoll(absl::Duration window) { busy_window_ns_.store(absl::ToInt64Nanoseconds(window)); }
+
 void NatsClientImpl::RxLoop() {
   epoll_event events[4];
+  absl::Time last_message = absl::InfinitePast();
   while (!rx_stop_.load()) {
-    const int n = epoll_wait(epfd_, events, 4, -1);
+    int n = 0;
+    for (;;) {
+      const bool poll = awaiting_.load(std::memory_order_relaxed) > 0 &&
+                        absl::Now() - last_message < absl::Nanoseconds(busy_window_ns_.load(std::memory_order_relaxed));
+      n = epoll_wait(epfd_, events, 4, poll ? 0 : -1);
+      if (n != 0 || !poll) break;
+      sched_yield();
+    }
+    if (n > 0) last_message = absl::Now();
     if (n < 0) {
       if (errno == EINTR) continue;
       spdlog::error("nats: receive loop: {}", std::strerror(errno));

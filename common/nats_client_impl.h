@@ -56,6 +56,14 @@ class NatsClientImpl final : public NatsClient {
   // subscribed so far is confirmed by it, at most `timeout`. False on timeout.
   bool WaitForFirstConnection(absl::Duration timeout);
   size_t MaxPayload() const override;
+  // While calls await answers (SetAwaitingAnswers above zero), the receive
+  // thread keeps polling its socket without sleeping for up to `window`
+  // after each message it got (yielding the CPU to anyone runnable in
+  // between) instead of going back to sleep: a fleet call's K answers
+  // arrive spread over ~100-300 us, and on a virtualized host each sleep and
+  // wake-up costs tens of microseconds. Zero (the default): never. Any thread.
+  void SetBusyPoll(absl::Duration window);
+  void SetAwaitingAnswers(int calls) override { awaiting_.store(calls, std::memory_order_relaxed); }
 
  private:
   struct Outgoing {
@@ -108,6 +116,8 @@ class NatsClientImpl final : public NatsClient {
   // Which socket rx_fd_ is; written under ev_mu_, read without it by the
   // loop for each event.
   std::atomic<uint64_t> rx_attaches_{0};
+  std::atomic<int> awaiting_{0};
+  std::atomic<int64_t> busy_window_ns_{0};
 };
 
 // Whether this libnats lets received messages be freed on the thread that

@@ -96,6 +96,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   gather.set_max_in_flight(config.control().max_in_flight());
+  nats->SetBusyPoll(absl::Microseconds(config.control().bus_busy_poll_us()));
   control::ControlService control_service(config, &fleet, &gather);
   control::RegistryService registry_service(&fleet, NewUuid(), config.cluster_token());
 

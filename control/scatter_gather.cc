@@ -84,6 +84,8 @@ void ScatterGather::Call(v1::BusRequest request, absl::Time deadline, Done done)
       return;
     }
     pending_[request_id] = pending;
+    // Under the lock so counts never go out of order (an atomic store).
+    bus_->SetAwaitingAnswers(static_cast<int>(pending_.size()));
   }
   // Arm the deadline before publishing so a fast answer always finds it.
   uint64_t timer = timers_->Schedule(deadline, [this, request_id] { Finish(request_id, true); });
@@ -100,6 +102,7 @@ void ScatterGather::Call(v1::BusRequest request, absl::Time deadline, Done done)
       if (it == pending_.end()) return;
       p = it->second;
       pending_.erase(it);
+      bus_->SetAwaitingAnswers(static_cast<int>(pending_.size()));
       ++in_done_;
     }
     timers_->Cancel(timer);
@@ -116,6 +119,7 @@ void ScatterGather::Close(const absl::Status& why) {
     closed_ = why;
     for (auto& [id, p] : pending_) left.emplace_back(p, p->timer);
     pending_.clear();
+    bus_->SetAwaitingAnswers(0);
   }
   for (auto& [p, timer] : left) {
     if (timer != 0) timers_->Cancel(timer);
@@ -186,6 +190,7 @@ void ScatterGather::Finish(const std::string& request_id, bool timed_out) {
     p = it->second;
     timer = p->timer;
     pending_.erase(it);
+    bus_->SetAwaitingAnswers(static_cast<int>(pending_.size()));
     ++in_done_;
   }
   if (!timed_out && timer != 0) timers_->Cancel(timer);

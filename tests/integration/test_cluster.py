@@ -326,6 +326,23 @@ class GatewayFailureTest(unittest.TestCase):
         wait_until(lambda: "gw-3" not in [g.id for g in list_gateways().gateways], 10, "gw-3 left the fleet")
         self.assertTrue(user_connections("49").complete)
 
+    def test_control_sleeps_while_calls_wait_for_a_frozen_gateway(self):
+        # Control's bus thread polls without sleeping for a moment after each
+        # answer while a call waits (control.bus_busy_poll_us): a call left
+        # waiting on a gateway that never answers must not keep it spinning.
+        proc, _ = cluster.add_gateway("gw-4")
+        wait_until(lambda: "gw-4" in [g.id for g in list_gateways().gateways], 10, "gw-4 attached")
+        proc.signal(signal.SIGSTOP)
+        ctl = cluster.controls[0].p.pid
+        cpu0, t0 = cpu_seconds(ctl), time.monotonic()
+        for _ in range(2):
+            res = user_connections("50", timeout=1.0)
+            self.assertEqual(list(res.gateways_missing), ["gw-4"])
+        busy = (cpu_seconds(ctl) - cpu0) / (time.monotonic() - t0)
+        proc.signal(signal.SIGKILL)
+        self.assertLess(busy, 0.3, "control used %.0f%% of a CPU while its calls waited" % (100 * busy))
+        wait_until(lambda: "gw-4" not in [g.id for g in list_gateways().gateways], 10, "gw-4 left the fleet")
+
 
 class ConfigFileTest(unittest.TestCase):
     def test_bad_file_exits_2_with_one_line_naming_the_field(self):

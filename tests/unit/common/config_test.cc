@@ -38,12 +38,20 @@ TEST(Config, MinimalFileGetsDefaults) {
   EXPECT_EQ(c->control().default_timeout_ms(), 1000u);
   EXPECT_EQ(c->control().heartbeat_interval_ms(), 1000u);
   EXPECT_EQ(c->control().lease_ms(), 3000u);
+  EXPECT_EQ(c->control().bus_busy_poll_us(), 150u);
   EXPECT_EQ(c->gateway().ping_interval_s(), 25u);
   EXPECT_EQ(c->gateway().max_sessions(), 18000u);
   EXPECT_EQ(c->gateway().max_message_bytes(), 65536u);
   ASSERT_NE(FindApp(*c, "demo"), nullptr);
   EXPECT_EQ(FindApp(*c, "demo")->secret(), "demo-secret-123");
   EXPECT_EQ(FindApp(*c, "nope"), nullptr);
+}
+
+TEST(Config, BusyPollCanBeTurnedOff) {
+  auto c = ParseConfig(std::string(kMinimal) + "control: {bus_busy_poll_us: 0}\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE(ValidateConfig(*c).ok());
+  EXPECT_EQ(c->control().bus_busy_poll_us(), 0u);  // an explicit 0 is not "unset"
 }
 
 TEST(Config, JsonIsAcceptedToo) {
@@ -142,6 +150,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"cluster: c\nnats_url: n\napps: [{id: a, key: k, secret: 12345678}]\napi_keys: [12345678]\n"
                 "control: {listen: nohostport}\n",
                 "control.listen"},
+        BadCase{"cluster: c\nnats_url: n\napps: [{id: a, key: k, secret: 12345678}]\napi_keys: [12345678]\n"
+                "control: {bus_busy_poll_us: 5000}\n",
+                "control.bus_busy_poll_us"},
         BadCase{"cluster: c\nnats_url: n\napps: [{id: a, key: k, secret: 12345678}]\napi_keys: [12345678]\n"
                 "gateway: {max_sessions: 50000}\n",
                 "gateway.max_sessions"},

@@ -339,6 +339,18 @@ TEST_F(ScatterGatherTest, RequestLargerThanTheBusIsInvalidArgument) {
   EXPECT_EQ(bus_.published(), 0);
 }
 
+TEST_F(ScatterGatherTest, TheBusKnowsHowManyCallsAwaitAnswers) {
+  FakeGateway a(&bus_, "gw-a", FakeGateway::Mode::kAnswer);
+  FakeGateway slow(&bus_, "gw-slow", FakeGateway::Mode::kHold);
+  live_ = {"gw-a", "gw-slow"};
+  std::atomic<int> done{0};
+  sg_->Call(Terminate(), absl::Now() + absl::Seconds(30), [&](absl::StatusOr<GatherResult>) { ++done; });
+  EXPECT_EQ(bus_.awaiting(), 1);  // gw-a answered, gw-slow not yet
+  slow.ReleaseHeld();
+  EXPECT_EQ(done.load(), 1);
+  EXPECT_EQ(bus_.awaiting(), 0);
+}
+
 TEST_F(ScatterGatherTest, CallsInFlightAreBounded) {
   FakeGateway slow(&bus_, "gw-slow", FakeGateway::Mode::kHold);
   live_ = {"gw-slow"};
@@ -378,6 +390,7 @@ TEST_F(ScatterGatherTest, CloseEndsCallsInFlightAndRefusesLaterOnes) {
     absl::MutexLock lock(&mu);
     ASSERT_TRUE(results.empty());  // held by the gateway
   }
+  EXPECT_EQ(bus_.awaiting(), 2);  // the bus knows two calls wait for answers
   sg_->Close(absl::UnavailableError("stopping"));
   {
     absl::MutexLock lock(&mu);  // Close returns only after every done has run
@@ -385,6 +398,7 @@ TEST_F(ScatterGatherTest, CloseEndsCallsInFlightAndRefusesLaterOnes) {
     for (const auto& r : results) EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
   }
   EXPECT_EQ(sg_->in_flight(), 0u);
+  EXPECT_EQ(bus_.awaiting(), 0);
   sg_->Call(Terminate(), absl::Now() + absl::Seconds(30), record);
   {
     absl::MutexLock lock(&mu);

@@ -41,6 +41,9 @@ class InMemoryBus : public NatsClient {
     return "_INBOX.test" + std::to_string(++inboxes_);
   }
 
+  void SetAwaitingAnswers(int calls) override { awaiting_ = calls; }
+  int awaiting() const { return awaiting_; }
+
   void set_connected(bool c) { connected_ = c; }
   int published() const {
     absl::MutexLock lock(&mu_);
@@ -57,6 +60,7 @@ class InMemoryBus : public NatsClient {
     return pattern == subject;
   }
 
+  std::atomic<int> awaiting_{0};
   mutable absl::Mutex mu_;
   std::vector<std::pair<std::string, Handler>> subs_ ABSL_GUARDED_BY(mu_);
   int published_ ABSL_GUARDED_BY(mu_) = 0;
