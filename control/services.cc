@@ -95,8 +95,8 @@ absl::Time ControlService::GatherDeadline(grpc::ServerContext* ctx) const {
   return caller - Margin(remaining);
 }
 
-void ControlService::UserConnections(grpc::ServerContext* ctx, const v1::UserConnectionsRequest* req, v1::UserConnectionsResponse* resp,
-                                     UnaryResponder* done) {
+void ControlService::UserConnections(grpc::ServerContext* ctx, const v1::UserConnectionsRequest* req,
+                                     v1::UserConnectionsResponse* resp, UnaryResponder* done) {
   HttpTarget target{req->app_id(), "GET", "/apps/" + req->app_id() + "/users/" + req->user_id() + "/connections"};
   absl::Status st = Authenticate(ctx, &target);
   if (st.ok()) st = ValidateUserConnections(config_, *req);
@@ -118,8 +118,9 @@ void ControlService::GatherUserConnections(UnaryResponder* done, absl::Time dead
                 }));
 }
 
-void ControlService::CentrifugoUserConnections(grpc::ServerContext* ctx, const v1::CentrifugoUserConnectionsRequest* req, v1::UserConnectionsResponse* resp,
-                                               UnaryResponder* done) {
+void ControlService::CentrifugoUserConnections(grpc::ServerContext* ctx,
+                                               const v1::CentrifugoUserConnectionsRequest* req,
+                                               v1::UserConnectionsResponse* resp, UnaryResponder* done) {
   v1::UserConnectionsRequest plain;
   plain.set_app_id(config_.default_app());
   plain.set_user_id(req->user());
@@ -132,8 +133,8 @@ void ControlService::CentrifugoUserConnections(grpc::ServerContext* ctx, const v
   GatherUserConnections(done, GatherDeadline(ctx), plain.app_id(), plain.user_id(), resp);
 }
 
-void ControlService::CentrifugoDisconnect(grpc::ServerContext* ctx, const v1::CentrifugoDisconnectRequest* req, v1::CentrifugoDisconnectResponse* resp,
-                                          UnaryResponder* done) {
+void ControlService::CentrifugoDisconnect(grpc::ServerContext* ctx, const v1::CentrifugoDisconnectRequest* req,
+                                          v1::CentrifugoDisconnectResponse* resp, UnaryResponder* done) {
   v1::TerminateUserRequest plain;
   plain.set_app_id(config_.default_app());
   plain.set_user_id(req->user());
@@ -156,8 +157,8 @@ void ControlService::CentrifugoDisconnect(grpc::ServerContext* ctx, const v1::Ce
                 }));
 }
 
-void ControlService::TerminateUser(grpc::ServerContext* ctx, const v1::TerminateUserRequest* req, v1::TerminateUserResponse* resp,
-                                   UnaryResponder* done) {
+void ControlService::TerminateUser(grpc::ServerContext* ctx, const v1::TerminateUserRequest* req,
+                                   v1::TerminateUserResponse* resp, UnaryResponder* done) {
   HttpTarget target{req->app_id(), "POST",
                     "/apps/" + req->app_id() + "/users/" + req->user_id() + "/terminate_connections"};
   absl::Status st = Authenticate(ctx, &target);
@@ -172,8 +173,8 @@ void ControlService::TerminateUser(grpc::ServerContext* ctx, const v1::Terminate
                 }));
 }
 
-void ControlService::Disconnect(grpc::ServerContext* ctx, const v1::DisconnectRequest* req, v1::DisconnectResponse* resp,
-                                UnaryResponder* done) {
+void ControlService::Disconnect(grpc::ServerContext* ctx, const v1::DisconnectRequest* req,
+                                v1::DisconnectResponse* resp, UnaryResponder* done) {
   HttpTarget target{req->app_id(), "POST",
                     "/apps/" + req->app_id() + "/connections/" + req->client_id() + "/disconnect"};
   absl::Status st = Authenticate(ctx, &target);
@@ -194,8 +195,8 @@ void ControlService::Disconnect(grpc::ServerContext* ctx, const v1::DisconnectRe
                 }));
 }
 
-void ControlService::ListGateways(grpc::ServerContext* ctx, const v1::ListGatewaysRequest*, v1::ListGatewaysResponse* resp,
-                                  UnaryResponder* done) {
+void ControlService::ListGateways(grpc::ServerContext* ctx, const v1::ListGatewaysRequest*,
+                                  v1::ListGatewaysResponse* resp, UnaryResponder* done) {
   absl::Status st = Authenticate(ctx);
   if (!st.ok()) {
     done->Finish(ToGrpcStatus(st));
@@ -205,8 +206,8 @@ void ControlService::ListGateways(grpc::ServerContext* ctx, const v1::ListGatewa
   done->Finish(grpc::Status::OK);
 }
 
-void ControlService::CentrifugoInfo(grpc::ServerContext* ctx, const v1::CentrifugoInfoRequest*, v1::CentrifugoInfoResponse* resp,
-                                    UnaryResponder* done) {
+void ControlService::CentrifugoInfo(grpc::ServerContext* ctx, const v1::CentrifugoInfoRequest*,
+                                    v1::CentrifugoInfoResponse* resp, UnaryResponder* done) {
   absl::Status st = Authenticate(ctx);
   if (!st.ok()) {
     done->Finish(ToGrpcStatus(st));

@@ -25,13 +25,20 @@ class ControlService {
   // After the server is built: every method waits for calls on the loop.
   void Listen(CqLoop* loop);
 
-  void UserConnections(grpc::ServerContext* ctx, const v1::UserConnectionsRequest* req, v1::UserConnectionsResponse* resp, UnaryResponder* done);
-  void TerminateUser(grpc::ServerContext* ctx, const v1::TerminateUserRequest* req, v1::TerminateUserResponse* resp, UnaryResponder* done);
-  void Disconnect(grpc::ServerContext* ctx, const v1::DisconnectRequest* req, v1::DisconnectResponse* resp, UnaryResponder* done);
-  void ListGateways(grpc::ServerContext* ctx, const v1::ListGatewaysRequest* req, v1::ListGatewaysResponse* resp, UnaryResponder* done);
-  void CentrifugoUserConnections(grpc::ServerContext* ctx, const v1::CentrifugoUserConnectionsRequest* req, v1::UserConnectionsResponse* resp, UnaryResponder* done);
-  void CentrifugoDisconnect(grpc::ServerContext* ctx, const v1::CentrifugoDisconnectRequest* req, v1::CentrifugoDisconnectResponse* resp, UnaryResponder* done);
-  void CentrifugoInfo(grpc::ServerContext* ctx, const v1::CentrifugoInfoRequest* req, v1::CentrifugoInfoResponse* resp, UnaryResponder* done);
+  void UserConnections(grpc::ServerContext* ctx, const v1::UserConnectionsRequest* req,
+                       v1::UserConnectionsResponse* resp, UnaryResponder* done);
+  void TerminateUser(grpc::ServerContext* ctx, const v1::TerminateUserRequest* req, v1::TerminateUserResponse* resp,
+                     UnaryResponder* done);
+  void Disconnect(grpc::ServerContext* ctx, const v1::DisconnectRequest* req, v1::DisconnectResponse* resp,
+                  UnaryResponder* done);
+  void ListGateways(grpc::ServerContext* ctx, const v1::ListGatewaysRequest* req, v1::ListGatewaysResponse* resp,
+                    UnaryResponder* done);
+  void CentrifugoUserConnections(grpc::ServerContext* ctx, const v1::CentrifugoUserConnectionsRequest* req,
+                                 v1::UserConnectionsResponse* resp, UnaryResponder* done);
+  void CentrifugoDisconnect(grpc::ServerContext* ctx, const v1::CentrifugoDisconnectRequest* req,
+                            v1::CentrifugoDisconnectResponse* resp, UnaryResponder* done);
+  void CentrifugoInfo(grpc::ServerContext* ctx, const v1::CentrifugoInfoRequest* req,
+                      v1::CentrifugoInfoResponse* resp, UnaryResponder* done);
 
  private:
   // The HTTP form of a call, for Pusher-signed requests through the proxy.
