@@ -11,7 +11,8 @@ builds everything and calls this.
   bench.py latency  [--gateways 2,4,8] [--per-gateway 10000] [--calls 1000]
       UserConnections and TerminateUser (until the last client has its close
       frame) p50/p99 against K gateway processes x N sessions, vs ListGateways
-      + a NATS.c scatter-gather with K repliers (switchboard-nats-scatter-ref);
+      + a NATS.c scatter-gather with K repliers (switchboard-nats-scatter-ref),
+      once in one go each and once in 9 interleaved rounds (median round);
       and, to explain the gap, the same with 300 us of idle before each call.
       First, how often the host takes a CPU away (switchboard-hiccup).
   bench.py instance [--workers 2] [--sessions 38000] [--window 30]
@@ -43,6 +44,9 @@ MAX_PER_GENERATOR = 19000  # descriptors per process are capped at 20,000 here
 # The control link's timing as deployed (config defaults): the test cluster's
 # fast heartbeats and DNS refreshes (300 ms) are for tests that wait on them.
 DEPLOYED_TIMING = {"heartbeat_ms": 1000, "lease_ms": 3000, "resolve_ms": 5000}
+# `latency` measures again in this many rounds, UserConnections and its
+# reference in turn (the host's speed drifts within a run).
+INTERLEAVED_ROUNDS = 9
 # `latency` also measures every call after this much idle time (an explanation
 # beside the target's back-to-back figures).
 PACED_PAUSE_US = 300
@@ -392,6 +396,23 @@ def cmd_latency(a):
                   "(p99 %.3f), missing %d; UserConnections p50 - it = %.3f ms (ListGateways alone %.3f); CPU per call: %s"
                   % (k, gs["p50_ms"], gs["p99_ms"], gs["missing"], uc[0] - gs["p50_ms"], lg[0], cpu_text(gs["cpu"])),
                   flush=True)
+            # The same three measurements in rounds, each round UserConnections,
+            # ListGateways and the scatter in turn, so that the host's speed
+            # drifting during the run (see the hiccup line) weighs on both
+            # sides alike; the median round is the figure.
+            n = max(100, a.calls // INTERLEAVED_ROUNDS)
+            rounds = []
+            for _ in range(INTERLEAVED_ROUNDS):
+                u = ctl_percentiles(cluster, ["connections", "--user", "g0u1", "--repeat", str(n)])[0]
+                lgr = ctl_percentiles(cluster, ["gateways", "--repeat", str(n)])[0]
+                r = nats_reference(a, k, n)["p50_ms"]
+                rounds.append((u / (lgr + r), u, lgr, r))
+            rounds.sort()
+            mid = rounds[len(rounds) // 2]
+            print("K=%d interleaved, %d rounds of %d calls each: median round UserConnections p50 %.3f ms | "
+                  "ListGateways p50 %.3f + scatter p50 %.3f = %.3f ms | p50 ratio %.2f (rounds %.2f-%.2f)"
+                  % (k, INTERLEAVED_ROUNDS, n, mid[1], mid[2], mid[3], mid[2] + mid[3], mid[0], rounds[0][0],
+                     rounds[-1][0]), flush=True)
             # Also an explanation, not the target: the same three measurements
             # with every call made after PACED_PAUSE_US of idle time instead
             # of back to back. On this VM a thread (and a vCPU) that slept
