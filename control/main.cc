@@ -21,8 +21,8 @@
 #include "common/nats_client_impl.h"
 #include "common/timer_queue.h"
 #include "control/fleet.h"
-#include "control/scatter_gather.h"
 #include "control/health_service.h"
+#include "control/scatter_gather.h"
 #include "control/services.h"
 #include "spdlog/spdlog.h"
 

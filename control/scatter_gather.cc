@@ -113,21 +113,21 @@ void ScatterGather::Call(v1::BusRequest request, absl::Time deadline, Done done)
 }
 
 void ScatterGather::Close(const absl::Status& why) {
+  const absl::Status status = why.ok() ? absl::UnavailableError("closed") : why;
   std::vector<std::pair<std::shared_ptr<Pending>, uint64_t>> left;  // with its timer
   {
     absl::MutexLock lock(&mu_);
-    closed_ = why;
+    closed_ = status;
     for (auto& [id, p] : pending_) left.emplace_back(p, p->timer);
     pending_.clear();
     bus_->SetAwaitingAnswers(0);
   }
   for (auto& [p, timer] : left) {
     if (timer != 0) timers_->Cancel(timer);
-    p->done(why);
+    p->done(status);
   }
   absl::MutexLock lock(&mu_);
-  mu_.Await(absl::Condition(
-      +[](int* n) { return *n == 0; }, &in_done_));
+  mu_.Await(absl::Condition(+[](int* n) { return *n == 0; }, &in_done_));
 }
 
 void ScatterGather::OnReply(const std::string& subject, const std::string& data) {

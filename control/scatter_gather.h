@@ -60,8 +60,8 @@ class ScatterGather {
   absl::Status Start();
 
   void Call(v1::BusRequest request, absl::Time deadline, Done done);
-  // At shutdown: every call in flight ends now with `why`, later ones at
-  // once; returns when no other thread is still inside a `done`.
+  // At shutdown: every call in flight ends now with `why` (an error), later
+  // ones at once; returns when no other thread is still inside a `done`.
   void Close(const absl::Status& why);
 
   size_t in_flight() const;
