@@ -168,10 +168,12 @@ int main(int argc, char** argv) {
   health.Shutdown();  // NOT_SERVING from now on
   stopping.Notify();
   sweeper.join();
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-  // Calls still waiting on the fleet end now (the server has cancelled
-  // them); after that no other thread finishes a call, and the loop drains.
+  // Calls waiting on the fleet end now, and later ones at once, with
+  // UNAVAILABLE (a caller retries on another replica); after this no other
+  // thread finishes a call. Then the server stops (streams are cancelled at
+  // its deadline) and the loop drains.
   gather.Close(absl::UnavailableError("this control replica is stopping"));
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   loop.Stop();
   // Tear down in dependency order: no bus message and no timer may reach the
   // scatter-gather once it starts to go.
