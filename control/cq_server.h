@@ -1,7 +1,9 @@
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <thread>
+#include <utility>
 
 #include <grpcpp/alarm.h>
 #include <grpcpp/grpcpp.h>
