@@ -84,7 +84,6 @@ void ScatterGather::Call(v1::BusRequest request, absl::Time deadline, Done done)
       return;
     }
     pending_[request_id] = pending;
-    // Under the lock so counts never go out of order (an atomic store).
     bus_->SetAwaitingAnswers(static_cast<int>(pending_.size()));
   }
   // Arm the deadline before publishing so a fast answer always finds it.
@@ -98,18 +97,29 @@ void ScatterGather::Call(v1::BusRequest request, absl::Time deadline, Done done)
     std::shared_ptr<Pending> p;
     {
       absl::MutexLock lock(&mu_);
-      auto it = pending_.find(request_id);
-      if (it == pending_.end()) return;
-      p = it->second;
-      pending_.erase(it);
-      bus_->SetAwaitingAnswers(static_cast<int>(pending_.size()));
-      ++in_done_;
+      p = Take(request_id);
     }
+    if (p == nullptr) return;
     timers_->Cancel(timer);
     p->done(absl::UnavailableError(std::string("message bus unavailable: ") + std::string(st.message())));
-    absl::MutexLock lock(&mu_);
-    --in_done_;
+    DoneReturned();
   }
+}
+
+std::shared_ptr<ScatterGather::Pending> ScatterGather::Take(const std::string& request_id) {
+  auto it = pending_.find(request_id);
+  if (it == pending_.end()) return nullptr;
+  std::shared_ptr<Pending> p = std::move(it->second);
+  pending_.erase(it);
+  // Under the lock so counts never go out of order (an atomic store).
+  bus_->SetAwaitingAnswers(static_cast<int>(pending_.size()));
+  ++in_done_;
+  return p;
+}
+
+void ScatterGather::DoneReturned() {
+  absl::MutexLock lock(&mu_);
+  --in_done_;
 }
 
 void ScatterGather::Close(const absl::Status& why) {
@@ -185,13 +195,9 @@ void ScatterGather::Finish(const std::string& request_id, bool timed_out) {
   uint64_t timer = 0;
   {
     absl::MutexLock lock(&mu_);
-    auto it = pending_.find(request_id);
-    if (it == pending_.end()) return;  // the other path finished it
-    p = it->second;
+    p = Take(request_id);
+    if (p == nullptr) return;  // the other path finished it
     timer = p->timer;
-    pending_.erase(it);
-    bus_->SetAwaitingAnswers(static_cast<int>(pending_.size()));
-    ++in_done_;
   }
   if (!timed_out && timer != 0) timers_->Cancel(timer);
   GatherResult result;
@@ -207,8 +213,7 @@ void ScatterGather::Finish(const std::string& request_id, bool timed_out) {
     result.incomplete_reason = "gateways did not answer before the deadline";
   }
   p->done(std::move(result));
-  absl::MutexLock lock(&mu_);
-  --in_done_;
+  DoneReturned();
 }
 
 }  // namespace switchboard::control

@@ -78,6 +78,10 @@ class ScatterGather {
   };
   void OnReply(const std::string& subject, const std::string& data);
   void Finish(const std::string& request_id, bool timed_out);
+  // Takes a call out of pending_ (nullptr if it is gone already) and counts
+  // it in in_done_ until DoneReturned() says its `done` has returned.
+  std::shared_ptr<Pending> Take(const std::string& request_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DoneReturned();
 
   NatsClient* bus_;
   TimerQueue* timers_;
