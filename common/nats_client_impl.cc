@@ -321,7 +321,8 @@ void NatsClientImpl::RxLoop() {
       if (n != 0 || !poll) break;
       sched_yield();
     }
-    if (n > 0) last_message = absl::Now();
+    // Only a client that may poll needs the time (not the gateways').
+    if (n > 0 && busy_window_ns_.load(std::memory_order_relaxed) > 0) last_message = absl::Now();
     if (n < 0) {
       if (errno == EINTR) continue;
       spdlog::error("nats: receive loop: {}", std::strerror(errno));
