@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <thread>
@@ -18,6 +19,13 @@ namespace switchboard::control {
 // UserConnections call), and an answer finished from the bus thread wakes
 // one of them as well. One thread that alone polls has nobody to hand over
 // to: an answer written from the bus thread costs one eventfd kick.
+//
+// Unary answers complete on a second queue that nobody waits on (the loop
+// reaps it after each event): an answer finished from the bus thread must not
+// wake the loop thread. Measured (BENCHMARKS.md, seventh session): that
+// wake-up put the loop thread on the second vCPU just as the caller was woken
+// with its answer, and the caller waited for a CPU (scheduling delay median
+// 20 µs, p90 53 µs; 9 and 31 without it).
 //
 // Everything a call does on the queue runs on CqLoop's thread: handlers must
 // return quickly and never block (as reactions did).
@@ -51,13 +59,39 @@ class CqLoop {
   explicit CqLoop(std::unique_ptr<grpc::ServerCompletionQueue> cq) : cq_(std::move(cq)) {}
   ~CqLoop() { Stop(); }
   grpc::ServerCompletionQueue* cq() const { return cq_.get(); }
+  // Where unary answers complete: nobody waits on it, so an answer finished
+  // from another thread (the bus's) does not wake the loop. The loop reaps
+  // it after each event of its own queue, and while answers it started are
+  // out, at least every kReapMs; one finished from another thread while the
+  // loop sleeps waits for the next event (gateways' heartbeats, health
+  // checks, the next call) or the stop.
+  grpc::CompletionQueue* finish_cq() { return &finish_cq_; }
+  // Any thread, before starting an operation on finish_cq().
+  void FinishStarted() { unreaped_.fetch_add(1, std::memory_order_relaxed); }
+  // Answers started and not reaped yet (for tests).
+  int unreaped() const { return unreaped_.load(std::memory_order_relaxed); }
   // Loop thread only.
   bool stopping() const { return stopping_; }
   void Start() {
     thread_ = std::thread([this] {
       void* tag = nullptr;
       bool ok = false;
-      while (cq_->Next(&tag, &ok)) static_cast<CqEvent*>(tag)->Proceed(ok);
+      for (;;) {
+        const gpr_timespec until = unreaped_.load(std::memory_order_relaxed) > 0
+                                       ? gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(kReapMs, GPR_TIMESPAN))
+                                       : gpr_inf_future(GPR_CLOCK_MONOTONIC);
+        const auto st = cq_->AsyncNext(&tag, &ok, until);
+        if (st == grpc::CompletionQueue::SHUTDOWN) break;
+        if (st == grpc::CompletionQueue::GOT_EVENT) static_cast<CqEvent*>(tag)->Proceed(ok);
+        Reap();
+      }
+      // Stopped: no answer is started any more (the server is shut down and
+      // nobody else finishes calls); collect the last ones.
+      finish_cq_.Shutdown();
+      while (finish_cq_.Next(&tag, &ok)) {
+        unreaped_.fetch_sub(1, std::memory_order_relaxed);
+        static_cast<CqEvent*>(tag)->Proceed(ok);
+      }
     });
   }
   // After the server's Shutdown, and once no other thread can start an
@@ -69,12 +103,26 @@ class CqLoop {
   }
 
  private:
+  static constexpr int kReapMs = 50;
+
   void OnStop(bool) {
     stopping_ = true;
     cq_->Shutdown();
   }
+  // Completed answers: their calls are deleted here, on the loop thread.
+  void Reap() {
+    void* tag = nullptr;
+    bool ok = false;
+    while (unreaped_.load(std::memory_order_relaxed) > 0 &&
+           finish_cq_.AsyncNext(&tag, &ok, gpr_inf_past(GPR_CLOCK_MONOTONIC)) == grpc::CompletionQueue::GOT_EVENT) {
+      unreaped_.fetch_sub(1, std::memory_order_relaxed);
+      static_cast<CqEvent*>(tag)->Proceed(ok);
+    }
+  }
 
   std::unique_ptr<grpc::ServerCompletionQueue> cq_;
+  grpc::CompletionQueue finish_cq_;
+  std::atomic<int> unreaped_{0};
   std::thread thread_;
   grpc::Alarm stop_alarm_;
   MemberEvent<CqLoop, &CqLoop::OnStop> stop_ev_{this};
@@ -103,10 +151,11 @@ class UnaryCall final : public CqEvent, public UnaryResponder {
 
   static void Listen(AsyncService* service, RequestFn request, CqLoop* loop, const Handler* handler) {
     auto* call = new UnaryCall(service, request, loop, handler);
-    (service->*request)(&call->ctx_, &call->req_, &call->writer_, loop->cq(), loop->cq(), call);
+    (service->*request)(&call->ctx_, &call->req_, &call->writer_, loop->finish_cq(), loop->cq(), call);
   }
 
   void Finish(const grpc::Status& status) override {
+    loop_->FinishStarted();
     if (status.ok()) {
       writer_.Finish(resp_, status, this);
     } else {
