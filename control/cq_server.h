@@ -61,8 +61,8 @@ class CqLoop {
   grpc::ServerCompletionQueue* cq() const { return cq_.get(); }
   // Where unary answers complete: nobody waits on it, so an answer finished
   // from another thread (the bus's) does not wake the loop. The loop reaps
-  // it after each event of its own queue, and while answers it started are
-  // out, at least every kReapMs; one finished from another thread while the
+  // it after each event of its own queue, and within kReapMs when answers
+  // were out as it went to wait; one finished from another thread while the
   // loop sleeps waits for the next event (gateways' heartbeats, health
   // checks, the next call) or the stop.
   grpc::CompletionQueue* finish_cq() { return &finish_cq_; }
