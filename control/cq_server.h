@@ -88,10 +88,7 @@ class CqLoop {
       // Stopped: no answer is started any more (the server is shut down and
       // nobody else finishes calls); collect the last ones.
       finish_cq_.Shutdown();
-      while (finish_cq_.Next(&tag, &ok)) {
-        unreaped_.fetch_sub(1, std::memory_order_relaxed);
-        static_cast<CqEvent*>(tag)->Proceed(ok);
-      }
+      while (finish_cq_.Next(&tag, &ok)) Collect(tag, ok);
     });
   }
   // After the server's Shutdown, and once no other thread can start an
@@ -115,9 +112,12 @@ class CqLoop {
     bool ok = false;
     while (unreaped_.load(std::memory_order_relaxed) > 0 &&
            finish_cq_.AsyncNext(&tag, &ok, gpr_inf_past(GPR_CLOCK_MONOTONIC)) == grpc::CompletionQueue::GOT_EVENT) {
-      unreaped_.fetch_sub(1, std::memory_order_relaxed);
-      static_cast<CqEvent*>(tag)->Proceed(ok);
+      Collect(tag, ok);
     }
+  }
+  void Collect(void* tag, bool ok) {
+    unreaped_.fetch_sub(1, std::memory_order_relaxed);
+    static_cast<CqEvent*>(tag)->Proceed(ok);
   }
 
   std::unique_ptr<grpc::ServerCompletionQueue> cq_;

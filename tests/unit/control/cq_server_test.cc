@@ -52,12 +52,17 @@ class CqServerTest : public ::testing::Test {
     if (st.ok() && resp.status() != HealthCheckResponse::SERVING) return grpc::StatusCode::INTERNAL;
     return st.error_code();
   }
-  bool WaitUntilAllCollected() {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    while (loop_->unreaped() > 0 && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));  // polling a condition, with a deadline
+  // Polls `done` until it holds or `timeout` passes; returns its last value.
+  template <typename Pred>
+  static bool WaitUntil(Pred done, std::chrono::seconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!done() && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));  // polling a condition, with a deadline
     }
-    return loop_->unreaped() == 0;
+    return done();
+  }
+  bool WaitUntilAllCollected() {
+    return WaitUntil([this] { return loop_->unreaped() == 0; }, std::chrono::seconds(5));
   }
   size_t Held() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -68,10 +73,7 @@ class CqServerTest : public ::testing::Test {
   void AnswerElsewhere(int n) {
     std::vector<std::future<grpc::StatusCode>> calls;
     for (int i = 0; i < n; ++i) calls.push_back(std::async(std::launch::async, [this] { return Check("held"); }));
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (Held() < static_cast<size_t>(n) && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));  // polling a condition, with a deadline
-    }
+    WaitUntil([this, n] { return Held() >= static_cast<size_t>(n); }, std::chrono::seconds(10));
     ASSERT_EQ(Held(), static_cast<size_t>(n));
     std::vector<std::pair<HealthCheckResponse*, UnaryResponder*>> held;
     {
