@@ -14,7 +14,8 @@ builds everything and calls this.
       + a NATS.c scatter-gather with K repliers (switchboard-nats-scatter-ref),
       once in one go each and once in 9 interleaved rounds (median round);
       and, to explain the gap, the same with 300 us of idle before each call.
-      First, how often the host takes a CPU away (switchboard-hiccup).
+      First, how often the host takes a CPU away (switchboard-hiccup) and what
+      waking a sleeping process costs here (switchboard-wakecost).
   bench.py instance [--workers 2] [--sessions 38000] [--window 30]
       One gateway instance with N workers sharing a port (SO_REUSEPORT):
       sessions held, spread per worker, idle CPU of all workers.
@@ -351,9 +352,27 @@ def host_stalls(a, seconds=5):
         % (c["cpu"], c["gaps_over_1ms"], c["gaps_over_3ms"], c["max_ms"]) for c in res["per_cpu"])), flush=True)
 
 
+def host_wakecost(a):
+    """What waking a process that sleeps in a read costs on this machine, by
+    how long it slept, on another CPU (as the scheduler chooses) and with both
+    on one CPU (switchboard-wakecost): the unit a call's hops are paid in."""
+    tool = os.path.join(a.build_dir, "tests/bench/switchboard-wakecost")
+    args = [tool, "--mode", "processes", "--rounds", "1000", "--sleeps", "0,100,300,1000"]
+    rows = {}
+    for where, pin in (("as scheduled", None), ("one CPU", {0})):
+        out = subprocess.run(args, capture_output=True, text=True, timeout=120, check=True,
+                             preexec_fn=(lambda: os.sched_setaffinity(0, pin)) if pin else None)
+        rows[where] = json.loads(out.stdout)["rows"]
+    print("host wake-up cost, p50 after sleeping %s us: %s" % (
+        "/".join(str(r["sleep_us"]) for r in rows["as scheduled"]),
+        "; ".join("%s %s us" % (where, "/".join("%.0f" % r["wake_p50_us"] for r in rs)) for where, rs in rows.items())),
+        flush=True)
+
+
 def cmd_latency(a):
     load_stubs(a.source_dir)
     host_stalls(a)
+    host_wakecost(a)
     for k in [int(x) for x in a.gateways.split(",")]:
         total = k * a.per_gateway
         sessions_per_user = 4
