@@ -14,6 +14,7 @@ uint64_t Fleet::Attach(const v1::GatewayHello& hello, absl::Time now, std::funct
   uint64_t token = 0;
   {
     absl::MutexLock lock(&mu_);
+    if (closed_) return 0;
     auto it = members_.find(hello.gateway_id());
     if (it != members_.end()) {
       if (Fresh(it->second, now)) return 0;
@@ -26,6 +27,24 @@ uint64_t Fleet::Attach(const v1::GatewayHello& hello, absl::Time now, std::funct
   }
   if (stale_evict) stale_evict();
   return token;
+}
+
+void Fleet::Close() {
+  std::vector<std::function<void()>> ends;
+  {
+    absl::MutexLock lock(&mu_);
+    closed_ = true;
+    for (auto& [id, m] : members_) {
+      if (m.evict) ends.push_back(std::move(m.evict));
+      m.evict = nullptr;
+    }
+  }
+  for (auto& end : ends) end();
+}
+
+bool Fleet::closed() const {
+  absl::MutexLock lock(&mu_);
+  return closed_;
 }
 
 void Fleet::Detach(const std::string& gateway_id, uint64_t token) {

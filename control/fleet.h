@@ -25,8 +25,13 @@ class Fleet {
   // Returns a token naming this attachment, or 0 when a member with this ID
   // still holds a fresh lease: a second Attach never displaces a live member.
   // `evict` ends the stream; it is called (without the fleet's lock) if the
-  // lease runs out.
+  // lease runs out or the fleet closes. Once closed, Attach returns 0.
   uint64_t Attach(const v1::GatewayHello& hello, absl::Time now, std::function<void()> evict);
+  // This control replica is stopping: every member's stream is asked to end
+  // now (each `evict`, once), so that the gateways move on at once instead of
+  // at the server's shutdown deadline, and no gateway attaches any more.
+  void Close();
+  bool closed() const;
   void Detach(const std::string& gateway_id, uint64_t token);
   // Any message on the stream renews the lease.
   void Renew(const std::string& gateway_id, uint64_t token, absl::Time now);
@@ -60,6 +65,7 @@ class Fleet {
   const absl::Duration lease_;
   mutable absl::Mutex mu_;
   uint64_t next_token_ ABSL_GUARDED_BY(mu_) = 1;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
   absl::flat_hash_map<std::string, Member> members_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -170,9 +170,12 @@ int main(int argc, char** argv) {
   sweeper.join();
   // Calls waiting on the fleet end now, and later ones at once, with
   // UNAVAILABLE (a caller retries on another replica); after this no other
-  // thread finishes a call. Then the server stops (streams are cancelled at
-  // its deadline) and the loop drains.
+  // thread finishes a call. The gateways' Attach streams end now with
+  // UNAVAILABLE too, and new ones are refused, so the server's shutdown
+  // waits only for calls in flight (what remains is cancelled at its
+  // deadline); then the loop drains.
   gather.Close(absl::UnavailableError("this control replica is stopping"));
+  fleet.Close();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   loop.Stop();
   // Tear down in dependency order: no bus message and no timer may reach the

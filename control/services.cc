@@ -264,6 +264,9 @@ namespace {
 // object deletes itself once every operation it handed to gRPC is back.
 class AttachCall final {
  public:
+  // Why a stream ends when its replica stops (the gateway moves on at once).
+  static constexpr const char* kStopping = "this control replica is stopping";
+
   static void Listen(v1::Registry::AsyncService* service, CqLoop* loop, Fleet* fleet, const std::string* control_id,
                      const std::string* cluster_token) {
     auto* call = new AttachCall(service, loop, fleet, control_id, cluster_token);
@@ -338,9 +341,13 @@ class AttachCall final {
           return;
         }
         std::weak_ptr<Door> door = door_;
-        token_ = fleet_->Attach(in_.hello(), now, [door, cq = loop_->cq()] {
-          if (auto d = door.lock()) AskToFinish(d.get(), cq);
+        token_ = fleet_->Attach(in_.hello(), now, [door, cq = loop_->cq(), fleet = fleet_] {
+          if (auto d = door.lock()) AskToFinish(d.get(), cq, fleet->closed() ? kStopping : "lease expired");
         });
+        if (token_ == 0 && fleet_->closed()) {
+          StartFinish(grpc::Status(grpc::StatusCode::UNAVAILABLE, kStopping));
+          return;
+        }
         if (token_ == 0) {
           // Never a replacement: the member keeps its place until its lease runs out.
           spdlog::warn("attach refused: gateway {} is already attached", in_.hello().gateway_id());
@@ -379,12 +386,13 @@ class AttachCall final {
     MaybeDelete();
   }
 
-  // From the sweeper (lease expired): once, onto the loop.
-  static void AskToFinish(Door* door, grpc::ServerCompletionQueue* cq) {
+  // From the sweeper (lease expired) or the stop (fleet closed): once, onto
+  // the loop.
+  static void AskToFinish(Door* door, grpc::ServerCompletionQueue* cq, const char* why) {
     absl::MutexLock lock(&door->mu);
     if (door->call == nullptr || door->alarm_set) return;
     door->alarm_set = true;
-    door->status = grpc::Status(grpc::StatusCode::UNAVAILABLE, "lease expired");
+    door->status = grpc::Status(grpc::StatusCode::UNAVAILABLE, why);
     door->call->alarm_.Set(cq, gpr_now(GPR_CLOCK_MONOTONIC), &door->call->alarm_ev_);
   }
 

@@ -203,13 +203,18 @@ void ControlLink::AttachOnce() {
     }
   }
   attached_ = false;
+  bool ended_by_control = false;  // the reader saw the stream end: it is done
   {
     absl::MutexLock lock(&mu_);
+    ended_by_control = broken_;
     ctx_ = nullptr;
     collecting_ = false;
     pending_.Clear();
   }
-  ctx.TryCancel();
+  // Otherwise the reader is still in Read: cancelling releases it. Not when
+  // control ended the stream, so that Finish reports control's status and why
+  // (a replica that is stopping says so).
+  if (!ended_by_control) ctx.TryCancel();
   if (reader.joinable()) reader.join();
   grpc::Status st = stream->Finish();
   spdlog::info("control {}: detached: {}", address_, st.ok() ? "ok" : st.error_message());

@@ -396,6 +396,26 @@ class ControlShutdownTest(unittest.TestCase):
             c.close()
 
 
+    def test_stopping_ends_the_gateways_streams_at_once(self):
+        # On SIGTERM control ends every Attach stream itself, with UNAVAILABLE
+        # and why, and refuses new ones: the gateways move on at once and the
+        # server's shutdown does not wait for its deadline to cancel them.
+        c = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=2, http=False)
+        ch = grpc.insecure_channel("127.0.0.1:%d" % c.control_port)
+        try:
+            s = stub_mod.ControlStub(ch)
+            wait_until(lambda: sorted(g.id for g in s.ListGateways(pb.ListGatewaysRequest(), metadata=API_KEY,
+                                                                   timeout=2).gateways) == ["gw-1", "gw-2"],
+                       10, "both gateways attached")
+            c.controls[0].signal(signal.SIGTERM)
+            self.assertEqual(c.controls[0].stop(), 0)
+            for gw_id in ("gw-1", "gw-2"):
+                c.gateways[gw_id][0].wait_line(r"detached: this control replica is stopping", 10)
+        finally:
+            ch.close()
+            c.close()
+
+
 class ControlReplicasTest(unittest.TestCase):
     def test_every_replica_sees_the_whole_fleet_and_answers(self):
         c = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=2, http=False, controls=2)

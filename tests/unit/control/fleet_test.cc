@@ -58,5 +58,28 @@ TEST(Fleet, DetachWithTheRightTokenLeaves) {
   EXPECT_NE(fleet.Attach(Hello("gw-1"), kT0, [] {}), 0u);
 }
 
+TEST(Fleet, ClosingEndsEveryStreamOnceAndRefusesNewMembers) {
+  Fleet fleet(absl::Seconds(3));
+  int ended_1 = 0, ended_2 = 0;
+  uint64_t t1 = fleet.Attach(Hello("gw-1"), kT0, [&] { ++ended_1; });
+  fleet.Attach(Hello("gw-2"), kT0, [&] { ++ended_2; });
+  EXPECT_FALSE(fleet.closed());
+  fleet.Close();
+  EXPECT_TRUE(fleet.closed());
+  EXPECT_EQ(ended_1, 1);
+  EXPECT_EQ(ended_2, 1);
+  // A gateway coming back (or a new one) is not let in.
+  int ended_3 = 0;
+  EXPECT_EQ(fleet.Attach(Hello("gw-3"), kT0, [&] { ++ended_3; }), 0u);
+  // Nor is a stream ended twice: not by a second close, nor by the lease.
+  fleet.Close();
+  fleet.Expire(kT0 + absl::Seconds(10));
+  EXPECT_EQ(ended_1, 1);
+  EXPECT_EQ(ended_2, 1);
+  EXPECT_EQ(ended_3, 0);
+  fleet.Detach("gw-1", t1);
+  EXPECT_TRUE(fleet.List(kT0 + absl::Seconds(10)).empty());
+}
+
 }  // namespace
 }  // namespace switchboard::control
