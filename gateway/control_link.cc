@@ -14,6 +14,7 @@ namespace {
 
 constexpr absl::Duration kBatchInterval = absl::Milliseconds(20);
 constexpr absl::Duration kMinBackoff = absl::Milliseconds(100);
+constexpr absl::Duration kFailureLogEvery = absl::Seconds(30);
 constexpr size_t kMaxBatch = 1000;
 // Snapshot chunks and delta messages stay around this size (gRPC's default
 // limit is 4 MiB per message).
@@ -148,7 +149,13 @@ void ControlLink::AttachOnce() {
   }
   if (ok) {
     attached_ = true;
-    spdlog::info("control {}: attached, {} sessions in snapshot", address_, snapshot_size);
+    if (const int failed = failed_attempts_.exchange(0); failed > 0) {
+      spdlog::info("control {}: attached after {} failed attempts, {} sessions in snapshot", address_, failed,
+                   snapshot_size);
+    } else {
+      spdlog::info("control {}: attached, {} sessions in snapshot", address_, snapshot_size);
+    }
+    last_failure_logged_.clear();
     reader = std::thread([this, &stream] {
       v1::ControlMessage msg;
       while (stream->Read(&msg)) {
@@ -217,7 +224,26 @@ void ControlLink::AttachOnce() {
   if (!ended_by_control) ctx.TryCancel();
   if (reader.joinable()) reader.join();
   grpc::Status st = stream->Finish();
-  spdlog::info("control {}: detached: {}", address_, st.ok() ? "ok" : st.error_message());
+  const std::string why = st.ok() ? "ok" : st.error_message();
+  if (ok) {
+    spdlog::info("control {}: detached: {}", address_, why);
+  } else {
+    LogFailedAttempt(why);
+  }
+}
+
+void ControlLink::LogFailedAttempt(const std::string& why) {
+  const int failed = failed_attempts_.fetch_add(1) + 1;
+  const absl::Time now = absl::Now();
+  if (failed > 1 && why == last_failure_logged_ && now - last_failure_log_ < kFailureLogEvery) return;
+  if (failed == 1) {
+    spdlog::info("control {}: cannot attach: {}", address_, why);
+  } else {
+    spdlog::warn("control {}: cannot attach ({} failed attempts in a row; retrying at most every {}): {}", address_,
+                 failed, absl::FormatDuration(std::max(kMinBackoff, options_.lease / 3)), why);
+  }
+  last_failure_logged_ = why;
+  last_failure_log_ = now;
 }
 
 }  // namespace switchboard::gateway

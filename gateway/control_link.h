@@ -45,6 +45,8 @@ class ControlLink final : public SessionObserver {
   // Ends the stream (the control service drops this gateway) and joins.
   void Stop();
   bool attached() const { return attached_.load(); }
+  // Attempts in a row that did not get attached (for tests).
+  int failed_attempts() const { return failed_attempts_.load(); }
 
   void OnSessionOpened(const v1::SessionRecord& record) override;
   void OnSessionClosed(const std::string& client_id) override;
@@ -55,6 +57,10 @@ class ControlLink final : public SessionObserver {
   void AttachOnce();
   // This gateway's sessions, taken on the loop in one turn.
   bool TakeSnapshot(std::vector<v1::SessionRecord>* out);
+  // A failed attempt (never attached): logged when the failures start, when
+  // the reason changes, and every kFailureLogEvery while they go on, not
+  // once per retry.
+  void LogFailedAttempt(const std::string& why);
 
   const std::string address_;
   const v1::GatewayHello hello_;
@@ -62,6 +68,10 @@ class ControlLink final : public SessionObserver {
   SnapshotFn snapshot_;
   const Options options_;
   std::atomic<bool> attached_{false};
+  std::atomic<int> failed_attempts_{0};  // written by Run's thread only
+  // Run's thread only: what was last logged about failed attempts.
+  std::string last_failure_logged_;
+  absl::Time last_failure_log_ = absl::InfinitePast();
 
   absl::Mutex mu_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
