@@ -1,6 +1,7 @@
 """Starts a real Switchboard cluster for tests: nats-server, control, gateways
 on OS-chosen ports, and the node driver for real client SDKs. Every wait has a
 deadline; every process is stopped by its PID."""
+import itertools
 import json
 import os
 import re
@@ -44,14 +45,19 @@ def wait_until(pred, timeout, what):
 
 
 class Proc:
-    """A child process whose stdout/stderr lines are collected."""
+    """A child process whose stdout/stderr lines are collected (and copied to
+    a log file of its own: processes of the same name, such as each cluster's
+    gw-1, do not share one)."""
+
+    _started = itertools.count(1)
 
     def __init__(self, name, argv, cwd=None, stdin=False, env=None):
         self.name = name
         self.argv = argv
         self.lines = []
         self.cond = threading.Condition()
-        self.log = open(os.path.join(tempfile.gettempdir(), "sb-%s-%d.log" % (name, os.getpid())), "w")
+        self.log = open(os.path.join(tempfile.gettempdir(), "sb-%s-%d-%d.log" % (name, os.getpid(),
+                                                                                next(Proc._started))), "w")
         self.p = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, text=True, bufsize=1,
                                   env=None if env is None else dict(os.environ, **env))
