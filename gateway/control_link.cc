@@ -91,9 +91,7 @@ bool ControlLink::TakeSnapshot(std::vector<v1::SessionRecord>* out) {
 void ControlLink::Run() {
   absl::BitGen rng;
   absl::Duration backoff = kMinBackoff;
-  // A restarted control must see this gateway again within one lease (it
-  // answers complete=false until then): never back off longer than a third.
-  const absl::Duration max_backoff = std::max(kMinBackoff, options_.lease / 3);
+  const absl::Duration max_backoff = MaxBackoff();
   for (;;) {
     absl::Time started = absl::Now();
     AttachOnce();
@@ -105,6 +103,12 @@ void ControlLink::Run() {
     mu_.AwaitWithTimeout(absl::Condition(&stop_), wait);
     if (stop_) return;
   }
+}
+
+absl::Duration ControlLink::MaxBackoff() const {
+  // A restarted control must see this gateway again within one lease (it
+  // answers complete=false until then): never back off longer than a third.
+  return std::max(kMinBackoff, options_.lease / 3);
 }
 
 void ControlLink::AttachOnce() {
@@ -240,7 +244,7 @@ void ControlLink::LogFailedAttempt(const std::string& why) {
     spdlog::info("control {}: cannot attach: {}", address_, why);
   } else {
     spdlog::warn("control {}: cannot attach ({} failed attempts in a row; retrying at most every {}): {}", address_,
-                 failed, absl::FormatDuration(std::max(kMinBackoff, options_.lease / 3)), why);
+                 failed, absl::FormatDuration(MaxBackoff()), why);
   }
   last_failure_logged_ = why;
   last_failure_log_ = now;

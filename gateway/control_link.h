@@ -53,6 +53,8 @@ class ControlLink final : public SessionObserver {
 
  private:
   void Run();
+  // The longest wait between two attempts.
+  absl::Duration MaxBackoff() const;
   // One attach attempt; returns when the stream breaks or Stop() is called.
   void AttachOnce();
   // This gateway's sessions, taken on the loop in one turn.

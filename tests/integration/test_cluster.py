@@ -395,7 +395,6 @@ class ControlShutdownTest(unittest.TestCase):
             ch.close()
             c.close()
 
-
     def test_stopping_ends_the_gateways_streams_at_once(self):
         # On SIGTERM control ends every Attach stream itself, with UNAVAILABLE
         # and why, and refuses new ones: the gateways move on at once and the
