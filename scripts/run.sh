@@ -14,14 +14,22 @@ GW_PORTS=(8001 8002)
 HTTP_PORT=8080
 CONTROL_HEALTH_PORT=8081
 
+# Running (not gone, and not a zombie: an exited process whose parent, here
+# often PID 1 of a container, has not reaped it yet).
+alive() {
+  local state
+  state=$(sed -E 's/.*\) (.).*/\1/' "/proc/$1/stat" 2>/dev/null) || return 1
+  [[ -n $state && $state != Z ]]
+}
+
 stop_all() {
   [[ -d $RUN ]] || return 0
   for f in "$RUN"/*.pid; do
     [[ -e $f ]] || continue
     pid=$(cat "$f")
-    if kill -0 "$pid" 2>/dev/null; then
+    if alive "$pid"; then
       kill -TERM "$pid" 2>/dev/null || true
-      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      for _ in $(seq 1 50); do alive "$pid" || break; sleep 0.1; done
       kill -KILL "$pid" 2>/dev/null || true
     fi
     rm -f "$f"
