@@ -8,6 +8,7 @@
 
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
+#include "tests/unit/testing/wait.h"
 
 namespace switchboard::control {
 namespace {
@@ -52,17 +53,8 @@ class CqServerTest : public ::testing::Test {
     if (st.ok() && resp.status() != HealthCheckResponse::SERVING) return grpc::StatusCode::INTERNAL;
     return st.error_code();
   }
-  // Polls `done` until it holds or `timeout` passes; returns its last value.
-  template <typename Pred>
-  static bool WaitUntil(Pred done, std::chrono::seconds timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (!done() && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));  // polling a condition, with a deadline
-    }
-    return done();
-  }
   bool WaitUntilAllCollected() {
-    return WaitUntil([this] { return loop_->unreaped() == 0; }, std::chrono::seconds(5));
+    return testing::WaitFor([this] { return loop_->unreaped() == 0; }, absl::Seconds(5));
   }
   size_t Held() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -73,7 +65,7 @@ class CqServerTest : public ::testing::Test {
   void AnswerElsewhere(int n) {
     std::vector<std::future<grpc::StatusCode>> calls;
     for (int i = 0; i < n; ++i) calls.push_back(std::async(std::launch::async, [this] { return Check("held"); }));
-    WaitUntil([this, n] { return Held() >= static_cast<size_t>(n); }, std::chrono::seconds(10));
+    testing::WaitFor([this, n] { return Held() >= static_cast<size_t>(n); }, absl::Seconds(10));
     ASSERT_EQ(Held(), static_cast<size_t>(n));
     std::vector<std::pair<HealthCheckResponse*, UnaryResponder*>> held;
     {

@@ -9,10 +9,10 @@
 #include <sstream>
 #include <string>
 
-#include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "spdlog/sinks/ostream_sink.h"
 #include "spdlog/spdlog.h"
+#include "tests/unit/testing/wait.h"
 
 namespace switchboard::gateway {
 namespace {
@@ -74,8 +74,7 @@ TEST(ControlLinkTest, AControlThatCannotBeReachedIsLoggedOnceNotOnEveryRetry) {
   ControlLink link("127.0.0.1:" + std::to_string(port), hello, &loop, [] { return std::vector<v1::SessionRecord>{}; },
                    options);
   link.Start();
-  const absl::Time deadline = absl::Now() + absl::Seconds(20);
-  while (link.failed_attempts() < 5 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(10));
+  testing::WaitFor([&link] { return link.failed_attempts() >= 5; }, absl::Seconds(20));
   link.Stop();
   ASSERT_GE(link.failed_attempts(), 5);
   EXPECT_FALSE(link.attached());
