@@ -9,8 +9,8 @@ namespace switchboard::control {
 
 using google::protobuf::util::TimeUtil;
 
-uint64_t Fleet::Attach(const v1::GatewayHello& hello, absl::Time now, std::function<void()> evict) {
-  std::function<void()> stale_evict;
+uint64_t Fleet::Attach(const v1::GatewayHello& hello, absl::Time now, Evict evict) {
+  Evict stale_evict;
   uint64_t token = 0;
   {
     absl::MutexLock lock(&mu_);
@@ -25,12 +25,12 @@ uint64_t Fleet::Attach(const v1::GatewayHello& hello, absl::Time now, std::funct
     token = next_token_++;
     members_[hello.gateway_id()] = Member{token, hello, now, now, 0, false, {}, std::move(evict)};
   }
-  if (stale_evict) stale_evict();
+  if (stale_evict) stale_evict(kLeaseExpired);
   return token;
 }
 
 void Fleet::Close() {
-  std::vector<std::function<void()>> ends;
+  std::vector<Evict> ends;
   {
     absl::MutexLock lock(&mu_);
     closed_ = true;
@@ -39,7 +39,7 @@ void Fleet::Close() {
       m.evict = nullptr;
     }
   }
-  for (auto& end : ends) end();
+  for (auto& end : ends) end(kStopping);
 }
 
 bool Fleet::closed() const {
@@ -83,7 +83,7 @@ void Fleet::ApplyLoad(const std::string& gateway_id, uint64_t token, const v1::G
 }
 
 size_t Fleet::Expire(absl::Time now) {
-  std::vector<std::pair<std::string, std::function<void()>>> evicted;
+  std::vector<std::pair<std::string, Evict>> evicted;
   {
     absl::MutexLock lock(&mu_);
     for (auto it = members_.begin(); it != members_.end();) {
@@ -97,7 +97,7 @@ size_t Fleet::Expire(absl::Time now) {
   }
   for (auto& [id, evict] : evicted) {
     spdlog::warn("gateway {} evicted: no heartbeat for {}", id, absl::FormatDuration(lease_));
-    if (evict) evict();
+    if (evict) evict(kLeaseExpired);
   }
   return evicted.size();
 }

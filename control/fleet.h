@@ -24,9 +24,13 @@ class Fleet {
 
   // Returns a token naming this attachment, or 0 when a member with this ID
   // still holds a fresh lease: a second Attach never displaces a live member.
-  // `evict` ends the stream; it is called (without the fleet's lock) if the
-  // lease runs out or the fleet closes. Once closed, Attach returns 0.
-  uint64_t Attach(const v1::GatewayHello& hello, absl::Time now, std::function<void()> evict);
+  // Ends a member's stream, saying why; called (without the fleet's lock) if
+  // the lease runs out or the fleet closes.
+  using Evict = std::function<void(const char* why)>;
+  static constexpr const char* kLeaseExpired = "lease expired";
+  static constexpr const char* kStopping = "this control replica is stopping";
+  // Once closed, Attach returns 0.
+  uint64_t Attach(const v1::GatewayHello& hello, absl::Time now, Evict evict);
   // This control replica is stopping: every member's stream is asked to end
   // now (each `evict`, once), so that the gateways move on at once instead of
   // at the server's shutdown deadline, and no gateway attaches any more.
@@ -58,7 +62,7 @@ class Fleet {
     int64_t sessions = 0;
     bool snapshot_open = false;  // chunks of a snapshot are arriving
     v1::GatewayLoad load;         // from the last heartbeat
-    std::function<void()> evict;
+    Evict evict;
   };
   bool Fresh(const Member& m, absl::Time now) const { return now - m.last_seen < lease_; }
 

@@ -174,7 +174,7 @@ int main(int argc, char** argv) {
   // UNAVAILABLE too, and new ones are refused, so the server's shutdown
   // waits only for calls in flight (what remains is cancelled at its
   // deadline); then the loop drains.
-  gather.Close(absl::UnavailableError("this control replica is stopping"));
+  gather.Close(absl::UnavailableError(control::Fleet::kStopping));
   fleet.Close();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   loop.Stop();

@@ -264,9 +264,6 @@ namespace {
 // object deletes itself once every operation it handed to gRPC is back.
 class AttachCall final {
  public:
-  // Why a stream ends when its replica stops (the gateway moves on at once).
-  static constexpr const char* kStopping = "this control replica is stopping";
-
   static void Listen(v1::Registry::AsyncService* service, CqLoop* loop, Fleet* fleet, const std::string* control_id,
                      const std::string* cluster_token) {
     auto* call = new AttachCall(service, loop, fleet, control_id, cluster_token);
@@ -341,11 +338,11 @@ class AttachCall final {
           return;
         }
         std::weak_ptr<Door> door = door_;
-        token_ = fleet_->Attach(in_.hello(), now, [door, cq = loop_->cq(), fleet = fleet_] {
-          if (auto d = door.lock()) AskToFinish(d.get(), cq, fleet->closed() ? kStopping : "lease expired");
+        token_ = fleet_->Attach(in_.hello(), now, [door, cq = loop_->cq()](const char* why) {
+          if (auto d = door.lock()) AskToFinish(d.get(), cq, why);
         });
         if (token_ == 0 && fleet_->closed()) {
-          StartFinish(grpc::Status(grpc::StatusCode::UNAVAILABLE, kStopping));
+          StartFinish(grpc::Status(grpc::StatusCode::UNAVAILABLE, Fleet::kStopping));
           return;
         }
         if (token_ == 0) {

@@ -16,9 +16,9 @@ const absl::Time kT0 = absl::FromUnixSeconds(1'800'000'000);
 TEST(Fleet, SecondAttachWithALiveIdIsRefusedNotAReplacement) {
   Fleet fleet(absl::Seconds(3));
   int evicted = 0;
-  uint64_t first = fleet.Attach(Hello("gw-1"), kT0, [&] { ++evicted; });
+  uint64_t first = fleet.Attach(Hello("gw-1"), kT0, [&](const char*) { ++evicted; });
   ASSERT_NE(first, 0u);
-  EXPECT_EQ(fleet.Attach(Hello("gw-1"), kT0 + absl::Seconds(1), [] {}), 0u);
+  EXPECT_EQ(fleet.Attach(Hello("gw-1"), kT0 + absl::Seconds(1), [](const char*) {}), 0u);
   // The intruder hanging up changes nothing: it never had a token.
   EXPECT_EQ(fleet.LiveIds(kT0 + absl::Seconds(1)), std::vector<std::string>{"gw-1"});
   EXPECT_EQ(evicted, 0);
@@ -27,7 +27,7 @@ TEST(Fleet, SecondAttachWithALiveIdIsRefusedNotAReplacement) {
 TEST(Fleet, LeaseRunsOutWithoutMessagesAndIsRenewedByThem) {
   Fleet fleet(absl::Seconds(3));
   int evicted = 0;
-  uint64_t t = fleet.Attach(Hello("gw-1"), kT0, [&] { ++evicted; });
+  uint64_t t = fleet.Attach(Hello("gw-1"), kT0, [&](const char*) { ++evicted; });
   fleet.Renew("gw-1", t, kT0 + absl::Seconds(2));
   EXPECT_EQ(fleet.Expire(kT0 + absl::Seconds(4)), 0u);
   EXPECT_EQ(fleet.LiveIds(kT0 + absl::Seconds(4)).size(), 1u);
@@ -41,8 +41,8 @@ TEST(Fleet, LeaseRunsOutWithoutMessagesAndIsRenewedByThem) {
 TEST(Fleet, ASilentMemberCanBeTakenOverAndItsOldStreamEnds) {
   Fleet fleet(absl::Seconds(3));
   int old_evicted = 0;
-  uint64_t old_token = fleet.Attach(Hello("gw-1"), kT0, [&] { ++old_evicted; });
-  uint64_t fresh = fleet.Attach(Hello("gw-1"), kT0 + absl::Seconds(4), [] {});
+  uint64_t old_token = fleet.Attach(Hello("gw-1"), kT0, [&](const char*) { ++old_evicted; });
+  uint64_t fresh = fleet.Attach(Hello("gw-1"), kT0 + absl::Seconds(4), [](const char*) {});
   ASSERT_NE(fresh, 0u);
   EXPECT_EQ(old_evicted, 1);
   // The old stream's late detach does not remove the new member.
@@ -52,17 +52,17 @@ TEST(Fleet, ASilentMemberCanBeTakenOverAndItsOldStreamEnds) {
 
 TEST(Fleet, DetachWithTheRightTokenLeaves) {
   Fleet fleet(absl::Seconds(3));
-  uint64_t t = fleet.Attach(Hello("gw-1"), kT0, [] {});
+  uint64_t t = fleet.Attach(Hello("gw-1"), kT0, [](const char*) {});
   fleet.Detach("gw-1", t);
   EXPECT_TRUE(fleet.LiveIds(kT0).empty());
-  EXPECT_NE(fleet.Attach(Hello("gw-1"), kT0, [] {}), 0u);
+  EXPECT_NE(fleet.Attach(Hello("gw-1"), kT0, [](const char*) {}), 0u);
 }
 
 TEST(Fleet, ClosingEndsEveryStreamOnceAndRefusesNewMembers) {
   Fleet fleet(absl::Seconds(3));
   int ended_1 = 0, ended_2 = 0;
-  uint64_t t1 = fleet.Attach(Hello("gw-1"), kT0, [&] { ++ended_1; });
-  fleet.Attach(Hello("gw-2"), kT0, [&] { ++ended_2; });
+  uint64_t t1 = fleet.Attach(Hello("gw-1"), kT0, [&](const char*) { ++ended_1; });
+  fleet.Attach(Hello("gw-2"), kT0, [&](const char*) { ++ended_2; });
   EXPECT_FALSE(fleet.closed());
   fleet.Close();
   EXPECT_TRUE(fleet.closed());
@@ -70,7 +70,7 @@ TEST(Fleet, ClosingEndsEveryStreamOnceAndRefusesNewMembers) {
   EXPECT_EQ(ended_2, 1);
   // A gateway coming back (or a new one) is not let in.
   int ended_3 = 0;
-  EXPECT_EQ(fleet.Attach(Hello("gw-3"), kT0, [&] { ++ended_3; }), 0u);
+  EXPECT_EQ(fleet.Attach(Hello("gw-3"), kT0, [&](const char*) { ++ended_3; }), 0u);
   // Nor is a stream ended twice: not by a second close, nor by the lease.
   fleet.Close();
   fleet.Expire(kT0 + absl::Seconds(10));
