@@ -150,8 +150,8 @@ int Sign(const v1::Config& config, const std::string& app_id) {
 
 // nats-server's authorization block for this cluster: one user per role with
 // the least it needs. Gateways: subscribe to the broadcast subject, publish
-// only under the replies prefix. Control: publish the broadcast, subscribe
-// under the replies prefix. (Not allow_responses: nats-server keeps every
+// only under the replies prefix and on the presence subject. Control:
+// publish the broadcast, subscribe under the replies prefix and to presence. (Not allow_responses: nats-server keeps every
 // reply subject it allowed for two minutes and, past 4,096 of them, scans
 // them all on each request it delivers; at 35 calls/s and more that scan
 // slowed every UserConnections call by half. Every gateway hears every
@@ -159,8 +159,9 @@ int Sign(const v1::Config& config, const std::string& app_id) {
 int NatsConfig(const v1::Config& config) {
   using nlohmann::json;
   const std::string subject = GatewaysSubject(config.cluster());
-  const std::string replies = RepliesSubjectPrefix(config.cluster()) + ".>";
   auto q = [](const std::string& s) { return json(s).dump(-1, ' ', false, json::error_handler_t::replace); };
+  const std::string replies = q(RepliesSubjectPrefix(config.cluster()) + ".>") + ", " +
+                              q(PresenceSubject(config.cluster()));
   std::printf(
       "# nats-server authorization for Switchboard cluster %s (switchboardctl nats-config)\n"
       "authorization {\n"
@@ -172,8 +173,8 @@ int NatsConfig(const v1::Config& config) {
       "  ]\n"
       "}\n",
       config.cluster().c_str(), q(config.nats_gateway().user()).c_str(), q(config.nats_gateway().password()).c_str(),
-      q(subject).c_str(), q(replies).c_str(), q(config.nats_control().user()).c_str(),
-      q(config.nats_control().password()).c_str(), q(subject).c_str(), q(replies).c_str());
+      q(subject).c_str(), replies.c_str(), q(config.nats_control().user()).c_str(),
+      q(config.nats_control().password()).c_str(), q(subject).c_str(), replies.c_str());
   if (TlsEnabled(config)) {
     std::printf("tls {\n  cert_file: %s\n  key_file: %s\n}\n", q(config.tls().cert_file()).c_str(),
                 q(config.tls().key_file()).c_str());

@@ -2,9 +2,9 @@
 
 #include <cstdlib>
 #include <fstream>
-#include <tuple>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -103,6 +103,9 @@ absl::Status FillMessage(Message& msg, const YAML::Node& node, const std::string
   }
   const auto* desc = msg.GetDescriptor();
   const auto* refl = msg.GetReflection();
+  // YAML leaves a repeated key to the reader; taking the last (or the first)
+  // one silently hides a mistake, often in a secret: refused.
+  std::set<const FieldDescriptor*> seen;
   for (const auto& kv : node) {
     std::string key = kv.first.as<std::string>();
     std::string field_path = path.empty() ? key : absl::StrCat(path, ".", key);
@@ -110,6 +113,9 @@ absl::Status FillMessage(Message& msg, const YAML::Node& node, const std::string
     if (f == nullptr) f = desc->FindFieldByCamelcaseName(key);
     if (f == nullptr) {
       return absl::InvalidArgumentError(absl::StrCat(field_path, ": unknown field"));
+    }
+    if (!seen.insert(f).second) {
+      return absl::InvalidArgumentError(absl::StrCat(field_path, ": given more than once"));
     }
     const YAML::Node& value = kv.second;
     if (value.IsNull()) continue;
@@ -310,5 +316,7 @@ const v1::AppConfig* FindApp(const v1::Config& config, const std::string& app_id
 std::string GatewaysSubject(const std::string& cluster) { return "switchboard." + cluster + ".gateways"; }
 
 std::string RepliesSubjectPrefix(const std::string& cluster) { return "switchboard." + cluster + ".replies"; }
+
+std::string PresenceSubject(const std::string& cluster) { return "switchboard." + cluster + ".presence"; }
 
 }  // namespace switchboard

@@ -33,6 +33,8 @@ std::string GatewaysSubject(const std::string& cluster);
 // Gateways answer on subjects under this prefix (each control replica's
 // inbox is `<prefix>.<unique>`); the only subjects gateways may publish to.
 std::string RepliesSubjectPrefix(const std::string& cluster);
+// Gateways announce themselves here (BusPresence); control listens.
+std::string PresenceSubject(const std::string& cluster);
 
 const v1::AppConfig* FindApp(const v1::Config& config, const std::string& app_id);
 

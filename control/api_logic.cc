@@ -43,6 +43,7 @@ void FillCoverage(const GatherResult& g, v1::Coverage* c) {
   for (const auto& id : g.asked) c->add_gateways_asked(id);
   for (const auto& [id, reply] : g.answers) c->add_gateways_answered(id);
   for (const auto& id : g.missing) c->add_gateways_missing(id);
+  c->mutable_missing_reasons()->insert(g.missing_reasons.begin(), g.missing_reasons.end());
 }
 
 }  // namespace
@@ -90,6 +91,7 @@ void FillUserConnections(const GatherResult& g, v1::UserConnectionsResponse* out
   result->set_incomplete_reason(g.incomplete_reason);
   for (const auto& id : g.asked) result->add_gateways_asked(id);
   for (const auto& id : g.missing) result->add_gateways_missing(id);
+  result->mutable_missing_reasons()->insert(g.missing_reasons.begin(), g.missing_reasons.end());
   for (const auto& [gw, reply] : g.answers) {
     result->add_gateways_answered(gw);
     for (const auto& s : reply.sessions()) {

@@ -48,9 +48,18 @@ bool Fleet::closed() const {
 }
 
 void Fleet::Detach(const std::string& gateway_id, uint64_t token) {
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = members_.find(gateway_id);
+    if (it == members_.end() || it->second.token != token) return;
+    members_.erase(it);
+  }
+  if (on_leave_) on_leave_(gateway_id);
+}
+
+void Fleet::RenewAll(absl::Time now) {
   absl::MutexLock lock(&mu_);
-  auto it = members_.find(gateway_id);
-  if (it != members_.end() && it->second.token == token) members_.erase(it);
+  for (auto& [id, m] : members_) m.last_seen = std::max(m.last_seen, now);
 }
 
 void Fleet::Renew(const std::string& gateway_id, uint64_t token, absl::Time now) {
@@ -98,6 +107,7 @@ size_t Fleet::Expire(absl::Time now) {
   for (auto& [id, evict] : evicted) {
     spdlog::warn("gateway {} evicted: no heartbeat for {}", id, absl::FormatDuration(lease_));
     if (evict) evict(kLeaseExpired);
+    if (on_leave_) on_leave_(id);
   }
   return evicted.size();
 }

@@ -46,6 +46,14 @@ class Fleet {
   void ApplyLoad(const std::string& gateway_id, uint64_t token, const v1::GatewayLoad& load);
   // Evicts every member whose lease ran out by `now`; returns how many.
   size_t Expire(absl::Time now);
+  // Every member's lease starts afresh at `now`: after this replica did not
+  // run for a while, silence says nothing about the gateways.
+  void RenewAll(absl::Time now);
+  // Before any gateway attaches: called (without the fleet's lock, on the
+  // thread that saw it) with the ID of each member that leaves the fleet
+  // (its stream ended or its lease ran out).
+  using LeaveFn = std::function<void(const std::string& gateway_id)>;
+  void set_on_leave(LeaveFn on_leave) { on_leave_ = std::move(on_leave); }
 
   bool IsLive(const std::string& gateway_id, absl::Time now) const;
   // Members with a fresh lease at `now`, sorted.
@@ -67,6 +75,7 @@ class Fleet {
   bool Fresh(const Member& m, absl::Time now) const { return now - m.last_seen < lease_; }
 
   const absl::Duration lease_;
+  LeaveFn on_leave_;
   mutable absl::Mutex mu_;
   uint64_t next_token_ ABSL_GUARDED_BY(mu_) = 1;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;

@@ -1,7 +1,9 @@
 // switchboard-control: reads flags and config, wires the parts, serves.
 #include <signal.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <iterator>
 #include <memory>
 #include <thread>
 
@@ -22,7 +24,9 @@
 #include "common/timer_queue.h"
 #include "control/fleet.h"
 #include "control/health_service.h"
+#include "control/presence_table.h"
 #include "control/scatter_gather.h"
+#include "control/stall_guard.h"
 #include "control/services.h"
 #include "spdlog/spdlog.h"
 
@@ -70,26 +74,54 @@ int main(int argc, char** argv) {
   auto timers = std::make_unique<TimerQueue>();
   const absl::Duration lease = absl::Milliseconds(config.control().lease_ms());
   control::Fleet fleet(lease);
-  const absl::Time started = absl::Now();
   NatsClientImpl* nats = bus.get();
-  // Until one whole lease has passed since this replica started, gateways
-  // may still be on their way: no answer may claim to be complete. While
-  // the bus is down, nothing can be asked. (After the bus comes back no
-  // extra wait is needed: a gateway that is not yet back on the bus is a
-  // member that does not answer, and is named as missing; failing over to
-  // another node of a NATS cluster costs no complete answer.)
-  auto readiness = [started, lease, nats]() -> std::string {
-    const absl::Time now = absl::Now();
-    if (now < started + lease) {
-      return absl::StrCat("this control replica started ", absl::FormatDuration(now - started),
-                          " ago; gateways may not have re-attached yet (lease ", absl::FormatDuration(lease), ")");
-    }
+  // During its first lease, and for a lease after it noticed that it did not
+  // run (a stall) or that its clock jumped, gateways may still be on their
+  // way: no answer may claim to be complete. While the bus is down, nothing
+  // can be asked. (After the bus comes back no extra wait is needed: a
+  // gateway that is not yet back on the bus is a member that does not
+  // answer, and is named as missing; failing over to another node of a NATS
+  // cluster costs no complete answer.)
+  const absl::Duration heartbeat = absl::Milliseconds(config.control().heartbeat_interval_ms());
+  control::StallGuard stall(lease, std::max(lease - heartbeat, heartbeat), absl::Now(), control::MonotonicNow());
+  auto readiness = [&stall, nats]() -> std::string {
+    if (std::string why = stall.NotReady(absl::Now(), control::MonotonicNow()); !why.empty()) return why;
     if (!nats->Connected()) return "this control replica's bus connection is down";
     return "";
   };
-  control::ScatterGather gather(bus.get(), timers.get(), [&fleet] { return fleet.LiveIds(absl::Now()); },
-                                GatewaysSubject(config.cluster()), readiness,
-                                [&fleet](const std::string& id) { return fleet.IsLive(id, absl::Now()); });
+  // Calls wait for every member and for every gateway heard on the bus:
+  // one cut from this replica still holds sessions and answers.
+  control::PresenceTable presence(lease);
+  auto asked = [&fleet, &presence] {
+    const absl::Time now = absl::Now();
+    std::vector<std::string> ids = fleet.LiveIds(now);
+    std::vector<std::string> heard = presence.PresentIds(now);
+    std::vector<std::string> all;
+    all.reserve(ids.size() + heard.size());
+    std::set_union(ids.begin(), ids.end(), heard.begin(), heard.end(), std::back_inserter(all));
+    return all;
+  };
+  control::ScatterGather gather(bus.get(), timers.get(), asked, GatewaysSubject(config.cluster()), readiness);
+  // A call stops waiting for a gateway that leaves the fleet and is not on
+  // the bus either (and names it).
+  fleet.set_on_leave([&gather, &presence](const std::string& id) {
+    if (!presence.Present(id, absl::Now())) gather.MemberLeft(id);
+  });
+  auto heard = bus->Subscribe(PresenceSubject(config.cluster()), [&](const std::string&, const std::string&,
+                                                                       const std::string& data) {
+    v1::BusPresence p;
+    if (!p.ParseFromString(data) || p.gateway_id().empty()) return;
+    if (!p.leaving()) {
+      presence.Seen(p.gateway_id(), absl::Now());
+      return;
+    }
+    presence.Left(p.gateway_id());
+    if (!fleet.IsLive(p.gateway_id(), absl::Now())) gather.MemberLeft(p.gateway_id());
+  });
+  if (!heard.ok()) {
+    spdlog::error("{}", std::string(heard.message()));
+    return 1;
+  }
   gather.set_reply_prefix(RepliesSubjectPrefix(config.cluster()));
   if (auto st = gather.Start(); !st.ok()) {
     spdlog::error("{}", std::string(st.message()));
@@ -150,9 +182,17 @@ int main(int argc, char** argv) {
   // stream is ended, so it comes back with a fresh snapshot).
   absl::Notification stopping;
   std::thread sweeper([&] {
-    const absl::Duration tick = absl::Milliseconds(config.control().heartbeat_interval_ms()) / 2;
+    const absl::Duration tick = heartbeat / 2;
     while (!stopping.WaitForNotificationWithTimeout(tick)) {
-      fleet.Expire(absl::Now());
+      const absl::Time now = absl::Now();
+      if (stall.Tick(now, control::MonotonicNow())) {
+        fleet.RenewAll(now);
+        presence.RenewAll(now);
+      }
+      fleet.Expire(now);
+      for (const auto& id : presence.Expire(now)) {
+        if (!fleet.IsLive(id, now)) gather.MemberLeft(id);
+      }
       const bool now_serving = readiness().empty();
       if (now_serving != serving) {
         spdlog::info("health: {}", now_serving ? "serving" : "not serving: " + readiness());

@@ -14,13 +14,12 @@ constexpr uint32_t kMaxParts = 4096;
 }  // namespace
 
 ScatterGather::ScatterGather(NatsClient* bus, TimerQueue* timers, LiveFn live, std::string subject,
-                             ReadinessFn readiness, MemberFn is_member)
+                             ReadinessFn readiness)
     : bus_(bus),
       timers_(timers),
       live_(std::move(live)),
       subject_(std::move(subject)),
-      readiness_(std::move(readiness)),
-      is_member_(std::move(is_member)) {}
+      readiness_(std::move(readiness)) {}
 
 absl::Status ScatterGather::Start() {
   inbox_ = reply_prefix_.empty() ? bus_->NewInbox() : reply_prefix_ + "." + NewUuid();
@@ -147,47 +146,63 @@ void ScatterGather::OnReply(const std::string& subject, const std::string& data)
     return;
   }
   const std::string request_id = reply.request_id();
-  // Membership is checked outside our lock (the fleet has its own).
-  const bool member = !is_member_ || is_member_(reply.gateway_id());
+  const std::string gw = reply.gateway_id();
   bool all_in = false;
   {
     absl::MutexLock lock(&mu_);
     auto it = pending_.find(request_id);
     if (it == pending_.end()) return;  // late: the call already finished
     auto& p = *it->second;
-    if (!member && p.not_ready.empty()) {
-      spdlog::warn("bus: answer from {}, which is not in the fleet, ignored", reply.gateway_id());
-      return;
-    }
     // The first answer of a gateway stands; a second one is not counted again.
-    if (p.answers.count(reply.gateway_id())) return;
+    if (p.answers.count(gw) || p.failed.count(gw)) return;
     if (reply.parts() > 1) {
       if (reply.part() >= reply.parts() || reply.parts() > kMaxParts) return;
-      auto& [merged, seen] = p.partial[reply.gateway_id()];
+      auto& [merged, seen] = p.partial[gw];
       if (seen.empty()) seen.assign(reply.parts(), false);
       if (seen.size() != reply.parts() || seen[reply.part()]) return;
       seen[reply.part()] = true;
       if (reply.part() == 0) {
         merged.set_format_version(reply.format_version());
         merged.set_request_id(reply.request_id());
-        merged.set_gateway_id(reply.gateway_id());
+        merged.set_gateway_id(gw);
         merged.set_closed(reply.closed());
         merged.set_error(reply.error());
       }
       for (auto& s : *reply.mutable_sessions()) *merged.add_sessions() = std::move(s);
       if (std::find(seen.begin(), seen.end(), false) != seen.end()) return;  // more parts to come
-      const std::string gw = reply.gateway_id();
-      p.answers.emplace(gw, std::move(merged));
+      reply = std::move(merged);
       p.partial.erase(gw);
-    } else {
-      p.answers.emplace(reply.gateway_id(), std::move(reply));
     }
-    // With nobody known, only the window ends the call.
-    all_in = !p.asked.empty() && std::all_of(p.asked.begin(), p.asked.end(), [&p](const std::string& id) {
-      return p.answers.count(id) > 0;
-    });
+    if (!reply.error().empty()) {
+      // It did not do the job (an older gateway that does not know the
+      // operation, a request it could not act on): its sessions are unknown.
+      p.failed.emplace(gw, "answered with an error: " + reply.error());
+    } else {
+      p.answers.emplace(gw, std::move(reply));
+    }
+    all_in = AllIn(p);
   }
   if (all_in) Finish(request_id, false);
+}
+
+bool ScatterGather::AllIn(const Pending& p) {
+  return !p.asked.empty() && std::all_of(p.asked.begin(), p.asked.end(), [&p](const std::string& id) {
+    return p.answers.count(id) > 0 || p.failed.count(id) > 0;
+  });
+}
+
+void ScatterGather::MemberLeft(const std::string& gateway_id) {
+  std::vector<std::string> done;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& [id, p] : pending_) {
+      if (p->answers.count(gateway_id) || p->failed.count(gateway_id)) continue;
+      if (std::find(p->asked.begin(), p->asked.end(), gateway_id) == p->asked.end()) continue;
+      p->failed.emplace(gateway_id, "left the fleet during the call");
+      if (AllIn(*p)) done.push_back(id);
+    }
+  }
+  for (const auto& id : done) Finish(id, false);
 }
 
 void ScatterGather::Finish(const std::string& request_id, bool timed_out) {
@@ -204,13 +219,24 @@ void ScatterGather::Finish(const std::string& request_id, bool timed_out) {
   result.asked = p->asked;
   result.answers = std::move(p->answers);
   for (const auto& id : result.asked) {
-    if (result.answers.count(id) == 0) result.missing.push_back(id);
+    if (result.answers.count(id) > 0) continue;
+    result.missing.push_back(id);
+    auto f = p->failed.find(id);
+    result.missing_reasons[id] = f != p->failed.end() ? f->second : "did not answer before the deadline";
+  }
+  // An unasked gateway that answered an error holds sessions nobody saw.
+  for (const auto& [id, why] : p->failed) {
+    if (result.missing_reasons.emplace(id, why).second) result.missing.push_back(id);
   }
   result.complete = result.missing.empty() && p->not_ready.empty();
   if (!p->not_ready.empty()) {
     result.incomplete_reason = p->not_ready;
   } else if (!result.missing.empty()) {
-    result.incomplete_reason = "gateways did not answer before the deadline";
+    std::string why;
+    for (const auto& id : result.missing) {
+      absl::StrAppend(&why, why.empty() ? "" : "; ", id, ": ", result.missing_reasons[id]);
+    }
+    result.incomplete_reason = "gateways missing (" + why + ")";
   }
   p->done(std::move(result));
   DoneReturned();

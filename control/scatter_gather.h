@@ -19,7 +19,10 @@ namespace switchboard::control {
 struct GatherResult {
   std::vector<std::string> asked;     // live gateways when the call started
   std::map<std::string, v1::BusReply> answers;  // by gateway ID (may include unasked ones)
-  std::vector<std::string> missing;   // asked but did not answer in time
+  // Asked but did not answer in time, left the fleet before answering, or
+  // answered an error (asked or not): each did not do the job.
+  std::vector<std::string> missing;
+  std::map<std::string, std::string> missing_reasons;  // by gateway ID, for each of `missing`
   // Every asked gateway answered and this replica knew the whole fleet.
   bool complete = false;
   std::string incomplete_reason;      // why not, when not
@@ -31,25 +34,23 @@ struct GatherResult {
 // waits on the network itself. Thread-safe.
 //
 // Honesty rules: a terminate or disconnect is always published, even when
-// the fleet looks empty; answers from gateways that were not asked count;
-// while the replica cannot know the whole fleet (`readiness` names why), the
-// result is never complete.
+// the fleet looks empty; answers from gateways that were not asked, or are
+// not members (a gateway cut from this replica but still on the bus), count;
+// an answer carrying an error is a gateway that did not act: missing, with
+// its reason; while the replica cannot know the whole fleet (`readiness`
+// names why), the result is never complete.
 class ScatterGather {
  public:
   using Done = std::function<void(absl::StatusOr<GatherResult>)>;
   using LiveFn = std::function<std::vector<std::string>()>;
   // "" when this replica knows the fleet; otherwise why it cannot yet.
   using ReadinessFn = std::function<std::string()>;
-  // Whether a gateway ID is a member of the fleet now.
-  using MemberFn = std::function<bool(const std::string&)>;
   // How long a call waits for unknown gateways when it knows of none.
   static constexpr absl::Duration kUnknownFleetWindow = absl::Milliseconds(250);
 
-  // Answers count only from fleet members (`is_member`; any gateway while
-  // the replica is not ready, since it cannot tell), and only the first
-  // answer of each gateway.
+  // Only the first answer of each gateway counts.
   ScatterGather(NatsClient* bus, TimerQueue* timers, LiveFn live, std::string subject,
-                ReadinessFn readiness = nullptr, MemberFn is_member = nullptr);
+                ReadinessFn readiness = nullptr);
   // Calls beyond `max_in_flight` at once fail with RESOURCE_EXHAUSTED. A
   // request larger than the bus carries fails with INVALID_ARGUMENT.
   void set_max_in_flight(size_t max_in_flight) { max_in_flight_ = max_in_flight; }
@@ -64,6 +65,10 @@ class ScatterGather {
   // ones at once; returns when no other thread is still inside a `done`.
   void Close(const absl::Status& why);
 
+  // A gateway left the fleet (detached, lease expired): calls waiting on it
+  // stop waiting and name it as missing. Any thread but a `done`'s.
+  void MemberLeft(const std::string& gateway_id);
+
   size_t in_flight() const;
 
  private:
@@ -71,6 +76,9 @@ class ScatterGather {
     std::vector<std::string> asked;
     std::string not_ready;  // readiness at the start; "" = the fleet was known
     std::map<std::string, v1::BusReply> answers;
+    // Gateways that will not answer this call, and why (an error answer, or
+    // they left the fleet).
+    std::map<std::string, std::string> failed;
     // Answers arriving in parts, by gateway, until the last part is in.
     std::map<std::string, std::pair<v1::BusReply, std::vector<bool>>> partial;
     Done done;
@@ -78,6 +86,9 @@ class ScatterGather {
   };
   void OnReply(const std::string& subject, const std::string& data);
   void Finish(const std::string& request_id, bool timed_out);
+  // Every asked gateway answered or failed (false while nobody was asked:
+  // then only the window ends the call).
+  static bool AllIn(const Pending& p);
   // Takes a call out of pending_ (nullptr if it is gone already) and counts
   // it in in_done_ until DoneReturned() says its `done` has returned.
   std::shared_ptr<Pending> Take(const std::string& request_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -88,7 +99,6 @@ class ScatterGather {
   LiveFn live_;
   const std::string subject_;
   ReadinessFn readiness_;
-  MemberFn is_member_;
   size_t max_in_flight_ = 10000;
   std::string reply_prefix_;
   std::string inbox_;

@@ -9,7 +9,6 @@
 namespace switchboard::gateway {
 namespace {
 
-constexpr uint32_t kBusFormatVersion = 1;
 
 // Close codes a terminate or disconnect may ask for: the application range of
 // RFC 6455 (3000-4999), or 0 for the default. Control checks the same at its
@@ -307,10 +306,10 @@ absl::Duration FirstPingAfter(ConnId id, absl::Duration interval) {
 
 bool Hub::StartReply(const v1::BusRequest& req, v1::BusReply* reply) const {
   bus_requests_.fetch_add(1, std::memory_order_relaxed);
-  reply->set_format_version(kBusFormatVersion);
+  reply->set_format_version(bus_format_version_);
   reply->set_request_id(req.request_id());
   reply->set_gateway_id(gateway_id_);
-  if (req.format_version() != kBusFormatVersion) {
+  if (req.format_version() != bus_format_version_) {
     reply->set_error("unsupported format_version " + std::to_string(req.format_version()));
     return false;
   }

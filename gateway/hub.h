@@ -71,6 +71,12 @@ class Hub {
   static bool IsQuery(const v1::BusRequest& request) { return request.op_case() == v1::BusRequest::kUserQuery; }
   // Any thread; only for IsQuery() requests.
   v1::BusReply AnswerQuery(const v1::BusRequest& request) const;
+  // The bus payloads' format this gateway speaks (bus.proto).
+  static constexpr uint32_t kBusFormatVersion = 1;
+  // Testing only: the bus format version this gateway speaks (1 by
+  // default), so a test can run a gateway of another version. Before
+  // the bus handler starts.
+  void set_bus_format_version(uint32_t v) { bus_format_version_ = v; }
   uint64_t bus_requests() const { return bus_requests_.load(std::memory_order_relaxed); }
 
   // Closes up to `max` open connections with `code` (e.g. shutdown); returns
@@ -148,6 +154,7 @@ class Hub {
   const absl::Duration ping_phase_;
   // Bumped by whichever thread handles the request.
   mutable std::atomic<uint64_t> bus_requests_{0};
+  uint32_t bus_format_version_ = kBusFormatVersion;
   std::atomic<uint32_t> sessions_now_{0};
   std::atomic<uint32_t> connections_now_{0};
 };

@@ -26,6 +26,7 @@
 #include "gateway/control_link.h"
 #include "gateway/control_link_set.h"
 #include "gateway/hub.h"
+#include "gateway/presence_announcer.h"
 #include "gateway/supervisor.h"
 #include "gateway/ws_server.h"
 #include "spdlog/spdlog.h"
@@ -42,6 +43,8 @@ ABSL_FLAG(int, drain_delay_ms, 0,
 ABSL_FLAG(int, workers, 0,
           "event-loop processes for this instance, each a fleet member \"<id>-w<i>\" on the same port "
           "(SO_REUSEPORT); 0: one per core; 1: this process serves alone");
+ABSL_FLAG(int, testing_bus_format_version, 0,
+          "testing only: speak this bus format version instead of the current one (an older or newer gateway)");
 ABSL_FLAG(bool, reuse_port, false, "listen with SO_REUSEPORT (set for each worker by the supervisor)");
 ABSL_FLAG(int, ready_fd, -1, "internal: the supervisor's readiness pipe");
 
@@ -194,6 +197,9 @@ int main(int argc, char** argv) {
       });
   hub = std::make_unique<gateway::Hub>(config, gateway_id, server.get(), &links);
   hub_for_load = hub.get();
+  if (absl::GetFlag(FLAGS_testing_bus_format_version) > 0) {
+    hub->set_bus_format_version(static_cast<uint32_t>(absl::GetFlag(FLAGS_testing_bus_format_version)));
+  }
   server->set_hub(hub.get());
 
   // GET /readyz: able to do the job. (Draining is the server's own check.)
@@ -213,6 +219,11 @@ int main(int argc, char** argv) {
   if (!bus->WaitForFirstConnection(absl::Seconds(3))) {
     spdlog::warn("nats: not connected 3 s after start; attaching to control anyway");
   }
+  // Every control replica waits for this gateway's answers while it hears
+  // this, attached to that replica or not.
+  gateway::PresenceAnnouncer presence(bus.get(), PresenceSubject(config.cluster()), gateway_id,
+                                      absl::Milliseconds(config.control().heartbeat_interval_ms()));
+  presence.Start();
   links.Start();
 
   std::atomic<bool> draining{false};
@@ -267,7 +278,9 @@ int main(int argc, char** argv) {
     if (!closed->WaitForNotificationWithTimeout(absl::Seconds(10))) {
       spdlog::warn("drain: connections still open after the close handshakes' deadline");
     }
-    // Leave the fleet, then end the loop; main tears the rest down in order.
+    // Leave the fleet (the bus, then every replica), then end the loop;
+    // main tears the rest down in order.
+    presence.Stop();
     links.Stop();
     size_t left = 0;
     RunOnLoop(srv, [srv] { return srv->connection_count(); }, ask, &left);
@@ -291,6 +304,7 @@ int main(int argc, char** argv) {
     pthread_kill(signal_thread.native_handle(), SIGTERM);
   }
   signal_thread.join();
+  presence.Stop();
   // Normal teardown, in dependency order, so LeakSanitizer sees the truth:
   // the bus first (its handlers post to the loop; queued replies are flushed),
   // then the links, the hub and the socket layer.

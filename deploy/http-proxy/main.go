@@ -27,6 +27,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/grpc-ecosystem/grpc-gateway/runtime"
 	"google.golang.org/grpc"
@@ -112,9 +113,31 @@ func requestMetadata(_ context.Context, r *http.Request) metadata.MD {
 	)
 }
 
+// Bounds on what a request's path and query may carry: IDs are at most 256
+// bytes (control checks that); a longer path would only reach control as
+// oversized gRPC metadata and come back as an internal error.
+const (
+	maxPath  = 2048
+	maxQuery = 4096
+)
+
 // Reads the body once (bounded), records its MD5, and hands it on unchanged.
+// A path or query too long, or not UTF-8 (IDs are UTF-8 strings), is a 400
+// with the reason, not an error from deeper down.
 func withBodyMd5(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case len(r.URL.EscapedPath()) > maxPath:
+			otherError(w, r, fmt.Sprintf("the path is longer than %d bytes (IDs are at most 256 bytes)", maxPath),
+				http.StatusBadRequest)
+			return
+		case !utf8.ValidString(r.URL.Path):
+			otherError(w, r, "the path is not valid UTF-8 (IDs are UTF-8 strings)", http.StatusBadRequest)
+			return
+		case len(r.URL.RawQuery) > maxQuery:
+			otherError(w, r, fmt.Sprintf("the query is longer than %d bytes", maxQuery), http.StatusBadRequest)
+			return
+		}
 		var body []byte
 		if r.Body != nil {
 			var err error

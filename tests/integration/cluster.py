@@ -365,9 +365,18 @@ class Cluster:
         self.procs.append(p)
         return p
 
-    def add_gateway(self, gw_id):
-        p = self._start(gw_id, [self.gateway_bin, "--config", self.config,
-                                "--id", gw_id, "--workers", str(self.workers)] + self.gateway_args)
+    def add_gateway(self, gw_id, args=(), control_addresses=None):
+        """Starts a gateway with more flags (`args`) and, if given, other
+        control addresses than the cluster's (a gateway cut from control)."""
+        config = self.config
+        if control_addresses is not None:
+            config = os.path.join(self.tmp, "switchboard-%s.yaml" % gw_id)
+            with open(self.config) as f:
+                text = re.sub(r"(?m)^  addresses: .*$", "  addresses: [%s]" % ", ".join(control_addresses), f.read())
+            with open(config, "w") as f:
+                f.write(text)
+        p = self._start(gw_id, [self.gateway_bin, "--config", config,
+                                "--id", gw_id, "--workers", str(self.workers)] + self.gateway_args + list(args))
         port = int(p.wait_line(r"READY gateway_id=\S+ port=(\d+)").group(1))
         self.gateways[gw_id] = (p, port)
         return p, port

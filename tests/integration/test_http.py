@@ -179,6 +179,20 @@ class PusherRoutesTest(unittest.TestCase):
         self.assertEqual(status, 404, resp)
         self.assertIn("nope", resp["error"])
 
+    def test_an_oversized_or_non_utf8_user_id_is_400_with_the_reason(self):
+        for user, why in (("u" * 10000, "longer than"), ("%ff%fe", "UTF-8"), ("u" * 300, "longer than 256")):
+            for method, path in (("GET", "/apps/demo/users/%s/connections" % user),
+                                 ("POST", "/apps/demo/users/%s/terminate_connections" % user)):
+                body = "{}" if method == "POST" else None
+                status, resp = curl(method, path, signed_query(method, path, body or ""), body)
+                self.assertEqual(status, 400, (path[:60], resp))
+                self.assertIn(why, resp["error"])
+        # The Centrifugo API form: Centrifugo's error shape (HTTP 200, error 107 "bad request").
+        status, resp = curl("POST", "/api/user_connections", body=json.dumps({"user": "u" * 10000}),
+                            headers=("Authorization: apikey test-api-key-1234",))
+        self.assertEqual((status, resp["error"]["code"]), (200, 107), resp)
+        self.assertIn("longer than 256", resp["error"]["message"])
+
 
 class CentrifugoRoutesTest(unittest.TestCase):
     def test_user_connections_with_both_header_forms(self):

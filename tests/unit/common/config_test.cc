@@ -47,6 +47,19 @@ TEST(Config, MinimalFileGetsDefaults) {
   EXPECT_EQ(FindApp(*c, "nope"), nullptr);
 }
 
+TEST(Config, AKeyGivenTwiceIsRefusedNamingIt) {
+  auto c = ParseConfig(std::string(kMinimal) + "cluster_token: another-token-0123456789\n");
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().message(), "cluster_token: given more than once");
+  // Nested, and through the camel-case spelling of the same field.
+  c = ParseConfig(std::string(kMinimal) + "control: {lease_ms: 3000, leaseMs: 4000}\n");
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().message(), "control.leaseMs: given more than once");
+  c = ParseConfig(std::string(kMinimal) + "api_keys: [another-key-123]\n");
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().message(), "api_keys: given more than once");
+}
+
 TEST(Config, BusyPollCanBeTurnedOff) {
   auto c = ParseConfig(std::string(kMinimal) + "control: {bus_busy_poll_us: 0}\n");
   ASSERT_TRUE(c.ok()) << c.status();

@@ -58,6 +58,34 @@ TEST(Fleet, DetachWithTheRightTokenLeaves) {
   EXPECT_NE(fleet.Attach(Hello("gw-1"), kT0, [](const char*) {}), 0u);
 }
 
+TEST(Fleet, LeavingIsReportedOnDetachAndExpiryButNotOnTakeover) {
+  Fleet fleet(absl::Seconds(3));
+  std::vector<std::string> left;
+  fleet.set_on_leave([&left](const std::string& id) { left.push_back(id); });
+  uint64_t t1 = fleet.Attach(Hello("gw-1"), kT0, [](const char*) {});
+  fleet.Attach(Hello("gw-2"), kT0, [](const char*) {});
+  fleet.Renew("gw-2", 2, kT0 + absl::Seconds(2));
+  fleet.Detach("gw-1", t1 + 100);  // not its token: stays
+  EXPECT_TRUE(left.empty());
+  fleet.Detach("gw-1", t1);
+  EXPECT_EQ(left, std::vector<std::string>{"gw-1"});
+  // Taken over by the same ID: the gateway is still there.
+  fleet.Attach(Hello("gw-2"), kT0 + absl::Seconds(6), [](const char*) {});
+  EXPECT_EQ(left, std::vector<std::string>{"gw-1"});
+  fleet.Expire(kT0 + absl::Seconds(10));
+  EXPECT_EQ(left, (std::vector<std::string>{"gw-1", "gw-2"}));
+}
+
+TEST(Fleet, RenewingEveryLeaseKeepsSilentMembersAfterAStall) {
+  Fleet fleet(absl::Seconds(3));
+  fleet.Attach(Hello("gw-1"), kT0, [](const char*) {});
+  // This replica did not run from kT0 to kT0 + 10 s; it renews first.
+  fleet.RenewAll(kT0 + absl::Seconds(10));
+  EXPECT_EQ(fleet.Expire(kT0 + absl::Seconds(10)), 0u);
+  EXPECT_EQ(fleet.LiveIds(kT0 + absl::Seconds(12)), std::vector<std::string>{"gw-1"});
+  EXPECT_EQ(fleet.Expire(kT0 + absl::Seconds(13)), 1u);
+}
+
 TEST(Fleet, ClosingEndsEveryStreamOnceAndRefusesNewMembers) {
   Fleet fleet(absl::Seconds(3));
   int ended_1 = 0, ended_2 = 0;

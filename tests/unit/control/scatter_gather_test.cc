@@ -268,16 +268,14 @@ TEST_F(ScatterGatherTest, MissingGatewaysAreTheReason) {
   EXPECT_FALSE(r->incomplete_reason.empty());
 }
 
-TEST_F(ScatterGatherTest, AnswersCountOnlyFromMembersAndOncePerGateway) {
-  ScatterGather sg(&bus_, &timers_, [] { return std::vector<std::string>{"gw-a"}; }, "switchboard.m.gateways",
-                   nullptr, [](const std::string& id) { return id == "gw-a"; });
-  ASSERT_TRUE(sg.Start().ok());
-  // gw-a answers twice (closed 1, then 7); gw-evil, not a member, answers too.
-  (void)bus_.Subscribe("switchboard.m.gateways", [this](const std::string&, const std::string& reply,
-                                                        const std::string& data) {
+TEST_F(ScatterGatherTest, EveryGatewaysFirstAnswerCountsMemberOrNot) {
+  // gw-a answers twice (closed 1, then 7); gw-cut, not in this replica's
+  // fleet (its link to control is cut) but on the bus, answers too: the
+  // sessions it closed are real and count.
+  (void)bus_.Subscribe(kSubject, [this](const std::string&, const std::string& reply, const std::string& data) {
     v1::BusRequest req;
     ASSERT_TRUE(req.ParseFromString(data));
-    for (auto [id, closed] : {std::pair<const char*, uint32_t>{"gw-evil", 99}, {"gw-a", 1}, {"gw-a", 7}}) {
+    for (auto [id, closed] : {std::pair<const char*, uint32_t>{"gw-cut", 2}, {"gw-a", 1}, {"gw-a", 7}}) {
       v1::BusReply r;
       r.set_format_version(1);
       r.set_request_id(req.request_id());
@@ -286,16 +284,84 @@ TEST_F(ScatterGatherTest, AnswersCountOnlyFromMembersAndOncePerGateway) {
       (void)bus_.Publish(reply, r.SerializeAsString(), "");
     }
   });
+  live_ = {"gw-a"};
+  auto r = CallAndWait(absl::Seconds(30), Terminate());
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->complete);
+  ASSERT_EQ(r->answers.size(), 2u);
+  EXPECT_EQ(r->answers.at("gw-a").closed(), 1u);
+  EXPECT_EQ(r->answers.at("gw-cut").closed(), 2u);
+}
+
+// Answers the way a gateway of another bus format version does.
+void AnswerWithError(InMemoryBus* bus, const std::string& id, const std::string& reply, const std::string& data) {
+  v1::BusRequest req;
+  ASSERT_TRUE(req.ParseFromString(data));
+  v1::BusReply r;
+  r.set_format_version(2);
+  r.set_request_id(req.request_id());
+  r.set_gateway_id(id);
+  r.set_error("unsupported format_version 1");
+  (void)bus->Publish(reply, r.SerializeAsString(), "");
+}
+
+TEST_F(ScatterGatherTest, AnErrorAnswerIsAGatewayThatDidNotAct) {
+  FakeGateway a(&bus_, "gw-a", FakeGateway::Mode::kAnswer);
+  (void)bus_.Subscribe(kSubject, [this](const std::string&, const std::string& reply, const std::string& data) {
+    AnswerWithError(&bus_, "gw-old", reply, data);
+  });
+  live_ = {"gw-a", "gw-old"};
+  const absl::Time start = absl::Now();
+  auto r = CallAndWait(absl::Seconds(30));
+  ASSERT_TRUE(r.ok());
+  // Not waited for beyond its answer, but not complete either: named, with why.
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+  EXPECT_FALSE(r->complete);
+  EXPECT_EQ(r->missing, (std::vector<std::string>{"gw-old"}));
+  EXPECT_EQ(r->answers.count("gw-old"), 0u);
+  EXPECT_EQ(r->answers.count("gw-a"), 1u);
+  EXPECT_NE(r->missing_reasons.at("gw-old").find("unsupported format_version 1"), std::string::npos);
+  EXPECT_NE(r->incomplete_reason.find("gw-old"), std::string::npos);
+}
+
+TEST_F(ScatterGatherTest, AnErrorAnswerFromAnUnaskedGatewayMakesTheAnswerIncomplete) {
+  FakeGateway a(&bus_, "gw-a", FakeGateway::Mode::kHold);
+  (void)bus_.Subscribe(kSubject, [this](const std::string&, const std::string& reply, const std::string& data) {
+    AnswerWithError(&bus_, "gw-new", reply, data);
+  });
+  live_ = {"gw-a"};
   auto promise = std::make_shared<std::promise<absl::StatusOr<GatherResult>>>();
   auto future = promise->get_future();
-  sg.Call(Terminate(), absl::Now() + absl::Seconds(30),
-          [promise](absl::StatusOr<GatherResult> r) { promise->set_value(std::move(r)); });
+  sg_->Call(Terminate(), absl::Now() + absl::Seconds(30),
+            [promise](absl::StatusOr<GatherResult> r) { promise->set_value(std::move(r)); });
+  a.ReleaseHeld();
   ASSERT_EQ(future.wait_for(std::chrono::seconds(10)), std::future_status::ready);
   auto r = future.get();
   ASSERT_TRUE(r.ok());
-  EXPECT_TRUE(r->complete);
-  ASSERT_EQ(r->answers.size(), 1u);
-  EXPECT_EQ(r->answers.at("gw-a").closed(), 1u);
+  EXPECT_FALSE(r->complete);
+  EXPECT_EQ(r->missing, (std::vector<std::string>{"gw-new"}));
+}
+
+TEST_F(ScatterGatherTest, AGatewayThatLeavesTheFleetIsNotWaitedFor) {
+  FakeGateway a(&bus_, "gw-a", FakeGateway::Mode::kAnswer);
+  FakeGateway gone(&bus_, "gw-gone", FakeGateway::Mode::kSilent);
+  live_ = {"gw-a", "gw-gone"};
+  auto promise = std::make_shared<std::promise<absl::StatusOr<GatherResult>>>();
+  auto future = promise->get_future();
+  const absl::Time start = absl::Now();
+  sg_->Call(v1::BusRequest(), absl::Now() + absl::Seconds(30),
+            [promise](absl::StatusOr<GatherResult> r) { promise->set_value(std::move(r)); });
+  EXPECT_EQ(future.wait_for(std::chrono::milliseconds(0)), std::future_status::timeout);
+  sg_->MemberLeft("gw-unrelated");
+  EXPECT_EQ(sg_->in_flight(), 1u);
+  sg_->MemberLeft("gw-gone");
+  ASSERT_EQ(future.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+  auto r = future.get();
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->complete);
+  EXPECT_EQ(r->missing, (std::vector<std::string>{"gw-gone"}));
+  EXPECT_EQ(r->missing_reasons.at("gw-gone"), "left the fleet during the call");
 }
 
 TEST_F(ScatterGatherTest, AnswerLargerThanTheBusArrivesInPartsAndIsMerged) {

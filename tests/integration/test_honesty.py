@@ -1,0 +1,198 @@
+"""Never complete-but-wrong, with real processes: an answer carrying an
+error (a gateway of another bus format, as in a rolling upgrade) names that
+gateway as missing; a gateway cut from control but still on the bus is
+counted; a control replica that did not run for longer than a lease (SIGSTOP)
+treats itself as just started; a call stops waiting for a gateway that left
+the fleet."""
+import os
+import signal
+import sys
+import threading
+import time
+import unittest
+
+import grpc
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cluster import Cluster, Driver, load_stubs, parse_args, wait_until  # noqa: E402
+
+ARGS = None
+API_KEY = (("authorization", "apikey test-api-key-1234"),)
+
+
+def setUpModule():
+    global cluster, driver, pb, stub, channel
+    load_stubs(ARGS.source_dir)
+    from switchboard.v1 import control_pb2, control_pb2_grpc
+    pb = control_pb2
+    cluster = Cluster(ARGS.build_dir, ARGS.source_dir, http=False)
+    driver = Driver(os.path.join(ARGS.source_dir, "tests/integration/node"))
+    channel = grpc.insecure_channel("127.0.0.1:%d" % cluster.control_port)
+    stub = control_pb2_grpc.ControlStub(channel)
+
+
+def tearDownModule():
+    channel.close()
+    driver.stop()
+    cluster.close()
+
+
+_seq = [0]
+
+
+def connect(user, port):
+    _seq[0] += 1
+    name = "h%d" % _seq[0]
+    driver.send(op="centrifuge", name=name, url="ws://127.0.0.1:%d/connection/websocket" % port,
+                token=cluster.token(user))
+    return name, driver.wait_event(name, "connected")["client"]
+
+
+def gateways():
+    return {g.id: g.sessions for g in stub.ListGateways(pb.ListGatewaysRequest(), metadata=API_KEY,
+                                                         timeout=5).gateways}
+
+
+def user_connections(user, timeout=5):
+    return stub.UserConnections(pb.UserConnectionsRequest(app_id="demo", user_id=user), metadata=API_KEY,
+                                timeout=timeout).result
+
+
+class ErrorAnswerTest(unittest.TestCase):
+    def test_a_gateway_answering_an_error_is_named_missing_never_complete(self):
+        # Same build, speaking bus format 2: it answers every request with an error.
+        proc, port = cluster.add_gateway("gw-old", ["--testing_bus_format_version", "2"])
+        try:
+            wait_until(lambda: "gw-old" in gateways(), 10, "gw-old attached")
+            _, on_new = connect("400", cluster.gateways["gw-1"][1])
+            _, on_old = connect("400", port)
+            wait_until(lambda: gateways().get("gw-old") == 1, 10, "gw-old counted")
+            wrong, calls = 0, 0
+            for _ in range(150):
+                res = user_connections("400")
+                calls += 1
+                if res.complete:
+                    wrong += 1
+                else:
+                    self.assertIn("gw-old", res.gateways_missing)
+                    self.assertIn("unsupported format_version 1", res.missing_reasons["gw-old"])
+                    self.assertIn("gw-old", res.incomplete_reason)
+                    self.assertNotIn("gw-old", res.gateways_answered)
+                self.assertIn(on_new, res.connections)
+            for _ in range(150):
+                t = stub.TerminateUser(pb.TerminateUserRequest(app_id="demo", user_id="400",
+                                                               except_client_ids=[on_new, on_old]),
+                                       metadata=API_KEY, timeout=5)
+                calls += 1
+                wrong += t.coverage.complete
+                self.assertIn("gw-old", t.coverage.gateways_missing)
+                self.assertIn("unsupported", t.coverage.missing_reasons["gw-old"])
+            print("ERROR-ANSWER calls=%d complete_but_wrong=%d" % (calls, wrong))
+            self.assertEqual(wrong, 0)
+        finally:
+            proc.stop()
+            wait_until(lambda: "gw-old" not in gateways(), 10, "gw-old gone")
+
+
+class CutFromControlTest(unittest.TestCase):
+    def test_a_gateway_cut_from_control_but_on_the_bus_is_counted(self):
+        # Its control address is a port nobody listens on: never a member of
+        # this replica, but on the bus it hears every request and answers.
+        proc, port = cluster.add_gateway("gw-cut", control_addresses=["127.0.0.1:1"])
+        try:
+            name_cut, on_cut = connect("410", port)
+            name_in, on_in = connect("410", cluster.gateways["gw-2"][1])
+            self.assertNotIn("gw-cut", gateways())
+            wait_until(lambda: "gw-cut" in user_connections("410").gateways_asked, 10,
+                       "control heard gw-cut on the bus")
+            missed = 0
+            for _ in range(100):
+                res = user_connections("410")
+                missed += on_cut not in res.connections
+                self.assertIn(on_in, res.connections)
+                self.assertIn("gw-cut", res.gateways_answered)
+            self.assertEqual(missed, 0)
+            t = stub.TerminateUser(pb.TerminateUserRequest(app_id="demo", user_id="410"), metadata=API_KEY,
+                                   timeout=5)
+            self.assertEqual({g: n for g, n in t.closed_per_gateway.items() if n}, {"gw-2": 1, "gw-cut": 1})
+            self.assertTrue(t.coverage.complete)
+            self.assertEqual(t.closed, 2)
+            for n in (name_cut, name_in):
+                self.assertEqual(driver.wait_event(n, "disconnected")["code"], 3503)
+        finally:
+            proc.stop()
+
+
+class LeftDuringTheCallTest(unittest.TestCase):
+    def test_a_call_stops_waiting_for_a_gateway_evicted_while_it_waits(self):
+        proc, port = cluster.add_gateway("gw-leaving")
+        wait_until(lambda: "gw-leaving" in gateways(), 10, "gw-leaving attached")
+        proc.signal(signal.SIGSTOP)
+        try:
+            start = time.monotonic()
+            res = user_connections("420", timeout=10)
+            took = time.monotonic() - start
+            # Lease 1.5 s and a sweep every 150 ms: it left long before the
+            # call's 10-s deadline, and the call ended then.
+            self.assertLess(took, 5.0)
+            self.assertFalse(res.complete)
+            self.assertEqual(list(res.gateways_missing), ["gw-leaving"])
+            self.assertEqual(res.missing_reasons["gw-leaving"], "left the fleet during the call")
+        finally:
+            proc.signal(signal.SIGCONT)
+            proc.stop()
+
+
+class ControlStallTest(unittest.TestCase):
+    def test_a_control_frozen_past_its_lease_answers_nothing_complete_but_wrong(self):
+        c = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=2, http=False)
+        ch = grpc.insecure_channel("127.0.0.1:%d" % c.control_port)
+        try:
+            from switchboard.v1 import control_pb2_grpc
+            s = control_pb2_grpc.ControlStub(ch)
+            clients = []
+            for gw in ("gw-1", "gw-2"):
+                _, cid = connect("430", c.gateways[gw][1])
+                clients.append(cid)
+            c.wait_ready()
+            results, errors = [], []
+            stop = threading.Event()
+
+            def caller():
+                while not stop.is_set():
+                    try:
+                        r = s.UserConnections(pb.UserConnectionsRequest(app_id="demo", user_id="430"),
+                                              metadata=API_KEY, timeout=30).result
+                        results.append((r.complete, sorted(r.connections)))
+                    except grpc.RpcError as e:
+                        errors.append(e.code())
+            threads = [threading.Thread(target=caller) for _ in range(4)]
+            for t in threads:
+                t.start()
+            try:
+                for freeze in (2, 5, 10):
+                    before = len(results)
+                    c.control.signal(signal.SIGSTOP)
+                    stop.wait(freeze)  # the freeze itself is what is tested
+                    c.control.signal(signal.SIGCONT)
+                    wait_until(lambda: len(results) > before + 50 and results[-1][0], 20,
+                               "complete answers again after a %d-s freeze" % freeze)
+            finally:
+                stop.set()
+                for t in threads:
+                    t.join(35)
+            wrong = [r for r in results if r[0] and r[1] != sorted(clients)]
+            print("CONTROL-STALL calls=%d complete=%d incomplete=%d complete_but_wrong=%d errors=%d" % (
+                len(results), sum(r[0] for r in results), sum(not r[0] for r in results), len(wrong),
+                len(errors)))
+            self.assertEqual(wrong, [])
+            self.assertEqual(errors, [])
+            self.assertTrue(any(not r[0] for r in results))
+        finally:
+            ch.close()
+            c.close()
+
+
+if __name__ == "__main__":
+    ARGS, argv = parse_args()
+    unittest.main(argv=argv, verbosity=2)
