@@ -2,6 +2,7 @@
 
 #include <libwebsockets.h>
 #include <netdb.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -129,6 +130,11 @@ absl::StatusOr<std::unique_ptr<WsServer>> WsServer::Create(const Options& option
     info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     info.ssl_cert_filepath = server->options_.tls_cert_file.c_str();
     info.ssl_private_key_filepath = server->options_.tls_key_file.c_str();
+    // HTTP/1.1 only: WebSockets and the uni stream are HTTP/1.1 protocols
+    // here (lws 4.1 writes the uni stream's chunked framing into an h2 body,
+    // and WebSocket over h2 is RFC 8441, which the SDKs do not use). Offering
+    // h2 bought nothing and broke every line reader of the uni stream.
+    info.alpn = "http/1.1";
   }
   server->context_ = lws_create_context(&info);
   if (server->context_ == nullptr) {
@@ -602,6 +608,20 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
 
     case LWS_CALLBACK_RAW_CLOSE_FILE:
       if (wsi == listen_wsi_) listen_wsi_ = nullptr;
+      return 0;
+
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+      // lws would switch a plain-http request carrying "Upgrade: h2c" (curl
+      // --http2) to HTTP/2 and then break the uni stream's HTTP/1.1 framing;
+      // it cannot be told to ignore the header, so the request is refused
+      // with a reason the client can act on. WebSocket upgrades go on.
+      if (in != nullptr && strcasecmp(static_cast<const char*>(in), "h2c") == 0) {
+        if (lws_return_http_status(wsi, HTTP_STATUS_BAD_REQUEST,
+                                   "HTTP/2 over cleartext (h2c) is not offered here: use HTTP/1.1")) {
+          return -1;
+        }
+        return 1;
+      }
       return 0;
 
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {

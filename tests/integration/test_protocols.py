@@ -4,7 +4,9 @@ builds, and curl on the unidirectional HTTP stream. Real nats-server, control
 and two gateways; Python is the gRPC backend (grpcio)."""
 import json
 import os
+import subprocess
 import sys
+import time
 import unittest
 
 import grpc
@@ -257,6 +259,29 @@ class UniStreamTest(unittest.TestCase):
         u = UniStream("x", "gw-2", body="{nope")
         self.assertEqual(u.wait_message("disconnect")["code"], 3501)
         wait_until(u.ended, 10, "stream ends")
+
+    def test_http2_on_plain_http_is_refused_cleanly_and_http1_works(self):
+        url = "http://127.0.0.1:%d/connection/uni_http_stream" % gw_port("gw-1")
+        body = json.dumps({"token": cluster.token("720")})
+        # An h2c upgrade (curl --http2): a 400 in HTTP/1.1 saying what to use,
+        # never a 101 followed by a broken stream.
+        out = subprocess.run(["curl", "-sS", "--http2", "--max-time", "5", "-w", "\n%{http_code} %{http_version}",
+                              "-X", "POST", "--data-binary", body, url], capture_output=True, text=True, timeout=20)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("h2c", out.stdout)
+        self.assertTrue(out.stdout.rstrip().endswith("400 1"), out.stdout)  # HTTP/1.x, 400
+        # HTTP/2 with prior knowledge: the connection is closed at once (an h2
+        # client cannot read an HTTP/1.1 answer), not held.
+        start = time.monotonic()
+        out = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "--max-time", "5", "-X", "POST",
+                              "--data-binary", body, url], capture_output=True, text=True, timeout=20)
+        self.assertNotEqual(out.returncode, 0)
+        self.assertNotEqual(out.returncode, 28, "held until curl's timeout")
+        self.assertLess(time.monotonic() - start, 4)
+        # The same stream over HTTP/1.1 is JSON lines.
+        u = UniStream("720", "gw-1")
+        self.assertIn("client", u.wait_message("connect"))
+        u.close()
 
 
 class CentrifugeJsonBatchTest(unittest.TestCase):

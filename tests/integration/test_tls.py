@@ -3,6 +3,8 @@ openssl CLI (a throwaway CA): NATS (tls://), control's gRPC (gateways, the
 CLI, grpcio, switchboard-http all verify it), wss:// and https:// on the
 gateways, HTTPS on switchboard-http. Clients: centrifuge-js over wss, curl
 with --cacert, grpcio with the CA. Plaintext attempts are refused."""
+import base64
+import hashlib
 import json
 import os
 import socket
@@ -96,6 +98,68 @@ class TlsEverywhereTest(unittest.TestCase):
             wait_until(lambda: uni.p.poll() is not None, 10, "uni stream ended")
         finally:
             uni.stop()
+
+    def test_uni_stream_over_https_is_line_delimited_json_with_every_curl_protocol_choice(self):
+        # HTTP/2 is not offered (ALPN: http/1.1 only): HTTP/1.1 chunked framing
+        # written into an h2 body broke every line reader. Each curl variant
+        # gets a stream whose every line is JSON.
+        port = cluster.gateways["gw-1"][1]
+        for flags in ((), ("--http2",), ("--http1.1",)):
+            uni = Proc("curl-uni-%s" % "-".join(flags or ("default",)).strip("-"),
+                       ["curl", "-sS", "-N", "--cacert", certs["ca"]] + list(flags) + [
+                           "-X", "POST", "--data-binary", json.dumps({"token": cluster.token("601")}),
+                           "https://127.0.0.1:%d/connection/uni_http_stream" % port])
+            try:
+                wait_until(lambda: any('"connect"' in l for l in uni.lines), 10, "connect line (%s)" % (flags,))
+                cluster.ctl("terminate", "--user", "601")
+                wait_until(lambda: uni.p.poll() is not None, 10, "uni stream ended (%s)" % (flags,))
+            finally:
+                uni.stop()
+            lines = [l for l in uni.lines if l.strip()]
+            self.assertGreaterEqual(len(lines), 2, (flags, uni.lines))
+            for line in lines:
+                json.loads(line)  # every line is a JSON object, nothing else
+            self.assertIn("disconnect", json.loads(lines[-1]), (flags, lines))
+        # What is offered, said by the TLS handshake itself.
+        out = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % port, "-alpn", "h2,http/1.1",
+                              "-CAfile", certs["ca"]], input="", capture_output=True, text=True, timeout=15)
+        self.assertIn("ALPN protocol: http/1.1", out.stdout)
+
+    def test_chromium_reads_the_uni_stream_over_https_line_by_line(self):
+        # Headless Chromium trusting the test certificate by its public key.
+        der = subprocess.run(["openssl", "x509", "-in", certs["cert"], "-noout", "-pubkey"], capture_output=True,
+                             check=True).stdout
+        der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "der"], input=der, capture_output=True,
+                             check=True).stdout
+        spki = base64.b64encode(hashlib.sha256(der).digest()).decode()
+        node_dir = os.path.abspath(os.path.join(ARGS.source_dir, "tests/integration/node"))
+        port = cluster.gateways["gw-2"][1]
+        browser = Proc("chromium-uni", ["node", os.path.join(node_dir, "browser_uni_stream.js"),
+                                        "https://127.0.0.1:%d" % port, cluster.token("602"), spki], cwd=node_dir)
+        try:
+            def events(kind):
+                out = []
+                for line in list(browser.lines):
+                    try:
+                        ev = json.loads(line)
+                    except ValueError:
+                        continue
+                    if ev.get("event") == kind:
+                        out.append(ev)
+                return out
+            wait_until(lambda: events("error") or browser.p.poll() is not None or
+                       any("connect" in e["line"] for e in events("line")), 60, "Chromium's connect line")
+            self.assertEqual(events("error"), [])
+            self.assertEqual(json.loads(cluster.ctl("terminate", "--user", "602"))["closed"], 1)
+            wait_until(lambda: events("end") or events("error"), 30, "the stream's end in Chromium")
+            self.assertEqual(events("error"), [])
+            self.assertEqual(events("bad"), [])
+            lines = [e["line"] for e in events("line")]
+            self.assertIn("connect", lines[0])
+            self.assertEqual(lines[-1]["disconnect"]["code"], 3503)
+            self.assertEqual(events("end")[0]["protocol"], "http/1.1")
+        finally:
+            browser.stop()
 
     def test_plaintext_is_refused_on_every_link(self):
         # gRPC without TLS.
