@@ -107,6 +107,7 @@ int main(int argc, char** argv) {
   // Every socket is a descriptor: take the whole hard limit, and fit the
   // session cap under it (leaving room for NATS, gRPC, the listener, logs).
   rlimit fds{};
+  uint64_t descriptor_limit = 0;
   if (getrlimit(RLIMIT_NOFILE, &fds) == 0) {
     if (fds.rlim_cur < fds.rlim_max) {
       fds.rlim_cur = fds.rlim_max;
@@ -119,6 +120,7 @@ int main(int argc, char** argv) {
                    config.gateway().max_sessions(), static_cast<uint64_t>(fds.rlim_cur), budget);
       config.mutable_gateway()->set_max_sessions(static_cast<uint32_t>(budget));
     }
+    descriptor_limit = fds.rlim_cur;
   }
 
   gateway::WsServer::Options ws_opts;
@@ -128,6 +130,12 @@ int main(int argc, char** argv) {
   ws_opts.outbox_limit = config.gateway().outbox_limit();
   ws_opts.max_connections = config.gateway().max_sessions() + 500;  // room to refuse politely
   ws_opts.max_connections_per_ip = config.gateway().max_connections_per_ip();
+  // Sockets, upgraded or not, stop being accepted before descriptors run out
+  // (NATS, gRPC, the listener and logs keep the last 64).
+  ws_opts.max_sockets = ws_opts.max_connections + 256;
+  if (descriptor_limit > 128) {
+    ws_opts.max_sockets = std::min<size_t>(ws_opts.max_sockets, descriptor_limit - 64);
+  }
   ws_opts.connect_rate_limit = config.gateway().connection_rate_limit();
   ws_opts.connect_timeout = absl::Milliseconds(config.gateway().connect_timeout_ms());
   ws_opts.reuse_port = absl::GetFlag(FLAGS_reuse_port);

@@ -1,5 +1,7 @@
 #include "gateway/ws_server.h"
 
+#include <arpa/inet.h>
+#include <fcntl.h>
 #include <libwebsockets.h>
 #include <netdb.h>
 #include <strings.h>
@@ -34,8 +36,19 @@ bool WriteMessage(lws* wsi, std::string& buf, bool binary) {
                    binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT) >= static_cast<int>(n);
 }
 
-ConnId ConnIdOf(const lws* wsi) { return reinterpret_cast<uintptr_t>(lws_get_opaque_user_data(wsi)); }
+// A wsi's opaque word: its peer's ConnId once it is one, and before that
+// (accepted, no request yet) its address's key in per_ip_, tagged by the top
+// bit (ConnIds count up from 1 and never reach it).
+constexpr uintptr_t kSocketTag = uintptr_t{1} << (sizeof(uintptr_t) * 8 - 1);
+uintptr_t Opaque(const lws* wsi) { return reinterpret_cast<uintptr_t>(lws_get_opaque_user_data(wsi)); }
+ConnId ConnIdOf(const lws* wsi) { return (Opaque(wsi) & kSocketTag) ? 0 : Opaque(wsi); }
 void SetConnId(lws* wsi, ConnId id) { lws_set_opaque_user_data(wsi, reinterpret_cast<void*>(static_cast<uintptr_t>(id))); }
+const std::string* SocketIpOf(const lws* wsi) {
+  return (Opaque(wsi) & kSocketTag) ? reinterpret_cast<const std::string*>(Opaque(wsi) & ~kSocketTag) : nullptr;
+}
+void SetSocketIp(lws* wsi, const std::string* ip) {
+  lws_set_opaque_user_data(wsi, reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(ip) | kSocketTag));
+}
 
 constexpr lws_usec_t kTickUs = 10 * LWS_US_PER_MS;
 constexpr int64_t kMaxIdleTicks = 100;  // ticks of kTickUs: an idle loop looks at least once a second
@@ -111,7 +124,10 @@ absl::StatusOr<std::unique_ptr<WsServer>> WsServer::Create(const Options& option
   lws_set_log_level(getenv("SB_LWS_DEBUG") ? 0xfff : LLL_ERR, nullptr);
   lws_context_creation_info info;
   std::memset(&info, 0, sizeof(info));
-  info.port = options.reuse_port ? CONTEXT_PORT_NO_LISTEN_SERVER : options.port;
+  // The listening socket is ours (StartListener): lws's own accept spins
+  // and logs on every wake-up once descriptors run out, and cannot count
+  // sockets before they send a request.
+  info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
   info.iface = server->options_.host.c_str();
   info.protocols = kProtocols;
   info.user = server.get();
@@ -145,17 +161,13 @@ absl::StatusOr<std::unique_ptr<WsServer>> WsServer::Create(const Options& option
   std::memset(&server->tick_timer_->sul, 0, sizeof(server->tick_timer_->sul));
   server->tick_timer_->server = server.get();
   server->ScheduleTick(absl::Now() + absl::Microseconds(kTickUs));
-  if (options.reuse_port) {
-    if (absl::Status st = server->StartSharedListener(); !st.ok()) return st;
-  } else {
-    lws_vhost* vh = lws_get_vhost_by_name(server->context_, "default");
-    server->port_ = vh ? lws_get_vhost_listen_port(vh) : options.port;
-  }
+  if (absl::Status st = server->StartListener(); !st.ok()) return st;
   if (server->port_ <= 0) return absl::UnavailableError("WebSocket server has no listening port");
   return server;
 }
 
-absl::Status WsServer::StartSharedListener() {
+absl::Status WsServer::StartListener() {
+  if (options_.max_sockets == 0) options_.max_sockets = options_.max_connections + 256;
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -164,20 +176,18 @@ absl::Status WsServer::StartSharedListener() {
   const std::string port = std::to_string(options_.port);
   if (getaddrinfo(options_.host.empty() ? nullptr : options_.host.c_str(), port.c_str(), &hints, &res) != 0 ||
       res == nullptr) {
-    return absl::InvalidArgumentError("gateway.listen_host must be a numeric address with reuse_port: " +
-                                      options_.host);
+    return absl::InvalidArgumentError("gateway.listen_host must be a numeric address: " + options_.host);
   }
   const int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   int one = 1;
   const bool ok = fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0 &&
-                  setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == 0 &&
+                  (!options_.reuse_port || setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == 0) &&
                   bind(fd, res->ai_addr, res->ai_addrlen) == 0 && listen(fd, SOMAXCONN) == 0;
   const int err = errno;
   freeaddrinfo(res);
   if (!ok) {
     if (fd >= 0) close(fd);
-    return absl::UnavailableError("cannot listen (SO_REUSEPORT) on " + options_.host + ":" + port + ": " +
-                                  std::strerror(err));
+    return absl::UnavailableError("cannot listen on " + options_.host + ":" + port + ": " + std::strerror(err));
   }
   sockaddr_storage bound{};
   socklen_t len = sizeof(bound);
@@ -195,27 +205,88 @@ absl::Status WsServer::StartSharedListener() {
     return absl::InternalError("cannot watch the listening socket on lws's loop");
   }
   listen_fd_ = fd;
+  reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
   return absl::OkStatus();
 }
 
-void WsServer::AcceptShared() {
+void WsServer::Accept() {
   lws_vhost* vh = lws_get_vhost_by_name(context_, "default");
   // A bounded batch per wake-up, so a connect storm cannot starve the rest of
   // the loop; the socket stays readable and libuv calls again.
   for (int i = 0; i < 64 && listen_wsi_ != nullptr; ++i) {
-    const int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    sockaddr_storage addr{};
+    socklen_t addr_len = sizeof(addr);
+    int fd = accept4(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &addr_len, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
+      if (errno == EMFILE || errno == ENFILE) {
+        // Out of descriptors: take the socket with the one held in reserve
+        // and close it, so the backlog empties instead of waking us forever.
+        if (reserve_fd_ >= 0) {
+          close(reserve_fd_);
+          fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+          if (fd >= 0) Shed(fd, "out of descriptors");
+          reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
+          if (fd >= 0) continue;
+        }
+        return;
+      }
       if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
         spdlog::warn("accept: {}", std::strerror(errno));
       }
       return;
     }
-    // On failure lws closes the socket itself.
-    if (lws_adopt_socket_vhost(vh, fd) == nullptr) ++refused_;
+    char host[INET6_ADDRSTRLEN] = {0};
+    if (addr.ss_family == AF_INET) {
+      inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(&addr)->sin_addr, host, sizeof(host));
+    } else if (addr.ss_family == AF_INET6) {
+      inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(&addr)->sin6_addr, host, sizeof(host));
+    }
+    std::string ip = host;
+    if (ip.rfind("::ffff:", 0) == 0 && ip.find('.') != std::string::npos) ip.erase(0, 7);
+    if (open_sockets_ >= options_.max_sockets) {
+      Shed(fd, "the gateway's socket cap");
+      continue;
+    }
+    auto entry = per_ip_.try_emplace(std::move(ip), 0).first;
+    // Up to the per-address cap, sockets are served; up to twice that, an
+    // upgrade is answered 503 (a client that can read it backs off); beyond,
+    // the socket is closed at once: holding it would cost us, not them.
+    if (options_.max_connections_per_ip > 0 && entry->second >= 2 * options_.max_connections_per_ip) {
+      Shed(fd, "too many sockets from one address");
+      continue;
+    }
+    lws* wsi = lws_adopt_socket_vhost(vh, fd);  // on failure lws closes the socket itself
+    if (wsi == nullptr) {
+      if (entry->second == 0) per_ip_.erase(entry);
+      ++refused_;
+      continue;
+    }
+    ++entry->second;
+    ++open_sockets_;
+    SetSocketIp(wsi, &entry->first);
   }
 }
 
-void WsServer::StopSharedListener() {
+void WsServer::Shed(int fd, const char* why) {
+  close(fd);
+  ++shed_;
+  ++shed_unlogged_;
+  const absl::Time now = absl::Now();
+  if (now - shed_logged_ < absl::Seconds(10)) return;
+  spdlog::warn("accept: closed {} new socket(s) at once since the last such line ({}; {} open, cap {})",
+               shed_unlogged_, why, open_sockets_, options_.max_sockets);
+  shed_unlogged_ = 0;
+  shed_logged_ = now;
+}
+
+void WsServer::ReleaseSocket(const std::string* ip) {
+  if (ip == nullptr) return;
+  --open_sockets_;
+  auto it = per_ip_.find(*ip);
+  if (it != per_ip_.end() && --it->second == 0) per_ip_.erase(it);
+}
+
+void WsServer::StopListener() {
   if (listen_wsi_ == nullptr) return;
   // Closing the socket hands new connections to the other processes sharing
   // the port at once. lws closes the descriptor with the wsi.
@@ -230,6 +301,7 @@ WsServer::WsServer(const Options& options) : options_(options) {
 
 WsServer::~WsServer() {
   if (context_ != nullptr) lws_context_destroy(context_);
+  if (reserve_fd_ >= 0) close(reserve_fd_);
 }
 
 void WsServer::Run() {
@@ -242,7 +314,7 @@ void WsServer::Run() {
 void WsServer::StopAccepting() {
   stopping_ = true;
   draining_ = true;
-  StopSharedListener();
+  StopListener();
 }
 
 void WsServer::NotifyWhenEmpty(std::function<void()> fn) {
@@ -270,7 +342,7 @@ void WsServer::Shutdown() {
   }
   shut_down_ = true;
   lws_sul_cancel(&tick_timer_->sul);
-  StopSharedListener();
+  StopListener();
   // lws 4.1 with libuv: destroying the context inside the loop closes its
   // handles; the loop then runs dry and lws_service() returns. The
   // destructor's second lws_context_destroy() finishes the job.
@@ -557,8 +629,9 @@ const char* WsServer::Refusal(const std::string& ip) {
   if (stopping_) return "draining";
   if (peers_.size() >= options_.max_connections) return "gateway full";
   if (options_.max_connections_per_ip > 0) {
+    // per_ip_ counts this address's open sockets, this one included.
     auto it = per_ip_.find(ip);
-    if (it != per_ip_.end() && it->second >= options_.max_connections_per_ip) {
+    if (it != per_ip_.end() && it->second > options_.max_connections_per_ip) {
       return "too many connections from this address";
     }
   }
@@ -576,11 +649,19 @@ const char* WsServer::Refusal(const std::string& ip) {
 }
 
 WsServer::Peer& WsServer::AddPeer(ConnId id, lws* wsi) {
+  // The socket was counted for its address when it was accepted; the peer
+  // takes that count over (ErasePeer gives it back).
+  const std::string* ip = SocketIpOf(wsi);
+  if (ip == nullptr) {
+    auto it = per_ip_.try_emplace(PeerIp(wsi), 0).first;
+    ++it->second;
+    ++open_sockets_;
+    ip = &it->first;
+  }
+  SetConnId(wsi, id);
   Peer& peer = peers_[id];
   peer.wsi = wsi;
-  auto ip = per_ip_.try_emplace(PeerIp(wsi), 0).first;
-  ++ip->second;
-  peer.ip = &ip->first;
+  peer.ip = ip;
   return peer;
 }
 
@@ -588,10 +669,7 @@ void WsServer::ErasePeer(ConnId id) {
   auto it = peers_.find(id);
   if (it == peers_.end()) return;
   wheel_.Cancel(id);
-  if (it->second.ip != nullptr) {
-    auto ip = per_ip_.find(*it->second.ip);
-    if (ip != per_ip_.end() && --ip->second == 0) per_ip_.erase(ip);
-  }
+  ReleaseSocket(it->second.ip);
   peers_.erase(it);
 }
 
@@ -603,11 +681,18 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
       return 0;
 
     case LWS_CALLBACK_RAW_RX_FILE:
-      if (wsi == listen_wsi_) AcceptShared();
+      if (wsi == listen_wsi_) Accept();
       return 0;
 
     case LWS_CALLBACK_RAW_CLOSE_FILE:
       if (wsi == listen_wsi_) listen_wsi_ = nullptr;
+      return 0;
+
+    case LWS_CALLBACK_WSI_DESTROY:
+      // A socket that never became a peer (no request, a health probe, a
+      // refused upgrade) gives its count back here.
+      ReleaseSocket(SocketIpOf(wsi));
+      SetConnId(wsi, 0);
       return 0;
 
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
@@ -641,7 +726,6 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
 
     case LWS_CALLBACK_ESTABLISHED: {
       ConnId id = next_id_++;
-      SetConnId(wsi, id);
       AddPeer(id, wsi);
       ConnectionMeta meta = PeerMeta(wsi);
       const lws_protocols* proto = lws_get_protocol(wsi);
@@ -725,7 +809,6 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
           return lws_http_transaction_completed(wsi) ? -1 : 0;
         }
         ConnId id = next_id_++;
-        SetConnId(wsi, id);
         Peer& peer = AddPeer(id, wsi);
         peer.http_stream = true;
         // The whole body by the connect deadline, however it trickles in:

@@ -38,9 +38,14 @@ class WsServer final : public Transport, public Dispatcher {
     absl::Duration connect_timeout = absl::Seconds(10);  // uni_http_stream: the whole body by then
     std::string tls_cert_file;  // set: wss:// and https:// only
     std::string tls_key_file;
-    // Listen with SO_REUSEPORT on a socket of our own (lws 4.1 sets
-    // SO_REUSEPORT only with several service threads), so several gateway
-    // processes share one port and the kernel spreads connections over them.
+    // Sockets open at once, upgraded or not (a connected socket that never
+    // sends a request holds a descriptor as much as a session does): beyond
+    // this, or beyond max_connections_per_ip from one address, a new socket
+    // is closed as it is accepted. 0: max_connections + 256.
+    size_t max_sockets = 0;
+    // Listen with SO_REUSEPORT (lws 4.1 sets it only with several service
+    // threads), so several gateway processes share one port and the kernel
+    // spreads connections over them.
     bool reuse_port = false;
   };
   static absl::StatusOr<std::unique_ptr<WsServer>> Create(const Options& options);
@@ -78,6 +83,10 @@ class WsServer final : public Transport, public Dispatcher {
 
   size_t connection_count() const { return peers_.size(); }
   uint64_t refused() const { return refused_; }
+  // Sockets open now (accepted, not yet destroyed), and those closed as they
+  // were accepted (caps, or no descriptor left). Loop thread.
+  size_t open_sockets() const { return open_sockets_; }
+  uint64_t shed() const { return shed_; }
   // Any thread.
   bool draining() const { return draining_.load(); }
 
@@ -182,6 +191,8 @@ class WsServer final : public Transport, public Dispatcher {
   std::function<std::string()> readiness_;
   ConnId next_id_ = 1;
   absl::node_hash_map<ConnId, Peer> peers_;  // node: exact-size entries, no slack of Peer-sized slots
+  // Open sockets by peer address, from accept to close (node map: the keys
+  // stay put, peers and not-yet-upgraded sockets point at them).
   absl::node_hash_map<std::string, uint32_t> per_ip_;
   // Every connection's deadline (TimerWheel), ticked by one lws timer.
   // Stamps kept in the peer records (no map of its own).
@@ -195,16 +206,30 @@ class WsServer final : public Transport, public Dispatcher {
   bool in_tick_ = false;
   void ArmAt(ConnId id, absl::Time when);
   void ScheduleTick(absl::Time at);
-  // The SO_REUSEPORT listener (Options::reuse_port), watched by lws as a raw
-  // file; accepted sockets are handed to lws. Loop thread.
+  // The listening socket is ours (SO_REUSEPORT with Options::reuse_port),
+  // watched by lws as a raw file; accepted sockets are counted (per address)
+  // and handed to lws. Loop thread.
   // Marks the close frame as under way and has the next cancel event start
   // lws's close handshake for it. Loop thread.
   void QueueCloseHandshake(Peer& peer, ConnId id);
   lws* listen_wsi_ = nullptr;
   int listen_fd_ = -1;
-  absl::Status StartSharedListener();
-  void StopSharedListener();
-  void AcceptShared();
+  absl::Status StartListener();
+  void StopListener();
+  void Accept();
+  // Closes a socket as it is accepted, counted; logs at most every 10 s.
+  void Shed(int fd, const char* why);
+  // A socket accepted from this address was destroyed without becoming a
+  // peer (ErasePeer counts those that did).
+  void ReleaseSocket(const std::string* ip);
+  size_t open_sockets_ = 0;
+  uint64_t shed_ = 0;
+  uint64_t shed_unlogged_ = 0;
+  absl::Time shed_logged_ = absl::InfinitePast();
+  // Held open so that accept() can always take one socket to close it when
+  // the process is out of descriptors (EMFILE), instead of leaving it in the
+  // backlog where the listener stays readable and the loop spins.
+  int reserve_fd_ = -1;
   double rate_tokens_ = 0;
   absl::Time rate_refilled_ = absl::InfinitePast();
   bool stopping_ = false;

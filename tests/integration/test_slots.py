@@ -6,13 +6,15 @@ rate caps answer HTTP 503 before the upgrade; and meanwhile real clients
 gateways; raw sockets play the attacker."""
 import json
 import os
+import resource
 import socket
 import sys
+import tempfile
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import Cluster, Driver, parse_args, wait_until  # noqa: E402
+from cluster import Cluster, Driver, cpu_seconds, parse_args, wait_until  # noqa: E402
 
 ARGS = None
 KEY, SECRET = "demo-key", "demo-secret-for-tests"
@@ -93,6 +95,53 @@ class CapsTest(unittest.TestCase):
             driver.send(op="close", name="after-burst")
         finally:
             for s in held:
+                s.close()
+            c.close()
+
+
+class DescriptorExhaustionTest(unittest.TestCase):
+    def test_idle_sockets_past_the_descriptor_limit_cost_no_cpu_and_real_clients_get_in_once_they_go(self):
+        # The gateway runs with 1,200 descriptors; 1,300 sockets connect and
+        # never send a byte. Before: accept failed with EMFILE on every
+        # wake-up (100% CPU, a log line each). Now sockets beyond what the
+        # descriptors allow are closed as they are accepted.
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+        tmp = tempfile.mkdtemp(prefix="switchboard-fds-")
+        wrapper = os.path.join(tmp, "gateway-1200-fds")
+        with open(wrapper, "w") as f:
+            f.write("#!/bin/sh\nexec prlimit --nofile=1200:1200 %s \"$@\"\n"
+                    % os.path.join(os.path.abspath(ARGS.build_dir), "gateway/switchboard-gateway"))
+        os.chmod(wrapper, 0o755)
+        c = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=1, http=False, gateway_bin=wrapper)
+        idle = []
+        try:
+            proc, port = c.gateways["gw-1"]
+            for _ in range(1300):
+                s = socket.socket()
+                s.setblocking(False)
+                s.connect_ex(("127.0.0.1", port))
+                idle.append(s)
+            # Full: it says so once (and again at most every 10 s).
+            proc.wait_line(r"accept: closed \d+ new socket")
+            cpu0, t0 = cpu_seconds(proc.p.pid), time.monotonic()
+            lines0 = len(proc.lines)
+            time.sleep(3.0)  # a measurement window, not synchronisation
+            busy = (cpu_seconds(proc.p.pid) - cpu0) / (time.monotonic() - t0)
+            self.assertLess(busy, 0.2, "the gateway used %.0f%% of a core while full" % (100 * busy))
+            self.assertLess(len(proc.lines) - lines0, 5, proc.lines[lines0:lines0 + 10])
+            self.assertIsNone(proc.p.poll())
+            # Descriptors free up: real clients get in at once.
+            for s in idle[:300]:
+                s.close()
+            del idle[:300]
+            for i in range(3):
+                driver.send(op="centrifuge", name="after-fds-%d" % i, url=c.ws_url("gw-1"), token=c.token("403"))
+            for i in range(3):
+                driver.wait_event("after-fds-%d" % i, "connected", timeout=10)
+                driver.send(op="close", name="after-fds-%d" % i)
+        finally:
+            for s in idle:
                 s.close()
             c.close()
 
