@@ -248,6 +248,10 @@ absl::Status ValidateConfig(v1::Config& c, ConfigRole role) {
   if (gw->max_message_bytes() < 1024 || gw->max_message_bytes() > (16u << 20)) {
     return Bad("gateway.max_message_bytes", "must be between 1024 and 16777216");
   }
+  if (gw->max_session_bytes() == 0) gw->set_max_session_bytes(kDefaultMaxSessionBytes);
+  if (gw->max_session_bytes() > (256u << 10)) {
+    return Bad("gateway.max_session_bytes", "at most 262144 (a session's record must fit the bus and the Attach stream)");
+  }
   // Each process may hold at most 20000 descriptors; leave room for NATS,
   // gRPC, logs and the listener.
   if (gw->max_sessions() == 0) gw->set_max_sessions(18000);

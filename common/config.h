@@ -1,5 +1,7 @@
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -37,5 +39,11 @@ std::string RepliesSubjectPrefix(const std::string& cluster);
 std::string PresenceSubject(const std::string& cluster);
 
 const v1::AppConfig* FindApp(const v1::Config& config, const std::string& app_id);
+
+// gateway.max_session_bytes, its default where unset.
+inline constexpr uint32_t kDefaultMaxSessionBytes = 8192;
+inline size_t MaxSessionBytes(const v1::Config& config) {
+  return config.gateway().max_session_bytes() ? config.gateway().max_session_bytes() : kDefaultMaxSessionBytes;
+}
 
 }  // namespace switchboard

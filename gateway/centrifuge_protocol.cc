@@ -64,6 +64,13 @@ Admission Admit(ConnectionHost& host, const v1::ClientConnectRequest& req, bool*
     host.Close(close_code::kBadRequest, "bad request");
     return out;
   }
+  if (result.claims.meta_json.size() > MaxSessionBytes(config)) {
+    // Kept for the session's life and carried in every answer about it:
+    // bounded where it enters.
+    ++host.stats().bad_frames;
+    host.Close(close_code::kBadRequest, "session data too large");
+    return out;
+  }
   out.record = host.NewRecord(NewUuid(), app->id(), result.claims.sub);
   out.record.set_app_name(req.name());
   out.record.set_app_version(req.version());

@@ -147,6 +147,12 @@ void PusherProtocol::Signin(ConnectionHost& host, const std::string& auth, const
     SendError(host, 0, "user_data must be a JSON object with a non-empty string id");
     return;
   }
+  std::string user_info = user.contains("user_info") ? Dump(user["user_info"]) : "";
+  if (user_info.size() > MaxSessionBytes(host.config())) {
+    ++host.stats().bad_frames;
+    SendError(host, 0, "user_info is larger than " + std::to_string(MaxSessionBytes(host.config())) + " bytes");
+    return;
+  }
   if (!host.HasRoom()) {
     SendError(host, 4100, "Over capacity");
     host.Close(4100, "over capacity");
@@ -155,7 +161,7 @@ void PusherProtocol::Signin(ConnectionHost& host, const std::string& auth, const
   v1::SessionRecord record = host.NewRecord(socket_id_, app->id(), user["id"].get<std::string>());
   record.set_app_name(host.meta().client_name.substr(0, kMaxIdLength));
   record.set_app_version(host.meta().client_version.substr(0, kMaxIdLength));
-  if (user.contains("user_info")) record.set_meta_json(Dump(user["user_info"]));
+  record.set_meta_json(std::move(user_info));
   if (!host.StartSession(std::move(record), absl::InfiniteFuture())) {
     SendError(host, 0, "Already signed in");
     return;

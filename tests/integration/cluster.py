@@ -195,7 +195,7 @@ gateway:
   ping_interval_s: {ping}
   pong_timeout_s: {pong}
   connect_timeout_ms: 1500
-  max_message_bytes: 4096
+  max_message_bytes: {max_message_bytes}
   max_sessions: {max_sessions}
   client_expired_close_delay_s: {grace}
 {gateway_extra}"""
@@ -205,7 +205,7 @@ class Cluster:
     def __init__(self, build_dir, source_dir, gateways=2, ping=25, http=True, max_sessions=1000, controls=1,
                  grace=25, heartbeat_ms=300, lease_ms=1500, gateway_extra=None, replica_hosts=None,
                  dns_name=None, dns_server="", tls=None, pong=2, gateway_bin=None, workers=1, gateway_args=(),
-                 resolve_ms=300, nats_extra=""):
+                 resolve_ms=300, nats_extra="", max_message_bytes=4096):
         """replica_hosts: run one control per loopback address, all on the same
         port, and give gateways `dns_name` (resolved by `dns_server`) instead
         of a static list. nats_extra: more lines for nats-server's config."""
@@ -216,6 +216,7 @@ class Cluster:
         self.gateways = {}
         self.ping = ping
         self.max_sessions = max_sessions
+        self.max_message_bytes = max_message_bytes
         self.grace = grace
         self.heartbeat_ms = heartbeat_ms
         self.lease_ms = lease_ms
@@ -354,6 +355,7 @@ class Cluster:
                                   tls_block=("tls: {ca_file: %(ca)s, cert_file: %(cert)s, key_file: %(key)s}"
                                              % self.tls) if self.tls else "",
                                   max_sessions=self.max_sessions, grace=self.grace,
+                                  max_message_bytes=self.max_message_bytes,
                                   cluster_token=CLUSTER_TOKEN, http_proxy_token=HTTP_PROXY_TOKEN,
                                   heartbeat=self.heartbeat_ms, lease=self.lease_ms, resolve=self.resolve_ms,
                                   gateway_extra=self.gateway_extra,

@@ -12,7 +12,7 @@ import unittest
 import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import Cluster, Proc, load_stubs, parse_args, wait_until  # noqa: E402
+from cluster import Cluster, Driver, Proc, load_stubs, parse_args, wait_until  # noqa: E402
 
 ARGS = None
 API_KEY = (("authorization", "apikey test-api-key-1234"),)
@@ -75,6 +75,34 @@ class BigAnswersTest(unittest.TestCase):
         self.assertEqual(len(connections().connections), N)  # nothing was closed
         t = stub.TerminateUser(pb.TerminateUserRequest(app_id="demo", user_id="big"), metadata=API_KEY, timeout=10)
         self.assertEqual((t.closed, t.coverage.complete), (N, True))
+
+
+class SessionDataCapTest(unittest.TestCase):
+    def test_a_5_mb_pusher_user_info_is_refused_and_the_gateway_stays_in_the_fleet(self):
+        # Frames up to 16 MiB are allowed here; what one session keeps is not
+        # (gateway.max_session_bytes, 8 KiB by default). Before the cap, such
+        # a session made the gateway's snapshot too large for control, which
+        # refused it on every re-attach: its other users were answered empty.
+        c = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=1, http=False, max_message_bytes=16 << 20)
+        driver = Driver(os.path.join(ARGS.source_dir, "tests/integration/node"))
+        try:
+            port = c.gateways["gw-1"][1]
+            driver.send(op="pusher", name="fat", key="demo-key", secret="demo-secret-for-tests", port=port,
+                        user_data={"id": "fat", "user_info": {"blob": "x" * (5 << 20)}})
+            err = driver.wait_event("fat", "pusher_error_event", timeout=30)
+            self.assertIn("user_info is larger than 8192 bytes", json.dumps(err["data"]))
+            driver.send(op="pusher", name="slim", key="demo-key", secret="demo-secret-for-tests", port=port,
+                        user_data={"id": "slim", "user_info": {"plan": "gold"}})
+            driver.wait_event("slim", "pusher_signin_success")
+            c.restart_control()
+            c.wait_ready()
+            res = json.loads(c.ctl("connections", "--user", "slim"))["result"]
+            self.assertTrue(res["complete"], res)
+            self.assertEqual(len(res["connections"]), 1)
+            self.assertEqual(json.loads(c.ctl("connections", "--user", "fat"))["result"].get("connections", {}), {})
+        finally:
+            driver.stop()
+            c.close()
 
 
 if __name__ == "__main__":

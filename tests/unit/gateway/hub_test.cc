@@ -150,6 +150,21 @@ TEST_F(HubTest, BadTokenClosesWithInvalidToken) {
   EXPECT_TRUE(observer_.opened.empty());
 }
 
+TEST_F(HubTest, SessionDataOverTheCapIsRefusedAtConnect) {
+  // 8 KiB by default: a token whose meta is larger never becomes a session
+  // (it would ride in every answer and every snapshot about it).
+  Open(1);
+  hub_->OnFrame(1,
+                absl::StrCat(R"({"id":1,"connect":{"token":")",
+                             Token("42", absl::StrCat(R"(,"meta":{"blob":")", std::string(9000, 'x'), "\"}")), "\"}}"),
+                false);
+  EXPECT_EQ(CloseCode(1), close_code::kBadRequest);
+  EXPECT_EQ(transport_.closed[1].reason, "session data too large");
+  EXPECT_EQ(hub_->session_count(), 0u);
+  // Just under it: a session.
+  EXPECT_FALSE(Connect(2, "42", absl::StrCat(R"(,"meta":{"blob":")", std::string(8000, 'x'), "\"}")).empty());
+}
+
 TEST_F(HubTest, TokenOfAnotherAppIsInvalid) {
   Open(1, "demo");
   hub_->OnFrame(1, absl::StrCat(R"({"id":1,"connect":{"token":")", Token("42", "", kOtherSecret), "\"}}"), false);
@@ -679,6 +694,17 @@ TEST_F(PusherHubTest, SigninMakesASessionWithUserInfoAsMeta) {
   EXPECT_EQ(rec.app_name(), "js");
   EXPECT_EQ(rec.app_version(), "8.6.0");
   EXPECT_EQ(nlohmann::json::parse(rec.meta_json()), nlohmann::json::parse(R"({"plan":"gold"})"));
+}
+
+TEST_F(PusherHubTest, UserInfoOverTheCapIsAnErrorAndStaysUnsigned) {
+  std::string sid = OpenPusher(1);
+  Signin(1, sid, absl::StrCat(R"({"id":"42","user_info":{"blob":")", std::string(5 << 20, 'x'), "\"}}"));
+  EXPECT_EQ(LastEvent(1), "pusher:error");
+  EXPECT_EQ(hub_->session_count(), 0u);
+  EXPECT_EQ(CloseCode(1), 0);
+  // The same socket may still sign in with a reasonable one.
+  Signin(1, sid, R"({"id":"42","user_info":{"plan":"gold"}})");
+  EXPECT_EQ(LastEvent(1), "pusher:signin_success");
 }
 
 TEST_F(PusherHubTest, BadSignatureStaysUnsigned) {
