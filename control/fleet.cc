@@ -9,7 +9,7 @@ namespace switchboard::control {
 
 using google::protobuf::util::TimeUtil;
 
-uint64_t Fleet::Attach(const v1::GatewayHello& hello, absl::Time now, Evict evict) {
+uint64_t Fleet::Attach(const v1::GatewayHello& hello, absl::Time now, Evict evict, std::string answer_key) {
   Evict stale_evict;
   uint64_t token = 0;
   {
@@ -20,10 +20,11 @@ uint64_t Fleet::Attach(const v1::GatewayHello& hello, absl::Time now, Evict evic
       if (Fresh(it->second, now)) return 0;
       // The old attachment went silent: this one takes over, the old stream ends.
       stale_evict = std::move(it->second.evict);
+      KeepKey(it->first, it->second, now);
       members_.erase(it);
     }
     token = next_token_++;
-    members_[hello.gateway_id()] = Member{token, hello, now, now, 0, false, {}, std::move(evict)};
+    members_[hello.gateway_id()] = Member{token, hello, now, now, 0, false, {}, std::move(evict), std::move(answer_key)};
   }
   if (stale_evict) stale_evict(kLeaseExpired);
   return token;
@@ -47,14 +48,49 @@ bool Fleet::closed() const {
   return closed_;
 }
 
-void Fleet::Detach(const std::string& gateway_id, uint64_t token) {
+void Fleet::Detach(const std::string& gateway_id, uint64_t token, absl::Time now) {
   {
     absl::MutexLock lock(&mu_);
     auto it = members_.find(gateway_id);
     if (it == members_.end() || it->second.token != token) return;
+    KeepKey(gateway_id, it->second, now);
     members_.erase(it);
   }
   if (on_leave_) on_leave_(gateway_id);
+}
+
+void Fleet::KeepKey(const std::string& gateway_id, Member& m, absl::Time now) {
+  if (m.answer_key.empty()) return;
+  auto it = past_keys_.find(gateway_id);
+  if (it == past_keys_.end()) {
+    if (past_keys_.size() >= kMaxPastKeyGateways) return;
+    it = past_keys_.try_emplace(gateway_id).first;
+  }
+  auto& keys = it->second;
+  keys.erase(std::remove_if(keys.begin(), keys.end(), [now](const PastKey& k) { return k.until <= now; }),
+             keys.end());
+  if (keys.size() >= 4) keys.erase(keys.begin());
+  keys.push_back(PastKey{std::move(m.answer_key), now + kKeysKeptFor});
+}
+
+std::vector<std::string> Fleet::AnswerKeys(const std::string& gateway_id, absl::Time now) const {
+  std::vector<std::string> out;
+  absl::MutexLock lock(&mu_);
+  auto m = members_.find(gateway_id);
+  if (m != members_.end() && !m->second.answer_key.empty()) out.push_back(m->second.answer_key);
+  auto p = past_keys_.find(gateway_id);
+  if (p != past_keys_.end()) {
+    for (auto k = p->second.rbegin(); k != p->second.rend(); ++k) {
+      if (k->until > now) out.push_back(k->key);
+    }
+  }
+  return out;
+}
+
+bool Fleet::AcceptsUnsigned(const std::string& gateway_id, absl::Time now) const {
+  absl::MutexLock lock(&mu_);
+  auto it = members_.find(gateway_id);
+  return it != members_.end() && Fresh(it->second, now) && !it->second.hello.signs_answers();
 }
 
 void Fleet::RenewAll(absl::Time now) {
@@ -95,12 +131,23 @@ size_t Fleet::Expire(absl::Time now) {
   std::vector<std::pair<std::string, Evict>> evicted;
   {
     absl::MutexLock lock(&mu_);
+    for (auto it = past_keys_.begin(); it != past_keys_.end();) {
+      const bool live = std::any_of(it->second.begin(), it->second.end(), [now](const PastKey& k) {
+        return k.until > now;
+      });
+      if (live) {
+        ++it;
+      } else {
+        past_keys_.erase(it++);
+      }
+    }
     for (auto it = members_.begin(); it != members_.end();) {
       if (Fresh(it->second, now)) {
         ++it;
         continue;
       }
       evicted.emplace_back(it->first, std::move(it->second.evict));
+      KeepKey(it->first, it->second, now);
       members_.erase(it++);
     }
   }

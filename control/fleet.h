@@ -29,14 +29,16 @@ class Fleet {
   using Evict = std::function<void(const char* why)>;
   static constexpr const char* kLeaseExpired = "lease expired";
   static constexpr const char* kStopping = "this control replica is stopping";
-  // Once closed, Attach returns 0.
-  uint64_t Attach(const v1::GatewayHello& hello, absl::Time now, Evict evict);
+  // Once closed, Attach returns 0. `answer_key`: this attachment's key for
+  // the gateway's bus answers (kept for a while after it leaves, so that a
+  // gateway cut from this replica but still on the bus is believed).
+  uint64_t Attach(const v1::GatewayHello& hello, absl::Time now, Evict evict, std::string answer_key = "");
   // This control replica is stopping: every member's stream is asked to end
   // now (each `evict`, once), so that the gateways move on at once instead of
   // at the server's shutdown deadline, and no gateway attaches any more.
   void Close();
   bool closed() const;
-  void Detach(const std::string& gateway_id, uint64_t token);
+  void Detach(const std::string& gateway_id, uint64_t token, absl::Time now = absl::Now());
   // Any message on the stream renews the lease.
   void Renew(const std::string& gateway_id, uint64_t token, absl::Time now);
   // One chunk of a snapshot; the first after attach (or after a last chunk)
@@ -56,6 +58,13 @@ class Fleet {
   void set_on_leave(LeaveFn on_leave) { on_leave_ = std::move(on_leave); }
 
   bool IsLive(const std::string& gateway_id, absl::Time now) const;
+  // The keys an answer from this gateway may carry: its attachment's, and
+  // those of its attachments that ended within kKeysKeptFor.
+  std::vector<std::string> AnswerKeys(const std::string& gateway_id, absl::Time now) const;
+  // An unsigned answer is believed only from a live member that said it
+  // does not sign (an older gateway, during an upgrade).
+  bool AcceptsUnsigned(const std::string& gateway_id, absl::Time now) const;
+  static constexpr absl::Duration kKeysKeptFor = absl::Minutes(10);
   // Members with a fresh lease at `now`, sorted.
   std::vector<std::string> LiveIds(absl::Time now) const;
   std::vector<v1::GatewayInfo> List(absl::Time now) const;
@@ -71,7 +80,16 @@ class Fleet {
     bool snapshot_open = false;  // chunks of a snapshot are arriving
     v1::GatewayLoad load;         // from the last heartbeat
     Evict evict;
+    std::string answer_key;
   };
+  struct PastKey {
+    std::string key;
+    absl::Time until;
+  };
+  // Keeps a leaving member's key for kKeysKeptFor (bounded: a few per
+  // gateway, entries for at most kMaxPastKeyGateways gateways).
+  void KeepKey(const std::string& gateway_id, Member& m, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static constexpr size_t kMaxPastKeyGateways = 100000;
   bool Fresh(const Member& m, absl::Time now) const { return now - m.last_seen < lease_; }
 
   const absl::Duration lease_;
@@ -80,6 +98,7 @@ class Fleet {
   uint64_t next_token_ ABSL_GUARDED_BY(mu_) = 1;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   absl::flat_hash_map<std::string, Member> members_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::vector<PastKey>> past_keys_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace switchboard::control

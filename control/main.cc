@@ -14,6 +14,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "common/answer_mac.h"
 #include "common/config.h"
 #include "common/grpc_tls.h"
 #include "common/health_http.h"
@@ -101,7 +102,19 @@ int main(int argc, char** argv) {
     std::set_union(ids.begin(), ids.end(), heard.begin(), heard.end(), std::back_inserter(all));
     return all;
   };
-  control::ScatterGather gather(bus.get(), timers.get(), asked, GatewaysSubject(config.cluster()), readiness);
+  // An answer counts only from the gateway it names: signed with the key
+  // this replica gave that gateway (or unsigned from a live member of an
+  // older version that does not sign).
+  auto authentic = [&fleet](const std::string& gateway_id, std::string_view body, std::string_view mac) {
+    const absl::Time now = absl::Now();
+    if (mac.empty()) return fleet.AcceptsUnsigned(gateway_id, now);
+    for (const auto& key : fleet.AnswerKeys(gateway_id, now)) {
+      if (AnswerMacValid(key, body, mac)) return true;
+    }
+    return false;
+  };
+  control::ScatterGather gather(bus.get(), timers.get(), asked, GatewaysSubject(config.cluster()), readiness,
+                                authentic);
   // A call stops waiting for a gateway that leaves the fleet and is not on
   // the bus either (and names it).
   fleet.set_on_leave([&gather, &presence](const std::string& id) {
@@ -130,7 +143,7 @@ int main(int argc, char** argv) {
   gather.set_max_in_flight(config.control().max_in_flight());
   nats->SetBusyPoll(absl::Microseconds(config.control().bus_busy_poll_us()));
   control::ControlService control_service(config, &fleet, &gather);
-  control::RegistryService registry_service(&fleet, NewUuid(), config.cluster_token());
+  control::RegistryService registry_service(&fleet, NewUuid(), config.cluster_token(), gather.inbox());
 
   grpc::ServerBuilder builder;
   // Gateways ping every half lease to notice a frozen control: allow it.

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "common/answer_mac.h"
 #include "common/ids.h"
 #include "spdlog/spdlog.h"
 
@@ -14,12 +15,13 @@ constexpr uint32_t kMaxParts = 4096;
 }  // namespace
 
 ScatterGather::ScatterGather(NatsClient* bus, TimerQueue* timers, LiveFn live, std::string subject,
-                             ReadinessFn readiness)
+                             ReadinessFn readiness, AuthFn auth)
     : bus_(bus),
       timers_(timers),
       live_(std::move(live)),
       subject_(std::move(subject)),
-      readiness_(std::move(readiness)) {}
+      readiness_(std::move(readiness)),
+      auth_(std::move(auth)) {}
 
 absl::Status ScatterGather::Start() {
   inbox_ = reply_prefix_.empty() ? bus_->NewInbox() : reply_prefix_ + "." + NewUuid();
@@ -147,12 +149,32 @@ void ScatterGather::OnReply(const std::string& subject, const std::string& data)
   }
   const std::string request_id = reply.request_id();
   const std::string gw = reply.gateway_id();
+  bool authentic = true;
+  if (auth_) {
+    std::string_view body, mac;
+    if (!SplitSignedAnswer(data, &body, &mac)) body = data;
+    authentic = auth_(gw, body, mac);
+  }
   bool all_in = false;
   {
     absl::MutexLock lock(&mu_);
     auto it = pending_.find(request_id);
     if (it == pending_.end()) return;  // late: the call already finished
     auto& p = *it->second;
+    if (!authentic) {
+      // Someone on the bus answering for a gateway it is not (or a gateway
+      // this replica has no key of): never counted; the gateway, if asked,
+      // stays missing until its own answer comes.
+      p.forged.insert(gw);
+      const int64_t now_ms = absl::ToUnixMillis(absl::Now());
+      ++unauthenticated_;
+      int64_t last = unauthenticated_logged_ms_.load();
+      if (now_ms - last >= 10000 && unauthenticated_logged_ms_.compare_exchange_strong(last, now_ms)) {
+        spdlog::warn("bus: an answer naming gateway {} could not be authenticated and was dropped ({} so far)", gw,
+                     unauthenticated_.load());
+      }
+      return;
+    }
     // The first answer of a gateway stands; a second one is not counted again.
     if (p.answers.count(gw) || p.failed.count(gw)) return;
     if (reply.parts() > 1) {
@@ -222,7 +244,10 @@ void ScatterGather::Finish(const std::string& request_id, bool timed_out) {
     if (result.answers.count(id) > 0) continue;
     result.missing.push_back(id);
     auto f = p->failed.find(id);
-    result.missing_reasons[id] = f != p->failed.end() ? f->second : "did not answer before the deadline";
+    result.missing_reasons[id] = f != p->failed.end() ? f->second
+                                 : p->forged.count(id)
+                                     ? "its answer could not be authenticated (no key from this replica, or forged)"
+                                     : "did not answer before the deadline";
   }
   // An unasked gateway that answered an error holds sessions nobody saw.
   for (const auto& [id, why] : p->failed) {

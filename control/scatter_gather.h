@@ -1,9 +1,12 @@
 #pragma once
 
 #include <functional>
+#include <atomic>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -48,9 +51,18 @@ class ScatterGather {
   // How long a call waits for unknown gateways when it knows of none.
   static constexpr absl::Duration kUnknownFleetWindow = absl::Milliseconds(250);
 
-  // Only the first answer of each gateway counts.
+  // Whether an answer for `gateway_id` comes from it: the answer's bytes
+  // and its MAC (empty when it carries none). Any thread; must be quick.
+  using AuthFn =
+      std::function<bool(const std::string& gateway_id, std::string_view body, std::string_view mac)>;
+  // Only the first answer of each gateway counts, and with `auth` only one
+  // it authenticates (without, every answer is believed).
   ScatterGather(NatsClient* bus, TimerQueue* timers, LiveFn live, std::string subject,
-                ReadinessFn readiness = nullptr);
+                ReadinessFn readiness = nullptr, AuthFn auth = nullptr);
+  // This replica's reply subject (after Start): gateways answer there.
+  const std::string& inbox() const { return inbox_; }
+  // Answers thrown away because they did not come from the gateway they name.
+  uint64_t unauthenticated() const { return unauthenticated_.load(); }
   // Calls beyond `max_in_flight` at once fail with RESOURCE_EXHAUSTED. A
   // request larger than the bus carries fails with INVALID_ARGUMENT.
   void set_max_in_flight(size_t max_in_flight) { max_in_flight_ = max_in_flight; }
@@ -79,6 +91,9 @@ class ScatterGather {
     // Gateways that will not answer this call, and why (an error answer, or
     // they left the fleet).
     std::map<std::string, std::string> failed;
+    // Asked gateways whose answer could not be authenticated (named as the
+    // reason if no authentic one comes).
+    std::set<std::string> forged;
     // Answers arriving in parts, by gateway, until the last part is in.
     std::map<std::string, std::pair<v1::BusReply, std::vector<bool>>> partial;
     Done done;
@@ -99,6 +114,9 @@ class ScatterGather {
   LiveFn live_;
   const std::string subject_;
   ReadinessFn readiness_;
+  AuthFn auth_;
+  std::atomic<uint64_t> unauthenticated_{0};
+  std::atomic<int64_t> unauthenticated_logged_ms_{0};
   size_t max_in_flight_ = 10000;
   std::string reply_prefix_;
   std::string inbox_;

@@ -6,6 +6,7 @@
 #include <grpcpp/alarm.h>
 
 #include "absl/synchronization/mutex.h"
+#include "common/answer_mac.h"
 #include "common/crypto.h"
 #include "common/grpc_status.h"
 #include "control/api_logic.h"
@@ -265,8 +266,8 @@ namespace {
 class AttachCall final {
  public:
   static void Listen(v1::Registry::AsyncService* service, CqLoop* loop, Fleet* fleet, const std::string* control_id,
-                     const std::string* cluster_token) {
-    auto* call = new AttachCall(service, loop, fleet, control_id, cluster_token);
+                     const std::string* cluster_token, const std::string* reply_subject) {
+    auto* call = new AttachCall(service, loop, fleet, control_id, cluster_token, reply_subject);
     // Returned when the call ends, however it ends (only if it ever starts).
     call->ctx_.AsyncNotifyWhenDone(&call->done_ev_);
     service->RequestAttach(&call->ctx_, &call->stream_, loop->cq(), loop->cq(), &call->requested_ev_);
@@ -282,12 +283,13 @@ class AttachCall final {
   };
 
   AttachCall(v1::Registry::AsyncService* service, CqLoop* loop, Fleet* fleet, const std::string* control_id,
-             const std::string* cluster_token)
+             const std::string* cluster_token, const std::string* reply_subject)
       : service_(service),
         loop_(loop),
         fleet_(fleet),
         control_id_(control_id),
         cluster_token_(cluster_token),
+        reply_subject_(reply_subject),
         door_(std::make_shared<Door>()) {
     absl::MutexLock lock(&door_->mu);
     door_->call = this;
@@ -300,8 +302,10 @@ class AttachCall final {
     }
     outstanding_ = 1;  // the done tag
     if (loop_->stopping()) return;  // cancelled by the server's shutdown: wait for the done tag
-    Listen(service_, loop_, fleet_, control_id_, cluster_token_);
+    Listen(service_, loop_, fleet_, control_id_, cluster_token_, reply_subject_);
     welcome_.mutable_welcome()->set_control_id(*control_id_);
+    welcome_.mutable_welcome()->set_reply_subject(*reply_subject_);
+    welcome_.mutable_welcome()->set_answer_key(NewAnswerKey());
     // Only the cluster's gateways may join the fleet.
     if (!ConstantTimeEquals(Metadata(&ctx_, kClusterTokenKey), *cluster_token_)) {
       spdlog::warn("attach refused: missing or wrong cluster token (peer {})", ctx_.peer());
@@ -338,9 +342,12 @@ class AttachCall final {
           return;
         }
         std::weak_ptr<Door> door = door_;
-        token_ = fleet_->Attach(in_.hello(), now, [door, cq = loop_->cq()](const char* why) {
-          if (auto d = door.lock()) AskToFinish(d.get(), cq, why);
-        });
+        token_ = fleet_->Attach(
+            in_.hello(), now,
+            [door, cq = loop_->cq()](const char* why) {
+              if (auto d = door.lock()) AskToFinish(d.get(), cq, why);
+            },
+            welcome_.welcome().answer_key());
         if (token_ == 0 && fleet_->closed()) {
           StartFinish(grpc::Status(grpc::StatusCode::UNAVAILABLE, Fleet::kStopping));
           return;
@@ -452,6 +459,7 @@ class AttachCall final {
   Fleet* const fleet_;
   const std::string* const control_id_;
   const std::string* const cluster_token_;
+  const std::string* const reply_subject_;
   std::shared_ptr<Door> door_;
 
   grpc::ServerContext ctx_;
@@ -479,7 +487,7 @@ class AttachCall final {
 }  // namespace
 
 void RegistryService::Listen(CqLoop* loop) {
-  AttachCall::Listen(&async_, loop, fleet_, &control_id_, &cluster_token_);
+  AttachCall::Listen(&async_, loop, fleet_, &control_id_, &cluster_token_, &reply_subject_);
 }
 
 }  // namespace switchboard::control

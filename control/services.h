@@ -84,8 +84,13 @@ class ControlService {
 // state and deletes itself when done. Fleet membership follows the stream.
 class RegistryService {
  public:
-  RegistryService(Fleet* fleet, std::string control_id, std::string cluster_token)
-      : fleet_(fleet), control_id_(std::move(control_id)), cluster_token_(std::move(cluster_token)) {}
+  // `reply_subject`: where this replica's bus requests want their answers
+  // (each gateway's welcome names it with the gateway's answer key).
+  RegistryService(Fleet* fleet, std::string control_id, std::string cluster_token, std::string reply_subject = "")
+      : fleet_(fleet),
+        control_id_(std::move(control_id)),
+        cluster_token_(std::move(cluster_token)),
+        reply_subject_(std::move(reply_subject)) {}
   grpc::Service* grpc_service() { return &async_; }
   // After the server is built: waits for Attach calls on the loop.
   void Listen(CqLoop* loop);
@@ -94,6 +99,7 @@ class RegistryService {
   Fleet* fleet_;
   std::string control_id_;
   std::string cluster_token_;
+  std::string reply_subject_;
   v1::Registry::AsyncService async_;
 };
 

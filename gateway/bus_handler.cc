@@ -2,6 +2,7 @@
 
 #include <memory>
 
+#include "common/answer_mac.h"
 #include "common/config.h"
 #include "gateway/record_chunks.h"
 #include "spdlog/spdlog.h"
@@ -69,9 +70,14 @@ void BusHandler::OnMessage(const std::string& reply_to, const std::string& data)
 
 void BusHandler::Send(const std::string& reply_to, v1::BusReply reply, bool now) {
   const size_t limit = bus_->MaxPayload() > 4096 ? bus_->MaxPayload() - 1024 : bus_->MaxPayload();
+  // Signed with the asking replica's key, so that only this gateway can
+  // answer as itself (no key yet from that replica: unsigned, and it is
+  // named as missing there).
+  const std::string key = keys_ != nullptr ? keys_->KeyFor(reply_to) : std::string();
   for (auto& part : SplitReply(std::move(reply), limit)) {
-    auto st = now ? bus_->PublishNow(reply_to, part.SerializeAsString())
-                  : bus_->Publish(reply_to, part.SerializeAsString());
+    std::string data = part.SerializeAsString();
+    if (!key.empty()) data = SignAnswer(key, std::move(data));
+    auto st = now ? bus_->PublishNow(reply_to, data) : bus_->Publish(reply_to, data);
     if (!st.ok()) {
       // Control names this gateway as missing; nothing else to do here.
       spdlog::warn("bus: reply not sent: {}", std::string(st.message()));

@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "common/dispatcher.h"
 #include "common/nats_client.h"
+#include "gateway/answer_keys.h"
 #include "gateway/hub.h"
 
 namespace switchboard::gateway {
@@ -22,7 +23,9 @@ std::vector<v1::BusReply> SplitReply(v1::BusReply reply, size_t max_bytes);
 // the loop and answered through the sender queue.
 class BusHandler {
  public:
-  BusHandler(NatsClient* bus, Dispatcher* loop, Hub* hub) : bus_(bus), loop_(loop), hub_(hub) {}
+  // `keys`: each replica's answer key, to sign answers with (null: unsigned).
+  BusHandler(NatsClient* bus, Dispatcher* loop, Hub* hub, const AnswerKeys* keys = nullptr)
+      : bus_(bus), loop_(loop), hub_(hub), keys_(keys) {}
   absl::Status Start(const std::string& cluster);
   uint64_t malformed() const { return malformed_.load(); }
 
@@ -35,6 +38,7 @@ class BusHandler {
   NatsClient* bus_;
   Dispatcher* loop_;
   Hub* hub_;
+  const AnswerKeys* keys_;
   std::atomic<uint64_t> malformed_{0};
 };
 

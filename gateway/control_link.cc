@@ -163,6 +163,7 @@ void ControlLink::AttachOnce() {
     reader = std::thread([this, &stream] {
       v1::ControlMessage msg;
       while (stream->Read(&msg)) {
+        if (msg.has_welcome() && options_.on_welcome) options_.on_welcome(msg.welcome());
       }
       absl::MutexLock lock(&mu_);
       broken_ = true;

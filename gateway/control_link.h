@@ -36,6 +36,9 @@ class ControlLink final : public SessionObserver {
     // What the heartbeat reports; called on the link's thread, must be cheap
     // and thread-safe.
     std::function<v1::GatewayLoad()> load;
+    // Called with control's welcome (its answer key for this gateway), on
+    // the link's reader thread.
+    std::function<void(const v1::ControlWelcome&)> on_welcome;
   };
   ControlLink(std::string address, v1::GatewayHello hello, Dispatcher* loop, SnapshotFn snapshot,
               Options options);

@@ -21,6 +21,7 @@
 #include "common/logging.h"
 #include "common/runtime.h"
 #include "common/nats_client_impl.h"
+#include "gateway/answer_keys.h"
 #include "gateway/bus_handler.h"
 #include "gateway/centrifuge_codec.h"
 #include "gateway/control_link.h"
@@ -45,6 +46,8 @@ ABSL_FLAG(int, workers, 0,
           "(SO_REUSEPORT); 0: one per core; 1: this process serves alone");
 ABSL_FLAG(int, testing_bus_format_version, 0,
           "testing only: speak this bus format version instead of the current one (an older or newer gateway)");
+ABSL_FLAG(bool, testing_unsigned_answers, false,
+          "testing only: answer the bus unsigned and say so, as a gateway from before signed answers");
 ABSL_FLAG(bool, reuse_port, false, "listen with SO_REUSEPORT (set for each worker by the supervisor)");
 ABSL_FLAG(int, ready_fd, -1, "internal: the supervisor's readiness pipe");
 
@@ -171,12 +174,20 @@ int main(int argc, char** argv) {
   hello.set_version(kVersion);
   hello.set_start_time_ms(NowUnixMs());
   hello.set_address(absl::StrCat(config.gateway().listen_host(), ":", server->port()));
+  const bool signs_answers = !absl::GetFlag(FLAGS_testing_unsigned_answers);
+  hello.set_signs_answers(signs_answers);
+  gateway::AnswerKeys answer_keys;
 
   gateway::ControlLink::Options link_opts;
   link_opts.cluster_token = config.cluster_token();
   link_opts.heartbeat = absl::Milliseconds(config.control().heartbeat_interval_ms());
   link_opts.lease = absl::Milliseconds(config.control().lease_ms());
   link_opts.credentials = ChannelCredentials(config);
+  if (signs_answers) {
+    link_opts.on_welcome = [&answer_keys](const v1::ControlWelcome& w) {
+      if (!w.answer_key().empty() && !w.reply_subject().empty()) answer_keys.Set(w.reply_subject(), w.answer_key());
+    };
+  }
   gateway::Hub* hub_for_load = nullptr;  // set once the hub exists, before any link starts
   link_opts.load = [&hub_for_load, srv = server.get()] {
     v1::GatewayLoad load;
@@ -216,7 +227,7 @@ int main(int argc, char** argv) {
     return links.Unattached();
   });
 
-  gateway::BusHandler bus_handler(bus.get(), server.get(), hub.get());
+  gateway::BusHandler bus_handler(bus.get(), server.get(), hub.get(), &answer_keys);
   if (auto st = bus_handler.Start(config.cluster()); !st.ok()) {
     spdlog::error("{}", std::string(st.message()));
     return 1;

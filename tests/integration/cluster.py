@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -413,3 +414,35 @@ class Cluster:
         shutil.rmtree(self.tmp, ignore_errors=True)
         if bad:
             raise AssertionError("unclean exit: " + "; ".join(bad))
+
+
+class NatsSession:
+    """A bare NATS protocol client (the server's own text protocol), to try
+    what a stranger on the bus could do."""
+
+    def __init__(self, port, creds=None):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.f = self.sock.makefile("rb")
+        self.f.readline()  # INFO
+        opts = {"verbose": False, "pedantic": False, "name": "intruder", "lang": "python", "version": "0",
+                "protocol": 1}
+        if creds:
+            opts.update(user=creds[0], **{"pass": creds[1]})
+        self.sock.sendall(("CONNECT %s\r\nPING\r\n" % json.dumps(opts)).encode())
+
+    def line(self):
+        return self.f.readline().decode().strip()
+
+    def send(self, text):
+        """Sends one protocol op and returns what the server said before its PONG."""
+        self.sock.sendall(text.encode() + b"\r\nPING\r\n")
+        said = []
+        while True:
+            line = self.line()
+            if line in ("PONG", ""):
+                return " ".join(said)
+            said.append(line)
+
+    def close(self):
+        self.f.close()
+        self.sock.close()

@@ -5,10 +5,8 @@ complete answer it cannot have, and its terminates always go out; a frozen
 gateway leaves the fleet within its lease and comes back after."""
 import hashlib
 import hmac
-import json
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -18,7 +16,7 @@ import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cluster import (CLUSTER_TOKEN, HTTP_PROXY_TOKEN, NATS_CONTROL, NATS_GATEWAY, Cluster, Driver,  # noqa: E402
-                     load_stubs, parse_args, wait_until)
+                     NatsSession, load_stubs, parse_args, wait_until)
 
 ARGS = None
 API_KEY = (("authorization", "apikey test-api-key-1234"),)
@@ -128,38 +126,6 @@ class ProxyMetadataTest(unittest.TestCase):
         t = stub.TerminateUser(req, metadata=forwarded + (("x-switchboard-proxy-token", HTTP_PROXY_TOKEN),),
                                timeout=2)
         self.assertEqual(t.closed, 1)
-
-
-class NatsSession:
-    """A bare NATS protocol client (the server's own text protocol), to try
-    what a stranger on the bus could do."""
-
-    def __init__(self, port, creds=None):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-        self.f = self.sock.makefile("rb")
-        self.f.readline()  # INFO
-        opts = {"verbose": False, "pedantic": False, "name": "intruder", "lang": "python", "version": "0",
-                "protocol": 1}
-        if creds:
-            opts.update(user=creds[0], **{"pass": creds[1]})
-        self.sock.sendall(("CONNECT %s\r\nPING\r\n" % json.dumps(opts)).encode())
-
-    def line(self):
-        return self.f.readline().decode().strip()
-
-    def send(self, text):
-        """Sends one protocol op and returns what the server said before its PONG."""
-        self.sock.sendall(text.encode() + b"\r\nPING\r\n")
-        said = []
-        while True:
-            line = self.line()
-            if line in ("PONG", ""):
-                return " ".join(said)
-            said.append(line)
-
-    def close(self):
-        self.f.close()
-        self.sock.close()
 
 
 class NatsPermissionsTest(unittest.TestCase):

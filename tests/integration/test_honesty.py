@@ -6,6 +6,7 @@ treats itself as just started; a call stops waiting for a gateway that left
 the fleet."""
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -14,7 +15,7 @@ import unittest
 import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import Cluster, Driver, load_stubs, parse_args, wait_until  # noqa: E402
+from cluster import NATS_GATEWAY, Cluster, Driver, NatsSession, load_stubs, parse_args, wait_until  # noqa: E402
 
 ARGS = None
 API_KEY = (("authorization", "apikey test-api-key-1234"),)
@@ -94,33 +95,195 @@ class ErrorAnswerTest(unittest.TestCase):
             wait_until(lambda: "gw-old" not in gateways(), 10, "gw-old gone")
 
 
+class LinkProxy:
+    """A TCP relay between a gateway and control: cut() ends the link (and
+    refuses new ones) while NATS stays up, as a partition between the two."""
+
+    def __init__(self, target_port):
+        self.target = ("127.0.0.1", target_port)
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.conns = []
+        self.lock = threading.Lock()
+        self.cut_ = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                a, _ = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                if self.cut_:
+                    a.close()
+                    continue
+                b = socket.create_connection(self.target)
+                self.conns += [a, b]
+            for x, y in ((a, b), (b, a)):
+                threading.Thread(target=self._pump, args=(x, y), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self):
+        with self.lock:
+            self.cut_ = True
+            for c in self.conns:
+                try:
+                    c.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                c.close()
+
+    def close(self):
+        self.cut()
+        self.listener.close()
+
+
+class OlderGatewayTest(unittest.TestCase):
+    def test_a_gateway_that_does_not_sign_is_believed_only_while_attached(self):
+        # As a gateway from before signed answers would (during an upgrade):
+        # it says so in its hello, and its unsigned answers count while it is
+        # a live member.
+        proc, port = cluster.add_gateway("gw-unsigned", ["--testing_unsigned_answers"])
+        try:
+            wait_until(lambda: "gw-unsigned" in gateways(), 10, "gw-unsigned attached")
+            _, cid = connect("440", port)
+            for _ in range(50):
+                res = user_connections("440")
+                self.assertTrue(res.complete, res.incomplete_reason)
+                self.assertEqual(list(res.connections), [cid])
+        finally:
+            proc.stop()
+
+
 class CutFromControlTest(unittest.TestCase):
     def test_a_gateway_cut_from_control_but_on_the_bus_is_counted(self):
-        # Its control address is a port nobody listens on: never a member of
-        # this replica, but on the bus it hears every request and answers.
-        proc, port = cluster.add_gateway("gw-cut", control_addresses=["127.0.0.1:1"])
+        # Attached through a relay, then the relay is cut: control evicts it
+        # but it is still on the bus, holds sessions, and answers signed with
+        # the key this replica gave it.
+        proxy = LinkProxy(cluster.control_port)
+        proc, port = cluster.add_gateway("gw-cut", control_addresses=["127.0.0.1:%d" % proxy.port])
         try:
+            wait_until(lambda: "gw-cut" in gateways(), 10, "gw-cut attached through the relay")
             name_cut, on_cut = connect("410", port)
             name_in, on_in = connect("410", cluster.gateways["gw-2"][1])
-            self.assertNotIn("gw-cut", gateways())
-            wait_until(lambda: "gw-cut" in user_connections("410").gateways_asked, 10,
-                       "control heard gw-cut on the bus")
-            missed = 0
-            for _ in range(100):
+            proxy.cut()
+            wait_until(lambda: "gw-cut" not in gateways(), 10, "gw-cut out of the fleet")
+            missed = wrong = 0
+            for _ in range(200):
                 res = user_connections("410")
                 missed += on_cut not in res.connections
+                wrong += res.complete and set(res.connections) != {on_cut, on_in}
                 self.assertIn(on_in, res.connections)
-                self.assertIn("gw-cut", res.gateways_answered)
-            self.assertEqual(missed, 0)
+            self.assertEqual((missed, wrong), (0, 0))
             t = stub.TerminateUser(pb.TerminateUserRequest(app_id="demo", user_id="410"), metadata=API_KEY,
                                    timeout=5)
             self.assertEqual({g: n for g, n in t.closed_per_gateway.items() if n}, {"gw-2": 1, "gw-cut": 1})
-            self.assertTrue(t.coverage.complete)
             self.assertEqual(t.closed, 2)
+            self.assertTrue(t.coverage.complete)
             for n in (name_cut, name_in):
                 self.assertEqual(driver.wait_event(n, "disconnected")["code"], 3503)
         finally:
             proc.stop()
+            proxy.close()
+
+    def test_a_gateway_that_never_attached_is_awaited_and_named_not_believed(self):
+        # Its control address is a port nobody listens on: this replica never
+        # gave it a key, so its answers cannot be told from forgeries. It is
+        # on the bus (awaited), so answers are incomplete and say why.
+        proc, port = cluster.add_gateway("gw-never", control_addresses=["127.0.0.1:1"])
+        try:
+            _, on_never = connect("411", port)
+            _, on_in = connect("411", cluster.gateways["gw-1"][1])
+            res = wait_until(lambda: (lambda r: r if "gw-never" in r.gateways_asked else None)(user_connections("411")),
+                             10, "control hears gw-never on the bus")
+            for _ in range(5):
+                res = user_connections("411", timeout=0.5)  # each waits for gw-never's authentic answer
+                self.assertFalse(res.complete)
+                self.assertEqual(list(res.gateways_missing), ["gw-never"])
+                self.assertIn("authenticated", res.missing_reasons["gw-never"])
+                self.assertEqual(set(res.connections), {on_in})
+        finally:
+            proc.stop()
+
+
+class SpoofedAnswersTest(unittest.TestCase):
+    def test_the_gateway_login_cannot_answer_for_another_gateway(self):
+        # A process holding the gateways' NATS login hears every request and
+        # answers each at once as gw-2 with no sessions and closed 0: unsigned,
+        # and with a made-up MAC. Before answers were bound to gateways it
+        # won the race for about a third of the calls.
+        from switchboard.v1 import bus_pb2
+        _, on_1 = connect("430", cluster.gateways["gw-1"][1])
+        _, on_2 = connect("430", cluster.gateways["gw-2"][1])
+        nats = NatsSession(cluster.nats_port, NATS_GATEWAY)
+        stop = threading.Event()
+        forged = [0]
+
+        def spoof():
+            while not stop.is_set():
+                try:
+                    header = nats.f.readline().decode().split()
+                except (OSError, ValueError, AttributeError):
+                    return
+                if not header or header[0] != "MSG":
+                    if header and header[0] == "PING":
+                        nats.sock.sendall(b"PONG\r\n")
+                    continue
+                reply_to, size = header[3], int(header[-1])
+                payload = nats.f.read(size + 2)[:size]
+                req = bus_pb2.BusRequest()
+                req.ParseFromString(payload)
+                for mac in (b"", os.urandom(32)):
+                    ans = bus_pb2.BusReply(format_version=1, request_id=req.request_id, gateway_id="gw-2", closed=0)
+                    if mac:
+                        ans.mac = mac
+                    data = ans.SerializeToString()
+                    try:
+                        nats.sock.sendall(b"PUB %s %d\r\n%s\r\n" % (reply_to.encode(), len(data), data))
+                    except OSError:
+                        return
+                    forged[0] += 1
+        self.assertEqual(nats.line(), "PONG")
+        nats.sock.sendall(("SUB switchboard.%s.gateways 1\r\n" % cluster.cluster).encode())
+        t = threading.Thread(target=spoof, daemon=True)
+        t.start()
+        try:
+            wrong = calls = 0
+            for _ in range(300):
+                res = user_connections("430")
+                calls += 1
+                wrong += res.complete and set(res.connections) != {on_1, on_2}
+            for _ in range(100):
+                r = stub.TerminateUser(pb.TerminateUserRequest(app_id="demo", user_id="430",
+                                                               except_client_ids=[on_1, on_2]),
+                                       metadata=API_KEY, timeout=5)
+                calls += 1
+                wrong += r.coverage.complete and set(r.coverage.gateways_answered) != {"gw-1", "gw-2"}
+            print("SPOOF calls=%d forged_answers_sent=%d complete_but_wrong=%d" % (calls, forged[0], wrong))
+            self.assertGreater(forged[0], 300)
+            self.assertEqual(wrong, 0)
+        finally:
+            stop.set()
+            nats.close()
 
 
 class LeftDuringTheCallTest(unittest.TestCase):

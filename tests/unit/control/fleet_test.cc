@@ -86,6 +86,32 @@ TEST(Fleet, RenewingEveryLeaseKeepsSilentMembersAfterAStall) {
   EXPECT_EQ(fleet.Expire(kT0 + absl::Seconds(13)), 1u);
 }
 
+TEST(Fleet, AnswerKeysOutliveTheAttachmentForAWhile) {
+  Fleet fleet(absl::Seconds(3));
+  v1::GatewayHello hello = Hello("gw-1");
+  hello.set_signs_answers(true);
+  uint64_t t = fleet.Attach(hello, kT0, [](const char*) {}, "key-1");
+  EXPECT_EQ(fleet.AnswerKeys("gw-1", kT0), std::vector<std::string>{"key-1"});
+  EXPECT_FALSE(fleet.AcceptsUnsigned("gw-1", kT0));
+  // Cut from this replica: its key still authenticates its answers.
+  fleet.Detach("gw-1", t, kT0);
+  EXPECT_EQ(fleet.AnswerKeys("gw-1", kT0 + absl::Seconds(1)), std::vector<std::string>{"key-1"});
+  // Back with a new key: both, the current one first.
+  fleet.Attach(hello, kT0 + absl::Seconds(2), [](const char*) {}, "key-2");
+  EXPECT_EQ(fleet.AnswerKeys("gw-1", kT0 + absl::Seconds(2)), (std::vector<std::string>{"key-2", "key-1"}));
+  EXPECT_EQ(fleet.AnswerKeys("gw-1", kT0 + Fleet::kKeysKeptFor + absl::Seconds(1)),
+            std::vector<std::string>{"key-2"});
+  EXPECT_TRUE(fleet.AnswerKeys("gw-2", kT0).empty());
+}
+
+TEST(Fleet, UnsignedAnswersOnlyFromALiveMemberThatSaidItDoesNotSign) {
+  Fleet fleet(absl::Seconds(3));
+  fleet.Attach(Hello("gw-old"), kT0, [](const char*) {}, "k");
+  EXPECT_TRUE(fleet.AcceptsUnsigned("gw-old", kT0));
+  EXPECT_FALSE(fleet.AcceptsUnsigned("gw-old", kT0 + absl::Seconds(4)));  // lease ran out
+  EXPECT_FALSE(fleet.AcceptsUnsigned("gw-stranger", kT0));
+}
+
 TEST(Fleet, ClosingEndsEveryStreamOnceAndRefusesNewMembers) {
   Fleet fleet(absl::Seconds(3));
   int ended_1 = 0, ended_2 = 0;

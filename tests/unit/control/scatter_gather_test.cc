@@ -3,7 +3,9 @@
 #include <chrono>
 #include <future>
 #include <optional>
+#include <tuple>
 
+#include "common/answer_mac.h"
 #include "gateway/bus_handler.h"
 #include "gtest/gtest.h"
 #include "tests/unit/testing/in_memory_bus.h"
@@ -340,6 +342,45 @@ TEST_F(ScatterGatherTest, AnErrorAnswerFromAnUnaskedGatewayMakesTheAnswerIncompl
   ASSERT_TRUE(r.ok());
   EXPECT_FALSE(r->complete);
   EXPECT_EQ(r->missing, (std::vector<std::string>{"gw-new"}));
+}
+
+TEST_F(ScatterGatherTest, OnlyAuthenticatedAnswersCountAndAForgedOneIsNotTheGatewaysAnswer) {
+  // gw-a's real answers carry "closed 1"; a forger answers first as gw-a
+  // with "closed 0" and a wrong MAC, and as gw-b (which never answers).
+  ScatterGather sg(&bus_, &timers_, [] { return std::vector<std::string>{"gw-a", "gw-b"}; }, kSubject, nullptr,
+                   [](const std::string& gw, std::string_view body, std::string_view mac) {
+                     return gw == "gw-a" && AnswerMacValid("key-a", body, mac);
+                   });
+  ASSERT_TRUE(sg.Start().ok());
+  (void)bus_.Subscribe(kSubject, [this](const std::string&, const std::string& reply, const std::string& data) {
+    v1::BusRequest req;
+    ASSERT_TRUE(req.ParseFromString(data));
+    for (auto [id, closed, key] : {std::tuple<const char*, uint32_t, const char*>{"gw-a", 0, "guess"},
+                                   {"gw-b", 0, ""},
+                                   {"gw-a", 1, "key-a"}}) {
+      v1::BusReply r;
+      r.set_format_version(1);
+      r.set_request_id(req.request_id());
+      r.set_gateway_id(id);
+      r.set_closed(closed);
+      std::string bytes = r.SerializeAsString();
+      if (*key) bytes = SignAnswer(key, std::move(bytes));
+      (void)bus_.Publish(reply, bytes, "");
+    }
+  });
+  auto promise = std::make_shared<std::promise<absl::StatusOr<GatherResult>>>();
+  auto future = promise->get_future();
+  sg.Call(Terminate(), absl::Now() + absl::Milliseconds(200),
+          [promise](absl::StatusOr<GatherResult> r) { promise->set_value(std::move(r)); });
+  ASSERT_EQ(future.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  auto r = future.get();
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->complete);
+  ASSERT_EQ(r->answers.size(), 1u);
+  EXPECT_EQ(r->answers.at("gw-a").closed(), 1u);
+  EXPECT_EQ(r->missing, (std::vector<std::string>{"gw-b"}));
+  EXPECT_NE(r->missing_reasons.at("gw-b").find("authenticated"), std::string::npos);
+  EXPECT_EQ(sg.unauthenticated(), 2u);
 }
 
 TEST_F(ScatterGatherTest, AGatewayThatLeavesTheFleetIsNotWaitedFor) {
