@@ -43,6 +43,7 @@ ABSL_FLAG(std::string, iss, "", "gentoken: iss claim (default: the app's issuer,
 ABSL_FLAG(bool, raw, false, "gentoken: print only the token, not JSON");
 ABSL_FLAG(int, timeout_ms, 2000, "call deadline");
 ABSL_FLAG(std::string, method, "POST", "sign: HTTP method");
+ABSL_FLAG(int, page_size, 0, "connections: ask in pages of this many (0: one answer) and print them all");
 ABSL_FLAG(std::string, path, "", "sign: request path, e.g. /apps/demo/users/42/terminate_connections");
 ABSL_FLAG(std::string, body, "", "sign: the exact request body (POST: {} if empty)");
 ABSL_FLAG(int, repeat, 1, "connections: call N times and print latency percentiles");
@@ -188,7 +189,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "switchboardctl COMMAND [flags]\n"
       "  gentoken    --user=U [--info=JSON] [--meta=JSON] [--ttl=S] [--aud=A] [--iss=I] [--raw]  a client JWT (JSON, or --raw)\n"
-      "  connections --user=U                                          a user's live connections\n"
+      "  connections --user=U [--page_size=N]                          a user's live connections\n"
       "  terminate   --user=U [--except=ID,..] [--code=C --reason=R]  close a user's connections\n"
       "  disconnect  --client=ID                                       close one connection\n"
       "  gateways                                                      the attached gateways\n"
@@ -216,7 +217,11 @@ int main(int argc, char** argv) {
   if (api_key.empty() && std::getenv("SWITCHBOARD_API_KEY")) api_key = std::getenv("SWITCHBOARD_API_KEY");
   if (api_key.empty()) api_key = config.api_keys(0);
 
-  auto stub = v1::Control::NewStub(grpc::CreateChannel(address, ChannelCredentials(config)));
+  // Answers for users with many fat sessions run past gRPC's default 4 MiB
+  // receive limit: this client reads whatever control sends (or pages).
+  grpc::ChannelArguments channel_args;
+  channel_args.SetMaxReceiveMessageSize(-1);
+  auto stub = v1::Control::NewStub(grpc::CreateCustomChannel(address, ChannelCredentials(config), channel_args));
   auto make_ctx = [&](grpc::ClientContext* ctx) {
     ctx->AddMetadata("authorization", "apikey " + api_key);
     ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(absl::GetFlag(FLAGS_timeout_ms)));
@@ -230,6 +235,7 @@ int main(int argc, char** argv) {
     v1::UserConnectionsRequest req;
     req.set_app_id(app_id);
     req.set_user_id(absl::GetFlag(FLAGS_user));
+    req.set_page_size(static_cast<uint32_t>(std::max(0, absl::GetFlag(FLAGS_page_size))));
     const int repeat = std::max(1, absl::GetFlag(FLAGS_repeat));
     v1::UserConnectionsResponse resp;
     grpc::Status st = TimedCalls(repeat, [&] {
@@ -239,6 +245,22 @@ int main(int argc, char** argv) {
       return stub->UserConnections(&ctx, req, &resp);
     });
     if (int rc = check(st)) return rc;
+    // With --page_size, every page, merged into one answer: complete only if
+    // every page was.
+    while (!resp.result().next_page_token().empty()) {
+      v1::UserConnectionsResponse page;
+      req.set_page_token(resp.result().next_page_token());
+      grpc::ClientContext ctx;
+      make_ctx(&ctx);
+      if (int rc = check(stub->UserConnections(&ctx, req, &page))) return rc;
+      auto* all = resp.mutable_result();
+      for (auto& [id, info] : *page.mutable_result()->mutable_connections()) (*all->mutable_connections())[id] = info;
+      if (!page.result().complete()) {
+        all->set_complete(false);
+        all->set_incomplete_reason(page.result().incomplete_reason());
+      }
+      all->set_next_page_token(page.result().next_page_token());
+    }
     PrintJson(resp);
     return 0;
   }

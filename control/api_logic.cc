@@ -1,6 +1,12 @@
 #include "control/api_logic.h"
 
+#include <algorithm>
+#include <set>
+#include <string_view>
+#include <vector>
+
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/config.h"
@@ -66,7 +72,21 @@ absl::Status CheckApiKey(const v1::Config& config, const std::string& authorizat
 
 absl::Status ValidateUserConnections(const v1::Config& config, const v1::UserConnectionsRequest& r) {
   if (auto st = CheckApp(config, r.app_id()); !st.ok()) return st;
-  return CheckId("user_id", r.user_id());
+  if (auto st = CheckId("user_id", r.user_id()); !st.ok()) return st;
+  if (r.page_size() > kMaxPageSize) {
+    return absl::InvalidArgumentError(absl::StrCat("page_size is more than ", kMaxPageSize));
+  }
+  return PageCursor(r.page_token()).status();
+}
+
+absl::StatusOr<std::string> PageCursor(const std::string& page_token) {
+  if (page_token.empty()) return std::string();
+  std::string cursor;
+  if (page_token.size() > 2 * kMaxIdLength || !absl::WebSafeBase64Unescape(page_token, &cursor) || cursor.empty() ||
+      cursor.size() > kMaxIdLength) {
+    return absl::InvalidArgumentError("page_token is not one this service gave out");
+  }
+  return cursor;
 }
 
 absl::Status ValidateTerminateUser(const v1::Config& config, const v1::TerminateUserRequest& r) {
@@ -85,8 +105,28 @@ absl::Status ValidateDisconnect(const v1::Config& config, const v1::DisconnectRe
   return CheckClose(r.code(), r.reason());
 }
 
-void FillUserConnections(const GatherResult& g, v1::UserConnectionsResponse* out) {
+void FillUserConnections(const GatherResult& g, v1::UserConnectionsResponse* out, uint32_t page_size,
+                         const std::string& after) {
   auto* result = out->mutable_result();
+  // A page: the first page_size client IDs after the cursor over every
+  // gateway's answer (each sent at most page_size + 1 of its own, so the
+  // page's and the next one's first are among them).
+  std::set<std::string_view> page;
+  if (page_size > 0 || !after.empty()) {
+    std::vector<std::string_view> ids;
+    for (const auto& [gw, reply] : g.answers) {
+      for (const auto& s : reply.sessions()) {
+        if (s.client_id() > after) ids.push_back(s.client_id());
+      }
+    }
+    std::sort(ids.begin(), ids.end());
+    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+    if (page_size > 0 && ids.size() > page_size) {
+      ids.resize(page_size);
+      result->set_next_page_token(absl::WebSafeBase64Escape(absl::string_view(ids.back().data(), ids.back().size())));
+    }
+    page.insert(ids.begin(), ids.end());
+  }
   result->set_complete(g.complete);
   result->set_incomplete_reason(g.incomplete_reason);
   for (const auto& id : g.asked) result->add_gateways_asked(id);
@@ -95,6 +135,7 @@ void FillUserConnections(const GatherResult& g, v1::UserConnectionsResponse* out
   for (const auto& [gw, reply] : g.answers) {
     result->add_gateways_answered(gw);
     for (const auto& s : reply.sessions()) {
+      if ((page_size > 0 || !after.empty()) && page.count(s.client_id()) == 0) continue;
       v1::ConnectionInfo& info = (*result->mutable_connections())[s.client_id()];
       info.set_app_name(s.app_name());
       info.set_app_version(s.app_version());

@@ -19,8 +19,16 @@ absl::Status ValidateUserConnections(const v1::Config& config, const v1::UserCon
 absl::Status ValidateTerminateUser(const v1::Config& config, const v1::TerminateUserRequest& r);
 absl::Status ValidateDisconnect(const v1::Config& config, const v1::DisconnectRequest& r);
 
-// Turn gathered gateway answers into API responses.
-void FillUserConnections(const GatherResult& g, v1::UserConnectionsResponse* out);
+// UserConnections pages: the client ID a page token stands for ("" for
+// none), or INVALID_ARGUMENT.
+absl::StatusOr<std::string> PageCursor(const std::string& page_token);
+inline constexpr uint32_t kMaxPageSize = 10000;
+
+// Turn gathered gateway answers into API responses. With `page_size`, at
+// most that many connections after `after` (client ID order), and a
+// next_page_token when more were there.
+void FillUserConnections(const GatherResult& g, v1::UserConnectionsResponse* out, uint32_t page_size = 0,
+                         const std::string& after = "");
 void FillTerminateUser(const GatherResult& g, v1::TerminateUserResponse* out);
 void FillDisconnect(const GatherResult& g, v1::DisconnectResponse* out);
 

@@ -105,17 +105,22 @@ void ControlService::UserConnections(grpc::ServerContext* ctx, const v1::UserCon
     done->Finish(ToGrpcStatus(st));
     return;
   }
-  GatherUserConnections(done, GatherDeadline(ctx), req->app_id(), req->user_id(), resp);
+  GatherUserConnections(done, GatherDeadline(ctx), req->app_id(), req->user_id(), resp, req->page_size(),
+                        *PageCursor(req->page_token()));
 }
 
 void ControlService::GatherUserConnections(UnaryResponder* done, absl::Time deadline, const std::string& app_id,
-                                           const std::string& user_id, v1::UserConnectionsResponse* resp) {
+                                           const std::string& user_id, v1::UserConnectionsResponse* resp,
+                                           uint32_t page_size, std::string after) {
   v1::BusRequest bus_req;
   bus_req.mutable_user_query()->set_app_id(app_id);
   bus_req.mutable_user_query()->set_user_id(user_id);
+  bus_req.mutable_user_query()->set_after_client_id(after);
+  // One more than the page: whether there is a next page.
+  if (page_size > 0) bus_req.mutable_user_query()->set_limit(page_size + 1);
   gather_->Call(std::move(bus_req), deadline,
-                FinishWith(done, [resp](const GatherResult& g) {
-                  FillUserConnections(g, resp);
+                FinishWith(done, [resp, page_size, after = std::move(after)](const GatherResult& g) {
+                  FillUserConnections(g, resp, page_size, after);
                 }));
 }
 

@@ -51,7 +51,8 @@ class ControlService {
   // Pusher signature over the HTTP request the proxy forwarded.
   absl::Status Authenticate(grpc::ServerContext* ctx, const HttpTarget* target = nullptr) const;
   void GatherUserConnections(UnaryResponder* done, absl::Time deadline, const std::string& app_id,
-                             const std::string& user_id, v1::UserConnectionsResponse* resp);
+                             const std::string& user_id, v1::UserConnectionsResponse* resp, uint32_t page_size = 0,
+                             std::string after = "");
   absl::Time GatherDeadline(grpc::ServerContext* ctx) const;
   // Binds a method of this class as a handler of its UnaryCall.
   template <typename Req, typename Resp>

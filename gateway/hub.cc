@@ -323,7 +323,20 @@ v1::BusReply Hub::AnswerQuery(const v1::BusRequest& req) const {
     reply.set_error("not a query");
     return reply;
   }
-  auto sessions = index_.SessionsOf(req.user_query().app_id(), req.user_query().user_id());
+  const auto& q = req.user_query();
+  auto sessions = index_.SessionsOf(q.app_id(), q.user_id());
+  if (!q.after_client_id().empty() || q.limit() > 0) {
+    // A page: those after the cursor, the first `limit` in client ID order.
+    sessions.erase(std::remove_if(sessions.begin(), sessions.end(),
+                                  [&q](const v1::SessionRecord& r) { return r.client_id() <= q.after_client_id(); }),
+                   sessions.end());
+    auto by_id = [](const v1::SessionRecord& a, const v1::SessionRecord& b) { return a.client_id() < b.client_id(); };
+    if (q.limit() > 0 && sessions.size() > q.limit()) {
+      std::nth_element(sessions.begin(), sessions.begin() + q.limit(), sessions.end(), by_id);
+      sessions.resize(q.limit());
+    }
+    std::sort(sessions.begin(), sessions.end(), by_id);
+  }
   reply.mutable_sessions()->Reserve(static_cast<int>(sessions.size()));
   for (auto& record : sessions) *reply.add_sessions() = std::move(record);
   return reply;

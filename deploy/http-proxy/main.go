@@ -41,6 +41,7 @@ import (
 )
 
 const (
+	maxAnswer     = 1 << 30 // the largest answer read from control
 	maxBody       = 1 << 20
 	mdPrefix      = "x-switchboard-http-"
 	bodyMd5Header = "X-Switchboard-Internal-Body-Md5"
@@ -56,6 +57,18 @@ func grpcError(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w ht
 	s, ok := status.FromError(err)
 	if !ok {
 		s = status.New(codes.Unknown, err.Error())
+	}
+	// gRPC reports an answer past a size limit as RESOURCE_EXHAUSTED, which
+	// grpc-gateway would turn into 429 ("slow down"): it is not the caller's
+	// rate, and retrying cannot help. A bad gateway, saying so.
+	if s.Code() == codes.ResourceExhausted && strings.Contains(s.Message(), "larger than max") {
+		msg := "control's answer is larger than this proxy reads: ask with page_size (" + s.Message() + ")"
+		if isCentrifugoPath(r.URL.Path) {
+			writeCentError(w, http.StatusBadGateway, centInternal, msg)
+			return
+		}
+		writeError(w, http.StatusBadGateway, codes.ResourceExhausted, msg)
+		return
 	}
 	if isCentrifugoPath(r.URL.Path) {
 		httpStatus, code := centFromGrpc(s.Code())
@@ -178,14 +191,17 @@ func main() {
 	)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	opts := []grpc.DialOption{grpc.WithInsecure()}
+	// Control's answers for a user with many fat sessions run past gRPC's
+	// default 4 MiB: read them (callers who want less ask with page_size).
+	recv := grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxAnswer))
+	opts := []grpc.DialOption{grpc.WithInsecure(), recv}
 	if *controlCA != "" {
 		creds, err := credentials.NewClientTLSFromFile(*controlCA, "")
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "switchboard-http: --control_ca: %v\n", err)
 			os.Exit(2)
 		}
-		opts = []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+		opts = []grpc.DialOption{grpc.WithTransportCredentials(creds), recv}
 	}
 	if err := switchboardv1.RegisterControlHandlerFromEndpoint(ctx, mux, *control, opts); err != nil {
 		log.Fatalf("switchboard-http: cannot register control handlers: %v", err)

@@ -6,6 +6,7 @@ restarted control with a snapshot larger than gRPC's 4 MiB message limit
 Real nats-server, control and gateway; node opens the sessions."""
 import json
 import os
+import subprocess
 import sys
 import unittest
 
@@ -24,7 +25,7 @@ def setUpModule():
     load_stubs(ARGS.source_dir)
     from switchboard.v1 import control_pb2, control_pb2_grpc
     pb = control_pb2
-    cluster = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=1, http=False, max_sessions=N + 100)
+    cluster = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=1, http=True, max_sessions=N + 100)
     # Callers of big answers raise their receive limit, as any gRPC client may.
     channel = grpc.insecure_channel("127.0.0.1:%d" % cluster.control_port,
                                     options=[("grpc.max_receive_message_length", 64 << 20)])
@@ -54,6 +55,46 @@ class BigAnswersTest(unittest.TestCase):
         self.assertTrue(res.complete, res.incomplete_reason)
         self.assertEqual(len(res.connections), N)
         self.assertGreater(res.ByteSize(), 4 << 20)  # really past NATS's 1 MiB, and gRPC's default 4 MiB
+
+    def test_the_projects_own_clients_read_it_and_pages_list_each_connection_once(self):
+        # switchboardctl reads past gRPC's default 4 MiB, in one answer or in pages.
+        whole = json.loads(cluster.ctl("connections", "--user", "big"))["result"]
+        self.assertEqual((len(whole["connections"]), whole["complete"]), (N, True))
+        paged = json.loads(cluster.ctl("connections", "--user", "big", "--page_size", "300"))["result"]
+        self.assertEqual(set(paged["connections"]), set(whole["connections"]))
+        # grpcio with its default limits, page by page: every connection once.
+        with grpc.insecure_channel("127.0.0.1:%d" % cluster.control_port) as ch:
+            from switchboard.v1 import control_pb2_grpc
+            s = control_pb2_grpc.ControlStub(ch)
+            seen, token, pages = [], "", 0
+            while True:
+                r = s.UserConnections(pb.UserConnectionsRequest(app_id="demo", user_id="big", page_size=700,
+                                                                page_token=token), metadata=API_KEY,
+                                      timeout=10).result
+                self.assertTrue(r.complete, r.incomplete_reason)
+                self.assertLessEqual(len(r.connections), 700)
+                self.assertLess(r.ByteSize(), 4 << 20)
+                seen += list(r.connections)
+                pages += 1
+                token = r.next_page_token
+                if not token:
+                    break
+            self.assertEqual(pages, 3)
+            self.assertEqual(len(seen), N)
+            self.assertEqual(set(seen), set(whole["connections"]))
+            with self.assertRaises(grpc.RpcError) as e:
+                s.UserConnections(pb.UserConnectionsRequest(app_id="demo", user_id="big", page_size=10,
+                                                            page_token="not a token"), metadata=API_KEY, timeout=10)
+            self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        # switchboard-http reads it too (it answered 429 before: gRPC's size
+        # error is RESOURCE_EXHAUSTED, which grpc-gateway maps to "slow down").
+        out = subprocess.run(["curl", "-sS", "-o", "-", "-w", "\n%{http_code}", "-H", "X-API-Key: test-api-key-1234",
+                              "-d", json.dumps({"user": "big"}),
+                              "http://127.0.0.1:%d/api/user_connections" % cluster.http_port],
+                             capture_output=True, text=True, timeout=60)
+        text, _, code = out.stdout.rpartition("\n")
+        self.assertEqual(code, "200", text[:300])
+        self.assertEqual(len(json.loads(text)["result"]["connections"]), N)
 
     def test_snapshot_past_4_mib_reattaches_after_a_control_restart(self):
         cluster.restart_control()

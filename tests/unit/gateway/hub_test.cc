@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include <algorithm>
 #include <map>
 #include <regex>
 #include <set>
@@ -506,6 +507,27 @@ TEST_F(HubTest, UserQueryAnswersOnlyThatUsersSessionsWithMeta) {
   EXPECT_EQ(ids, (std::set<std::string>{a, b}));
   req.mutable_user_query()->set_app_id("other");
   EXPECT_EQ(Bus(req).sessions_size(), 0);
+}
+
+TEST_F(HubTest, AUserQueryPageIsTheFirstSessionsAfterTheCursorInClientIdOrder) {
+  std::vector<std::string> ids;
+  for (ConnId c = 1; c <= 7; ++c) ids.push_back(Connect(c, "42"));
+  std::sort(ids.begin(), ids.end());
+  v1::BusRequest req;
+  req.mutable_user_query()->set_app_id("demo");
+  req.mutable_user_query()->set_user_id("42");
+  req.mutable_user_query()->set_limit(3);
+  v1::BusReply reply = Bus(req);
+  ASSERT_EQ(reply.sessions_size(), 3);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(reply.sessions(i).client_id(), ids[static_cast<size_t>(i)]);
+  req.mutable_user_query()->set_after_client_id(ids[2]);
+  reply = Bus(req);
+  ASSERT_EQ(reply.sessions_size(), 3);
+  EXPECT_EQ(reply.sessions(0).client_id(), ids[3]);
+  req.mutable_user_query()->set_after_client_id(ids[5]);
+  reply = Bus(req);
+  ASSERT_EQ(reply.sessions_size(), 1);
+  EXPECT_EQ(reply.sessions(0).client_id(), ids[6]);
 }
 
 TEST_F(HubTest, TerminateClosesAllButKeptAndLeavesOthers) {
