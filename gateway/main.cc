@@ -140,6 +140,7 @@ int main(int argc, char** argv) {
     ws_opts.max_sockets = std::min<size_t>(ws_opts.max_sockets, descriptor_limit - 64);
   }
   ws_opts.connect_rate_limit = config.gateway().connection_rate_limit();
+  ws_opts.connect_rate_limit_total = config.gateway().connection_rate_limit_total();
   ws_opts.connect_timeout = absl::Milliseconds(config.gateway().connect_timeout_ms());
   ws_opts.reuse_port = absl::GetFlag(FLAGS_reuse_port);
   if (TlsEnabled(config)) {

@@ -635,17 +635,28 @@ const char* WsServer::Refusal(const std::string& ip) {
       return "too many connections from this address";
     }
   }
+  const absl::Time now = absl::Now();
   if (options_.connect_rate_limit > 0) {
-    // A token bucket holding one second's worth.
-    const absl::Time now = absl::Now();
-    if (rate_refilled_ == absl::InfinitePast()) rate_tokens_ = options_.connect_rate_limit;
-    else rate_tokens_ += absl::ToDoubleSeconds(now - rate_refilled_) * options_.connect_rate_limit;
-    rate_tokens_ = std::min(rate_tokens_, options_.connect_rate_limit);
-    rate_refilled_ = now;
-    if (rate_tokens_ < 1) return "too many new connections";
-    rate_tokens_ -= 1;
+    // Per address: a flooding address uses up its own bucket, not everyone's.
+    if (rate_by_ip_.size() >= 4096) {
+      // Bounded: forget the addresses whose bucket is full again.
+      absl::erase_if(rate_by_ip_, [now](const auto& kv) { return now - kv.second.refilled >= absl::Seconds(1); });
+    }
+    if (!rate_by_ip_[ip].Take(options_.connect_rate_limit, now)) return "too many new connections from this address";
+  }
+  if (options_.connect_rate_limit_total > 0 && !rate_total_.Take(options_.connect_rate_limit_total, now)) {
+    return "too many new connections";
   }
   return nullptr;
+}
+
+bool WsServer::Bucket::Take(double rate, absl::Time now) {
+  tokens = refilled == absl::InfinitePast() ? rate
+                                            : std::min(rate, tokens + absl::ToDoubleSeconds(now - refilled) * rate);
+  refilled = now;
+  if (tokens < 1) return false;
+  tokens -= 1;
+  return true;
 }
 
 WsServer::Peer& WsServer::AddPeer(ConnId id, lws* wsi) {

@@ -34,7 +34,10 @@ class WsServer final : public Transport, public Dispatcher {
     size_t outbox_limit = 256;
     size_t max_connections = 18000;
     size_t max_connections_per_ip = 0;  // 0: no cap
-    double connect_rate_limit = 0;      // new connections per second; 0: no limit
+    // New connections per second from one address, and from all of them
+    // together (the ceiling); 0: no limit.
+    double connect_rate_limit = 0;
+    double connect_rate_limit_total = 0;
     absl::Duration connect_timeout = absl::Seconds(10);  // uni_http_stream: the whole body by then
     std::string tls_cert_file;  // set: wss:// and https:// only
     std::string tls_key_file;
@@ -230,8 +233,15 @@ class WsServer final : public Transport, public Dispatcher {
   // the process is out of descriptors (EMFILE), instead of leaving it in the
   // backlog where the listener stays readable and the loop spins.
   int reserve_fd_ = -1;
-  double rate_tokens_ = 0;
-  absl::Time rate_refilled_ = absl::InfinitePast();
+  // Token buckets holding one second's worth: per address, and the ceiling.
+  struct Bucket {
+    double tokens = 0;
+    absl::Time refilled = absl::InfinitePast();
+    // Refills to `rate` and takes one token; false if none was left.
+    bool Take(double rate, absl::Time now);
+  };
+  absl::flat_hash_map<std::string, Bucket> rate_by_ip_;
+  Bucket rate_total_;
   bool stopping_ = false;
   std::atomic<bool> draining_{false};
   uint64_t refused_ = 0;

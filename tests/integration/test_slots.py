@@ -89,6 +89,17 @@ class CapsTest(unittest.TestCase):
             self.assertGreater(statuses.count(503), 0, statuses)
             self.assertGreaterEqual(statuses.count(101), 10, statuses)
             self.assertEqual(set(statuses), {101, 503})
+            # The limit is per address: while 127.0.0.1 is out of budget,
+            # real clients from another address connect at once, all of them.
+            self.assertEqual(upgrade(port)[1], 503)
+            started = time.monotonic()
+            for i in range(8):
+                driver.send(op="centrifuge", name="other-%d" % i, url=c.ws_url("gw-1"), token=c.token("404"),
+                            local_address="127.0.0.2")
+            for i in range(8):
+                driver.wait_event("other-%d" % i, "connected", timeout=10)
+                driver.send(op="close", name="other-%d" % i)
+            self.assertLess(time.monotonic() - started, 1.5)
             # The bucket refills: a real client connects a moment later.
             driver.send(op="centrifuge", name="after-burst", url=c.ws_url("gw-1"), token=c.token("401"))
             driver.wait_event("after-burst", "connected", timeout=15)
