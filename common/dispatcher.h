@@ -4,7 +4,7 @@
 #include <memory>
 #include <utility>
 
-#include "absl/synchronization/notification.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 
 namespace switchboard {
@@ -24,21 +24,33 @@ class Dispatcher {
 
 // Runs `fn` on the loop and waits up to `timeout` for its result. False if
 // the loop refused or dropped the closure or did not get to it in time (then
-// `out` is untouched). Never call it on the loop thread.
+// `out` is untouched). Once it returns, `fn` has either run to the end or
+// never will: a closure the caller gave up on (a stalled loop) is left in
+// the queue disarmed, so what `fn` captured (often the caller's `this`) may
+// be gone by the time the loop reaches it. Never call it on the loop thread.
 template <typename T, typename Fn>
 bool RunOnLoop(Dispatcher* loop, Fn fn, absl::Duration timeout, T* out) {
   struct Answer {
-    absl::Notification ready;
-    T value{};
+    absl::Mutex mu;
+    bool abandoned ABSL_GUARDED_BY(mu) = false;
+    bool done ABSL_GUARDED_BY(mu) = false;
+    T value ABSL_GUARDED_BY(mu){};
   };
   auto answer = std::make_shared<Answer>();
   if (!loop->Post([answer, fn = std::move(fn)]() mutable {
+        // Held while `fn` runs: the caller cannot give up half way.
+        absl::MutexLock lock(&answer->mu);
+        if (answer->abandoned) return;
         answer->value = fn();
-        answer->ready.Notify();
+        answer->done = true;
       })) {
     return false;
   }
-  if (!answer->ready.WaitForNotificationWithTimeout(timeout)) return false;
+  absl::MutexLock lock(&answer->mu);
+  if (!answer->mu.AwaitWithTimeout(absl::Condition(&answer->done), timeout)) {
+    answer->abandoned = true;
+    return false;
+  }
   *out = std::move(answer->value);
   return true;
 }

@@ -9,7 +9,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <thread>
 
 #include "common/health_http.h"
 #include "gateway/centrifuge_codec.h"
@@ -305,6 +307,7 @@ WsServer::~WsServer() {
 }
 
 void WsServer::Run() {
+  loop_thread_ = std::this_thread::get_id();
   // With the libuv event library lws_service() runs the loop; it returns
   // once Shutdown() has destroyed the context from inside it.
   while (!shut_down_ && lws_service(context_, 0) >= 0) {
@@ -312,12 +315,14 @@ void WsServer::Run() {
 }
 
 void WsServer::StopAccepting() {
+  AssertOnLoop(__func__);
   stopping_ = true;
   draining_ = true;
   StopListener();
 }
 
 void WsServer::NotifyWhenEmpty(std::function<void()> fn) {
+  AssertOnLoop(__func__);
   if (peers_.empty()) {
     fn();
     return;
@@ -334,6 +339,7 @@ void WsServer::MaybeNotifyEmpty() {
 }
 
 void WsServer::Shutdown() {
+  AssertOnLoop(__func__);
   if (shut_down_) return;
   {
     absl::MutexLock lock(&post_mu_);
@@ -408,6 +414,7 @@ void WsServer::RunPosted() {
 }
 
 bool WsServer::Send(ConnId id, std::string frame, bool binary) {
+  AssertOnLoop(__func__);
   auto it = peers_.find(id);
   if (it == peers_.end() || it->second.closing) return false;
   Peer& peer = it->second;
@@ -450,6 +457,7 @@ bool WsServer::Send(ConnId id, std::string frame, bool binary) {
 }
 
 void WsServer::Close(ConnId id, int code, const std::string& reason) {
+  AssertOnLoop(__func__);
   auto it = peers_.find(id);
   if (it == peers_.end() || it->second.closing) return;
   if (!SendableCloseCode(code)) {
@@ -471,7 +479,21 @@ void WsServer::Close(ConnId id, int code, const std::string& reason) {
   lws_callback_on_writable(peer.wsi);
 }
 
-void WsServer::ArmTimer(ConnId id, absl::Duration after) { ArmAt(id, absl::Now() + after); }
+void WsServer::ArmTimer(ConnId id, absl::Duration after) {
+  AssertOnLoop(__func__);
+  ArmAt(id, absl::Now() + after);
+}
+
+void WsServer::AssertOnLoop(const char* what) const {
+  // Loop-only entry points, checked at run time (as Envoy's isThreadSafe()):
+  // a call from another thread would race lws and the maps without a trace.
+  // Before Run() (wiring) any thread may call.
+  const std::thread::id loop = loop_thread_.load(std::memory_order_relaxed);
+  if (ABSL_PREDICT_FALSE(loop != std::thread::id() && loop != std::this_thread::get_id())) {
+    std::fprintf(stderr, "WsServer::%s called off the loop thread\n", what);
+    std::abort();
+  }
+}
 
 void WsServer::ArmAt(ConnId id, absl::Time when) {
   wheel_.Arm(id, when);  // nothing happens for an unknown connection
@@ -491,6 +513,7 @@ void WsServer::ScheduleTick(absl::Time at) {
 }
 
 void WsServer::NotifyWhenWritten(ConnId id) {
+  AssertOnLoop(__func__);
   auto it = peers_.find(id);
   // Nothing queued: there is nothing to wait for (the hub counts from now).
   if (it != peers_.end() && !it->second.outbox.empty()) it->second.notify_written = true;

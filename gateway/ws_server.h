@@ -4,6 +4,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -246,6 +247,9 @@ class WsServer final : public Transport, public Dispatcher {
   std::atomic<bool> draining_{false};
   uint64_t refused_ = 0;
   bool shut_down_ = false;
+  // The thread inside Run(); loop-only entry points check they are on it.
+  std::atomic<std::thread::id> loop_thread_{};
+  void AssertOnLoop(const char* what) const;
   std::function<void()> on_empty_;
   std::vector<ConnId> ready_to_close_;  // outbox flushed, close frame not yet handed to lws
 

@@ -42,5 +42,23 @@ TEST(WsServer, LoopQueueIsBoundedAndRefusesWhenFull) {
   EXPECT_FALSE(server->Post([] {}));  // the loop has ended
 }
 
+TEST(WsServerDeathTest, ALoopOnlyCallFromAnotherThreadAbortsNamingIt) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        WsServer::Options options;
+        options.host = "127.0.0.1";
+        auto created = WsServer::Create(options);
+        if (!created.ok()) std::abort();
+        WsServer* server = created->get();
+        absl::Notification running;
+        std::thread loop([server] { server->Run(); });
+        server->Post([&running] { running.Notify(); });
+        running.WaitForNotification();
+        server->Close(1, 3000, "from the wrong thread");  // not on the loop: must abort
+      },
+      "Close called off the loop thread");
+}
+
 }  // namespace
 }  // namespace switchboard::gateway
