@@ -1,5 +1,7 @@
 #include "control/health_service.h"
 
+#include <vector>
+
 namespace switchboard::control {
 
 using grpc::health::v1::Health;
@@ -7,7 +9,7 @@ using grpc::health::v1::HealthCheckRequest;
 using grpc::health::v1::HealthCheckResponse;
 
 // One Watch: the status now, then each change, until the caller goes or the
-// server stops (it never ends the stream itself). Loop thread only; deletes
+// server stops (then it ends the stream, UNAVAILABLE). Loop thread only; deletes
 // itself once its write and its done tag are both back.
 class HealthService::WatchCall final {
  public:
@@ -22,6 +24,14 @@ class HealthService::WatchCall final {
   void Update(Status status) {
     want_ = status;
     if (!writing_ && !done_ && want_ != sent_) Write();
+  }
+
+  // The replica is stopping: once the last status is out, the stream ends
+  // (UNAVAILABLE: ask another replica), so that the server's shutdown does
+  // not wait for watchers at its deadline.
+  void End() {
+    ending_ = true;
+    if (!writing_) Finish();
   }
 
  private:
@@ -53,7 +63,23 @@ class HealthService::WatchCall final {
   void OnWritten(bool ok) {
     --outstanding_;
     writing_ = false;
-    if (ok && !done_ && want_ != sent_) Write();
+    if (ok && !done_ && want_ != sent_) {
+      Write();
+    } else if (ending_) {
+      Finish();
+    }
+    MaybeDelete();
+  }
+
+  void Finish() {
+    if (finished_ || done_ || health_->loop_->stopping()) return;
+    finished_ = true;
+    ++outstanding_;
+    writer_.Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "this control replica is stopping"), &finish_ev_);
+  }
+
+  void OnFinished(bool) {
+    --outstanding_;
     MaybeDelete();
   }
 
@@ -75,6 +101,9 @@ class HealthService::WatchCall final {
   MemberEvent<WatchCall, &WatchCall::OnRequested> requested_ev_{this};
   MemberEvent<WatchCall, &WatchCall::OnWritten> write_ev_{this};
   MemberEvent<WatchCall, &WatchCall::OnDone> done_ev_{this};
+  MemberEvent<WatchCall, &WatchCall::OnFinished> finish_ev_{this};
+  bool ending_ = false;
+  bool finished_ = false;
   int outstanding_ = 0;
   bool known_ = false;
   bool writing_ = false;
@@ -123,10 +152,7 @@ void HealthService::Shutdown() { Set(HealthCheckResponse::NOT_SERVING, true); }
 
 void HealthService::Set(Status status, bool final) {
   absl::MutexLock lock(&mu_);
-  if (shut_down_ || status == status_) {
-    shut_down_ = shut_down_ || final;
-    return;
-  }
+  if (shut_down_ || (status == status_ && !final)) return;
   status_ = status;
   shut_down_ = final;
   // Before Listen nobody watches; after, the loop tells the watchers.
@@ -137,13 +163,16 @@ void HealthService::Set(Status status, bool final) {
 
 void HealthService::OnChanged(bool) {
   Status status;
+  bool final = false;
   {
     absl::MutexLock lock(&mu_);
     alarm_set_ = false;
     status = status_;
+    final = shut_down_;
   }
-  for (WatchCall* w : watchers_) {
+  for (WatchCall* w : std::vector<WatchCall*>(watchers_.begin(), watchers_.end())) {
     if (w->known_) w->Update(status);
+    if (final) w->End();
   }
 }
 

@@ -164,6 +164,21 @@ def gen_stubs(source_dir, out_dir):
     sys.path.insert(0, out_dir)
 
 
+def health_stubs():
+    """grpc.health.v1 stubs from proto/grpc/health/v1/health.proto, generated
+    under a module path of their own (`grpc.health...` would shadow grpcio)."""
+    out = tempfile.mkdtemp(prefix="switchboard-health-")
+    os.makedirs(os.path.join(out, "sbhealth"))
+    shutil.copy(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "proto", "grpc", "health", "v1",
+                             "health.proto"), os.path.join(out, "sbhealth", "health.proto"))
+    subprocess.check_call(["protoc", "-I", out, "--python_out=" + out, "--grpc_out=" + out,
+                           "--plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin", "sbhealth/health.proto"])
+    open(os.path.join(out, "sbhealth", "__init__.py"), "w").close()
+    sys.path.insert(0, out)
+    from sbhealth import health_pb2, health_pb2_grpc
+    return health_pb2, health_pb2_grpc
+
+
 CLUSTER_TOKEN = "test-cluster-token-0123456789"
 HTTP_PROXY_TOKEN = "test-http-proxy-token-0123456789"
 NATS_GATEWAY = ("sb-gateway", "test-nats-gateway-password")

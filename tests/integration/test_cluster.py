@@ -13,7 +13,7 @@ import unittest
 import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import Proc, parse_args, Cluster, Driver, cpu_seconds, load_stubs, wait_until  # noqa: E402
+from cluster import Proc, parse_args, Cluster, Driver, cpu_seconds, health_stubs, load_stubs, wait_until  # noqa: E402
 
 ARGS = None
 API_KEY = (("authorization", "apikey test-api-key-1234"),)
@@ -408,10 +408,21 @@ class ControlShutdownTest(unittest.TestCase):
             wait_until(lambda: sorted(g.id for g in s.ListGateways(pb.ListGatewaysRequest(), metadata=API_KEY,
                                                                    timeout=2).gateways) == ["gw-1", "gw-2"],
                        10, "both gateways attached")
+            # A health Watch is open too (a load balancer's, grpcurl's): it is
+            # ended as well, not left for the server's 2-s shutdown deadline.
+            hpb, hgrpc = health_stubs()
+            watch = hgrpc.HealthStub(ch).Watch(hpb.HealthCheckRequest())
+            self.assertEqual(next(watch).status, hpb.HealthCheckResponse.SERVING)
+            t0 = time.monotonic()
             c.controls[0].signal(signal.SIGTERM)
             self.assertEqual(c.controls[0].stop(), 0)
+            self.assertLess(time.monotonic() - t0, 1.0)
             for gw_id in ("gw-1", "gw-2"):
                 c.gateways[gw_id][0].wait_line(r"detached: this control replica is stopping", 10)
+            with self.assertRaises(grpc.RpcError) as e:
+                for update in watch:
+                    self.assertEqual(update.status, hpb.HealthCheckResponse.NOT_SERVING)
+            self.assertEqual(e.exception.code(), grpc.StatusCode.UNAVAILABLE)
         finally:
             ch.close()
             c.close()
