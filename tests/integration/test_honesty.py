@@ -232,8 +232,8 @@ class SpoofedAnswersTest(unittest.TestCase):
         # and with a made-up MAC. Before answers were bound to gateways it
         # won the race for about a third of the calls.
         from switchboard.v1 import bus_pb2
-        _, on_1 = connect("430", cluster.gateways["gw-1"][1])
-        _, on_2 = connect("430", cluster.gateways["gw-2"][1])
+        _, on_1 = connect("450", cluster.gateways["gw-1"][1])
+        _, on_2 = connect("450", cluster.gateways["gw-2"][1])
         nats = NatsSession(cluster.nats_port, NATS_GATEWAY)
         stop = threading.Event()
         forged = [0]
@@ -269,11 +269,11 @@ class SpoofedAnswersTest(unittest.TestCase):
         try:
             wrong = calls = 0
             for _ in range(300):
-                res = user_connections("430")
+                res = user_connections("450")
                 calls += 1
                 wrong += res.complete and set(res.connections) != {on_1, on_2}
             for _ in range(100):
-                r = stub.TerminateUser(pb.TerminateUserRequest(app_id="demo", user_id="430",
+                r = stub.TerminateUser(pb.TerminateUserRequest(app_id="demo", user_id="450",
                                                                except_client_ids=[on_1, on_2]),
                                        metadata=API_KEY, timeout=5)
                 calls += 1
