@@ -19,12 +19,22 @@ API_KEY = (("authorization", "apikey test-api-key-1234"),)
 NAME = "replicas.switchboard.test"
 
 
-def free_udp_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+def free_port():
+    """A port free for both UDP and TCP now (dnsmasq listens on both). Another
+    process may still take it before dnsmasq binds: Dns retries."""
+    while True:
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.bind(("127.0.0.1", 0))
+        port = u.getsockname()[1]
+        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            t.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            t.close()
+            u.close()
 
 
 class Dns:
@@ -33,12 +43,21 @@ class Dns:
     def __init__(self, tmp, addresses):
         self.hosts = os.path.join(tmp, "replicas.hosts")
         self.set(addresses, reload=False)
-        self.port = free_udp_port()
-        self.proc = Proc("dnsmasq", ["dnsmasq", "--no-daemon", "-C", "/dev/null", "--port=%d" % self.port,
-                                     "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv", "--no-hosts",
-                                     "--addn-hosts=" + self.hosts, "--local-ttl=0", "--user=root",
-                                     "--pid-file=" + os.path.join(tmp, "dnsmasq.pid"), "--log-queries"])
-        self.proc.wait_line(r"started, version")
+        # The port can be taken between choosing it and dnsmasq binding it
+        # (other tests open many sockets at once): then another port.
+        for attempt in range(5):
+            self.port = free_port()
+            self.proc = Proc("dnsmasq", ["dnsmasq", "--no-daemon", "-C", "/dev/null", "--port=%d" % self.port,
+                                         "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv",
+                                         "--no-hosts", "--addn-hosts=" + self.hosts, "--local-ttl=0", "--user=root",
+                                         "--pid-file=" + os.path.join(tmp, "dnsmasq.pid"), "--log-queries"])
+            try:
+                self.proc.wait_line(r"started, version")
+                break
+            except AssertionError:
+                self.proc.stop()
+                if attempt == 4 or not any("Address already in use" in l for l in self.proc.lines):
+                    raise
         self.reads = 1
 
     def set(self, addresses, reload=True):
