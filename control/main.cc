@@ -14,6 +14,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
 #include "common/answer_mac.h"
 #include "common/config.h"
 #include "common/grpc_tls.h"
@@ -221,15 +222,21 @@ int main(int argc, char** argv) {
   health.Shutdown();  // NOT_SERVING from now on
   stopping.Notify();
   sweeper.join();
-  // Calls waiting on the fleet end now, and later ones at once, with
-  // UNAVAILABLE (a caller retries on another replica); after this no other
-  // thread finishes a call. The gateways' Attach streams end now with
-  // UNAVAILABLE too, and new ones are refused, so the server's shutdown
-  // waits only for calls in flight (what remains is cancelled at its
-  // deadline); then the loop drains.
+  // Drain, so that a rolling restart of control fails no call: the server
+  // takes no new call from now on (GOAWAY: a client's next call goes to
+  // another replica, without the caller seeing an error), and the calls in
+  // flight finish with their gateways' answers (each by its deadline, at most
+  // control.max_timeout_ms). Only then do the gateways' Attach streams end
+  // (ending them first would make those calls stop waiting for every gateway
+  // and answer incomplete), and what is left of the calls ends with
+  // UNAVAILABLE; the server's shutdown then waits for nothing else (what
+  // would remain is cancelled at its deadline), and the loop drains.
+  const absl::Duration drain = absl::Milliseconds(config.control().max_timeout_ms()) + absl::Seconds(1);
+  std::thread server_shutdown([&] { server->Shutdown(absl::ToChronoTime(absl::Now() + drain + absl::Seconds(1))); });
+  if (!gather.WaitIdle(drain)) spdlog::warn("stopping: calls still in flight after {}", absl::FormatDuration(drain));
   gather.Close(absl::UnavailableError(control::Fleet::kStopping));
   fleet.Close();
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  server_shutdown.join();
   loop.Stop();
   // Tear down in dependency order: no bus message and no timer may reach the
   // scatter-gather once it starts to go.

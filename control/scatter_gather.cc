@@ -141,6 +141,11 @@ void ScatterGather::Close(const absl::Status& why) {
   mu_.Await(absl::Condition(+[](int* n) { return *n == 0; }, &in_done_));
 }
 
+bool ScatterGather::WaitIdle(absl::Duration max) {
+  absl::MutexLock lock(&mu_);
+  return mu_.AwaitWithTimeout(absl::Condition(this, &ScatterGather::IdleLocked), max);
+}
+
 void ScatterGather::OnReply(const std::string& subject, const std::string& data) {
   v1::BusReply reply;
   if (!reply.ParseFromString(data) || reply.gateway_id().empty()) {

@@ -76,6 +76,9 @@ class ScatterGather {
   // At shutdown: every call in flight ends now with `why` (an error), later
   // ones at once; returns when no other thread is still inside a `done`.
   void Close(const absl::Status& why);
+  // At shutdown, before Close: waits until no call is in flight (each ends
+  // by its deadline) or `max` passed; true if none is left.
+  bool WaitIdle(absl::Duration max);
 
   // A gateway left the fleet (detached, lease expired): calls waiting on it
   // stop waiting and name it as missing. Any thread but a `done`'s.
@@ -124,6 +127,7 @@ class ScatterGather {
   absl::flat_hash_map<std::string, std::shared_ptr<Pending>> pending_ ABSL_GUARDED_BY(mu_);
   absl::Status closed_ ABSL_GUARDED_BY(mu_);  // not OK once closed
   int in_done_ ABSL_GUARDED_BY(mu_) = 0;      // calls taken out of pending_ whose done has not returned
+  bool IdleLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return pending_.empty() && in_done_ == 0; }
 };
 
 }  // namespace switchboard::control

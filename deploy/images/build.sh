@@ -6,6 +6,16 @@
 #
 #   deploy/images/build.sh            # build what is missing or changed
 #   deploy/images/build.sh --sizes    # also print each image's size
+#   deploy/images/build.sh --previous # also the images of the previous commit
+#
+# --previous builds control, gateway and http from the commit before HEAD
+# (or $SWITCHBOARD_PREVIOUS_REF: a tag, a branch, a commit), each from that
+# commit's own Containerfiles, tagged localhost/switchboard/<name>:previous
+# with the commit in the label org.opencontainers.image.revision: the
+# multi-host test upgrades a fleet from them to the current images. The
+# build stage shares the ccache (same /src and /build paths), so only what
+# changed between the two commits is compiled twice. Without the commit (a
+# shallow clone) it says so and builds nothing for it.
 #
 # Images are tagged localhost/switchboard/<name>:<version> with the version
 # of CMakeLists.txt's project(), the tag the kustomize manifests pin.
@@ -18,7 +28,14 @@ root=$PWD
 export CONTAINERS_CONF=$root/deploy/images/containers.conf
 
 sizes=false
-[[ ${1:-} == --sizes ]] && sizes=true
+previous=false
+for arg in "$@"; do
+  case $arg in
+    --sizes) sizes=true ;;
+    --previous) previous=true ;;
+    *) echo "images: unknown argument $arg (--sizes, --previous)" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for p in podman runc mmdebstrap uidmap; do
@@ -59,6 +76,28 @@ for name in control gateway http nats; do
   podman build -q -f "deploy/images/Containerfile.$name" --build-arg BASE="$base" --build-arg BUILD="$build" \
     --build-arg VERSION="$version" -t "localhost/switchboard/$name:$version" . >/dev/null
 done
+
+if $previous; then
+  ref=${SWITCHBOARD_PREVIOUS_REF:-HEAD~1}
+  if ! prev=$(git rev-parse --verify -q "$ref^{commit}"); then
+    echo "images: no commit $ref here (a shallow clone?): no previous images; the multi-host upgrade test will say it did not run"
+    for name in control gateway http; do podman rmi -f "localhost/switchboard/$name:previous" >/dev/null 2>&1 || true; done
+  else
+    prevtree=$(mktemp -d)
+    git archive "$prev" | tar -x -C "$prevtree"
+    echo "images: build stage of the previous commit ${prev:0:12} ($ref)"
+    podman build -q -f "$prevtree/deploy/images/Containerfile.build" --build-arg BASE="$base" \
+      -v "$ccache_dir:/ccache" -t localhost/switchboard/build:previous "$prevtree" >/dev/null
+    for name in control gateway http; do
+      echo "images: localhost/switchboard/$name:previous (${prev:0:12})"
+      podman build -q -f "$prevtree/deploy/images/Containerfile.$name" --build-arg BASE="$base" \
+        --build-arg BUILD=localhost/switchboard/build:previous --build-arg VERSION="previous-${prev:0:12}" \
+        --label org.opencontainers.image.revision="$prev" \
+        -t "localhost/switchboard/$name:previous" "$prevtree" >/dev/null
+    done
+    rm -rf "$prevtree"
+  fi
+fi
 
 if $sizes; then
   for name in debian-base control gateway http nats; do

@@ -408,25 +408,61 @@ class Cluster:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def render_production(source_dir, work):
-    """The production overlay with fresh random secrets in a copy of deploy/k8s."""
+def render_production(source_dir, work, values=None):
+    """The production overlay with fresh random secrets in a copy of deploy/k8s
+    (or the given ones: the previous commit's overlay is rendered with the same
+    secrets, as an upgrade keeps them). Returns (objects, values)."""
     tree = os.path.join(work, "k8s")
     shutil.copytree(os.path.join(source_dir, "deploy", "k8s"), tree,
                     ignore=shutil.ignore_patterns("node_modules", "check"))
     prod = os.path.join(tree, "overlays", "production")
     # NATS passwords nats-server would misread were they unquoted in its config
     # (a number, a negative number, a date): every run starts NATS with such.
-    awkward = {"route-password": "%030d" % secrets.randbelow(10 ** 30),
-               "gateway-password": "-" + secrets.token_urlsafe(24),
-               "control-password": "2026-11-26T" + secrets.token_hex(12)}
+    if values is None:
+        values = {"route-password": "%030d" % secrets.randbelow(10 ** 30),
+                  "gateway-password": "-" + secrets.token_urlsafe(24),
+                  "control-password": "2026-11-26T" + secrets.token_hex(12)}
     for name in ("secrets.env", "nats-secrets.env"):
         with open(os.path.join(prod, name + ".example")) as f, open(os.path.join(prod, name), "w") as out:
             for line in f:
                 if "=" in line and not line.startswith("#"):
                     key = line.split("=", 1)[0]
-                    out.write("%s=%s\n" % (key, awkward.get(key) or secrets.token_urlsafe(24)))
+                    if key not in values:
+                        values[key] = secrets.token_urlsafe(24)
+                    out.write("%s=%s\n" % (key, values[key]))
     out = sh("kubectl", "kustomize", prod)
-    return [d for d in yaml.safe_load_all(out.stdout) if d]
+    return [d for d in yaml.safe_load_all(out.stdout) if d], values
+
+
+PREVIOUS_TAG = "previous"
+UPGRADED = ("switchboard-control", "switchboard-gateway", "switchboard-http")
+
+
+def previous_release(source_dir, work, values):
+    """The previous commit's workloads (deploy/images/build.sh --previous made
+    their images): its own overlay rendered with the same secrets, each image
+    retagged to :previous. None, with the reason, when the images are not there."""
+    revs = set()
+    for name in UPGRADED:
+        image = IMAGE_PREFIX + name.split("-", 1)[1] + ":" + PREVIOUS_TAG
+        out = podman("image", "inspect", "--format", '{{index .Labels "org.opencontainers.image.revision"}}', image,
+                     check=False)
+        if out.returncode != 0:
+            return None, "no image %s (deploy/images/build.sh --previous)" % image
+        revs.add(out.stdout.strip())
+    if len(revs) != 1 or not re.fullmatch(r"[0-9a-f]{40}", next(iter(revs))):
+        return None, "the :previous images are of different commits %s" % sorted(revs)
+    rev = revs.pop()
+    tree = os.path.join(work, "previous")
+    os.makedirs(tree)
+    archive = subprocess.run(["git", "-C", source_dir, "archive", rev], capture_output=True, check=True).stdout
+    sh("tar", "-x", "-C", tree, input=archive.decode("latin-1"), encoding="latin-1")
+    objects, _ = render_production(tree, tree, values)
+    for o in objects:
+        if o["kind"] == "Deployment" and o["metadata"]["name"] in UPGRADED:
+            for c in o["spec"]["template"]["spec"]["containers"]:
+                c["image"] = c["image"].rsplit(":", 1)[0] + ":" + PREVIOUS_TAG
+    return (rev, objects), None
 
 
 class MultiHost(unittest.TestCase):
@@ -438,8 +474,16 @@ class MultiHost(unittest.TestCase):
         from switchboard.v1 import control_pb2, control_pb2_grpc
         cls.pb, cls.pbg = control_pb2, control_pb2_grpc
         cls.work = tempfile.mkdtemp(prefix="switchboard-k8s-render-")
-        cls.objects = render_production(ARGS.source_dir, cls.work)
+        cls.objects, values = render_production(ARGS.source_dir, cls.work)
+        cls.previous, cls.no_previous = previous_release(ARGS.source_dir, cls.work, values)
         cls.k = Cluster(cls.objects, ARGS.build_dir)
+        if cls.previous:
+            # The old release's ConfigMaps and Secrets exist next to the new
+            # ones (their names carry a hash of their contents), as during an
+            # upgrade.
+            for o in cls.previous[1]:
+                if o["kind"] in ("ConfigMap", "Secret"):
+                    cls.k.by_kind.setdefault(o["kind"], {}).setdefault(o["metadata"]["name"], o)
         try:
             cls.start_cluster()
         except BaseException:
@@ -453,13 +497,23 @@ class MultiHost(unittest.TestCase):
         k.net_up()
         wl = {o["metadata"]["name"]: o for o in cls.objects if o["kind"] in ("Deployment", "StatefulSet")}
         cls.wl = wl
+        # The fleet starts on the previous commit's control, gateways and
+        # proxy (when its images are there: test_0 upgrades it), on this
+        # commit's NATS and its configuration (an upgrade's first step).
+        first = dict(wl)
+        if cls.previous:
+            first.update({o["metadata"]["name"]: o for o in cls.previous[1]
+                          if o["kind"] == "Deployment" and o["metadata"]["name"] in UPGRADED})
+            log("starting control, gateways and switchboard-http of the previous commit %s" % cls.previous[0][:12])
+        else:
+            log("not testing an upgrade: %s" % cls.no_previous)
         log("rendered %d objects; starting pods" % len(cls.objects))
         nats = [k.start_pod(wl["switchboard-nats"]) for _ in range(wl["switchboard-nats"]["spec"]["replicas"])]
         for p in nats:
             k.wait_ready(p)
-        controls = [k.start_pod(wl["switchboard-control"]) for _ in range(wl["switchboard-control"]["spec"]["replicas"])]
-        gateways = [k.start_pod(wl["switchboard-gateway"]) for _ in range(wl["switchboard-gateway"]["spec"]["replicas"])]
-        https = [k.start_pod(wl["switchboard-http"]) for _ in range(wl["switchboard-http"]["spec"]["replicas"])]
+        controls = [k.start_pod(first["switchboard-control"]) for _ in range(wl["switchboard-control"]["spec"]["replicas"])]
+        gateways = [k.start_pod(first["switchboard-gateway"]) for _ in range(wl["switchboard-gateway"]["spec"]["replicas"])]
+        https = [k.start_pod(first["switchboard-http"]) for _ in range(wl["switchboard-http"]["spec"]["replicas"])]
         for p in controls + gateways + https:
             k.wait_ready(p)
         cls.nats, cls.controls, cls.gateways, cls.https = nats, controls, gateways, https
@@ -510,6 +564,138 @@ class MultiHost(unittest.TestCase):
         return {g.name for g in self.gateways}
 
     # -- the scenario --------------------------------------------------------
+    def test_0_rolling_upgrade_from_the_previous_commit(self):
+        """The documented order (README: NATS configuration, control, gateways,
+        switchboard-http), each Deployment as Kubernetes rolls it (maxSurge 1:
+        the new pod ready before the old one goes), with UserConnections and
+        TerminateUser through control's Service and the HTTP API through the
+        proxy's Service throughout. Every answer is checked against what is
+        known to be connected: a complete one must hold every session of
+        every gateway that was up during the whole call."""
+        if not self.previous:
+            self.skipTest(self.no_previous)
+        users = ["u%d" % i for i in range(12)]
+        gen = self.load(self.gateways, 120, len(users), "u")  # 10 sessions per user, on all three gateways
+        truth = {}
+        for u in users:
+            def complete(u=u):
+                r = self.uc(self.controls[0], u)
+                return r if r.complete and len(r.connections) == 10 else None
+            r = wait_until(complete, 15, "a complete answer for %s" % u)
+            truth[u] = {}
+            for c in r.connections.values():
+                truth[u][c.gateway] = truth[u].get(c.gateway, 0) + 1
+        leaving = {}  # gateway -> (monotonic time its termination began, time it was gone)
+        stats = {"calls": 0, "grpc": 0, "http": 0, "failed": [], "incomplete": 0, "wrong": [], "reasons": []}
+        stop = threading.Event()
+        control_channel = grpc.insecure_channel("%s:50051" % self.k.vips["switchboard-control"])
+        control = self.pbg.ControlStub(control_channel)
+        http_base = "http://%s:80" % self.k.vips["switchboard-http"]
+        start = time.monotonic()
+
+        def check(u, complete, per_gateway, t0, t1, how, why):
+            stats["calls"] += 1
+            stats[how] += 1
+            if not complete:
+                stats["incomplete"] += 1
+                stats["reasons"].append("%.1f s %s: %s" % (t0 - start, how, why))
+                return
+            for g, n in truth[u].items():
+                began, gone = leaving.get(g, (float("inf"), float("inf")))
+                low, high = (n, n) if t1 < began else (0, 0) if t0 > gone else (0, n)
+                if not low <= per_gateway.get(g, 0) <= high:
+                    stats["wrong"].append("%.1f s %s %s: %d sessions on %s, want %d..%d" % (
+                        t0 - start, how, u, per_gateway.get(g, 0), g, low, high))
+            for g in set(per_gateway) - set(truth[u]):
+                stats["wrong"].append("%.1f s %s %s: %d sessions on %s, which never had any" % (
+                    t0 - start, how, u, per_gateway[g], g))
+
+        def caller():
+            i = 0
+            while not stop.is_set():
+                i += 1
+                u = users[i % len(users)]
+                t0 = time.monotonic()
+                try:
+                    if i % 10 == 0:
+                        t = control.TerminateUser(self.pb.TerminateUserRequest(app_id="main", user_id="nobody-%d" % i),
+                                                  metadata=self.md(), timeout=3)
+                        stats["calls"] += 1
+                        stats["grpc"] += 1
+                        if t.closed:
+                            stats["wrong"].append("TerminateUser of nobody-%d closed %d" % (i, t.closed))
+                        if not t.coverage.complete:
+                            stats["incomplete"] += 1
+                    elif i % 3 == 0:
+                        req = urllib.request.Request("%s/apps/main/users/%s/connections" % (http_base, u),
+                                                     headers={"X-API-Key": self.api_key})
+                        with urllib.request.urlopen(req, timeout=3) as resp:
+                            body = json.load(resp)["result"]
+                        per = {}
+                        for c in body.get("connections", {}).values():
+                            per[c["gateway"]] = per.get(c["gateway"], 0) + 1
+                        check(u, body.get("complete", False), per, t0, time.monotonic(), "http",
+                              "%s %s" % (body.get("incomplete_reason"), body.get("gateways_missing")))
+                    else:
+                        r = control.UserConnections(self.pb.UserConnectionsRequest(app_id="main", user_id=u),
+                                                    metadata=self.md(), timeout=3).result
+                        per = {}
+                        for c in r.connections.values():
+                            per[c.gateway] = per.get(c.gateway, 0) + 1
+                        check(u, r.complete, per, t0, time.monotonic(), "grpc",
+                              "%s %s" % (r.incomplete_reason, list(r.gateways_missing)))
+                except grpc.RpcError as e:
+                    stats["failed"].append("%.1f-%.1f s grpc: %s: %s" % (t0 - start, time.monotonic() - start,
+                                                                        e.code(), e.details()))
+                except (OSError, ValueError, KeyError) as e:
+                    stats["failed"].append("%.1f-%.1f s http: %r" % (t0 - start, time.monotonic() - start, e))
+                time.sleep(0.01)  # pacing the load, not synchronising anything
+
+        thread = threading.Thread(target=caller, daemon=True)
+        thread.start()
+        steps = []
+        try:
+            for group, name in ((self.controls, "switchboard-control"), (self.gateways, "switchboard-gateway"),
+                                (self.https, "switchboard-http")):
+                for old in list(group):
+                    new = self.k.start_pod(self.wl[name])
+                    log("  started %s at %.1f s" % (new.name, time.monotonic() - start))
+                    self.k.wait_ready(new)
+                    began = time.monotonic()
+                    log("  %s ready; terminating %s at %.1f s" % (new.name, old.name, began - start))
+                    leaving[old.name] = (began, float("inf"))
+                    code, took = self.k.terminate(old)
+                    leaving[old.name] = (began, time.monotonic())
+                    self.assertEqual(code, 0, "%s exited %d: %s" % (old.name, code, self.k.logs(old)[-2000:]))
+                    group[group.index(old)] = new
+                    steps.append("%s->%s %.1fs" % (old.name, new.name, took))
+                    log("  upgraded %s to %s at %.1f s" % (old.name, new.name, time.monotonic() - start))
+            # A few more calls on the upgraded fleet before stopping.
+            calls = stats["calls"]
+            wait_until(lambda: stats["calls"] >= calls + 20, 20, "calls on the upgraded fleet")
+        finally:
+            stop.set()
+            thread.join()
+            control_channel.close()
+        closes = gen.closes()
+        codes = {}
+        for c in closes:
+            codes[c["code"]] = codes.get(c["code"], 0) + 1
+        log("rolling upgrade %s -> this commit in %.1f s (%s): %d calls (%d gRPC through control's Service, "
+            "%d HTTP through the proxy's), %d failed, %d complete-but-wrong, %d incomplete (named); client closes %s"
+            % (self.previous[0][:12], time.monotonic() - start, ", ".join(steps), stats["calls"], stats["grpc"],
+               stats["http"], len(stats["failed"]), len(stats["wrong"]), stats["incomplete"], codes))
+        for r in stats["reasons"][:20]:
+            log("  incomplete (named, not silent): " + r)
+        self.assertEqual(stats["failed"], [])
+        self.assertEqual(stats["wrong"], [])
+        self.assertGreater(stats["calls"], 200)
+        self.assertGreater(stats["http"], 30)
+        self.assertEqual(codes, {3001: 120}, "every client of an old gateway got the reconnect code")
+        for u in users:
+            r = self.uc(self.controls[0], u)
+            self.assertTrue(r.complete and len(r.connections) == 0, r)
+
     def test_1_complete_answers_through_both_replicas_and_the_proxy(self):
         # Round robin over 3 gateways, 25 users: each user's 12 sessions are on all three.
         self.__class__.gen = self.load(self.gateways, 300, 25, "a")
