@@ -145,16 +145,19 @@ HealthService::Status HealthService::Current() {
 }
 
 void HealthService::SetServing(bool serving) {
-  Set(serving ? HealthCheckResponse::SERVING : HealthCheckResponse::NOT_SERVING, false);
+  Set(serving ? HealthCheckResponse::SERVING : HealthCheckResponse::NOT_SERVING, false, false);
 }
 
-void HealthService::Shutdown() { Set(HealthCheckResponse::NOT_SERVING, true); }
+void HealthService::StopServing() { Set(HealthCheckResponse::NOT_SERVING, true, false); }
 
-void HealthService::Set(Status status, bool final) {
+void HealthService::Shutdown() { Set(HealthCheckResponse::NOT_SERVING, true, true); }
+
+void HealthService::Set(Status status, bool final, bool end_watches) {
   absl::MutexLock lock(&mu_);
-  if (shut_down_ || (status == status_ && !final)) return;
+  if (end_watches_ || (shut_down_ && !end_watches) || (status == status_ && !final)) return;
   status_ = status;
-  shut_down_ = final;
+  shut_down_ = shut_down_ || final;
+  end_watches_ = end_watches;
   // Before Listen nobody watches; after, the loop tells the watchers.
   if (loop_ == nullptr || alarm_set_) return;
   alarm_set_ = true;
@@ -168,7 +171,7 @@ void HealthService::OnChanged(bool) {
     absl::MutexLock lock(&mu_);
     alarm_set_ = false;
     status = status_;
-    final = shut_down_;
+    final = end_watches_;
   }
   for (WatchCall* w : std::vector<WatchCall*>(watchers_.begin(), watchers_.end())) {
     if (w->known_) w->Update(status);

@@ -25,7 +25,11 @@ class HealthService {
   void Listen(CqLoop* loop);
   // SERVING or NOT_SERVING; a change reaches every Watch.
   void SetServing(bool serving);
-  // NOT_SERVING from now on, whatever SetServing says later.
+  // NOT_SERVING from now on, whatever SetServing says later; the watchers
+  // hear it and their streams stay open.
+  void StopServing();
+  // As StopServing, and every Watch stream ends (UNAVAILABLE) once its last
+  // status is out.
   void Shutdown();
 
  private:
@@ -35,7 +39,7 @@ class HealthService {
 
   bool Known(const std::string& service) const;
   Status Current();
-  void Set(Status status, bool final);
+  void Set(Status status, bool final, bool end_watches);
   // On the loop: the status changed; every watcher hears it.
   void OnChanged(bool ok);
 
@@ -48,6 +52,7 @@ class HealthService {
   absl::Mutex mu_;
   Status status_ ABSL_GUARDED_BY(mu_);
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
+  bool end_watches_ ABSL_GUARDED_BY(mu_) = false;
   bool alarm_set_ ABSL_GUARDED_BY(mu_) = false;
   grpc::Alarm alarm_;
   MemberEvent<HealthService, &HealthService::OnChanged> changed_ev_{this};

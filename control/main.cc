@@ -2,6 +2,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <iterator>
 #include <memory>
@@ -174,8 +175,12 @@ int main(int argc, char** argv) {
   health.Listen(&loop);
   loop.Start();
   std::unique_ptr<HealthHttpServer> health_http;
+  std::atomic<bool> draining{false};  // SIGTERM came: /readyz says not ready
   if (!config.control().health_listen().empty()) {
-    auto h = HealthHttpServer::Start(config.control().health_listen(), readiness);
+    auto h = HealthHttpServer::Start(config.control().health_listen(), [&readiness, &draining]() -> std::string {
+      if (draining.load()) return "this control replica is stopping";
+      return readiness();
+    });
     if (!h.ok()) {
       spdlog::error("{}", std::string(h.status().message()));
       return 1;
@@ -219,7 +224,15 @@ int main(int argc, char** argv) {
   int sig = 0;
   sigwait(&sigs, &sig);
   spdlog::info("signal {}: stopping", sig);
-  health.Shutdown();  // NOT_SERVING from now on
+  // NOT_SERVING from now on; those who watch health move their calls to
+  // other replicas meanwhile (shutdown_delay_ms), while this one still
+  // answers everything.
+  health.StopServing();
+  draining.store(true);
+  if (config.control().shutdown_delay_ms() > 0) {
+    absl::SleepFor(absl::Milliseconds(config.control().shutdown_delay_ms()));
+  }
+  health.Shutdown();  // the Watch streams end
   stopping.Notify();
   sweeper.join();
   // Drain, so that a rolling restart of control fails no call: the server

@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unicode/utf8"
@@ -169,13 +170,49 @@ func withBodyMd5(next http.Handler) http.Handler {
 	})
 }
 
+// retryUnstarted tries a call again (at most twice, within the caller's
+// deadline) when control certainly did not run it: the replica was stopping
+// (UNAVAILABLE and why), or there was no connection to it. A read-only call
+// is also tried again when its replica cancelled it: gRPC C++ cancels a call
+// that reaches a server whose shutdown has begun (the moment between control
+// stopping to take calls and this proxy hearing its GOAWAY). A TerminateUser
+// or Disconnect cancelled by the server is not tried again: control could
+// have been stopped in the middle of it, and a second run would report the
+// sessions closed by the first as not there.
+func retryUnstarted(ctx context.Context, method string, req, reply interface{}, cc *grpc.ClientConn,
+	invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	readOnly := strings.HasSuffix(method, "/UserConnections") || strings.HasSuffix(method, "/ListGateways") ||
+		strings.HasSuffix(method, "/CentrifugoUserConnections") || strings.HasSuffix(method, "/CentrifugoInfo")
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		err = invoker(ctx, method, req, reply, cc, opts...)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		st := status.Convert(err)
+		msg := st.Message()
+		unstarted := st.Code() == codes.Unavailable && (strings.Contains(msg, "replica is stopping") ||
+			strings.HasPrefix(msg, "connection error") || strings.Contains(msg, "transport is closing"))
+		if !unstarted && !(readOnly && st.Code() == codes.Canceled) {
+			return err
+		}
+	}
+	return err
+}
+
 func main() {
 	listen := flag.String("listen", "127.0.0.1:8080", "HTTP listen address (port 0: the OS chooses)")
 	control := flag.String("control", "127.0.0.1:50051", "switchboard-control gRPC address")
 	controlCA := flag.String("control_ca", "", "CA file: call control over TLS, verifying it (config tls.ca_file)")
 	tlsCert := flag.String("tls_cert", "", "serve HTTPS with this certificate (and --tls_key)")
 	tlsKey := flag.String("tls_key", "", "the key of --tls_cert")
+	shutdownDelay := flag.Duration("shutdown_delay", 0, "on SIGTERM, keep serving this long with /readyz "+
+		"answering 503 before closing (time for load balancers to take this pod out), e.g. 3s; at most 60s")
 	flag.Parse()
+	if *shutdownDelay < 0 || *shutdownDelay > time.Minute {
+		fmt.Fprintln(os.Stderr, "switchboard-http: --shutdown_delay must be between 0 and 60s")
+		os.Exit(2)
+	}
 	proxyToken = os.Getenv("SWITCHBOARD_HTTP_PROXY_TOKEN")
 	if len(proxyToken) < 16 {
 		fmt.Fprintln(os.Stderr, "switchboard-http: set SWITCHBOARD_HTTP_PROXY_TOKEN (at least 16 characters; control's http_proxy_token)")
@@ -194,14 +231,15 @@ func main() {
 	// Control's answers for a user with many fat sessions run past gRPC's
 	// default 4 MiB: read them (callers who want less ask with page_size).
 	recv := grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxAnswer))
-	opts := []grpc.DialOption{grpc.WithInsecure(), recv}
+	retry := grpc.WithUnaryInterceptor(retryUnstarted)
+	opts := []grpc.DialOption{grpc.WithInsecure(), recv, retry}
 	if *controlCA != "" {
 		creds, err := credentials.NewClientTLSFromFile(*controlCA, "")
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "switchboard-http: --control_ca: %v\n", err)
 			os.Exit(2)
 		}
-		opts = []grpc.DialOption{grpc.WithTransportCredentials(creds), recv}
+		opts = []grpc.DialOption{grpc.WithTransportCredentials(creds), recv, retry}
 	}
 	if err := switchboardv1.RegisterControlHandlerFromEndpoint(ctx, mux, *control, opts); err != nil {
 		log.Fatalf("switchboard-http: cannot register control handlers: %v", err)
@@ -220,12 +258,18 @@ func main() {
 		w.Header().Set("Cache-Control", "no-store")
 		_, _ = w.Write([]byte("ok\n"))
 	}
+	var stopping int32 // SIGTERM came: /readyz answers 503
 	root := http.NewServeMux()
 	root.HandleFunc("/livez", live)
 	root.HandleFunc("/healthz", live)
 	root.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
+		if atomic.LoadInt32(&stopping) != 0 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "not ready: stopping")
+			return
+		}
 		checkCtx, done := context.WithTimeout(r.Context(), time.Second)
 		defer done()
 		resp, err := health.Check(checkCtx, &healthpb.HealthCheckRequest{})
@@ -260,6 +304,8 @@ func main() {
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
 		<-sigs
+		atomic.StoreInt32(&stopping, 1)
+		time.Sleep(*shutdownDelay)
 		shutdownCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
 		defer done()
 		_ = srv.Shutdown(shutdownCtx)

@@ -205,7 +205,7 @@ control:
   default_timeout_ms: 1000
   heartbeat_interval_ms: {heartbeat}
   lease_ms: {lease}
-gateway:
+{control_extra}gateway:
   listen_host: 127.0.0.1
   port: 0
   ping_interval_s: {ping}
@@ -221,7 +221,7 @@ class Cluster:
     def __init__(self, build_dir, source_dir, gateways=2, ping=25, http=True, max_sessions=1000, controls=1,
                  grace=25, heartbeat_ms=300, lease_ms=1500, gateway_extra=None, replica_hosts=None,
                  dns_name=None, dns_server="", tls=None, pong=2, gateway_bin=None, workers=1, gateway_args=(),
-                 resolve_ms=300, nats_extra="", max_message_bytes=4096):
+                 resolve_ms=300, nats_extra="", max_message_bytes=4096, control_extra=None):
         """replica_hosts: run one control per loopback address, all on the same
         port, and give gateways `dns_name` (resolved by `dns_server`) instead
         of a static list. nats_extra: more lines for nats-server's config."""
@@ -238,6 +238,7 @@ class Cluster:
         self.lease_ms = lease_ms
         self.resolve_ms = resolve_ms
         self.gateway_extra = "".join("  %s: %s\n" % kv for kv in (gateway_extra or {}).items())
+        self.control_extra = "".join("  %s: %s\n" % kv for kv in (control_extra or {}).items())
         self.dns_name = dns_name
         self.dns_server = dns_server
         self.tls = tls  # {"ca": path, "cert": path, "key": path}: TLS on every link
@@ -374,7 +375,7 @@ class Cluster:
                                   max_message_bytes=self.max_message_bytes,
                                   cluster_token=CLUSTER_TOKEN, http_proxy_token=HTTP_PROXY_TOKEN,
                                   heartbeat=self.heartbeat_ms, lease=self.lease_ms, resolve=self.resolve_ms,
-                                  gateway_extra=self.gateway_extra,
+                                  gateway_extra=self.gateway_extra, control_extra=self.control_extra,
                                   nats_gateway_user=NATS_GATEWAY[0], nats_gateway_password=NATS_GATEWAY[1],
                                   nats_control_user=NATS_CONTROL[0], nats_control_password=NATS_CONTROL[1]))
 

@@ -400,6 +400,52 @@ class ControlShutdownTest(unittest.TestCase):
             ch.close()
             c.close()
 
+    def test_a_client_that_watches_health_loses_no_call_when_a_replica_stops(self):
+        # Two replicas; callers on one channel balancing over both with gRPC
+        # health checking (README: "Calling control"). SIGTERM one: it goes
+        # NOT_SERVING for shutdown_delay_ms while still answering, the
+        # channel stops sending it calls, then it stops: no call fails.
+        # (Without the delay, calls sent as it stops are cancelled by gRPC.)
+        c = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=1, http=False, controls=2,
+                    control_extra={"shutdown_delay_ms": 500})
+        config = json.dumps({"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}})
+        ch = grpc.insecure_channel("ipv4:" + ",".join("127.0.0.1:%d" % p for p in c.control_ports),
+                                   options=[("grpc.service_config", config)])
+        stop = threading.Event()
+        results = {"ok": 0, "incomplete": [], "failed": []}
+        try:
+            s = stub_mod.ControlStub(ch)
+            c.wait_ready()
+
+            def caller():
+                while not stop.is_set():
+                    try:
+                        r = s.UserConnections(pb.UserConnectionsRequest(app_id="demo", user_id="1"),
+                                              metadata=API_KEY, timeout=3).result
+                        if r.complete:
+                            results["ok"] += 1
+                        else:
+                            results["incomplete"].append(r.incomplete_reason)
+                    except grpc.RpcError as e:
+                        results["failed"].append("%s: %s" % (e.code(), e.details()))
+            threads = [threading.Thread(target=caller) for _ in range(4)]
+            for t in threads:
+                t.start()
+            wait_until(lambda: results["ok"] >= 100, 10, "calls flowing")
+            c.controls[0].signal(signal.SIGTERM)
+            self.assertEqual(c.controls[0].stop(), 0)
+            before = results["ok"]
+            wait_until(lambda: results["ok"] >= before + 100, 10, "calls answered by the other replica")
+            stop.set()
+            for t in threads:
+                t.join()
+            self.assertEqual(results["failed"], [])
+            self.assertEqual(results["incomplete"], [])
+        finally:
+            stop.set()
+            ch.close()
+            c.close()
+
     def test_stopping_ends_the_gateways_streams_at_once(self):
         # On SIGTERM control ends every Attach stream itself, with UNAVAILABLE
         # and why, and refuses new ones: the gateways move on at once and the

@@ -568,7 +568,7 @@ class MultiHost(unittest.TestCase):
         """The documented order (README: NATS configuration, control, gateways,
         switchboard-http), each Deployment as Kubernetes rolls it (maxSurge 1:
         the new pod ready before the old one goes), with UserConnections and
-        TerminateUser through control's Service and the HTTP API through the
+        TerminateUser over control's headless Service (health-checked round robin) and the HTTP API through the
         proxy's Service throughout. Every answer is checked against what is
         known to be connected: a complete one must hold every session of
         every gateway that was up during the whole call."""
@@ -588,7 +588,15 @@ class MultiHost(unittest.TestCase):
         leaving = {}  # gateway -> (monotonic time its termination began, time it was gone)
         stats = {"calls": 0, "grpc": 0, "http": 0, "failed": [], "incomplete": 0, "wrong": [], "reasons": []}
         stop = threading.Event()
-        control_channel = grpc.insecure_channel("%s:50051" % self.k.vips["switchboard-control"])
+        # A backend as the README recommends: every replica from the headless
+        # Service, round robin, gRPC health checking (a stopping replica says
+        # NOT_SERVING for shutdown_delay_ms first, so no call is sent to it as
+        # it stops).
+        control_channel = grpc.insecure_channel(
+            "dns://%s.1:53/switchboard-control-headless.%s.svc.cluster.local:50051" % (NET, self.k.namespace),
+            options=[("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}],
+                                                          "healthCheckConfig": {"serviceName": ""}})),
+                     ("grpc.dns_min_time_between_resolutions_ms", 500)])
         control = self.pbg.ControlStub(control_channel)
         http_base = "http://%s:80" % self.k.vips["switchboard-http"]
         start = time.monotonic()
@@ -681,8 +689,8 @@ class MultiHost(unittest.TestCase):
         codes = {}
         for c in closes:
             codes[c["code"]] = codes.get(c["code"], 0) + 1
-        log("rolling upgrade %s -> this commit in %.1f s (%s): %d calls (%d gRPC through control's Service, "
-            "%d HTTP through the proxy's), %d failed, %d complete-but-wrong, %d incomplete (named); client closes %s"
+        log("rolling upgrade %s -> this commit in %.1f s (%s): %d calls (%d gRPC over control's headless Service, "
+            "%d HTTP through the proxy's Service), %d failed, %d complete-but-wrong, %d incomplete (named); client closes %s"
             % (self.previous[0][:12], time.monotonic() - start, ", ".join(steps), stats["calls"], stats["grpc"],
                stats["http"], len(stats["failed"]), len(stats["wrong"]), stats["incomplete"], codes))
         for r in stats["reasons"][:20]:

@@ -300,6 +300,17 @@ def policy_problems(objects, build_dir):
         if config["gateway"].get("max_sessions", 18000) > 19000:
             p.append("gateway: max_sessions above 19000 does not fit 20000 descriptors")
 
+    # Control drain: grace period >= shutdown_delay + the longest call
+    # (max_timeout_ms) + 2 s, or calls in flight are cut at SIGKILL.
+    ctl_wl = by_role.get("control")
+    if ctl_wl is not None:
+        cc = config["control"]
+        need = (cc.get("shutdown_delay_ms", 0) + cc.get("max_timeout_ms", 10000)) / 1000 + 2
+        grace = ctl_wl["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30)
+        if grace < need:
+            p.append("control: terminationGracePeriodSeconds %s < shutdown_delay_ms + max_timeout_ms + 2 s (%s)"
+                     % (grace, need))
+
     # NATS permissions as switchboardctl prints them for this config.
     nats_cm = generated(configmaps, "switchboard-nats-config")
     ctl = os.path.join(build_dir, "cli", "switchboardctl")
@@ -403,6 +414,9 @@ def self_test(objects, build_dir):
         ("short grace", lambda o: next(x for x in o if x["kind"] == "Deployment" and
                                        x["metadata"]["name"] == "switchboard-gateway")["spec"]["template"]["spec"]
          .update(terminationGracePeriodSeconds=5), "terminationGracePeriodSeconds"),
+        ("short control grace", lambda o: next(x for x in o if x["kind"] == "Deployment" and
+                                               x["metadata"]["name"] == "switchboard-control")["spec"]["template"]
+         ["spec"].update(terminationGracePeriodSeconds=8), "control: terminationGracePeriodSeconds"),
         ("permissions drift", lambda o: next(x for x in o if x["kind"] == "ConfigMap" and
                                              x["metadata"]["name"].startswith("switchboard-nats-config"))["data"].update(
             {"nats.conf": "authorization { users = [ {user: \"switchboard-gateway\", password: x, permissions: "
