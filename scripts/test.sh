@@ -2,7 +2,8 @@
 # Installs what is missing, builds, and runs the whole test suite twice: a
 # normal build (gcc) and a clang ASan+UBSan build that also holds the libFuzzer
 # targets (each fuzzed for FUZZ_SECONDS); in between, builds the container
-# images and runs the multi-host Kubernetes test on them (root). Exit 0 only
+# images (and those of the previous commit, for the upgrade) and runs the
+# multi-host Kubernetes test on them (root). Exit 0 only
 # if every test passes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +24,7 @@ run_suite build
 # the multi-host test that runs what the production overlay renders on
 # network namespaces (needs root). Every run: CI machines start empty.
 echo "== images (at $(( $(date +%s) - start )) s)"
-bash deploy/images/build.sh --sizes
+bash deploy/images/build.sh --sizes --previous
 echo "== multi-host: the production overlay on network namespaces (at $(( $(date +%s) - start )) s)"
 /usr/bin/python3 tests/k8s/multihost.py --build-dir build
 # Sanitizers: leaks are reported too; a finding fails the test that hit it.
