@@ -74,6 +74,11 @@ constexpr size_t kMaxPosted = 65536;
 
 // A close frame holds at most 125 bytes: the code and 123 of reason.
 constexpr size_t kMaxCloseReasonBytes = 123;
+// A connection the server closes has this long to take its last frames and
+// answer the close frame; then its socket goes. lws 4.1 itself waits 5 s for
+// the answer (hard-coded), which let a flood of refused clients hold their
+// descriptors for seconds each.
+constexpr absl::Duration kClosingDeadline = absl::Seconds(1);
 
 // RFC 6455 7.4: what an endpoint may put in a close frame.
 bool SendableCloseCode(int code) {
@@ -469,6 +474,7 @@ void WsServer::Close(ConnId id, int code, const std::string& reason) {
   it->second.close_code = static_cast<uint16_t>(code);  // close codes are below 5000
   it->second.close_reason = std::make_unique<std::string>(TruncateUtf8(reason, kMaxCloseReasonBytes));
   Peer& peer = it->second;
+  ArmAt(id, absl::Now() + kClosingDeadline);  // replaces the hub's deadline: it has no more use for it
   if (!peer.http_stream && peer.outbox.empty() && !lws_partial_buffered(peer.wsi)) {
     // Nothing to flush first: the close handshake starts at the next cancel
     // event (at once when this runs from one, as bus requests do) instead of
@@ -481,6 +487,8 @@ void WsServer::Close(ConnId id, int code, const std::string& reason) {
 
 void WsServer::ArmTimer(ConnId id, absl::Duration after) {
   AssertOnLoop(__func__);
+  auto it = peers_.find(id);
+  if (it == peers_.end() || it->second.closing) return;  // a closing one keeps its closing deadline
   ArmAt(id, absl::Now() + after);
 }
 
@@ -532,6 +540,16 @@ void WsServer::Tick() {
   const bool more = wheel_.Advance(absl::Now(), [this](ConnId id) {
     auto it = peers_.find(id);
     if (it == peers_.end()) return;
+    if (it->second.closing) {
+      // Closed by the server and still not gone (a peer that does not read,
+      // or does not answer the close frame): the socket goes at lws's next
+      // timeout check, as a timed-out one, without another close handshake
+      // (a synchronous kill of a socket that cannot take the close frame
+      // would start one and wait again).
+      spdlog::debug("conn {}: closing deadline passed; dropping the socket", id);
+      lws_set_timeout(it->second.wsi, PENDING_TIMEOUT_CLOSE_ACK, LWS_TO_KILL_ASYNC);
+      return;
+    }
     if (it->second.http_stream && !it->second.http_started) {
       // The uni_http_stream body did not arrive whole by the connect
       // deadline: the slot goes (not this wsi's callback, so synchronously).

@@ -199,6 +199,53 @@ class SlotHoardingTest(unittest.TestCase):
             c.close()
 
 
+class RefusalCostTest(unittest.TestCase):
+    def test_a_refused_client_that_never_answers_the_close_loses_its_socket_within_a_second(self):
+        # lws 4.1 waits 5 s for the answer to a close frame; a flood of
+        # clients that are refused and never answer would hold a descriptor
+        # that long each. The gateway drops the socket 1 s after the close.
+        c = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=1, http=False,
+                    gateway_extra={"pusher_signin_timeout_s": 30, "max_unsigned": 1})
+        held = []
+        try:
+            port = c.gateways["gw-1"][1]
+            waiting, status = upgrade(port, path="/app/%s?protocol=7" % KEY)  # the one unsigned slot
+            held.append(waiting)
+            self.assertEqual(status, 101)
+            for what, path, frame, code in (
+                    ("garbage on the Centrifugo endpoint", "/connection/websocket", b"not json", 3501),
+                    ("over the unsigned-Pusher capacity", "/app/%s?protocol=7" % KEY, None, 4100)):
+                s = socket.create_connection(("127.0.0.1", port), timeout=10)
+                held.append(s)
+                s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                           % path).encode())
+                head = b""
+                while b"\r\n\r\n" not in head:  # the 101's header, byte by byte: frames may follow at once
+                    head += s.recv(1)
+                self.assertTrue(head.startswith(b"HTTP/1.1 101"), (what, head))
+                started = time.monotonic()
+                if frame:
+                    s.sendall(b"\x81" + bytes([0x80 | len(frame)]) + b"\0\0\0\0" + frame)
+                data = b""
+                first_close = eof = None
+                while True:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        eof = time.monotonic() - started
+                        break
+                    data += chunk
+                    if first_close is None and b"\x88" in data:
+                        first_close = time.monotonic() - started
+                at = data.rfind(b"\x88")
+                self.assertGreaterEqual(at, 0, "%s: no close frame in %r" % (what, data[-60:]))
+                self.assertEqual(int.from_bytes(data[at + 2:at + 4], "big"), code, what)
+                self.assertLess(eof - first_close, 2.0, "%s: socket kept %.2f s after the close" % (what, eof - first_close))
+        finally:
+            for s in held:
+                s.close()
+            c.close()
+
 if __name__ == "__main__":
     ARGS, argv = parse_args()
     unittest.main(argv=argv, verbosity=2)
