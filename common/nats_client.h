@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -39,6 +40,12 @@ class NatsClient {
   // subscriptions (the receiving side may poll rather than sleep while any
   // do). Any thread; by default ignored.
   virtual void SetAwaitingAnswers(int calls) { (void)calls; }
+  // How many times the subscriptions came up: 1 after the first connection,
+  // one more after each reconnect; 0 before.
+  virtual uint64_t SubscribedSession() const { return 0; }
+  // Called on a bus thread each time the subscriptions come up (the first
+  // connection and every reconnect). Set before the first connection.
+  virtual void SetOnSubscribed(std::function<void()> fn) { (void)fn; }
 };
 
 }  // namespace switchboard

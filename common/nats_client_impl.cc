@@ -74,6 +74,23 @@ void NatsClientImpl::OnRxConnected(natsConnection*, void* closure) {
   spdlog::info("nats: receiving connection connected");
   auto* self = static_cast<NatsClientImpl*>(closure);
   if (!self->rx_connected_once_.HasBeenNotified()) self->rx_connected_once_.Notify();
+  self->Subscribed();
+}
+
+void NatsClientImpl::OnRxReconnected(natsConnection*, void* closure) {
+  spdlog::info("nats: receiving connection reconnected");
+  static_cast<NatsClientImpl*>(closure)->Subscribed();
+}
+
+// NATS.c sends the subscriptions again as it reconnects, before this runs.
+void NatsClientImpl::Subscribed() {
+  subscribed_session_.fetch_add(1);
+  std::function<void()> fn;
+  {
+    absl::MutexLock lock(&on_subscribed_mu_);
+    fn = on_subscribed_;
+  }
+  if (fn) fn();
 }
 
 bool NatsClientImpl::WaitForFirstConnection(absl::Duration timeout) {
@@ -124,7 +141,7 @@ absl::StatusOr<std::unique_ptr<NatsClientImpl>> NatsClientImpl::Create(const std
     if (s == NATS_OK) s = natsOptions_SetAllowReconnect(opts, true);
     if (s == NATS_OK) s = natsOptions_SetRetryOnFailedConnect(opts, true, rx ? OnRxConnected : OnConnected, self);
     if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(opts, OnDisconnected, nullptr);
-    if (s == NATS_OK && !rx) s = natsOptions_SetReconnectedCB(opts, OnReconnected, self);
+    if (s == NATS_OK) s = natsOptions_SetReconnectedCB(opts, rx ? OnRxReconnected : OnReconnected, self);
     if (s == NATS_OK && rx) s = natsOptions_SetEventLoop(opts, self, EvAttach, EvRead, EvWrite, EvDetach);
     if (s != NATS_OK) {
       return absl::InvalidArgumentError(absl::StrCat("nats_url \"", url, "\": ", natsStatus_GetText(s)));

@@ -64,6 +64,11 @@ class NatsClientImpl final : public NatsClient {
   // wake-up costs tens of microseconds. Zero (the default): never. Any thread.
   void SetBusyPoll(absl::Duration window);
   void SetAwaitingAnswers(int calls) override { awaiting_.store(calls, std::memory_order_relaxed); }
+  uint64_t SubscribedSession() const override { return subscribed_session_.load(); }
+  void SetOnSubscribed(std::function<void()> fn) override {
+    absl::MutexLock lock(&on_subscribed_mu_);
+    on_subscribed_ = std::move(fn);
+  }
 
  private:
   struct Outgoing {
@@ -84,6 +89,8 @@ class NatsClientImpl final : public NatsClient {
   static void OnConnected(natsConnection*, void* closure);
   static void OnRxConnected(natsConnection*, void* closure);
   static void OnReconnected(natsConnection*, void* closure);
+  static void OnRxReconnected(natsConnection*, void* closure);
+  void Subscribed();
   // NATS.c's event-loop callbacks (called with the connection's lock held,
   // from any thread: the connecting, reconnecting, timer or loop thread).
   static natsStatus EvAttach(void** user, void* loop, natsConnection* nc, natsSock socket);
@@ -100,6 +107,9 @@ class NatsClientImpl final : public NatsClient {
   std::atomic<int64_t> connected_since_ms_{0};
   absl::Notification connected_once_;
   absl::Notification rx_connected_once_;
+  std::atomic<uint64_t> subscribed_session_{0};
+  absl::Mutex on_subscribed_mu_;
+  std::function<void()> on_subscribed_ ABSL_GUARDED_BY(on_subscribed_mu_);
 
   // Receiving side. Subscriptions are only added (under mu_) until the
   // client goes; the loop reads the first nsubs_ of them.

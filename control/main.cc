@@ -127,7 +127,7 @@ int main(int argc, char** argv) {
     v1::BusPresence p;
     if (!p.ParseFromString(data) || p.gateway_id().empty()) return;
     if (!p.leaving()) {
-      presence.Seen(p.gateway_id(), absl::Now());
+      if (presence.Seen(p.gateway_id(), absl::Now(), p.bus_session())) gather.Reask(p.gateway_id());
       return;
     }
     presence.Left(p.gateway_id());

@@ -4,15 +4,18 @@
 
 namespace switchboard::control {
 
-void PresenceTable::Seen(const std::string& gateway_id, absl::Time now) {
+bool PresenceTable::Seen(const std::string& gateway_id, absl::Time now, uint64_t bus_session) {
   absl::MutexLock lock(&mu_);
   auto it = entries_.find(gateway_id);
   if (it != entries_.end()) {
     it->second.last_heard = std::max(it->second.last_heard, now);
     it->second.expired = false;
-  } else if (entries_.size() < kMaxEntries) {
-    entries_.emplace(gateway_id, Entry{now});
+    const bool back = it->second.bus_session != bus_session;
+    it->second.bus_session = bus_session;
+    return back;
   }
+  if (entries_.size() < kMaxEntries) entries_.emplace(gateway_id, Entry{now, false, bus_session});
+  return true;
 }
 
 void PresenceTable::Left(const std::string& gateway_id) {

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -18,7 +19,10 @@ class PresenceTable {
  public:
   explicit PresenceTable(absl::Duration lease) : lease_(lease) {}
 
-  void Seen(const std::string& gateway_id, absl::Time now);
+  // True when the gateway is new here or announces another bus session than
+  // before (it was off the bus: requests published meanwhile never reached
+  // it).
+  bool Seen(const std::string& gateway_id, absl::Time now, uint64_t bus_session = 0);
   // A clean stop: not waited for any more.
   void Left(const std::string& gateway_id);
   // After this replica did not run for a while: every entry starts afresh.
@@ -38,6 +42,7 @@ class PresenceTable {
   struct Entry {
     absl::Time last_heard;
     bool expired = false;  // reported by Expire since it was last heard
+    uint64_t bus_session = 0;
   };
   absl::flat_hash_map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);
 };

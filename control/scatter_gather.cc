@@ -93,7 +93,8 @@ void ScatterGather::Call(v1::BusRequest request, absl::Time deadline, Done done)
     absl::MutexLock lock(&mu_);
     pending->timer = timer;
   }
-  auto st = bus_->PublishNow(subject_, request.SerializeAsString(), inbox_);
+  pending->wire = request.SerializeAsString();
+  auto st = bus_->PublishNow(subject_, pending->wire, inbox_);
   if (!st.ok()) {
     std::shared_ptr<Pending> p;
     {
@@ -230,6 +231,25 @@ void ScatterGather::MemberLeft(const std::string& gateway_id) {
     }
   }
   for (const auto& id : done) Finish(id, false);
+}
+
+void ScatterGather::Reask(const std::string& gateway_id) {
+  std::vector<std::string> wires;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& [id, p] : pending_) {
+      if (p->wire.empty() || p->answers.count(gateway_id) || p->failed.count(gateway_id) ||
+          p->partial.count(gateway_id)) {
+        continue;
+      }
+      if (std::find(p->asked.begin(), p->asked.end(), gateway_id) == p->asked.end()) continue;
+      wires.push_back(p->wire);
+    }
+  }
+  if (wires.empty()) return;
+  spdlog::info("bus: {} is back on the bus; asking it again {} call(s) it may have missed", gateway_id, wires.size());
+  for (const auto& wire : wires) (void)bus_->Publish(subject_, wire, inbox_);
+  reasked_.fetch_add(wires.size());
 }
 
 void ScatterGather::Finish(const std::string& request_id, bool timed_out) {

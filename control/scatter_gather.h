@@ -83,6 +83,12 @@ class ScatterGather {
   // A gateway left the fleet (detached, lease expired): calls waiting on it
   // stop waiting and name it as missing. Any thread but a `done`'s.
   void MemberLeft(const std::string& gateway_id);
+  // A gateway is (back) on the bus: the calls still waiting for its answer
+  // are published again (it may have missed them while off the bus; a
+  // gateway runs a command once however often it hears it). Any thread.
+  void Reask(const std::string& gateway_id);
+  // Requests published again by Reask.
+  uint64_t reasked() const { return reasked_.load(); }
 
   size_t in_flight() const;
 
@@ -101,6 +107,7 @@ class ScatterGather {
     std::map<std::string, std::pair<v1::BusReply, std::vector<bool>>> partial;
     Done done;
     uint64_t timer = 0;
+    std::string wire;  // the request as published
   };
   void OnReply(const std::string& subject, const std::string& data);
   void Finish(const std::string& request_id, bool timed_out);
@@ -119,6 +126,7 @@ class ScatterGather {
   ReadinessFn readiness_;
   AuthFn auth_;
   std::atomic<uint64_t> unauthenticated_{0};
+  std::atomic<uint64_t> reasked_{0};
   std::atomic<int64_t> unauthenticated_logged_ms_{0};
   size_t max_in_flight_ = 10000;
   std::string reply_prefix_;

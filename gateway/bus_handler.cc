@@ -60,12 +60,27 @@ void BusHandler::OnMessage(const std::string& reply_to, const std::string& data)
     Send(reply_to, hub_->AnswerQuery(*request), /*now=*/true);
     return;
   }
+  if (!FirstTime(request->request_id())) {
+    spdlog::debug("bus: {} heard again; already done", request->request_id());
+    return;
+  }
   // If the loop's queue is full the request is dropped: control names this
   // gateway as missing, which is the truth.
   (void)loop_->Post([this, request, reply_to] {
     spdlog::debug("bus: handling {}", request->request_id());
     Send(reply_to, hub_->HandleBusRequest(*request), /*now=*/false);
   });
+}
+
+bool BusHandler::FirstTime(const std::string& request_id) {
+  absl::MutexLock lock(&recent_mu_);
+  if (!recent_.insert(request_id).second) return false;
+  recent_order_.push_back(request_id);
+  if (recent_order_.size() > kRecent) {
+    recent_.erase(recent_order_.front());
+    recent_order_.pop_front();
+  }
+  return true;
 }
 
 void BusHandler::Send(const std::string& reply_to, v1::BusReply reply, bool now) {

@@ -1,10 +1,13 @@
 #pragma once
 
 #include <atomic>
+#include <deque>
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "common/dispatcher.h"
 #include "common/nats_client.h"
 #include "gateway/answer_keys.h"
@@ -40,6 +43,13 @@ class BusHandler {
   Hub* hub_;
   const AnswerKeys* keys_;
   std::atomic<uint64_t> malformed_{0};
+  // Commands run once: control asks again a gateway that came back on the
+  // bus, and this one may have heard the first time. The last kRecent IDs.
+  static constexpr size_t kRecent = 4096;
+  bool FirstTime(const std::string& request_id);
+  absl::Mutex recent_mu_;
+  absl::flat_hash_set<std::string> recent_ ABSL_GUARDED_BY(recent_mu_);
+  std::deque<std::string> recent_order_ ABSL_GUARDED_BY(recent_mu_);
 };
 
 }  // namespace switchboard::gateway

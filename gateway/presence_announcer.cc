@@ -6,6 +6,9 @@
 namespace switchboard::gateway {
 
 void PresenceAnnouncer::Start() {
+  // Back on the bus after an outage: said at once, not at the next beat,
+  // so that control asks again what this gateway missed meanwhile.
+  bus_->SetOnSubscribed([this] { Announce(false); });
   thread_ = std::thread([this] {
     do {
       Announce(false);
@@ -15,6 +18,7 @@ void PresenceAnnouncer::Start() {
 
 void PresenceAnnouncer::Stop() {
   if (!thread_.joinable()) return;
+  bus_->SetOnSubscribed(nullptr);
   stop_.Notify();
   thread_.join();
   Announce(true);
@@ -25,6 +29,7 @@ void PresenceAnnouncer::Announce(bool leaving) {
   p.set_format_version(Hub::kBusFormatVersion);
   p.set_gateway_id(gateway_id_);
   p.set_leaving(leaving);
+  p.set_bus_session(bus_->SubscribedSession());
   // While the bus is down this fails; the next one goes out once it is back.
   (void)bus_->Publish(subject_, p.SerializeAsString());
 }

@@ -286,6 +286,63 @@ class SpoofedAnswersTest(unittest.TestCase):
             nats.close()
 
 
+class CommandHeardTwiceTest(unittest.TestCase):
+    def test_a_gateway_runs_a_command_once_however_often_it_hears_it(self):
+        # Control asks again a gateway that comes back on the bus (it may have
+        # missed the request meanwhile); every gateway hears the request again
+        # then, and one that ran it must not run it twice: a session that
+        # connected in between is not closed by the repeat.
+        from switchboard.v1 import bus_pb2
+        from cluster import NATS_CONTROL
+        _, before = connect("470", cluster.gateways["gw-1"][1])
+        nats = NatsSession(cluster.nats_port, NATS_CONTROL)
+        try:
+            self.assertEqual(nats.line(), "PONG")
+            req = bus_pb2.BusRequest(format_version=1, request_id="dup-%s" % os.urandom(6).hex(),
+                                     terminate=bus_pb2.BusTerminate(app_id="demo", user_id="470", code=3000,
+                                                                    reason="once"))
+            data = req.SerializeToString()
+            pub = b"PUB switchboard.%s.gateways switchboard.%s.replies.dup %d\r\n%s" % (
+                cluster.cluster.encode(), cluster.cluster.encode(), len(data), data)
+            def publish():
+                nats.sock.sendall(pub + b"\r\nPING\r\n")
+                said = []
+                while True:
+                    line = nats.line()
+                    if line in ("PONG", ""):
+                        return " ".join(said)
+                    said.append(line)
+            self.assertEqual(publish(), "")
+            wait_until(lambda: before not in user_connections("470").connections, 10, "the first run closed it")
+            _, after = connect("470", cluster.gateways["gw-1"][1])
+            self.assertEqual(publish(), "")
+            # gw-1 handles what it hears in order: once it has answered a
+            # later command, it has dealt with the repeat.
+            marker = bus_pb2.BusRequest(format_version=1, request_id="marker-%s" % os.urandom(6).hex(),
+                                        terminate=bus_pb2.BusTerminate(app_id="demo", user_id="470-other"))
+            m = marker.SerializeToString()
+            c = cluster.cluster.encode()
+            nats.sock.sendall(b"SUB switchboard.%s.replies.marker 9\r\nPUB switchboard.%s.gateways "
+                              b"switchboard.%s.replies.marker %d\r\n%s\r\n" % (c, c, c, len(m), m))
+            answered = set()
+            deadline = time.monotonic() + 10
+            while "gw-1" not in answered and time.monotonic() < deadline:
+                header = nats.line().split()
+                if header and header[0] == "PING":
+                    nats.sock.sendall(b"PONG\r\n")
+                if not header or header[0] != "MSG":
+                    continue
+                payload = nats.f.read(int(header[-1]) + 2)[:-2]
+                ans = bus_pb2.BusReply()
+                ans.ParseFromString(payload)
+                if ans.request_id == marker.request_id:
+                    answered.add(ans.gateway_id)
+            self.assertIn("gw-1", answered)
+            self.assertIn(after, user_connections("470").connections)
+        finally:
+            nats.close()
+
+
 class LeftDuringTheCallTest(unittest.TestCase):
     def test_a_call_stops_waiting_for_a_gateway_evicted_while_it_waits(self):
         proc, port = cluster.add_gateway("gw-leaving")

@@ -46,5 +46,13 @@ TEST(PresenceTable, RenewingAfterAStallKeepsThoseNotYetExpired) {
   EXPECT_EQ(t.PresentIds(kT0 + absl::Seconds(12)), std::vector<std::string>{"gw-a"});
 }
 
+TEST(PresenceTable, SaysWhenAGatewayIsNewOrBackOnTheBus) {
+  PresenceTable t(absl::Seconds(3));
+  EXPECT_TRUE(t.Seen("gw-a", kT0, 1));                          // new here
+  EXPECT_FALSE(t.Seen("gw-a", kT0 + absl::Seconds(1), 1));      // the same bus session
+  EXPECT_TRUE(t.Seen("gw-a", kT0 + absl::Seconds(2), 2));       // reconnected to the bus
+  EXPECT_FALSE(t.Seen("gw-a", kT0 + absl::Seconds(3), 2));
+}
+
 }  // namespace
 }  // namespace switchboard::control

@@ -42,11 +42,12 @@ class FakeGateway {
     held_.clear();
   }
   int requests() const { return requests_; }
+  void set_mode(Mode mode) { mode_ = mode; }
 
  private:
   InMemoryBus* bus_;
   std::string id_;
-  Mode mode_;
+  std::atomic<Mode> mode_;
   std::atomic<int> requests_{0};
   std::vector<std::pair<v1::BusRequest, std::string>> held_;
 };
@@ -403,6 +404,34 @@ TEST_F(ScatterGatherTest, AGatewayThatLeavesTheFleetIsNotWaitedFor) {
   EXPECT_FALSE(r->complete);
   EXPECT_EQ(r->missing, (std::vector<std::string>{"gw-gone"}));
   EXPECT_EQ(r->missing_reasons.at("gw-gone"), "left the fleet during the call");
+}
+
+TEST_F(ScatterGatherTest, AGatewayBackOnTheBusIsAskedAgainWhatItMissed) {
+  FakeGateway a(&bus_, "gw-a", FakeGateway::Mode::kAnswer);
+  FakeGateway back(&bus_, "gw-back", FakeGateway::Mode::kSilent);  // off the bus: the request is lost
+  live_ = {"gw-a", "gw-back"};
+  auto promise = std::make_shared<std::promise<absl::StatusOr<GatherResult>>>();
+  auto future = promise->get_future();
+  sg_->Call(Terminate(), absl::Now() + absl::Seconds(30),
+            [promise](absl::StatusOr<GatherResult> r) { promise->set_value(std::move(r)); });
+  EXPECT_EQ(future.wait_for(std::chrono::milliseconds(0)), std::future_status::timeout);
+  EXPECT_EQ(back.requests(), 1);
+  sg_->Reask("gw-a");        // answered already: nothing goes out again
+  sg_->Reask("gw-unasked");  // not awaited by any call
+  EXPECT_EQ(sg_->reasked(), 0u);
+  EXPECT_EQ(back.requests(), 1);
+  back.set_mode(FakeGateway::Mode::kAnswer);  // back on the bus
+  sg_->Reask("gw-back");
+  ASSERT_EQ(future.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  auto r = future.get();
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->complete);
+  EXPECT_EQ(r->answers.size(), 2u);
+  EXPECT_EQ(back.requests(), 2);
+  EXPECT_EQ(a.requests(), 2);  // the same request, heard again by everyone (gateways run a command once)
+  EXPECT_EQ(sg_->reasked(), 1u);
+  sg_->Reask("gw-back");  // nothing pending any more
+  EXPECT_EQ(sg_->reasked(), 1u);
 }
 
 TEST_F(ScatterGatherTest, AnswerLargerThanTheBusArrivesInPartsAndIsMerged) {
