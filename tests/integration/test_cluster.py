@@ -236,6 +236,51 @@ class ClientProtocolTest(unittest.TestCase):
         self.assertFalse(any(e["event"] == "disconnected" for e in driver.events(name)))
         driver.send(op="close", name=name)
 
+    def test_frame_level_violations_end_the_connection(self):
+        # What libwebsockets 4.1 does with frames RFC 6455 forbids (README:
+        # no 1002 for either, a limitation of the library): a 200-byte ping
+        # ends the connection at once; an unmasked frame is read as if masked
+        # and the protocol refuses what it says (3501). Nobody else notices.
+        import base64
+        import socket
+        name, keep = open_client("frames-ok", "gw-1")
+        port = cluster.gateways["gw-1"][1]
+
+        def upgraded():
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(("GET /connection/websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                       "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                       % base64.b64encode(os.urandom(16)).decode()).encode())
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += s.recv(1)
+            self.assertIn(b" 101 ", head.split(b"\r\n")[0])
+            return s
+
+        def until_eof(s):
+            data = b""
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    return data
+                data += chunk
+
+        s = upgraded()
+        t0 = time.monotonic()
+        s.sendall(b"\x89\xfe\x00\xc8\x00\x00\x00\x00" + b"p" * 200)  # masked ping, 200 bytes
+        self.assertEqual(until_eof(s), b"")
+        self.assertLess(time.monotonic() - t0, 2.0)
+        s.close()
+        s = upgraded()
+        s.sendall(b"\x81\x08not json")  # unmasked text frame
+        data = until_eof(s)
+        s.close()
+        self.assertTrue(data.startswith(b"\x88"), data)
+        self.assertEqual(int.from_bytes(data[2:4], "big"), 3501)
+        self.assertEqual(list(user_connections("frames-ok").connections), [keep])
+        self.assertFalse(any(e["event"] == "disconnected" for e in driver.events(name)))
+        driver.send(op="close", name=name)
+
     def test_silent_client_is_closed_as_stale(self):
         ev = self.raw("silent", [])
         self.assertEqual((ev["code"], ev["reason"]), (3502, "stale"))

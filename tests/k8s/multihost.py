@@ -13,7 +13,11 @@ pods have their own names (dnsmasq on the bridge). Probes are run as the
 kubelet runs them; a terminating pod leaves its Services first, gets its
 preStop hook, then SIGTERM and SIGKILL after its grace period.
 
-On it: clients (switchboard-loadgen, centrifuge protocol) on three gateways
+First, when deploy/images/build.sh --previous made images of the previous
+commit: the fleet starts on them and is upgraded to this commit's images,
+Deployment by Deployment in the README's order, with every answer checked
+against the known sessions (0 failed, 0 complete-but-wrong). Then, on it:
+clients (switchboard-loadgen, centrifuge protocol) on three gateways
 on three hosts; UserConnections and TerminateUser complete through both
 control replicas and through switchboard-http; one host's link cut gives a
 partial answer naming its gateway within the lease, and healing it rejoins;
