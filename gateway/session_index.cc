@@ -23,6 +23,7 @@ void InternPool::Put(const std::string* s) {
 
 SessionIndex::~SessionIndex() {
   static_assert(sizeof(std::string) != 32 || sizeof(Session) <= 80, "one Session per session: keep it small");
+  absl::MutexLock lock(&mu_);
   for (const auto& [id, s] : by_client_) Release(s);
 }
 
@@ -109,6 +110,7 @@ void SessionIndex::Fill(const std::string& client_id, const Session& s, v1::Sess
 }
 
 std::optional<v1::SessionRecord> SessionIndex::Find(const std::string& client_id) const {
+  absl::ReaderMutexLock lock(&mu_);
   auto it = by_client_.find(client_id);
   if (it == by_client_.end()) return std::nullopt;
   v1::SessionRecord record;
@@ -117,12 +119,14 @@ std::optional<v1::SessionRecord> SessionIndex::Find(const std::string& client_id
 }
 
 ConnId SessionIndex::ConnOf(const std::string& client_id) const {
+  absl::ReaderMutexLock lock(&mu_);
   auto it = by_client_.find(client_id);
   return it == by_client_.end() ? 0 : it->second.conn;
 }
 
 std::vector<std::string> SessionIndex::ClientsOf(const std::string& app_id, const std::string& user_id) const {
   std::vector<std::string> out;
+  absl::ReaderMutexLock lock(&mu_);
   // Only an app ID in the pool can have sessions; looking does not add it.
   const std::string* app = pool_.Find(app_id);
   if (app == nullptr) return out;
@@ -150,6 +154,7 @@ std::vector<v1::SessionRecord> SessionIndex::SessionsOf(const std::string& app_i
 
 std::vector<v1::SessionRecord> SessionIndex::All() const {
   std::vector<v1::SessionRecord> out;
+  absl::ReaderMutexLock lock(&mu_);
   out.reserve(by_client_.size());
   for (const auto& [id, s] : by_client_) Fill(id, s, &out.emplace_back());
   return out;
