@@ -1,5 +1,6 @@
 #include "common/config.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <set>
@@ -258,6 +259,12 @@ absl::Status ValidateConfig(v1::Config& c, ConfigRole role) {
   if (gw->max_sessions() == 0) gw->set_max_sessions(18000);
   if (gw->max_sessions() > 19000) return Bad("gateway.max_sessions", "at most 19000 (20000-fd process limit)");
   if (gw->outbox_limit() == 0) gw->set_outbox_limit(256);
+  if (gw->unready_at_percent() == 0) gw->set_unready_at_percent(95);
+  if (gw->ready_again_at_percent() == 0) gw->set_ready_again_at_percent(std::min(90u, gw->unready_at_percent()));
+  if (gw->unready_at_percent() > 100) return Bad("gateway.unready_at_percent", "at most 100");
+  if (gw->ready_again_at_percent() > gw->unready_at_percent()) {
+    return Bad("gateway.ready_again_at_percent", "must be at most gateway.unready_at_percent");
+  }
   if (!gw->has_client_expired_close_delay_s()) gw->set_client_expired_close_delay_s(25);
   if (gw->pusher_signin_timeout_s() == 0) gw->set_pusher_signin_timeout_s(30);
   if (gw->max_unsigned() == 0) gw->set_max_unsigned(std::max<uint32_t>(100, gw->max_sessions() / 10));

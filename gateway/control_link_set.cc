@@ -106,16 +106,16 @@ void ControlLinkSet::OnSessionClosed(const std::string& client_id) {
   for (const auto& link : *Links()) link->OnSessionClosed(client_id);
 }
 
-std::string ControlLinkSet::Unattached() const {
+std::string ControlLinkSet::NoneAttached() const {
   absl::MutexLock lock(&mu_);
   if (links_.empty()) return "no control replica found";
-  std::vector<std::string> missing;
+  std::vector<std::string> addresses;
   for (const auto& [address, link] : links_) {
-    if (!link->attached()) missing.push_back(address);
+    if (link->attached()) return "";
+    addresses.push_back(address);
   }
-  if (missing.empty()) return "";
-  return absl::StrCat("not attached to control replica", missing.size() > 1 ? "s " : " ", absl::StrJoin(missing, ", "),
-                      " (", links_.size() - missing.size(), " of ", links_.size(), " attached)");
+  return absl::StrCat("not attached to any control replica (0 of ", links_.size(), ": ", absl::StrJoin(addresses, ", "),
+                      ")");
 }
 
 }  // namespace switchboard::gateway

@@ -37,10 +37,8 @@ class ControlLinkSet final : public SessionObserver {
   void Stop();
   // The replica addresses currently linked, sorted.
   std::vector<std::string> Addresses() const;
-  // Why this gateway is not attached to the whole control service: "" when
-  // every replica it knows has its stream up; otherwise which are not (or
-  // that it knows none). Any thread.
-  std::string Unattached() const;
+  // "" when attached to at least one replica; otherwise why not. Any thread.
+  std::string NoneAttached() const;
 
   void OnSessionOpened(const v1::SessionRecord& record) override;
   void OnSessionClosed(const std::string& client_id) override;

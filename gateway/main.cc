@@ -222,10 +222,26 @@ int main(int argc, char** argv) {
   }
   server->set_hub(hub.get());
 
-  // GET /readyz: able to do the job. (Draining is the server's own check.)
-  server->set_readiness([&links, nats = bus.get()]() -> std::string {
+  // GET /readyz: can serve clients (deploy/README.md, "Probes"): on the bus,
+  // attached to at least one control replica (a replica it cannot reach
+  // already names it as missing in its own answers, and one bad replica must
+  // not take every gateway out of the load balancer), not draining (the
+  // server's own check), and not near capacity, with hysteresis so that it
+  // does not flap at the mark. Answered on the loop thread.
+  const size_t unready_at = size_t{config.gateway().max_sessions()} * config.gateway().unready_at_percent() / 100;
+  const size_t ready_again_at =
+      size_t{config.gateway().max_sessions()} * config.gateway().ready_again_at_percent() / 100;
+  server->set_readiness([&links, nats = bus.get(), hub = hub.get(), unready_at, ready_again_at,
+                         full = false]() mutable -> std::string {
     if (!nats->Connected()) return "NATS disconnected";
-    return links.Unattached();
+    if (std::string why = links.NoneAttached(); !why.empty()) return why;
+    const size_t sessions = hub->session_count();
+    full = full ? sessions >= ready_again_at : sessions >= unready_at;
+    if (full) {
+      return absl::StrCat("near capacity: ", sessions, " sessions (unready from ", unready_at, ", ready again below ",
+                          ready_again_at, ")");
+    }
+    return "";
   });
 
   gateway::BusHandler bus_handler(bus.get(), server.get(), hub.get(), &answer_keys);

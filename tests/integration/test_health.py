@@ -158,7 +158,7 @@ class Health(unittest.TestCase):
         addr = self.cluster.control_addrs[0]
 
         def while_down():
-            status, body = self.wait_ready("gateway", 503, "not attached to control replica")
+            status, body = self.wait_ready("gateway", 503, "not attached to any control replica")
             self.assertIn(addr, body)
             self.wait_ready("http", 503, "unreachable")
         self.cluster.restart_control(while_down=while_down)
@@ -186,6 +186,62 @@ class Health(unittest.TestCase):
         wait_until(lambda: len(gen.closes()) == 50, 20, "every client closed")
         self.assertEqual({c["code"] for c in gen.closes()}, {3001})
         self.assertEqual(self.gw.p.wait(timeout=30), 0)
+
+
+class GatewayReadinessTest(unittest.TestCase):
+    """A gateway is ready when it can serve clients: one control replica down
+    does not take it out of the load balancer; being near capacity does."""
+
+    def ready(self, port):
+        return http_get(port, "/readyz")
+
+    def test_one_replica_down_keeps_the_gateway_ready_none_does_not(self):
+        c = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=1, http=False, controls=2)
+        try:
+            gw, port = c.gateways["gw-1"]
+            wait_until(lambda: self.ready(port)[0] == 200, 15, "gateway ready")
+            c.controls[1].p.kill()  # SIGKILL, and it stays down
+            c.controls[1].p.wait(10)
+            gw.wait_line(r"cannot attach", 15)  # the gateway knows it lost that replica...
+            self.assertEqual(self.ready(port), (200, "ready\n"))  # ...and still serves clients
+            c.controls[0].stop()
+            status, body = wait_until(lambda: (lambda r: r if r[0] == 503 else None)(self.ready(port)), 15,
+                                      "gateway unready with no replica")
+            self.assertIn("not attached to any control replica (0 of 2", body)
+        finally:
+            c.close()
+
+    def test_near_capacity_the_gateway_is_unready_until_well_below(self):
+        c = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=1, http=False, max_sessions=20,
+                    gateway_extra={"unready_at_percent": 50, "ready_again_at_percent": 25})
+        gens = []
+        try:
+            port = c.gateways["gw-1"][1]
+            wait_until(lambda: self.ready(port)[0] == 200, 15, "gateway ready")
+
+            def load(n, source):
+                gen = Generator(ARGS.build_dir, ["--targets", "127.0.0.1:%d" % port, "--sources", source,
+                                                 "--sessions", str(n), "--users", "1", "--secret", SECRET])
+                gens.append(gen)
+                ready = gen.wait("ready", timeout=30)
+                self.assertEqual((ready["connected"], ready["failed"]), (n, 0), ready)
+                return gen
+
+            def status_is(want):
+                return wait_until(lambda: (lambda r: r if r[0] == want else None)(self.ready(port)), 15,
+                                  "/readyz %d" % want)
+            a, b = load(3, "127.0.9.2"), load(3, "127.0.9.3")
+            self.assertEqual(self.ready(port)[0], 200)  # 6 of 20
+            extra = load(4, "127.0.9.4")  # 10 of 20: the high-water mark (50%)
+            self.assertIn("near capacity: 10 sessions", status_is(503)[1])
+            extra.stop()  # 6: below the mark, not below the low-water mark (25%: 5)
+            wait_until(lambda: "near capacity: 6 sessions" in self.ready(port)[1], 15, "6 sessions, still unready")
+            b.stop()  # 3: ready again
+            status_is(200)
+        finally:
+            for g in gens:
+                g.stop()
+            c.close()
 
 
 if __name__ == "__main__":

@@ -42,6 +42,9 @@ TEST(Config, MinimalFileGetsDefaults) {
   EXPECT_EQ(c->gateway().ping_interval_s(), 25u);
   EXPECT_EQ(c->gateway().max_sessions(), 18000u);
   EXPECT_EQ(c->gateway().max_message_bytes(), 65536u);
+  EXPECT_EQ(c->gateway().unready_at_percent(), 95u);
+  EXPECT_EQ(c->gateway().ready_again_at_percent(), 90u);
+  EXPECT_EQ(c->control().shutdown_delay_ms(), 0u);
   ASSERT_NE(FindApp(*c, "demo"), nullptr);
   EXPECT_EQ(FindApp(*c, "demo")->secret(), "demo-secret-123");
   EXPECT_EQ(FindApp(*c, "nope"), nullptr);
@@ -171,7 +174,16 @@ INSTANTIATE_TEST_SUITE_P(
                 "gateway.max_sessions"},
         BadCase{"cluster: c\nnats_url: n\napps: [{id: a, key: k, secret: 12345678}]\napi_keys: [12345678]\n"
                 "gateway: {max_message_bytes: 10}\n",
-                "gateway.max_message_bytes"}),
+                "gateway.max_message_bytes"},
+        BadCase{"cluster: c\nnats_url: n\napps: [{id: a, key: k, secret: 12345678}]\napi_keys: [12345678]\n"
+                "gateway: {unready_at_percent: 101}\n",
+                "gateway.unready_at_percent"},
+        BadCase{"cluster: c\nnats_url: n\napps: [{id: a, key: k, secret: 12345678}]\napi_keys: [12345678]\n"
+                "gateway: {unready_at_percent: 80, ready_again_at_percent: 85}\n",
+                "gateway.ready_again_at_percent"},
+        BadCase{"cluster: c\nnats_url: n\napps: [{id: a, key: k, secret: 12345678}]\napi_keys: [12345678]\n"
+                "control: {shutdown_delay_ms: 61000}\n",
+                "control.shutdown_delay_ms"}),
     [](const ::testing::TestParamInfo<BadCase>& info) {
       std::string name = info.param.field;
       for (char& ch : name) {
