@@ -36,6 +36,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/status"
 
 	switchboardv1 "switchboard/gen/v1"
@@ -206,6 +207,9 @@ func main() {
 	controlCA := flag.String("control_ca", "", "CA file: call control over TLS, verifying it (config tls.ca_file)")
 	tlsCert := flag.String("tls_cert", "", "serve HTTPS with this certificate (and --tls_key)")
 	tlsKey := flag.String("tls_key", "", "the key of --tls_cert")
+	allReplicas := flag.Bool("control_all_replicas", false, "--control's host names every control replica "+
+		"(a headless Service): balance over those whose gRPC health is SERVING, looking the name up again "+
+		"every 2 s, so that a replica down or restarting fails no request")
 	shutdownDelay := flag.Duration("shutdown_delay", 0, "on SIGTERM, keep serving this long with /readyz "+
 		"answering 503 before closing (time for load balancers to take this pod out), e.g. 3s; at most 60s")
 	flag.Parse()
@@ -241,13 +245,22 @@ func main() {
 		}
 		opts = []grpc.DialOption{grpc.WithTransportCredentials(creds), recv, retry}
 	}
-	if err := switchboardv1.RegisterControlHandlerFromEndpoint(ctx, mux, *control, opts); err != nil {
+	target := *control
+	if *allReplicas {
+		if _, _, err := net.SplitHostPort(*control); err != nil {
+			fmt.Fprintf(os.Stderr, "switchboard-http: --control %q: %v\n", *control, err)
+			os.Exit(2)
+		}
+		resolver.Register(replicasBuilder{every: 2 * time.Second})
+		target = replicasScheme + ":///" + *control
+	}
+	if err := switchboardv1.RegisterControlHandlerFromEndpoint(ctx, mux, target, opts); err != nil {
 		log.Fatalf("switchboard-http: cannot register control handlers: %v", err)
 	}
 
 	// Probes: /livez while the process serves; /readyz while control answers
 	// its gRPC health check with SERVING (checked per probe, 1 s deadline).
-	healthConn, err := grpc.DialContext(ctx, *control, opts...)
+	healthConn, err := grpc.DialContext(ctx, target, opts...)
 	if err != nil {
 		log.Fatalf("switchboard-http: cannot dial control for health checks: %v", err)
 	}

@@ -564,6 +564,17 @@ class MultiHost(unittest.TestCase):
         self.assertEqual((ready["connected"], ready["failed"]), (sessions, 0), ready)
         return gen
 
+    def backend_channel(self):
+        """A backend as the README recommends: every replica from the headless
+        Service, round robin, gRPC health checking (a replica that is down or
+        stopping gets no call: a stopping one says NOT_SERVING for
+        shutdown_delay_ms first)."""
+        return grpc.insecure_channel(
+            "dns://%s.1:53/switchboard-control-headless.%s.svc.cluster.local:50051" % (NET, self.k.namespace),
+            options=[("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}],
+                                                          "healthCheckConfig": {"serviceName": ""}})),
+                     ("grpc.dns_min_time_between_resolutions_ms", 500)])
+
     def gateway_ids(self):
         return {g.name for g in self.gateways}
 
@@ -592,15 +603,7 @@ class MultiHost(unittest.TestCase):
         leaving = {}  # gateway -> (monotonic time its termination began, time it was gone)
         stats = {"calls": 0, "grpc": 0, "http": 0, "failed": [], "incomplete": 0, "wrong": [], "reasons": []}
         stop = threading.Event()
-        # A backend as the README recommends: every replica from the headless
-        # Service, round robin, gRPC health checking (a stopping replica says
-        # NOT_SERVING for shutdown_delay_ms first, so no call is sent to it as
-        # it stops).
-        control_channel = grpc.insecure_channel(
-            "dns://%s.1:53/switchboard-control-headless.%s.svc.cluster.local:50051" % (NET, self.k.namespace),
-            options=[("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}],
-                                                          "healthCheckConfig": {"serviceName": ""}})),
-                     ("grpc.dns_min_time_between_resolutions_ms", 500)])
+        control_channel = self.backend_channel()
         control = self.pbg.ControlStub(control_channel)
         http_base = "http://%s:80" % self.k.vips["switchboard-http"]
         start = time.monotonic()
@@ -881,6 +884,118 @@ class MultiHost(unittest.TestCase):
         self.assertEqual(failed, [])
         self.assertEqual(incomplete, 0)
         self.assertEqual(gen.closes(), [])
+
+    def test_5_a_control_replica_down_then_a_rolling_restart_of_control(self):
+        """Issue 22's readiness rule on the production overlay: one control
+        replica SIGKILLed and kept down, then control rolled, with API calls
+        (gRPC to every replica, health-checked; HTTP through the proxy's
+        Service) and new clients through the gateway Service throughout: no
+        call fails, no client connect fails, the gateways stay ready, and
+        every complete answer holds exactly the known sessions."""
+        users = ["k%d" % i for i in range(6)]
+        self.load(self.gateways, 60, len(users), "k")  # 10 per user
+        stats = {"calls": 0, "failed": [], "wrong": [], "incomplete": 0, "connects": 0, "connect_failed": []}
+        stop = threading.Event()
+        channel = self.backend_channel()
+        control = self.pbg.ControlStub(channel)
+        http_base = "http://%s:80" % self.k.vips["switchboard-http"]
+        start = time.monotonic()
+
+        def caller():
+            i = 0
+            while not stop.is_set():
+                i += 1
+                u = users[i % len(users)]
+                t0 = time.monotonic() - start
+                try:
+                    if i % 2:
+                        r = control.UserConnections(self.pb.UserConnectionsRequest(app_id="main", user_id=u),
+                                                    metadata=self.md(), timeout=3).result
+                        complete, n, why = r.complete, len(r.connections), r.incomplete_reason
+                    else:
+                        req = urllib.request.Request("%s/apps/main/users/%s/connections" % (http_base, u),
+                                                     headers={"X-API-Key": self.api_key})
+                        with urllib.request.urlopen(req, timeout=3) as resp:
+                            body = json.load(resp)["result"]
+                        complete, n, why = body["complete"], len(body.get("connections", {})), \
+                            body.get("incomplete_reason")
+                    stats["calls"] += 1
+                    if not complete:
+                        stats["incomplete"] += 1
+                    elif n != 10:
+                        stats["wrong"].append("%.1f s %s: %d sessions" % (t0, u, n))
+                except grpc.RpcError as e:
+                    stats["failed"].append("%.1f s grpc: %s: %s" % (t0, e.code(), e.details()))
+                except (OSError, ValueError, KeyError) as e:
+                    stats["failed"].append("%.1f s http: %r" % (t0, e))
+                time.sleep(0.01)  # pacing the load, not synchronising anything
+
+        driver = Driver(os.path.join(ARGS.source_dir, "tests", "integration", "node"))
+        url = "ws://%s:80/connection/websocket" % self.k.vips["switchboard-gateway"]
+
+        def connector():
+            i = 0
+            while not stop.is_set():
+                i += 1
+                name = "new%d" % i
+                driver.send(op="centrifuge", name=name, url=url,
+                            get_token={"secret": self.app_secret, "sub": "newcomer", "ttl": 600})
+                try:
+                    driver.wait_event(name, "connected", timeout=10)
+                    stats["connects"] += 1
+                except AssertionError as e:
+                    stats["connect_failed"].append("%.1f s: %s" % (time.monotonic() - start, e))
+                driver.send(op="close", name=name)
+
+        threads = [threading.Thread(target=caller, daemon=True), threading.Thread(target=connector, daemon=True)]
+        for t in threads:
+            t.start()
+        try:
+            # One replica SIGKILLed and kept down (crash-looping, say): the
+            # kubelet finds it unready and the ClusterIP Services drop it; the
+            # headless one keeps publishing it.
+            dead = self.controls[0]
+            podman("kill", "-s", "KILL", dead.container)
+            wait_until(lambda: not self.k.probe(dead, "readinessProbe"), 10, "the killed replica unready")
+            dead.ready = False
+            self.k.sync_services()
+            killed_at = time.monotonic()
+            calls = stats["calls"]
+            wait_until(lambda: stats["calls"] >= calls + 100 and time.monotonic() - killed_at > 6, 30,
+                       "calls over two leases with a replica down")
+            for g in self.gateways:
+                self.assertTrue(self.k.probe(g, "readinessProbe"), "%s unready with one replica down" % g.name)
+            log("  control %s down: gateways ready, %d calls, %d failed so far" % (
+                dead.name, stats["calls"], len(stats["failed"])))
+            # Then control rolled: the dead pod replaced, then the other one.
+            for old in list(self.controls):
+                new = self.k.start_pod(self.wl["switchboard-control"])
+                self.k.wait_ready(new)
+                if old is dead:
+                    self.k.pods.remove(old)
+                    podman("rm", "-f", "-t", "0", old.container, check=False)
+                    self.k.sync_services()
+                else:
+                    code, _ = self.k.terminate(old)
+                    self.assertEqual(code, 0)
+                self.controls[self.controls.index(old)] = new
+                log("  control %s replaced by %s at %.1f s" % (old.name, new.name, time.monotonic() - start))
+            calls = stats["calls"]
+            wait_until(lambda: stats["calls"] >= calls + 50, 20, "calls on the restarted control")
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=30)
+            channel.close()
+            driver.stop()
+        log("control replica down then control rolled in %.1f s: %d calls, %d failed, %d complete-but-wrong, "
+            "%d incomplete (named); %d client connects through the gateway Service, %d failed"
+            % (time.monotonic() - start, stats["calls"], len(stats["failed"]), len(stats["wrong"]),
+               stats["incomplete"], stats["connects"], len(stats["connect_failed"])))
+        self.assertEqual(stats["failed"], [])
+        self.assertEqual(stats["wrong"], [])
+        self.assertEqual(stats["connect_failed"], [])
+        self.assertGreater(stats["connects"], 10)
 
 
 def main():
