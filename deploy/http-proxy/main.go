@@ -174,12 +174,11 @@ func withBodyMd5(next http.Handler) http.Handler {
 // retryUnstarted tries a call again (at most twice, within the caller's
 // deadline) when control certainly did not run it: the replica was stopping
 // (UNAVAILABLE and why), or there was no connection to it. A read-only call
-// is also tried again when its replica cancelled it: gRPC C++ cancels a call
-// that reaches a server whose shutdown has begun (the moment between control
-// stopping to take calls and this proxy hearing its GOAWAY). A TerminateUser
-// or Disconnect cancelled by the server is not tried again: control could
-// have been stopped in the middle of it, and a second run would report the
-// sessions closed by the first as not there.
+// is also tried again when its replica cancelled it (gRPC C++ cancels a call
+// that reaches a server whose shutdown has begun) or its connection broke
+// during the call (the replica died). A TerminateUser or Disconnect cut that
+// way is not tried again: control could have run it, and a second run would
+// report the sessions closed by the first as not there.
 func retryUnstarted(ctx context.Context, method string, req, reply interface{}, cc *grpc.ClientConn,
 	invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 	readOnly := strings.HasSuffix(method, "/UserConnections") || strings.HasSuffix(method, "/ListGateways") ||
@@ -193,8 +192,11 @@ func retryUnstarted(ctx context.Context, method string, req, reply interface{}, 
 		st := status.Convert(err)
 		msg := st.Message()
 		unstarted := st.Code() == codes.Unavailable && (strings.Contains(msg, "replica is stopping") ||
-			strings.HasPrefix(msg, "connection error") || strings.Contains(msg, "transport is closing"))
-		if !unstarted && !(readOnly && st.Code() == codes.Canceled) {
+			strings.HasPrefix(msg, "connection error"))
+		// A connection that broke during the call (the replica died): a read
+		// is asked again; a command may have run, so its caller decides.
+		cut := st.Code() == codes.Canceled || (st.Code() == codes.Unavailable && strings.Contains(msg, "transport is closing"))
+		if !unstarted && !(readOnly && cut) {
 			return err
 		}
 	}

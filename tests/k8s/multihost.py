@@ -438,6 +438,20 @@ def render_production(source_dir, work, values=None):
     return [d for d in yaml.safe_load_all(out.stdout) if d], values
 
 
+# The service config the README recommends to backends: every replica,
+# round robin over those SERVING, reads asked again (at most 3 attempts) when
+# their replica dies under them. TerminateUser is not retried by gRPC: a
+# replica that dies during it may have run it.
+BACKEND_SERVICE_CONFIG = {
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "healthCheckConfig": {"serviceName": ""},
+    "methodConfig": [{
+        "name": [{"service": "switchboard.v1.Control", "method": m} for m in ("UserConnections", "ListGateways")],
+        "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.05s", "maxBackoff": "0.5s", "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE"]},
+    }],
+}
+
 PREVIOUS_TAG = "previous"
 UPGRADED = ("switchboard-control", "switchboard-gateway", "switchboard-http")
 
@@ -571,8 +585,7 @@ class MultiHost(unittest.TestCase):
         shutdown_delay_ms first)."""
         return grpc.insecure_channel(
             "dns://%s.1:53/switchboard-control-headless.%s.svc.cluster.local:50051" % (NET, self.k.namespace),
-            options=[("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}],
-                                                          "healthCheckConfig": {"serviceName": ""}})),
+            options=[("grpc.service_config", json.dumps(BACKEND_SERVICE_CONFIG)),
                      ("grpc.dns_min_time_between_resolutions_ms", 500)])
 
     def gateway_ids(self):
