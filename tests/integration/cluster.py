@@ -451,7 +451,11 @@ class NatsSession:
 
     def send(self, text):
         """Sends one protocol op and returns what the server said before its PONG."""
-        self.sock.sendall(text.encode() + b"\r\nPING\r\n")
+        return self.send_bytes(text.encode())
+
+    def send_bytes(self, data):
+        """As send, for an op whose payload is binary (a PUB of a protobuf)."""
+        self.sock.sendall(data + b"\r\nPING\r\n")
         said = []
         while True:
             line = self.line()

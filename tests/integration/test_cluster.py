@@ -1,9 +1,11 @@
 """Integration tests: real nats-server, control and gateway processes, real
 centrifuge-js clients (node), and this Python process as a gRPC client
 (grpcio, stubs generated at test time)."""
+import base64
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -46,6 +48,24 @@ def user_connections(user, app="demo", timeout=2):
 
 
 _seq = [0]
+
+
+def raw_upgrade(port, rcvbuf=None):
+    """A raw socket upgraded to a WebSocket on the gateway's Centrifugo
+    endpoint, its 101 read byte by byte (frames may follow at once)."""
+    s = socket.socket()
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(10)
+    s.connect(("127.0.0.1", port))
+    s.sendall(("GET /connection/websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
+               % base64.b64encode(os.urandom(16)).decode()).encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    assert b" 101 " in head.split(b"\r\n")[0], head
+    return s
 
 
 def open_client(user, gw, app="demo", name=None, **token_kw):
@@ -192,8 +212,6 @@ class ClientProtocolTest(unittest.TestCase):
         # and the outbox, whose limit closes the connection as slow (3008).
         # The close frame cannot get through a full socket either: the
         # gateway must still let the connection go, and its session with it.
-        import base64
-        import socket
         import struct
 
         def masked(payload):
@@ -203,18 +221,7 @@ class ClientProtocolTest(unittest.TestCase):
             return head + mask + bytes(x ^ mask[i % 4] for i, x in enumerate(data))
 
         name, keep = open_client("slowpoke-ok", "gw-1")
-        port = cluster.gateways["gw-1"][1]
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        s.settimeout(5)
-        s.connect(("127.0.0.1", port))
-        s.sendall(("GET /connection/websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-                   "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
-                   % base64.b64encode(os.urandom(16)).decode()).encode())
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += s.recv(1)
-        self.assertIn(b" 101 ", head.split(b"\r\n")[0])
+        s = raw_upgrade(cluster.gateways["gw-1"][1], rcvbuf=4096)
         s.sendall(masked(json.dumps({"id": 1, "connect": {"token": cluster.token("slowpoke")}})))
         wait_until(lambda: len(user_connections("slowpoke").connections) == 1, 10, "the slow client's session")
         pings = masked("\n".join(json.dumps({"id": i + 2, "ping": {}}) for i in range(150)))
@@ -241,21 +248,8 @@ class ClientProtocolTest(unittest.TestCase):
         # no 1002 for either, a limitation of the library): a 200-byte ping
         # ends the connection at once; an unmasked frame is read as if masked
         # and the protocol refuses what it says (3501). Nobody else notices.
-        import base64
-        import socket
         name, keep = open_client("frames-ok", "gw-1")
         port = cluster.gateways["gw-1"][1]
-
-        def upgraded():
-            s = socket.create_connection(("127.0.0.1", port), timeout=10)
-            s.sendall(("GET /connection/websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-                       "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
-                       % base64.b64encode(os.urandom(16)).decode()).encode())
-            head = b""
-            while b"\r\n\r\n" not in head:
-                head += s.recv(1)
-            self.assertIn(b" 101 ", head.split(b"\r\n")[0])
-            return s
 
         def until_eof(s):
             data = b""
@@ -265,13 +259,13 @@ class ClientProtocolTest(unittest.TestCase):
                     return data
                 data += chunk
 
-        s = upgraded()
+        s = raw_upgrade(port)
         t0 = time.monotonic()
         s.sendall(b"\x89\xfe\x00\xc8\x00\x00\x00\x00" + b"p" * 200)  # masked ping, 200 bytes
         self.assertEqual(until_eof(s), b"")
         self.assertLess(time.monotonic() - t0, 2.0)
         s.close()
-        s = upgraded()
+        s = raw_upgrade(port)
         s.sendall(b"\x81\x08not json")  # unmasked text frame
         data = until_eof(s)
         s.close()

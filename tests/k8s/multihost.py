@@ -483,6 +483,14 @@ def previous_release(source_dir, work, values):
     return (rev, objects), None
 
 
+def close_codes(closes):
+    """{close code: how many} of a loadgen's close events."""
+    codes = {}
+    for c in closes:
+        codes[c["code"]] = codes.get(c["code"], 0) + 1
+    return codes
+
+
 class MultiHost(unittest.TestCase):
     """One scenario, in order (the cluster is expensive to start)."""
 
@@ -706,9 +714,7 @@ class MultiHost(unittest.TestCase):
             thread.join()
             control_channel.close()
         closes = gen.closes()
-        codes = {}
-        for c in closes:
-            codes[c["code"]] = codes.get(c["code"], 0) + 1
+        codes = close_codes(closes)
         log("rolling upgrade %s -> this commit in %.1f s (%s): %d calls (%d gRPC over control's headless Service, "
             "%d HTTP through the proxy's Service), %d failed, %d complete-but-wrong, %d incomplete (named); client closes %s"
             % (self.previous[0][:12], time.monotonic() - start, ", ".join(steps), stats["calls"], stats["grpc"],
@@ -861,9 +867,7 @@ class MultiHost(unittest.TestCase):
         self.assertTrue(js_codes and set(js_codes) == {3001}, js_codes)
         self.assertTrue(js_gateways <= self.gateway_ids(), (js_gateways, self.gateway_ids()))
         closes = gen.closes()
-        codes = {}
-        for c in closes:
-            codes[c["code"]] = codes.get(c["code"], 0) + 1
+        codes = close_codes(closes)
         log("rolling restart of %d gateways in %.1f s: %d API calls, %d failed, %d incomplete; "
             "client closes by code %s; per gateway (s, clients closed) %s"
             % (len(per_gateway), time.monotonic() - start, stats["calls"], len(stats["failed"]),
