@@ -143,6 +143,14 @@ def main():
         "apps: {id: a}\ngateway: [1, 2]\n",
         "{cluster: x, control: {addresses: [a:1, 'b:2'], listen: ':0'}}\n",
     ])
+    # First byte: the read size the stream is cut into; then client frames.
+    write("frame_scanner", [
+        b"\x07" + b"\x81\x85\0\0\0\0hello" + b"\x89\x80\0\0\0\0",
+        b"\x03" + b"\x82\xfe\x01\x00\0\0\0\0" + b"x" * 256,
+        b"\x01" + b"\x81\x85\0\0\0\0hello" + b"\x81\x03abc",
+        b"\x05" + b"\x89\xfe\x00\xc8\0\0\0\0" + b"p" * 200,
+        b"\x3f" + b"\x02\xff" + bytes(6) + b"\x00\x10" + bytes(4) + b"y" * 16 + b"\x80\x80\0\0\0\0",
+    ])
     return 0
 
 

@@ -161,6 +161,39 @@ class TlsEverywhereTest(unittest.TestCase):
         finally:
             browser.stop()
 
+    def test_a_forbidden_frame_over_wss_is_closed_1002(self):
+        # The frame guard reads what OpenSSL decrypted (SSL_read) as it reads
+        # plain sockets (recv): an unmasked frame and a 200-byte ping get the
+        # 1002 close RFC 6455 asks for, over TLS too.
+        import ssl
+        ctx = ssl.create_default_context(cafile=certs["ca"])
+        for what, frame in (("unmasked", b"\x81\x08not json"),
+                            ("long ping", b"\x89\xfe\x00\xc8\x00\x00\x00\x00" + b"p" * 200)):
+            with self.subTest(what):
+                raw = socket.create_connection(("127.0.0.1", cluster.gateways["gw-1"][1]), timeout=10)
+                s = ctx.wrap_socket(raw, server_hostname="localhost")
+                key = base64.b64encode(os.urandom(16)).decode()
+                s.sendall(("GET /connection/websocket HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+                           "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                           % key).encode())
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += s.recv(1)
+                self.assertIn(b" 101 ", head.split(b"\r\n")[0])
+                s.sendall(frame)
+                data = b""
+                while True:
+                    try:
+                        chunk = s.recv(4096)
+                    except (ssl.SSLError, ConnectionResetError):
+                        break
+                    if not chunk:
+                        break
+                    data += chunk
+                s.close()
+                self.assertTrue(data.startswith(b"\x88"), data)
+                self.assertEqual(int.from_bytes(data[2:4], "big"), 1002, data)
+
     def test_plaintext_is_refused_on_every_link(self):
         # gRPC without TLS.
         with grpc.insecure_channel("127.0.0.1:%d" % cluster.control_port) as ch:

@@ -1,0 +1,68 @@
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace switchboard::gateway {
+
+// RFC 6455 §5.1/§5.5: what libwebsockets 4.1 does not check in a client's
+// frames, and must make the server fail the connection with 1002: a frame
+// without the mask bit (lws reads it as if masked), a control frame longer
+// than 125 bytes or fragmented (lws drops the socket without a close frame),
+// a reserved opcode, RSV2/RSV3 set (no extension here uses them).
+//
+// FrameScanner reads the client's byte stream beside lws: only the frame
+// headers, in order, never the payload. Pure, so unit-testable.
+class FrameScanner {
+ public:
+  static constexpr size_t kNone = static_cast<size_t>(-1);
+
+  // Scans the next `n` bytes of the stream. Returns kNone while every frame
+  // header so far is allowed; otherwise the offset in `data` of the first
+  // byte of the offending frame (0 when its header began in an earlier
+  // call), with `why` set. After a violation the scanner stays tripped.
+  size_t Feed(const uint8_t* data, size_t n, const char** why);
+  bool tripped() const { return tripped_; }
+
+ private:
+  uint64_t payload_left_ = 0;
+  uint8_t header_[14] = {};
+  uint8_t have_ = 0;   // header bytes seen of the frame being read
+  uint8_t need_ = 2;   // header bytes it has (known after 2)
+  bool tripped_ = false;
+};
+
+// The bridge between lws's reads and FrameScanner. libwebsockets 4.1 reads a
+// client socket with recv() (plain) or SSL_read() (TLS) and offers no hook
+// between the bytes and its frame parser, so the gateway binary defines both
+// symbols (the dynamic linker prefers the executable's) and passes every
+// call through, looking only at the descriptors registered here. Only the
+// thread that registered a descriptor (the loop) ever scans it: a read by
+// another thread (NATS, gRPC) costs one thread-local check.
+//
+// On a violation the read hands lws only the whole frames before the
+// offending one, calls the handler (which closes the connection with 1002
+// through the ordinary close handshake), and every later read on that
+// socket is discarded.
+namespace frame_guard {
+
+using ViolationHandler = void (*)(void* ctx, uint64_t conn, const char* why);
+
+// Loop thread. The handler runs inside lws's read: it may only queue work.
+void SetHandler(ViolationHandler handler, void* ctx);
+// Loop thread: from now on the descriptor carries WebSocket frames of
+// connection `conn` (call at the upgrade); Forget when the socket goes.
+void Watch(int fd, uint64_t conn);
+void Forget(int fd);
+// How many connections were failed so far (this thread).
+uint64_t violations();
+// Whether this thread watches any descriptor (the interposed reads' fast path).
+bool Watching();
+
+// What the interposed reads do with `n` > 0 bytes just read from `fd`:
+// returns how many of them lws may see (0: none; the caller then reports
+// "nothing yet"). Exposed for the unit test.
+size_t Filter(int fd, uint8_t* data, size_t n);
+
+}  // namespace frame_guard
+}  // namespace switchboard::gateway
