@@ -6,7 +6,10 @@
 #include <set>
 #include <sstream>
 #include <tuple>
+#include <utility>
+#include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -304,6 +307,37 @@ absl::Status ValidateConfig(v1::Config& c, ConfigRole role) {
   }
   if (gw->client_expired_close_delay_s() > 3600) return Bad("gateway.client_expired_close_delay_s", "at most 3600");
   return absl::OkStatus();
+}
+
+bool IsPlaceholderSecret(const std::string& value) {
+  const std::string v = absl::AsciiStrToLower(value);
+  for (const char* marker : {"change-me", "changeme", "change_me", "replace-with", "replace-me", "replace_me"}) {
+    if (absl::StrContains(v, marker)) return true;
+  }
+  return false;
+}
+
+absl::Status RefusePlaceholderSecrets(const v1::Config& c) {
+  std::vector<std::pair<std::string, const std::string*>> secrets;
+  for (int i = 0; i < c.apps_size(); ++i) secrets.emplace_back(absl::StrCat("apps[", i, "].secret"), &c.apps(i).secret());
+  for (int i = 0; i < c.api_keys_size(); ++i) secrets.emplace_back(absl::StrCat("api_keys[", i, "]"), &c.api_keys(i));
+  secrets.emplace_back("cluster_token", &c.cluster_token());
+  secrets.emplace_back("http_proxy_token", &c.http_proxy_token());
+  secrets.emplace_back("nats_gateway.password", &c.nats_gateway().password());
+  secrets.emplace_back("nats_control.password", &c.nats_control().password());
+  for (const auto& [field, value] : secrets) {
+    if (IsPlaceholderSecret(*value)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          field, ": a placeholder published with Switchboard, refused outside dev mode: generate a real one "
+                 "(openssl rand -hex 32), or start with --dev (SWITCHBOARD_DEV=1) for a local try-out"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+bool DevMode(bool dev_flag) {
+  const char* env = std::getenv("SWITCHBOARD_DEV");
+  return dev_flag || (env != nullptr && std::string(env) == "1");
 }
 
 absl::StatusOr<v1::Config> LoadConfig(const std::string& path, ConfigRole role) {

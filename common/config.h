@@ -25,6 +25,21 @@ enum class ConfigRole { kAll, kControl, kGateway };
 // first bad field.
 absl::Status ValidateConfig(v1::Config& config, ConfigRole role = ConfigRole::kAll);
 
+// A secret still at a value this repository publishes (the dev defaults
+// "…-change-me", the production examples' "REPLACE-with-…"): anyone who read
+// the repository could sign client tokens, call the API or join the fleet.
+bool IsPlaceholderSecret(const std::string& value);
+
+// Refuses a config whose secrets, among those this role uses (after
+// ValidateConfig dropped the others), are placeholders; the error names the
+// first such field and says how to make a real one.
+absl::Status RefusePlaceholderSecrets(const v1::Config& config);
+
+// Dev mode (placeholder secrets accepted, with a warning): asked for with the
+// binaries' --dev flag or SWITCHBOARD_DEV=1 in the environment
+// (scripts/run.sh and the dev overlay). Never in production.
+bool DevMode(bool dev_flag);
+
 // Reads, parses and validates a file.
 absl::StatusOr<v1::Config> LoadConfig(const std::string& path, ConfigRole role = ConfigRole::kAll);
 

@@ -35,6 +35,9 @@
 
 ABSL_FLAG(std::string, config, "config/switchboard.yaml", "config file (YAML)");
 ABSL_FLAG(std::string, log_level, "info", "trace|debug|info|warn|error|off");
+ABSL_FLAG(bool, dev, false,
+          "dev mode: accept the placeholder secrets published with Switchboard (scripts/run.sh); "
+          "also SWITCHBOARD_DEV=1. Never in production");
 ABSL_FLAG(std::string, listen, "", "override control.listen (host:port; port 0 = OS chooses)");
 ABSL_FLAG(std::string, health_listen, "",
           "override control.health_listen: host:port for HTTP /livez and /readyz (port 0 = OS chooses)");
@@ -56,6 +59,13 @@ int main(int argc, char** argv) {
     return 2;
   }
   v1::Config config = *std::move(config_or);
+  if (auto st = RefusePlaceholderSecrets(config); !st.ok()) {
+    if (!DevMode(absl::GetFlag(FLAGS_dev))) {
+      std::fprintf(stderr, "config error: %s\n", std::string(st.message()).c_str());
+      return 2;
+    }
+    spdlog::warn("dev mode: placeholder secrets accepted ({})", std::string(st.message()).substr(0, st.message().find(':')));
+  }
   if (!absl::GetFlag(FLAGS_listen).empty()) config.mutable_control()->set_listen(absl::GetFlag(FLAGS_listen));
   if (!absl::GetFlag(FLAGS_health_listen).empty()) {
     config.mutable_control()->set_health_listen(absl::GetFlag(FLAGS_health_listen));

@@ -34,6 +34,9 @@
 
 ABSL_FLAG(std::string, config, "config/switchboard.yaml", "config file (YAML)");
 ABSL_FLAG(std::string, log_level, "info", "trace|debug|info|warn|error|off");
+ABSL_FLAG(bool, dev, false,
+          "dev mode: accept the placeholder secrets published with Switchboard (scripts/run.sh); "
+          "also SWITCHBOARD_DEV=1. Never in production");
 ABSL_FLAG(int, port, -1, "override gateway.port (0 = OS chooses)");
 ABSL_FLAG(std::string, listen_host, "", "override gateway.listen_host");
 ABSL_FLAG(std::string, id, "", "gateway ID (default: hostname-port)");
@@ -78,6 +81,13 @@ int main(int argc, char** argv) {
     return 2;
   }
   v1::Config config = *std::move(config_or);
+  if (auto st = RefusePlaceholderSecrets(config); !st.ok()) {
+    if (!DevMode(absl::GetFlag(FLAGS_dev))) {
+      std::fprintf(stderr, "config error: %s\n", std::string(st.message()).c_str());
+      return 2;
+    }
+    spdlog::warn("dev mode: placeholder secrets accepted ({})", std::string(st.message()).substr(0, st.message().find(':')));
+  }
   if (absl::GetFlag(FLAGS_port) >= 0) config.mutable_gateway()->set_port(absl::GetFlag(FLAGS_port));
   if (!absl::GetFlag(FLAGS_listen_host).empty()) {
     config.mutable_gateway()->set_listen_host(absl::GetFlag(FLAGS_listen_host));

@@ -68,16 +68,18 @@ mkdir -p "$RUN"
 # NATS with one user per role and least permissions, from the same config.
 build/cli/switchboardctl --config "$CONFIG" nats-config >"$RUN/nats.conf"
 start nats 'Server is ready' nats-server -c "$RUN/nats.conf" -a 127.0.0.1 -p $NATS_PORT
-start control 'READY port=' build/control/switchboard-control --config "$CONFIG" \
+# --dev: config/switchboard.yaml's secrets are the published placeholders
+# ("…-change-me"), which every binary refuses without it.
+start control 'READY port=' build/control/switchboard-control --dev --config "$CONFIG" \
   --health_listen "127.0.0.1:$CONTROL_HEALTH_PORT"
 i=1
 for port in "${GW_PORTS[@]}"; do
-  start gateway-$i 'READY gateway_id=' build/gateway/switchboard-gateway --config "$CONFIG" \
+  start gateway-$i 'READY gateway_id=' build/gateway/switchboard-gateway --dev --config "$CONFIG" \
     --port "$port" --id "gw-$i" --workers 1
   i=$((i + 1))
 done
 CONTROL=$(grep -oE 'READY port=[0-9]+' "$RUN/control.log" | cut -d= -f2)
-start http 'READY port=' build/deploy/http-proxy/switchboard-http --listen "127.0.0.1:$HTTP_PORT" \
+start http 'READY port=' build/deploy/http-proxy/switchboard-http --dev --listen "127.0.0.1:$HTTP_PORT" \
   --control "127.0.0.1:$CONTROL"
 
 cat <<MSG

@@ -203,6 +203,19 @@ func retryUnstarted(ctx context.Context, method string, req, reply interface{}, 
 	return err
 }
 
+// isPlaceholderSecret: a value this repository publishes (the dev defaults
+// "…-change-me", the production examples' "REPLACE-with-…"); the same rule
+// as control's and the gateway's (common/config.h IsPlaceholderSecret).
+func isPlaceholderSecret(v string) bool {
+	v = strings.ToLower(v)
+	for _, marker := range []string{"change-me", "changeme", "change_me", "replace-with", "replace-me", "replace_me"} {
+		if strings.Contains(v, marker) {
+			return true
+		}
+	}
+	return false
+}
+
 func main() {
 	listen := flag.String("listen", "127.0.0.1:8080", "HTTP listen address (port 0: the OS chooses)")
 	control := flag.String("control", "127.0.0.1:50051", "switchboard-control gRPC address")
@@ -214,6 +227,8 @@ func main() {
 		"every 2 s, so that a replica down or restarting fails no request")
 	shutdownDelay := flag.Duration("shutdown_delay", 0, "on SIGTERM, keep serving this long with /readyz "+
 		"answering 503 before closing (time for load balancers to take this pod out), e.g. 3s; at most 60s")
+	dev := flag.Bool("dev", false, "dev mode: accept the placeholder token published with Switchboard "+
+		"(scripts/run.sh); also SWITCHBOARD_DEV=1. Never in production")
 	flag.Parse()
 	if *shutdownDelay < 0 || *shutdownDelay > time.Minute {
 		fmt.Fprintln(os.Stderr, "switchboard-http: --shutdown_delay must be between 0 and 60s")
@@ -223,6 +238,15 @@ func main() {
 	if len(proxyToken) < 16 {
 		fmt.Fprintln(os.Stderr, "switchboard-http: set SWITCHBOARD_HTTP_PROXY_TOKEN (at least 16 characters; control's http_proxy_token)")
 		os.Exit(2)
+	}
+	if isPlaceholderSecret(proxyToken) {
+		if !*dev && os.Getenv("SWITCHBOARD_DEV") != "1" {
+			fmt.Fprintln(os.Stderr, "switchboard-http: SWITCHBOARD_HTTP_PROXY_TOKEN: a placeholder published with "+
+				"Switchboard, refused outside dev mode: generate a real one (openssl rand -hex 32), or start with "+
+				"--dev (SWITCHBOARD_DEV=1) for a local try-out")
+			os.Exit(2)
+		}
+		log.Printf("dev mode: placeholder secrets accepted (SWITCHBOARD_HTTP_PROXY_TOKEN)")
 	}
 
 	runtime.HTTPError = grpcError

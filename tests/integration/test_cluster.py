@@ -405,6 +405,76 @@ class ConfigFileTest(unittest.TestCase):
             self.assertIn("apps[0].secret", lines[0])
 
 
+    def test_placeholder_secrets_are_refused_outside_dev_mode(self):
+        # The values the repository publishes (config/switchboard.yaml's
+        # "…-change-me" defaults, the production examples' "REPLACE-with-…")
+        # would let anyone sign tokens or call the API: each server refuses
+        # each one it uses, in one line naming the field, unless started in
+        # dev mode (--dev or SWITCHBOARD_DEV=1, as scripts/run.sh does).
+        import yaml
+        with open(cluster.config) as f:
+            base = yaml.safe_load(f)
+
+        def with_secret(field, value):
+            c = json.loads(json.dumps(base))
+            if field == "apps[0].secret":
+                c["apps"][0]["secret"] = value
+            elif field == "api_keys[0]":
+                c["api_keys"][0] = value
+            elif "." in field:
+                part, key = field.split(".")
+                c[part][key] = value
+            else:
+                c[field] = value
+            path = os.path.join(cluster.tmp, "placeholder.yaml")
+            with open(path, "w") as f:
+                yaml.safe_dump(c, f)
+            return path
+
+        used = {"control/switchboard-control": ["apps[0].secret", "api_keys[0]", "cluster_token", "http_proxy_token",
+                                                "nats_control.password"],
+                "gateway/switchboard-gateway": ["apps[0].secret", "cluster_token", "nats_gateway.password"]}
+        placeholders = ["dev-%s-change-me-0123456789", "REPLACE-with-a-%s-0123456789"]
+        for binary, fields in used.items():
+            for field in fields:
+                for value in placeholders:
+                    path = with_secret(field, value % field.split(".")[0].split("[")[0])
+                    out = subprocess.run([cluster.bin(binary), "--config", path], capture_output=True, text=True,
+                                         timeout=20)
+                    self.assertEqual(out.returncode, 2, (binary, field, out.stdout + out.stderr))
+                    lines = [l for l in (out.stdout + out.stderr).splitlines() if l.strip()]
+                    self.assertEqual(len(lines), 1, lines)
+                    self.assertIn(field + ": a placeholder", lines[0])
+        # Dev mode: accepted with a warning, and the server runs.
+        path = with_secret("apps[0].secret", "demo-secret-change-me")
+        p = Proc("control-dev", [cluster.bin("control/switchboard-control"), "--dev", "--config", path,
+                                 "--listen", "127.0.0.1:0", "--health_listen", "127.0.0.1:0"])
+        try:
+            p.wait_line(r"dev mode: placeholder secrets accepted \(apps\[0\]\.secret\)")
+            p.wait_line(r"READY port=")
+        finally:
+            p.stop()
+        self.assertEqual(p.p.returncode, 0)
+        gw = Proc("gw-dev", [cluster.bin("gateway/switchboard-gateway"), "--config", path, "--port", "0",
+                             "--workers", "1", "--id", "gw-dev"], env={"SWITCHBOARD_DEV": "1"})
+        try:
+            gw.wait_line(r"dev mode: placeholder secrets accepted")
+        finally:
+            gw.stop()
+        # switchboard-http: its token towards control.
+        http = cluster.bin("deploy/http-proxy/switchboard-http")
+        env = dict(os.environ, SWITCHBOARD_HTTP_PROXY_TOKEN="dev-http-proxy-token-change-me")
+        out = subprocess.run([http, "--listen", "127.0.0.1:0"], capture_output=True, text=True, timeout=20, env=env)
+        self.assertEqual(out.returncode, 2, out.stdout + out.stderr)
+        self.assertIn("SWITCHBOARD_HTTP_PROXY_TOKEN: a placeholder", out.stderr)
+        hp = Proc("http-dev", [http, "--dev", "--listen", "127.0.0.1:0"], env={
+            "SWITCHBOARD_HTTP_PROXY_TOKEN": "dev-http-proxy-token-change-me"})
+        try:
+            hp.wait_line(r"READY port=")
+        finally:
+            hp.stop()
+
+
 class ControlShutdownTest(unittest.TestCase):
     def test_stopping_answers_calls_in_flight_and_exits_cleanly(self):
         # A frozen gateway keeps fleet calls waiting; some callers give up at

@@ -18,7 +18,8 @@ them (ctest k8s_manifests):
    for passwords nats-server would misread unquoted (12345, true, 0-1Z) and
    the NATS Secret's values are of the allowed alphabet; the gateway's grace
    period covers preStop and the drain; the control address gateways
-   resolve is a headless Service that lists not-ready replicas.
+   resolve is a headless Service that lists not-ready replicas; production
+   never runs in dev mode (SWITCHBOARD_DEV, --dev: placeholder secrets).
 
 --self-test breaks rendered objects in known ways and checks that each
 policy catches its break (a check that cannot fail is no check).
@@ -125,7 +126,7 @@ def generated(items, name):
     return None
 
 
-def policy_problems(objects, build_dir):
+def policy_problems(objects, build_dir, production=True):
     p = []
     by_kind = {}
     for o in objects:
@@ -178,6 +179,11 @@ def policy_problems(objects, build_dir):
                     r = ref["configMapKeyRef"]
                     if r["name"] not in configmaps or r["key"] not in (configmaps[r["name"]].get("data") or {}):
                         p.append("%s: env %s: ConfigMap %s key %s missing" % (where, e["name"], r["name"], r["key"]))
+            # Dev mode accepts the placeholder secrets published with the
+            # repository: the dev overlay's business, never production's.
+            if production and ("SWITCHBOARD_DEV" in {e["name"] for e in c.get("env") or []} or
+                                any(a == "--dev" or a.startswith("--dev=") for a in c.get("args") or [])):
+                p.append("%s: runs in dev mode (SWITCHBOARD_DEV or --dev) in production" % where)
             for m in c.get("volumeMounts") or []:
                 if m["name"] not in volumes:
                     p.append("%s: mounts unknown volume %s" % (where, m["name"]))
@@ -411,6 +417,8 @@ def self_test(objects, build_dir):
          "gateway.port"),
         ("secret too many", lambda o: gw_container(o)["env"].append(
             {"name": "SWITCHBOARD_API_KEY", "value": "x"}), "a secret it never uses"),
+        ("dev mode", lambda o: gw_container(o)["env"].append({"name": "SWITCHBOARD_DEV", "value": "1"}),
+         "runs in dev mode"),
         ("short grace", lambda o: next(x for x in o if x["kind"] == "Deployment" and
                                        x["metadata"]["name"] == "switchboard-gateway")["spec"]["template"]["spec"]
          .update(terminationGracePeriodSeconds=5), "terminationGracePeriodSeconds"),
@@ -453,7 +461,8 @@ def main():
         bad = 0
         for overlay in OVERLAYS:
             objects = render(overlay, work)
-            problems = schema_problems(objects) + policy_problems(objects, os.path.abspath(a.build_dir))
+            problems = schema_problems(objects) + policy_problems(objects, os.path.abspath(a.build_dir),
+                                                                  production=overlay == "production")
             kinds = sorted({o["kind"] for o in objects})
             print("overlays/%s: %d objects (%s), %d problems" % (overlay, len(objects), ", ".join(kinds), len(problems)))
             for x in problems:
