@@ -257,10 +257,11 @@ absl::Status ValidateConfig(v1::Config& c, ConfigRole role) {
   if (gw->max_session_bytes() > (256u << 10)) {
     return Bad("gateway.max_session_bytes", "at most 262144 (a session's record must fit the bus and the Attach stream)");
   }
-  // Each process may hold at most 20000 descriptors; leave room for NATS,
-  // gRPC, logs and the listener.
+  // Every session is a descriptor: the gateway fits this under its process's
+  // descriptor limit at start (RLIMIT_NOFILE, raised to the hard limit), so
+  // the config may ask for as many as the machines it runs on allow.
   if (gw->max_sessions() == 0) gw->set_max_sessions(18000);
-  if (gw->max_sessions() > 19000) return Bad("gateway.max_sessions", "at most 19000 (20000-fd process limit)");
+  if (gw->max_sessions() > 10'000'000) return Bad("gateway.max_sessions", "at most 10000000");
   if (gw->outbox_limit() == 0) gw->set_outbox_limit(256);
   if (gw->unready_at_percent() == 0) gw->set_unready_at_percent(95);
   if (gw->ready_again_at_percent() == 0) gw->set_ready_again_at_percent(std::min(90u, gw->unready_at_percent()));
@@ -310,9 +311,16 @@ absl::Status ValidateConfig(v1::Config& c, ConfigRole role) {
 }
 
 bool IsPlaceholderSecret(const std::string& value) {
+  // Whole words only ("exchange-mechanism" is no placeholder).
   const std::string v = absl::AsciiStrToLower(value);
-  for (const char* marker : {"change-me", "changeme", "change_me", "replace-with", "replace-me", "replace_me"}) {
-    if (absl::StrContains(v, marker)) return true;
+  for (const std::string marker : {"change-me", "changeme", "change_me", "replace-with", "replace-me", "replace_me"}) {
+    for (size_t at = v.find(marker); at != std::string::npos; at = v.find(marker, at + 1)) {
+      const size_t end = at + marker.size();
+      if ((at == 0 || !absl::ascii_isalnum(static_cast<unsigned char>(v[at - 1]))) &&
+          (end == v.size() || !absl::ascii_isalnum(static_cast<unsigned char>(v[end])))) {
+        return true;
+      }
+    }
   }
   return false;
 }

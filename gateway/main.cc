@@ -129,7 +129,8 @@ int main(int argc, char** argv) {
     }
     const uint64_t budget = fds.rlim_cur > 700 ? fds.rlim_cur - 600 : 100;
     if (config.gateway().max_sessions() > budget) {
-      spdlog::warn("gateway.max_sessions {} does not fit the descriptor limit {}; using {}",
+      spdlog::warn("gateway.max_sessions {} does not fit this process's descriptor limit (RLIMIT_NOFILE {}); "
+                   "using {}: give the container more (deploy/README.md, Descriptors)",
                    config.gateway().max_sessions(), static_cast<uint64_t>(fds.rlim_cur), budget);
       config.mutable_gateway()->set_max_sessions(static_cast<uint32_t>(budget));
     }

@@ -208,9 +208,19 @@ func retryUnstarted(ctx context.Context, method string, req, reply interface{}, 
 // as control's and the gateway's (common/config.h IsPlaceholderSecret).
 func isPlaceholderSecret(v string) bool {
 	v = strings.ToLower(v)
+	alnum := func(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
 	for _, marker := range []string{"change-me", "changeme", "change_me", "replace-with", "replace-me", "replace_me"} {
-		if strings.Contains(v, marker) {
-			return true
+		for from := 0; ; {
+			at := strings.Index(v[from:], marker)
+			if at < 0 {
+				break
+			}
+			at += from
+			end := at + len(marker)
+			if (at == 0 || !alnum(v[at-1])) && (end == len(v) || !alnum(v[end])) {
+				return true // whole words only ("exchange-mechanism" is no placeholder)
+			}
+			from = at + 1
 		}
 	}
 	return false

@@ -157,6 +157,41 @@ class DescriptorExhaustionTest(unittest.TestCase):
             c.close()
 
 
+class DescriptorDerivedCapTest(unittest.TestCase):
+    def test_the_session_cap_is_what_the_process_descriptors_allow_whatever_the_config_asks(self):
+        # The config may ask for more sessions than any one machine allows
+        # (it used to refuse anything above 19,000, this machine's limit);
+        # the gateway fits the cap under its own RLIMIT_NOFILE at start, says
+        # so, and holds to it: here 1,000 descriptors make 400 sessions.
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
+        from bench import Generator
+        tmp = tempfile.mkdtemp(prefix="switchboard-fds-")
+        wrapper = os.path.join(tmp, "gateway-1000-fds")
+        with open(wrapper, "w") as f:
+            f.write("#!/bin/sh\nexec prlimit --nofile=1000:1000 %s \"$@\"\n"
+                    % os.path.join(os.path.abspath(ARGS.build_dir), "gateway/switchboard-gateway"))
+        os.chmod(wrapper, 0o755)
+        c = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=1, http=False, gateway_bin=wrapper,
+                    max_sessions=50000)
+        gen = None
+        try:
+            proc, port = c.gateways["gw-1"]
+            proc.wait_line(r"gateway.max_sessions 50000 does not fit this process's descriptor limit "
+                           r"\(RLIMIT_NOFILE 1000\); using 400")
+            gen = Generator(ARGS.build_dir, ["--targets", "127.0.0.1:%d" % port, "--sessions", "400",
+                                             "--users", "40", "--secret", SECRET])
+            ready = gen.wait("ready", timeout=60)
+            self.assertEqual((ready["connected"], ready["failed"]), (400, 0), ready)
+            driver.send(op="raw", name="over-cap", url=c.ws_url("gw-1"),
+                        frames=[json.dumps({"id": 1, "connect": {"token": c.token("404")}})])
+            ev = driver.wait_event("over-cap", "raw_close", timeout=15)
+            self.assertEqual((ev["code"], ev["reason"]), (1013, "gateway full"))
+        finally:
+            if gen is not None:
+                gen.stop()
+            c.close()
+
+
 class SlotHoardingTest(unittest.TestCase):
     def test_unsigned_pusher_sockets_and_trickling_bodies_lose_their_slots(self):
         c = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=1, http=False,

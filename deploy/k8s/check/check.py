@@ -303,8 +303,6 @@ def policy_problems(objects, build_dir, production=True):
         grace = spec.get("terminationGracePeriodSeconds", 30)
         if grace < pre_s + delay_s + drain_s + 10:
             p.append("gateway: terminationGracePeriodSeconds %s < preStop %s + drain %s + 10 s" % (grace, pre_s, drain_s))
-        if config["gateway"].get("max_sessions", 18000) > 19000:
-            p.append("gateway: max_sessions above 19000 does not fit 20000 descriptors")
 
     # Control drain: grace period >= shutdown_delay + the longest call
     # (max_timeout_ms) + 2 s, or calls in flight are cut at SIGKILL.

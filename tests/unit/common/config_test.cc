@@ -3,6 +3,8 @@
 #include <cstdlib>
 #include <ostream>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_replace.h"
 #include "gtest/gtest.h"
 
 namespace switchboard {
@@ -170,7 +172,7 @@ INSTANTIATE_TEST_SUITE_P(
                 "control: {bus_busy_poll_us: 5000}\n",
                 "control.bus_busy_poll_us"},
         BadCase{"cluster: c\nnats_url: n\napps: [{id: a, key: k, secret: 12345678}]\napi_keys: [12345678]\n"
-                "gateway: {max_sessions: 50000}\n",
+                "gateway: {max_sessions: 20000000}\n",
                 "gateway.max_sessions"},
         BadCase{"cluster: c\nnats_url: n\napps: [{id: a, key: k, secret: 12345678}]\napi_keys: [12345678]\n"
                 "gateway: {max_message_bytes: 10}\n",
@@ -244,6 +246,34 @@ TEST(Config, MissingFileIsAnError) {
   auto c = LoadConfig("/nonexistent/switchboard.yaml");
   ASSERT_FALSE(c.ok());
   EXPECT_NE(c.status().message().find("/nonexistent/switchboard.yaml"), absl::string_view::npos);
+}
+
+TEST(PlaceholderSecrets, ThePublishedValuesAreRecognisedAndRealOnesAreNot) {
+  for (const char* v : {"dev-api-key-change-me", "demo-secret-CHANGE-ME", "changeme-please-0123",
+                        "REPLACE-with-the-app-HMAC-secret-used-to-sign-client-tokens", "replace_me_0123456789"}) {
+    EXPECT_TRUE(IsPlaceholderSecret(v)) << v;
+  }
+  for (const char* v : {"3f9a1c0e5b7d2468ace0bdf13579ace0", "test-api-key-1234", "exchange-mechanism-0001"}) {
+    EXPECT_FALSE(IsPlaceholderSecret(v)) << v;
+  }
+}
+
+TEST(PlaceholderSecrets, TheErrorNamesTheFirstFieldThisRoleUses) {
+  const std::string base =
+      "cluster: c\nnats_url: n\napps: [{id: a, key: k, secret: 0123456789abcdef}]\napi_keys: [KEY]\n"
+      "cluster_token: 0123456789abcdef\nhttp_proxy_token: 0123456789abcdef\n"
+      "nats_gateway: {user: g, password: 0123456789ab}\nnats_control: {user: c, password: 0123456789ab}\n";
+  auto config = ParseConfig(absl::StrReplaceAll(base, {{"KEY", "dev-api-key-change-me"}}));
+  ASSERT_TRUE(config.ok()) << config.status();
+  v1::Config control = *config;
+  ASSERT_TRUE(ValidateConfig(control, ConfigRole::kControl).ok());
+  const absl::Status st = RefusePlaceholderSecrets(control);
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StartsWith(st.message(), "api_keys[0]: a placeholder")) << st;
+  // A gateway never holds the API keys: nothing to refuse there.
+  v1::Config gateway = *config;
+  ASSERT_TRUE(ValidateConfig(gateway, ConfigRole::kGateway).ok());
+  EXPECT_TRUE(RefusePlaceholderSecrets(gateway).ok());
 }
 
 }  // namespace
