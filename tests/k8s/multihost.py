@@ -9,7 +9,11 @@ manifest gives it (Secrets and ConfigMaps resolved as the kubelet would,
 $(VAR) expanded in args). A ClusterIP Service is a stable virtual address
 (iptables DNAT to the ready pods behind it, as kube-proxy does); a headless
 Service is a DNS name with every selected pod's address, and StatefulSet
-pods have their own names (dnsmasq on the bridge). Probes are run as the
+pods have their own names (dnsmasq on the bridge). NetworkPolicies are
+enforced as a CNI would (iptables on the bridge, br_netfilter: a new
+connection to a selected pod is dropped unless an ingress rule admits its
+source pod, by pod and namespace labels, and port; the node itself, hence
+the kubelet's probes and this test's own clients, is not subject to them). Probes are run as the
 kubelet runs them; a terminating pod leaves its Services first, gets its
 preStop hook, then SIGTERM and SIGKILL after its grace period.
 
@@ -59,6 +63,7 @@ BRIDGE = "sbk8s0"
 NET = "10.231.0"      # pods: .10 and up; the host side of the bridge: .1
 VIPS = "10.231.1"     # ClusterIP Services
 CHAIN = "SBK8S"
+POLICY_CHAIN = "SBK8SNP"  # NetworkPolicies (filter table, FORWARD)
 NS_PREFIX = "sbk-"
 IMAGE_PREFIX = "localhost/switchboard/"
 
@@ -94,9 +99,37 @@ class Pod:
         self.container = "sbk-" + name
         self.ready = False
         self.terminating = False
+        self.namespace = None  # the Cluster's
 
     def c(self):
         return self.spec["containers"][0]
+
+
+class ClientPod:
+    """A pod of someone else's (a backend): a network namespace with labels,
+    in a namespace with labels, whose processes this test runs itself."""
+
+    def __init__(self, name, labels, namespace, index, ip):
+        self.name, self.labels, self.namespace = name, labels, namespace
+        self.ip = ip
+        self.netns = NS_PREFIX + "p%d" % index
+        self.veth = "sbv%d" % index
+        self.terminating = False
+
+
+def selects(selector, labels):
+    """A LabelSelector (matchLabels, matchExpressions In/NotIn/Exists/DoesNotExist); {} selects all."""
+    selector = selector or {}
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for e in selector.get("matchExpressions") or []:
+        have = e["key"] in labels
+        op = e["operator"]
+        if (op == "In" and labels.get(e["key"]) not in e["values"]) or \
+                (op == "NotIn" and labels.get(e["key"]) in e["values"]) or \
+                (op == "Exists" and not have) or (op == "DoesNotExist" and have):
+            return False
+    return True
 
 
 class Cluster:
@@ -113,7 +146,16 @@ class Cluster:
         self.by_kind = {}
         for o in objects:
             self.by_kind.setdefault(o["kind"], {})[o["metadata"]["name"]] = o
-        self.namespace = objects[0]["metadata"].get("namespace", "default")
+        self.namespace = next((o["metadata"]["namespace"] for o in objects if o["metadata"].get("namespace")),
+                              "default")
+        self.clients = []
+        # Namespace labels, with the one Kubernetes sets on every namespace.
+        self.ns_labels = {}
+        for ns in self.by_kind.get("Namespace", {}).values():
+            self.ns_labels[ns["metadata"]["name"]] = dict(ns["metadata"].get("labels") or {})
+        self.ns_labels.setdefault(self.namespace, {})
+        for name, labels in self.ns_labels.items():
+            labels["kubernetes.io/metadata.name"] = name
 
     # -- network ---------------------------------------------------------
     def net_up(self):
@@ -127,6 +169,14 @@ class Cluster:
         # Bridged and routed pod traffic is allowed (docker may set FORWARD DROP).
         sh("iptables", "-I", "FORWARD", "-i", BRIDGE, "-j", "ACCEPT")
         sh("iptables", "-I", "FORWARD", "-o", BRIDGE, "-j", "ACCEPT")
+        # NetworkPolicies see bridged pod-to-pod traffic only with
+        # br_netfilter passing it to iptables, as bridge CNIs need too.
+        if not os.path.exists("/proc/sys/net/bridge/bridge-nf-call-iptables"):
+            sh("modprobe", "br_netfilter")
+        with open("/proc/sys/net/bridge/bridge-nf-call-iptables", "w") as f:
+            f.write("1")
+        sh("iptables", "-N", POLICY_CHAIN)
+        sh("iptables", "-I", "FORWARD", "-j", POLICY_CHAIN)  # first, before the ACCEPTs
         sh("iptables", "-t", "nat", "-N", CHAIN)
         sh("iptables", "-t", "nat", "-I", "PREROUTING", "-j", CHAIN)
         sh("iptables", "-t", "nat", "-I", "OUTPUT", "-d", VIPS + ".0/24", "-j", CHAIN)
@@ -145,6 +195,7 @@ class Cluster:
                 sh("ip", "netns", "del", name, check=False)
         sh("ip", "link", "del", BRIDGE, check=False)
         for args in (["-D", "FORWARD", "-i", BRIDGE, "-j", "ACCEPT"], ["-D", "FORWARD", "-o", BRIDGE, "-j", "ACCEPT"],
+                     ["-D", "FORWARD", "-j", POLICY_CHAIN], ["-F", POLICY_CHAIN], ["-X", POLICY_CHAIN],
                      ["-t", "nat", "-D", "PREROUTING", "-j", CHAIN],
                      ["-t", "nat", "-D", "OUTPUT", "-d", VIPS + ".0/24", "-j", CHAIN],
                      ["-t", "nat", "-D", "POSTROUTING", "-s", NET + ".0/24", "-d", NET + ".0/24", "-m", "conntrack",
@@ -207,11 +258,72 @@ class Cluster:
                 if p.workload is sts and not p.terminating:
                     for n in ("%s.%s" % (p.name, svc), "%s.%s.%s.svc.cluster.local" % (p.name, svc, self.namespace)):
                         hosts.append("%s %s" % (p.ip, n))
-        sh("iptables-restore", "--noflush", input="*nat\n:%s - [0:0]\n%s\nCOMMIT\n" % (CHAIN, "\n".join(rules)))
+        sh("iptables-restore", "--noflush", input="*nat\n:%s - [0:0]\n%s\nCOMMIT\n*filter\n:%s - [0:0]\n%s\nCOMMIT\n" % (
+            CHAIN, "\n".join(rules), POLICY_CHAIN, "\n".join(self.policy_rules())))
         with open(os.path.join(self.tmp, "hosts"), "w") as f:
             f.write("\n".join(hosts) + "\n")
         if self.dns and self.dns.poll() is None:
             self.dns.send_signal(1)  # SIGHUP: dnsmasq reads the hosts file again
+
+    def peer_matches(self, peer, q, policy_ns):
+        """A NetworkPolicyPeer: podSelector alone is the policy's namespace;
+        with namespaceSelector, those namespaces."""
+        if "namespaceSelector" in peer:
+            ns_ok = selects(peer["namespaceSelector"], self.ns_labels.get(q.namespace or self.namespace, {}))
+        else:
+            ns_ok = (q.namespace or self.namespace) == policy_ns
+        return ns_ok and ("podSelector" not in peer or selects(peer["podSelector"], q.labels))
+
+    def policy_rules(self):
+        """The NetworkPolicies (Ingress) for the pods as they are now: a new
+        connection to a pod some policy selects is let through only if a
+        rule of one of them admits its source and port."""
+        rules = ["-A %s -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN" % POLICY_CHAIN]
+        # A terminating pod still runs (and drains): it keeps its policies,
+        # both ways, until it is gone.
+        everyone = self.pods + self.clients
+        for pod in self.pods:
+            policies = [np for np in self.by_kind.get("NetworkPolicy", {}).values()
+                        if "Ingress" in np["spec"].get("policyTypes", ["Ingress"])
+                        and np["metadata"].get("namespace", self.namespace) == self.namespace
+                        and selects(np["spec"].get("podSelector"), pod.labels)]
+            if not policies:
+                continue
+            for np in policies:
+                policy_ns = np["metadata"].get("namespace", self.namespace)
+                for rule in np["spec"].get("ingress") or []:
+                    peers = rule.get("from")
+                    sources = everyone if not peers else [q for q in everyone
+                                                          if any(self.peer_matches(x, q, policy_ns) for x in peers)]
+                    ports = []
+                    for port in rule.get("ports") or []:
+                        number = port.get("port")
+                        if isinstance(number, str):
+                            number = next((cp["containerPort"] for cp in pod.c().get("ports", [])
+                                           if cp.get("name") == number), None)
+                            if number is None:
+                                continue  # a named port this pod does not have admits nothing
+                        ports.append(number)
+                    if rule.get("ports") and not ports:
+                        continue
+                    for q in sources:
+                        for port in ports or [None]:
+                            rules.append("-A %s -s %s/32 -d %s/32 -p tcp%s -j RETURN" % (
+                                POLICY_CHAIN, q.ip, pod.ip, "" if port is None else " --dport %d" % port))
+            rules.append("-A %s -s %s.0/24 -d %s/32 -j DROP" % (POLICY_CHAIN, NET, pod.ip))
+        return rules
+
+    def add_client_pod(self, name, labels, namespace, namespace_labels=None):
+        """Someone else's pod (a backend), in `namespace` (its labels as given)."""
+        idx = self.next_index
+        self.next_index += 1
+        pod = ClientPod(name, labels, namespace, idx, "%s.%d" % (NET, idx))
+        if namespace != self.namespace:
+            self.ns_labels[namespace] = dict(namespace_labels or {}, **{"kubernetes.io/metadata.name": namespace})
+        self.add_netns(pod)
+        self.clients.append(pod)
+        self.sync_services()
+        return pod
 
     def start_dns(self):
         # A run that was killed leaves its dnsmasq holding the address.
@@ -497,6 +609,7 @@ class MultiHost(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         load_stubs(ARGS.source_dir)
+        cls.stubs_dir = sys.path[0]  # where load_stubs put them, for processes run in client pods
         from switchboard.v1 import control_pb2, control_pb2_grpc
         cls.pb, cls.pbg = control_pb2, control_pb2_grpc
         cls.work = tempfile.mkdtemp(prefix="switchboard-k8s-render-")
@@ -901,6 +1014,45 @@ class MultiHost(unittest.TestCase):
         self.assertEqual(failed, [])
         self.assertEqual(incomplete, 0)
         self.assertEqual(gen.closes(), [])
+
+    def test_6_backends_reach_the_api_with_the_label_and_only_with_it(self):
+        """Issue 22 point 3: control's NetworkPolicy admits API clients (a pod
+        labelled switchboard.io/api-client in any namespace, or any pod of a
+        namespace labelled switchboard.io/api-clients) besides gateways and
+        the proxy; nobody else, through the Service or to a pod directly."""
+        k = self.k
+        backends = [
+            ("labelled pod, same namespace", k.add_client_pod(
+                "backend-a", {"app": "backend", "switchboard.io/api-client": "true"}, k.namespace), True),
+            ("unlabelled pod, same namespace", k.add_client_pod("backend-b", {"app": "backend"}, k.namespace), False),
+            ("labelled pod, other namespace", k.add_client_pod(
+                "backend-c", {"switchboard.io/api-client": "true"}, "shop"), True),
+            ("pod of a labelled namespace", k.add_client_pod(
+                "backend-d", {"app": "billing"}, "billing", {"switchboard.io/api-clients": "true"}), True),
+            ("unlabelled pod, other namespace", k.add_client_pod("backend-e", {"app": "x"}, "other"), False),
+        ]
+        script = ("import sys, grpc\n"
+                  "from switchboard.v1 import control_pb2 as pb, control_pb2_grpc as pbg\n"
+                  "ch = grpc.insecure_channel(sys.argv[1])\n"
+                  "try:\n"
+                  "    r = pbg.ControlStub(ch).UserConnections(pb.UserConnectionsRequest(app_id='main', user_id='np'),"
+                  " metadata=(('authorization', 'apikey ' + sys.argv[2]),), timeout=3).result\n"
+                  "    print('OK complete=%s' % r.complete)\n"
+                  "except grpc.RpcError as e:\n"
+                  "    print('ERR %s' % e.code().name)\n")
+        targets = [("control's Service", "%s:50051" % k.vips["switchboard-control"]),
+                   ("a control pod", "%s:50051" % self.controls[0].ip)]
+        seen = []
+        for what, pod, admitted in backends:
+            for target_name, target in targets:
+                out = sh("ip", "netns", "exec", pod.netns, "/usr/bin/python3", "-c", script, target, self.api_key,
+                         env=dict(os.environ, PYTHONPATH=self.stubs_dir), timeout=30).stdout.strip()
+                seen.append("%s -> %s: %s" % (what, target_name, out))
+                if admitted:
+                    self.assertEqual(out, "OK complete=True", seen[-1])
+                else:
+                    self.assertIn(out, ("ERR DEADLINE_EXCEEDED", "ERR UNAVAILABLE"), seen[-1])
+        log("NetworkPolicy: " + "; ".join(seen))
 
     def test_5_a_control_replica_down_then_a_rolling_restart_of_control(self):
         """Issue 22's readiness rule on the production overlay: one control

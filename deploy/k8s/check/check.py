@@ -209,6 +209,24 @@ def policy_problems(objects, build_dir, production=True):
                        for cp in c.get("ports") or []}
             if matched and tp not in names and tp not in numbers:
                 p.append("%s: targetPort %s is no container port of the pods it selects" % (name_of(s), tp))
+    # Backends reach control's API by a documented label (deploy/README.md,
+    # "Your backends"): some NetworkPolicy rule on control's port admits pods
+    # labelled switchboard.io/api-client in any namespace.
+    ctl_pods = [w for w in wls if role_of(w) == "control"]
+    if ctl_pods:
+        labels = ctl_pods[0]["spec"]["template"]["metadata"].get("labels") or {}
+        admitted = False
+        for np in by_kind.get("NetworkPolicy", {}).values():
+            if not selects(np["spec"].get("podSelector", {}).get("matchLabels"), labels):
+                continue
+            for rule in np["spec"].get("ingress") or []:
+                for peer in rule.get("from") or []:
+                    if "namespaceSelector" in peer and not (peer["namespaceSelector"] or {}) and \
+                            (peer.get("podSelector") or {}).get("matchLabels") == {"switchboard.io/api-client": "true"}:
+                        admitted = True
+        if not admitted:
+            p.append("control: no NetworkPolicy rule admits API clients (pods labelled "
+                     "switchboard.io/api-client: \"true\" in any namespace)")
     for pdb in by_kind.get("PodDisruptionBudget", {}).values():
         if not pods_matching(pdb["spec"]["selector"].get("matchLabels")):
             p.append("%s: selects no pods" % name_of(pdb))
@@ -415,6 +433,10 @@ def self_test(objects, build_dir):
          "gateway.port"),
         ("secret too many", lambda o: gw_container(o)["env"].append(
             {"name": "SWITCHBOARD_API_KEY", "value": "x"}), "a secret it never uses"),
+        ("no way in for backends", lambda o: next(x for x in o if x["kind"] == "NetworkPolicy" and
+                                                  x["metadata"]["name"] == "switchboard-control")["spec"]["ingress"][0]
+         .update({"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "switchboard-gateway"}}}]}),
+         "admits API clients"),
         ("dev mode", lambda o: gw_container(o)["env"].append({"name": "SWITCHBOARD_DEV", "value": "1"}),
          "runs in dev mode"),
         ("short grace", lambda o: next(x for x in o if x["kind"] == "Deployment" and
