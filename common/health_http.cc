@@ -11,8 +11,13 @@
 
 namespace switchboard {
 
-std::pair<int, std::string> HealthHttpServer::Answer(const std::string& path, const Readiness& readiness) {
-  if (path == "/livez" || path == "/healthz") return {200, "ok\n"};
+std::pair<int, std::string> HealthHttpServer::Answer(const std::string& path, const Readiness& readiness,
+                                                     const Readiness& liveness) {
+  if (path == "/livez" || path == "/healthz") {
+    const std::string why = liveness ? liveness() : "";
+    if (why.empty()) return {200, "ok\n"};
+    return {503, absl::StrCat("not live: ", why, "\n")};
+  }
   if (path == "/readyz") {
     const std::string why = readiness ? readiness() : "";
     if (why.empty()) return {200, "ready\n"};
@@ -43,12 +48,12 @@ int HealthHttpServer::Respond(struct lws* wsi, int status, const std::string& bo
 int HealthHttpServer::Callback(struct lws* wsi, int reason, void*, void* in, size_t) {
   if (reason != LWS_CALLBACK_HTTP) return 0;
   auto* self = static_cast<HealthHttpServer*>(lws_context_user(lws_get_context(wsi)));
-  auto [status, body] = Answer(std::string(static_cast<const char*>(in)), self->readiness_);
+  auto [status, body] = Answer(std::string(static_cast<const char*>(in)), self->readiness_, self->liveness_);
   return Respond(wsi, status, body);
 }
 
 absl::StatusOr<std::unique_ptr<HealthHttpServer>> HealthHttpServer::Start(const std::string& listen,
-                                                                         Readiness readiness) {
+                                                                         Readiness readiness, Readiness liveness) {
   const auto colon = listen.rfind(':');
   int port = -1;
   if (colon == std::string::npos || !absl::SimpleAtoi(listen.substr(colon + 1), &port) || port < 0 ||
@@ -57,6 +62,7 @@ absl::StatusOr<std::unique_ptr<HealthHttpServer>> HealthHttpServer::Start(const 
   }
   std::unique_ptr<HealthHttpServer> server(new HealthHttpServer());
   server->readiness_ = std::move(readiness);
+  server->liveness_ = std::move(liveness);
   server->host_ = listen.substr(0, colon);
   if (server->host_ == "0.0.0.0" || server->host_ == "[::]") server->host_.clear();
 

@@ -22,14 +22,17 @@ class HealthHttpServer {
   // "" when ready; otherwise why not. Called on the server's thread.
   using Readiness = std::function<std::string()>;
   // `listen` is "host:port" (port 0: the OS chooses; host empty or 0.0.0.0:
-  // every interface).
-  static absl::StatusOr<std::unique_ptr<HealthHttpServer>> Start(const std::string& listen, Readiness readiness);
+  // every interface). `liveness` (optional, same contract): /livez answers
+  // 503 with its reason when it returns one.
+  static absl::StatusOr<std::unique_ptr<HealthHttpServer>> Start(const std::string& listen, Readiness readiness,
+                                                                 Readiness liveness = nullptr);
   ~HealthHttpServer();
   int port() const { return port_; }
 
   // Answers a probe path: HTTP status and a one-line body (404 for any
   // other path). Any thread.
-  static std::pair<int, std::string> Answer(const std::string& path, const Readiness& readiness);
+  static std::pair<int, std::string> Answer(const std::string& path, const Readiness& readiness,
+                                            const Readiness& liveness = nullptr);
   // Writes a whole text/plain response from an LWS_CALLBACK_HTTP callback;
   // returns what that callback should return.
   static int Respond(struct lws* wsi, int status, const std::string& body);
@@ -39,6 +42,7 @@ class HealthHttpServer {
   static int Callback(struct lws* wsi, int reason, void* user, void* in, size_t len);
 
   Readiness readiness_;
+  Readiness liveness_;
   std::string host_;
   lws_context* context_ = nullptr;
   int port_ = 0;

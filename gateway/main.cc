@@ -16,7 +16,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "common/config.h"
+#include "common/dispatcher.h"
 #include "common/grpc_tls.h"
+#include "common/health_http.h"
 #include "common/ids.h"
 #include "common/logging.h"
 #include "common/runtime.h"
@@ -39,6 +41,9 @@ ABSL_FLAG(bool, dev, false,
           "also SWITCHBOARD_DEV=1. Never in production");
 ABSL_FLAG(int, port, -1, "override gateway.port (0 = OS chooses)");
 ABSL_FLAG(std::string, listen_host, "", "override gateway.listen_host");
+ABSL_FLAG(std::string, operator_listen, "",
+          "override gateway.operator_listen: host:port for the operator's /livez and /readyz with reasons "
+          "(port 0 = OS chooses)");
 ABSL_FLAG(std::string, id, "", "gateway ID (default: hostname-port)");
 ABSL_FLAG(int, drain_ms, 2000, "on SIGTERM, how long to wait for clients to go");
 ABSL_FLAG(int, drain_delay_ms, 0,
@@ -92,6 +97,9 @@ int main(int argc, char** argv) {
   if (!absl::GetFlag(FLAGS_listen_host).empty()) {
     config.mutable_gateway()->set_listen_host(absl::GetFlag(FLAGS_listen_host));
   }
+  if (!absl::GetFlag(FLAGS_operator_listen).empty()) {
+    config.mutable_gateway()->set_operator_listen(absl::GetFlag(FLAGS_operator_listen));
+  }
 
   // Several workers: this process only supervises them (before any thread
   // exists: it spawns processes).
@@ -104,6 +112,7 @@ int main(int argc, char** argv) {
     sup.instance_id = absl::GetFlag(FLAGS_id);
     sup.host = config.gateway().listen_host();
     sup.port = static_cast<int>(config.gateway().port());
+    sup.operator_listen = config.gateway().operator_listen();
     sup.workers = workers;
     sup.drain = absl::Milliseconds(absl::GetFlag(FLAGS_drain_ms) + absl::GetFlag(FLAGS_drain_delay_ms));
     return gateway::RunSupervisor(sup);
@@ -242,8 +251,11 @@ int main(int argc, char** argv) {
   const size_t unready_at = size_t{config.gateway().max_sessions()} * config.gateway().unready_at_percent() / 100;
   const size_t ready_again_at =
       size_t{config.gateway().max_sessions()} * config.gateway().ready_again_at_percent() / 100;
-  server->set_readiness([&links, nats = bus.get(), hub = hub.get(), unready_at, ready_again_at,
-                         full = false]() mutable -> std::string {
+  // One function (its hysteresis is state), asked on the loop from both
+  // listeners: the clients' port and the operator's.
+  auto readiness = std::make_shared<std::function<std::string()>>([&links, nats = bus.get(), hub = hub.get(),
+                                                                    unready_at, ready_again_at,
+                                                                    full = false]() mutable -> std::string {
     if (!nats->Connected()) return "NATS disconnected";
     if (std::string why = links.NoneAttached(); !why.empty()) return why;
     const size_t sessions = hub->session_count();
@@ -254,6 +266,36 @@ int main(int argc, char** argv) {
     }
     return "";
   });
+  server->set_readiness([readiness] { return (*readiness)(); });
+  // The operator's listener: the same answers with their reasons, asked of
+  // the loop from the listener's own thread (a loop that does not answer
+  // within 5 s is not live: the kubelet restarts it).
+  std::unique_ptr<HealthHttpServer> operator_http;
+  if (!config.gateway().operator_listen().empty()) {
+    gateway::WsServer* srv = server.get();
+    auto op_or = HealthHttpServer::Start(
+        config.gateway().operator_listen(),
+        [srv, readiness]() -> std::string {
+          std::string why;
+          if (!RunOnLoop(srv, [srv, readiness] { return srv->draining() ? std::string("draining") : (*readiness)(); },
+                         absl::Seconds(2), &why)) {
+            return "the event loop did not answer within 2 s";
+          }
+          return why;
+        },
+        [srv]() -> std::string {
+          bool answered = false;
+          if (!RunOnLoop(srv, [] { return true; }, absl::Seconds(5), &answered)) {
+            return "the event loop did not answer within 5 s";
+          }
+          return "";
+        });
+    if (!op_or.ok()) {
+      spdlog::error("gateway.operator_listen: {}", std::string(op_or.status().message()));
+      return 1;
+    }
+    operator_http = *std::move(op_or);
+  }
 
   gateway::BusHandler bus_handler(bus.get(), server.get(), hub.get(), &answer_keys);
   if (auto st = bus_handler.Start(config.cluster()); !st.ok()) {
@@ -340,7 +382,8 @@ int main(int argc, char** argv) {
     if (write(ready_fd, "ready\n", 6) != 6) spdlog::warn("cannot tell the supervisor this worker is ready");
     close(ready_fd);
   } else {
-    std::printf("READY gateway_id=%s port=%d\n", gateway_id.c_str(), server->port());
+    std::printf("READY gateway_id=%s port=%d operator_port=%d\n", gateway_id.c_str(), server->port(),
+                operator_http ? operator_http->port() : 0);
     std::fflush(stdout);
   }
   spdlog::info("gateway {} listening on {}:{}", gateway_id, config.gateway().listen_host(), server->port());
@@ -355,6 +398,7 @@ int main(int argc, char** argv) {
   // Normal teardown, in dependency order, so LeakSanitizer sees the truth:
   // the bus first (its handlers post to the loop; queued replies are flushed),
   // then the links, the hub and the socket layer.
+  operator_http.reset();  // it asks the loop, which is gone
   bus.reset();
   NatsClientImpl::ShutdownLibrary();
   links.Stop();

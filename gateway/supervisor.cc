@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "spdlog/spdlog.h"
@@ -163,6 +164,14 @@ class Supervisor {
     args.push_back(absl::StrCat("--port=", port_));
     args.push_back(absl::StrCat("--id=", instance_id_, "-w", w.index));
     args.push_back(absl::StrCat("--ready_fd=", kReadyFd));
+    if (!options_.operator_listen.empty()) {
+      const size_t colon = options_.operator_listen.rfind(':');
+      int base = 0;
+      if (colon != std::string::npos && absl::SimpleAtoi(options_.operator_listen.substr(colon + 1), &base)) {
+        args.push_back(absl::StrCat("--operator_listen=", options_.operator_listen.substr(0, colon), ":",
+                                    base == 0 ? 0 : base + w.index));
+      }
+    }
     std::vector<char*> argv;
     for (std::string& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);

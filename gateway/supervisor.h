@@ -25,6 +25,7 @@ struct SupervisorOptions {
   std::string instance_id;              // "" : hostname-port
   std::string host;                     // listen address
   int port = 0;                         // 0: chosen once, shared by every worker
+  std::string operator_listen;          // "host:port": worker i gets port + i (port 0: its own)
   int workers = 2;
   absl::Duration drain = absl::Seconds(2);  // each worker's drain window
 };

@@ -885,10 +885,13 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
       if (uri == "/livez" || uri == "/healthz" || uri == "/readyz") {
         // /livez: the loop answered, so the process serves. /readyz: it can
         // do its job (see set_readiness); a draining gateway is unready.
+        // The clients' port says the status alone: the reasons (control
+        // addresses, session counts) are for the operator's listener.
         auto [status, body] = HealthHttpServer::Answer(uri, [this]() -> std::string {
           if (draining_.load()) return "draining";
           return readiness_ ? readiness_() : "";
         });
+        if (status == 503) body = uri == "/readyz" ? "not ready\n" : "not live\n";
         return HealthHttpServer::Respond(wsi, status, body);
       } else {
         if (lws_return_http_status(wsi, HTTP_STATUS_NOT_FOUND, "not found")) return -1;

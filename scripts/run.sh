@@ -75,7 +75,7 @@ start control 'READY port=' build/control/switchboard-control --dev --config "$C
 i=1
 for port in "${GW_PORTS[@]}"; do
   start gateway-$i 'READY gateway_id=' build/gateway/switchboard-gateway --dev --config "$CONFIG" \
-    --port "$port" --id "gw-$i" --workers 1
+    --port "$port" --id "gw-$i" --workers 1 --operator_listen "127.0.0.1:$((port + 1000))"
   i=$((i + 1))
 done
 CONTROL=$(grep -oE 'READY port=[0-9]+' "$RUN/control.log" | cut -d= -f2)
@@ -90,8 +90,10 @@ Switchboard is running on loopback (logs and PIDs in .run/):
   gateway gw-1         ws://127.0.0.1:${GW_PORTS[0]}/connection/websocket
   gateway gw-2         ws://127.0.0.1:${GW_PORTS[1]}/connection/websocket
   switchboard-http     http://127.0.0.1:$HTTP_PORT   (HTTP/JSON API, grpc-gateway proxy)
-  probes               GET /livez and /readyz on each gateway port, on :$HTTP_PORT and on control's
-                       http://127.0.0.1:$CONTROL_HEALTH_PORT (control also serves grpc.health.v1)
+  probes               GET /livez and /readyz with reasons on each gateway's operator port
+                       (:$((GW_PORTS[0] + 1000)), :$((GW_PORTS[1] + 1000)); its clients' port says the status
+                       alone), on :$HTTP_PORT and on control's http://127.0.0.1:$CONTROL_HEALTH_PORT
+                       (control also serves grpc.health.v1)
 
 Next:
   build/cli/switchboardctl gentoken --user 42          # a connection token for user 42 (--raw: token only)

@@ -230,6 +230,7 @@ class Cluster:
         self.tmp = tempfile.mkdtemp(prefix="switchboard-test-")
         self.procs = []
         self.gateways = {}
+        self.operator_ports = {}  # gateway ID -> its operator listener (/livez, /readyz with reasons)
         self.ping = ping
         self.max_sessions = max_sessions
         self.max_message_bytes = max_message_bytes
@@ -395,9 +396,12 @@ class Cluster:
             with open(config, "w") as f:
                 f.write(text)
         p = self._start(gw_id, [self.gateway_bin, "--config", config,
-                                "--id", gw_id, "--workers", str(self.workers)] + self.gateway_args + list(args))
-        port = int(p.wait_line(r"READY gateway_id=\S+ port=(\d+)").group(1))
+                                "--id", gw_id, "--workers", str(self.workers),
+                                "--operator_listen", "127.0.0.1:0"] + self.gateway_args + list(args))
+        m = p.wait_line(r"READY gateway_id=\S+ port=(\d+)(?: operator_port=(\d+))?")
+        port = int(m.group(1))
         self.gateways[gw_id] = (p, port)
+        self.operator_ports[gw_id] = int(m.group(2) or 0)
         return p, port
 
     def ws_url(self, gw_id, query=""):

@@ -93,7 +93,9 @@ class Health(unittest.TestCase):
         self.cluster.close()
 
     def ports(self):
-        return {"gateway": self.gw_port, "control": self.cluster.control_health_ports[0],
+        # The gateway's reasons are on its operator listener; its clients'
+        # port says the status alone (test_the_clients_port_tells_no_reasons).
+        return {"gateway": self.cluster.operator_ports["gw-1"], "control": self.cluster.control_health_ports[0],
                 "http": self.cluster.http_port}
 
     def ready(self, what):
@@ -131,6 +133,26 @@ class Health(unittest.TestCase):
             unknown.close()
         self.assert_all_live()
         self.assertEqual(http_get(self.gw_port, "/nope")[0], 404)
+
+    def test_the_clients_port_tells_no_reasons(self):
+        # Issue 22 point 4: the clients' port answers /readyz and /livez for
+        # a load balancer, with the status alone; control addresses and
+        # session counts are for the operator's listener.
+        self.wait_ready("gateway", 200)
+        self.assertEqual(http_get(self.gw_port, "/readyz"), (200, "ready\n"))
+        self.assertEqual(http_get(self.gw_port, "/livez"), (200, "ok\n"))
+        addr = self.cluster.control_addrs[0]
+
+        def while_down():
+            status, body = self.wait_ready("gateway", 503, "not attached to any control replica")
+            self.assertIn(addr, body)
+            self.assertEqual(http_get(self.gw_port, "/readyz"), (503, "not ready\n"))
+            self.assertEqual(http_get(self.gw_port, "/livez"), (200, "ok\n"))
+        self.cluster.restart_control(while_down=while_down)
+        self.wait_ready("gateway", 200)
+        # Nothing but the probes there: no metrics, no API.
+        for path in ("/metrics", "/api", "/gateways"):
+            self.assertEqual(http_get(self.gw_port, path)[0], 404, path)
 
     def test_nats_down_makes_gateway_and_control_unready_until_it_is_back(self):
         # A Watch opened while serving hears each flip, in order.
@@ -199,13 +221,14 @@ class GatewayReadinessTest(unittest.TestCase):
         c = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=1, http=False, controls=2)
         try:
             gw, port = c.gateways["gw-1"]
-            wait_until(lambda: self.ready(port)[0] == 200, 15, "gateway ready")
+            op = c.operator_ports["gw-1"]  # the reasons are on the operator's listener
+            wait_until(lambda: self.ready(op)[0] == 200, 15, "gateway ready")
             c.controls[1].p.kill()  # SIGKILL, and it stays down
             c.controls[1].p.wait(10)
             gw.wait_line(r"cannot attach", 15)  # the gateway knows it lost that replica...
-            self.assertEqual(self.ready(port), (200, "ready\n"))  # ...and still serves clients
+            self.assertEqual(self.ready(op), (200, "ready\n"))  # ...and still serves clients
             c.controls[0].stop()
-            status, body = wait_until(lambda: (lambda r: r if r[0] == 503 else None)(self.ready(port)), 15,
+            status, body = wait_until(lambda: (lambda r: r if r[0] == 503 else None)(self.ready(op)), 15,
                                       "gateway unready with no replica")
             self.assertIn("not attached to any control replica (0 of 2", body)
         finally:
@@ -217,7 +240,8 @@ class GatewayReadinessTest(unittest.TestCase):
         gens = []
         try:
             port = c.gateways["gw-1"][1]
-            wait_until(lambda: self.ready(port)[0] == 200, 15, "gateway ready")
+            op = c.operator_ports["gw-1"]
+            wait_until(lambda: self.ready(op)[0] == 200, 15, "gateway ready")
 
             def load(n, source):
                 gen = Generator(ARGS.build_dir, ["--targets", "127.0.0.1:%d" % port, "--sources", source,
@@ -228,14 +252,14 @@ class GatewayReadinessTest(unittest.TestCase):
                 return gen
 
             def status_is(want):
-                return wait_until(lambda: (lambda r: r if r[0] == want else None)(self.ready(port)), 15,
+                return wait_until(lambda: (lambda r: r if r[0] == want else None)(self.ready(op)), 15,
                                   "/readyz %d" % want)
             a, b = load(3, "127.0.9.2"), load(3, "127.0.9.3")
-            self.assertEqual(self.ready(port)[0], 200)  # 6 of 20
+            self.assertEqual(self.ready(op)[0], 200)  # 6 of 20
             extra = load(4, "127.0.9.4")  # 10 of 20: the high-water mark (50%)
             self.assertIn("near capacity: 10 sessions", status_is(503)[1])
             extra.stop()  # 6: below the mark, not below the low-water mark (25%: 5)
-            wait_until(lambda: "near capacity: 6 sessions" in self.ready(port)[1], 15, "6 sessions, still unready")
+            wait_until(lambda: "near capacity: 6 sessions" in self.ready(op)[1], 15, "6 sessions, still unready")
             b.stop()  # 3: ready again
             status_is(200)
         finally:

@@ -41,7 +41,11 @@ import yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 K8S = os.path.dirname(HERE)
-OVERLAYS = ["dev", "production"]
+# production-api-ingress: production with the optional component that
+# publishes the HTTP API through an Ingress of its own (made in the work tree).
+OVERLAYS = ["dev", "production", "production-api-ingress"]
+# The ports clients use (WebSocket, uni stream); nothing else may face them.
+CLIENT_PORTS = {"ws", "wss"}
 
 # What each role reads from the environment (ConfigRole in common/config.h);
 # the config writes the others as ${VAR:-}.
@@ -65,10 +69,16 @@ def render(overlay, workdir):
     tree = os.path.join(workdir, overlay, "k8s")
     if not os.path.exists(tree):
         shutil.copytree(K8S, tree, ignore=shutil.ignore_patterns("node_modules", "check"))
-        for name in ("secrets.env", "nats-secrets.env"):
-            example = os.path.join(tree, "overlays", overlay, name + ".example")
-            if os.path.exists(example):
-                shutil.copy(example, os.path.join(tree, "overlays", overlay, name))
+        if overlay == "production-api-ingress":
+            os.makedirs(os.path.join(tree, "overlays", overlay))
+            with open(os.path.join(tree, "overlays", overlay, "kustomization.yaml"), "w") as f:
+                f.write("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+                        "resources: [../production]\ncomponents: [../../components/api-ingress]\n")
+        for d in (overlay, "production"):
+            for name in ("secrets.env", "nats-secrets.env"):
+                example = os.path.join(tree, "overlays", d, name + ".example")
+                if os.path.exists(example):
+                    shutil.copy(example, os.path.join(tree, "overlays", d, name))
     out = subprocess.run(["kubectl", "kustomize", os.path.join(tree, "overlays", overlay)],
                          capture_output=True, text=True, timeout=120)
     if out.returncode != 0:
@@ -227,6 +237,51 @@ def policy_problems(objects, build_dir, production=True):
         if not admitted:
             p.append("control: no NetworkPolicy rule admits API clients (pods labelled "
                      "switchboard.io/api-client: \"true\" in any namespace)")
+    # Surfaces (issue 22 point 4): what faces clients (a LoadBalancer or
+    # NodePort Service, an Ingress) reaches only the clients' ports; the
+    # server API only through an Ingress marked as the API's, with TLS and a
+    # class; the gateway's probes (with their reasons) use the operator port.
+    def port_names(svc, port):
+        tp = port.get("targetPort", port["port"])
+        names = set()
+        for w in pods_matching(svc["spec"].get("selector")):
+            for c in w["spec"]["template"]["spec"]["containers"]:
+                for cp in c.get("ports") or []:
+                    if tp in (cp.get("name"), cp["containerPort"]):
+                        names.add(cp.get("name"))
+        return names
+    for s in services.values():
+        public = s["spec"].get("type") in ("LoadBalancer", "NodePort")
+        gw_svc = any(role_of(w) == "gateway" for w in pods_matching(s["spec"].get("selector")))
+        for port in s["spec"].get("ports", []):
+            names = port_names(s, port)
+            if (public or gw_svc) and not names <= CLIENT_PORTS:
+                p.append("%s: exposes port %s (%s), which is not a clients' port %s" % (
+                    name_of(s), port.get("name", port["port"]), ", ".join(sorted(n or "?" for n in names)),
+                    sorted(CLIENT_PORTS)))
+    for ing in by_kind.get("Ingress", {}).values():
+        api = (ing["metadata"].get("labels") or {}).get("switchboard.io/surface") == "api"
+        for rule in ing["spec"].get("rules", []):
+            for path in rule.get("http", {}).get("paths", []):
+                svc = services.get(path["backend"]["service"]["name"])
+                if svc is None:
+                    continue
+                roles = {role_of(w) for w in pods_matching(svc["spec"].get("selector"))}
+                if "http" in roles and not api:
+                    p.append("%s: publishes the server API (switchboard-http) without the label "
+                             "switchboard.io/surface: api (components/api-ingress)" % name_of(ing))
+                if roles - {"http", "gateway"}:
+                    p.append("%s: publishes %s, which is no public surface" % (name_of(ing), sorted(roles)))
+        if api and (not ing["spec"].get("tls") or not ing["spec"].get("ingressClassName")):
+            p.append("%s: the server API's Ingress needs tls and ingressClassName" % name_of(ing))
+    for w in wls:
+        if role_of(w) != "gateway":
+            continue
+        for c in w["spec"]["template"]["spec"]["containers"]:
+            for probe in ("readinessProbe", "livenessProbe"):
+                port = ((c.get(probe) or {}).get("httpGet") or {}).get("port")
+                if port is not None and port != "operator":
+                    p.append("%s: %s on port %s: the gateway's probes use its operator port" % (name_of(w), probe, port))
     for pdb in by_kind.get("PodDisruptionBudget", {}).values():
         if not pods_matching(pdb["spec"]["selector"].get("matchLabels")):
             p.append("%s: selects no pods" % name_of(pdb))
@@ -283,6 +338,13 @@ def policy_problems(objects, build_dir, production=True):
     gw_port = config["gateway"]["port"]
     if gw_port not in container_ports("gateway"):
         p.append("gateway: config gateway.port %s is not a container port %s" % (gw_port, container_ports("gateway")))
+    gw_c = container("gateway")
+    op = config["gateway"].get("operator_listen")
+    op_port = next((cp["containerPort"] for cp in (gw_c.get("ports") or []) if cp.get("name") == "operator"),
+                   None) if gw_c else None
+    if not op or op_port is None or port_of(op) != op_port:
+        p.append("gateway: config gateway.operator_listen %s is not the container port named operator (%s)"
+                 % (op, op_port))
     for field in ("listen", "health_listen"):
         port = port_of(config["control"][field])
         if port not in container_ports("control"):
@@ -437,6 +499,17 @@ def self_test(objects, build_dir):
                                                   x["metadata"]["name"] == "switchboard-control")["spec"]["ingress"][0]
          .update({"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "switchboard-gateway"}}}]}),
          "admits API clients"),
+        ("operator port exposed", lambda o: next(x for x in o if x["kind"] == "Service" and
+                                                 x["metadata"]["name"] == "switchboard-gateway")["spec"]["ports"]
+         .append({"name": "operator", "port": 9001, "targetPort": "operator"}), "not a clients' port"),
+        ("probe on the clients' port", lambda o: gw_container(o)["readinessProbe"]["httpGet"].update(port="ws"),
+         "use its operator port"),
+        ("API on a public Ingress", lambda o: o.append({
+            "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": "oops", "namespace": "switchboard"},
+            "spec": {"rules": [{"host": "x", "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": {
+                "service": {"name": "switchboard-http", "port": {"name": "http"}}}}]}}]}}),
+         "without the label"),
         ("dev mode", lambda o: gw_container(o)["env"].append({"name": "SWITCHBOARD_DEV", "value": "1"}),
          "runs in dev mode"),
         ("short grace", lambda o: next(x for x in o if x["kind"] == "Deployment" and
@@ -482,7 +555,7 @@ def main():
         for overlay in OVERLAYS:
             objects = render(overlay, work)
             problems = schema_problems(objects) + policy_problems(objects, os.path.abspath(a.build_dir),
-                                                                  production=overlay == "production")
+                                                                  production=overlay.startswith("production"))
             kinds = sorted({o["kind"] for o in objects})
             print("overlays/%s: %d objects (%s), %d problems" % (overlay, len(objects), ", ".join(kinds), len(problems)))
             for x in problems:
