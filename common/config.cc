@@ -306,6 +306,9 @@ absl::Status ValidateConfig(v1::Config& c, ConfigRole role) {
   if (role != ConfigRole::kGateway && c.http_proxy_token().size() < 16) {
     return Bad("http_proxy_token", "at least 16 characters are required (switchboard-http presents it to control)");
   }
+  if (gw->proxy_protocol() && gw->trusted_proxies().empty()) {
+    return Bad("gateway.proxy_protocol", "needs gateway.trusted_proxies (whose PROXY headers to believe)");
+  }
   if (!gw->operator_listen().empty() && !ValidHostPort(gw->operator_listen())) {
     return Bad("gateway.operator_listen", "expected host:port");
   }

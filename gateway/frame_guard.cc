@@ -7,7 +7,13 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <memory>
+#include <string>
 #include <vector>
+
+#include "absl/time/clock.h"
+#include "gateway/proxy_protocol.h"
+#include "spdlog/spdlog.h"
 
 namespace switchboard::gateway {
 
@@ -73,6 +79,12 @@ struct Slot {
   FrameScanner scanner;
   uint64_t conn = 0;
   bool watched = false;
+  // PROXY protocol: expected, refused (every later read fails), and what
+  // was read of it so far / whom it named. Allocated only when used.
+  bool expect_proxy = false;
+  bool proxy_failed = false;
+  std::unique_ptr<std::string> proxy_pending;
+  std::unique_ptr<std::string> proxied_client;
 };
 
 // Per thread, so the loop needs no lock and other threads' reads never look.
@@ -82,6 +94,19 @@ thread_local std::vector<Slot>* t_slots = nullptr;
 thread_local ViolationHandler t_handler = nullptr;
 thread_local void* t_ctx = nullptr;
 thread_local uint64_t t_violations = 0;
+thread_local uint64_t t_bad_proxy_headers = 0;
+thread_local absl::Time t_bad_proxy_logged = absl::InfinitePast();
+
+Slot* Find(int fd) {
+  if (t_slots == nullptr || fd < 0 || static_cast<size_t>(fd) >= t_slots->size()) return nullptr;
+  return &(*t_slots)[static_cast<size_t>(fd)];
+}
+
+Slot& Ensure(int fd) {
+  if (t_slots == nullptr) t_slots = new std::vector<Slot>();  // lives as long as the thread's loop may read
+  if (static_cast<size_t>(fd) >= t_slots->size()) t_slots->resize(static_cast<size_t>(fd) + 1);
+  return (*t_slots)[static_cast<size_t>(fd)];
+}
 
 }  // namespace
 
@@ -92,25 +117,74 @@ void SetHandler(ViolationHandler handler, void* ctx) {
 
 void Watch(int fd, uint64_t conn) {
   if (fd < 0) return;
-  if (t_slots == nullptr) t_slots = new std::vector<Slot>();  // lives as long as the thread's loop may read
-  if (static_cast<size_t>(fd) >= t_slots->size()) t_slots->resize(static_cast<size_t>(fd) + 1);
-  Slot& slot = (*t_slots)[static_cast<size_t>(fd)];
-  slot = Slot{};
+  Slot& slot = Ensure(fd);
+  slot.scanner = FrameScanner{};  // what the PROXY header said stays
   slot.conn = conn;
   slot.watched = true;
 }
 
 void Forget(int fd) {
-  if (t_slots == nullptr || fd < 0 || static_cast<size_t>(fd) >= t_slots->size()) return;
-  (*t_slots)[static_cast<size_t>(fd)].watched = false;
+  if (Slot* slot = Find(fd)) *slot = Slot{};
+}
+
+void ExpectProxyHeader(int fd) {
+  if (fd < 0) return;
+  Slot& slot = Ensure(fd);
+  slot = Slot{};
+  slot.expect_proxy = true;
+}
+
+const std::string* ProxiedClient(int fd) {
+  Slot* slot = Find(fd);
+  return slot != nullptr ? slot->proxied_client.get() : nullptr;
+}
+
+uint64_t bad_proxy_headers() { return t_bad_proxy_headers; }
+
+long FilterRaw(int fd, uint8_t* data, size_t n) {
+  Slot* slot = Find(fd);
+  if (slot == nullptr || (!slot->expect_proxy && !slot->proxy_failed)) return static_cast<long>(n);
+  if (slot->proxy_failed) return kBadHeader;
+  if (!slot->proxy_pending) slot->proxy_pending = std::make_unique<std::string>();
+  std::string& pending = *slot->proxy_pending;
+  pending.append(reinterpret_cast<const char*>(data), n);
+  ProxyHeader header;
+  std::string why;
+  ProxyParse parsed = ParseProxyHeader(reinterpret_cast<const uint8_t*>(pending.data()), pending.size(), &header, &why);
+  if (parsed == ProxyParse::kIncomplete && pending.size() > kMaxProxyHeaderBytes) {
+    parsed = ProxyParse::kInvalid;
+    why = "PROXY header too long";
+  }
+  if (parsed == ProxyParse::kIncomplete) return kNothingYet;
+  if (parsed == ProxyParse::kInvalid) {
+    slot->expect_proxy = false;
+    slot->proxy_failed = true;
+    slot->proxy_pending.reset();
+    ++t_bad_proxy_headers;
+    const absl::Time now = absl::Now();
+    if (now - t_bad_proxy_logged >= absl::Seconds(10)) {  // a flood of bad peers cannot flood the log
+      spdlog::warn("a connection from a trusted proxy did not start with a valid PROXY header ({}): closed; "
+                   "{} so far", why, t_bad_proxy_headers);
+      t_bad_proxy_logged = now;
+    }
+    return kBadHeader;
+  }
+  // Whatever followed the header came with this read (everything before it
+  // was header): it goes to the front of the caller's buffer.
+  const size_t rest = pending.size() - header.length;
+  std::memmove(data, pending.data() + header.length, rest);
+  slot->proxied_client = std::make_unique<std::string>(std::move(header.client_ip));
+  slot->expect_proxy = false;
+  slot->proxy_pending.reset();
+  return rest == 0 ? kNothingYet : static_cast<long>(rest);
 }
 
 uint64_t violations() { return t_violations; }
 
 size_t Filter(int fd, uint8_t* data, size_t n) {
-  if (t_slots == nullptr || fd < 0 || static_cast<size_t>(fd) >= t_slots->size()) return n;
-  Slot& slot = (*t_slots)[static_cast<size_t>(fd)];
-  if (!slot.watched) return n;
+  Slot* found = Find(fd);
+  if (found == nullptr || !found->watched) return n;
+  Slot& slot = *found;
   if (slot.scanner.tripped()) return 0;
   const char* why = nullptr;
   const size_t at = slot.scanner.Feed(data, n, &why);
@@ -150,14 +224,54 @@ long Filtered(int fd, void* buf, long n, Read read) {
 }
 
 using RecvFn = ssize_t (*)(int, void*, size_t, int);
+using ReadFn = ssize_t (*)(int, void*, size_t);
 using SslReadFn = int (*)(SSL*, void*, int);
+
+// The raw layer: a PROXY header taken off; "nothing yet" and a bad header
+// become what the caller's errno conventions say.
+template <typename Read>
+long RawFiltered(int fd, void* buf, long n, Read read) {
+  if (n <= 0 || !fg::Watching()) return n;
+  for (int i = 0; i < kMaxDiscardReads; ++i) {
+    const long r = fg::FilterRaw(fd, static_cast<uint8_t*>(buf), static_cast<size_t>(n));
+    if (r != fg::kNothingYet) return r;
+    n = read();  // the header may be whole now, or the rest of the stream may follow
+    if (n <= 0) return n;
+  }
+  return fg::kNothingYet;
+}
+
+long AsErrno(long r) {
+  if (r == fg::kNothingYet) {
+    errno = EAGAIN;
+    return -1;
+  }
+  if (r == fg::kBadHeader) {
+    errno = ECONNRESET;
+    return -1;
+  }
+  return r;
+}
 
 }  // namespace
 
+extern "C" ssize_t read(int fd, void* buf, size_t len) {
+  // Under TLS, OpenSSL reads the socket with read(): a PROXY header comes
+  // off here, before the handshake sees it.
+  static const ReadFn next = reinterpret_cast<ReadFn>(dlsym(RTLD_NEXT, "read"));
+  const ssize_t n = next(fd, buf, len);
+  if (n <= 0 || !fg::Watching()) return n;
+  return AsErrno(RawFiltered(fd, buf, n, [&] { return static_cast<long>(next(fd, buf, len)); }));
+}
+
 extern "C" ssize_t recv(int fd, void* buf, size_t len, int flags) {
   static const RecvFn next = reinterpret_cast<RecvFn>(dlsym(RTLD_NEXT, "recv"));
-  const ssize_t n = next(fd, buf, len, flags);
-  if ((flags & MSG_PEEK) != 0) return n;
+  ssize_t n = next(fd, buf, len, flags);
+  if (n <= 0 || (flags & MSG_PEEK) != 0 || !fg::Watching()) return n;
+  const long raw = RawFiltered(fd, buf, n, [&] { return static_cast<long>(next(fd, buf, len, flags)); });
+  if (raw < 0) return AsErrno(raw);
+  if (raw == 0) return 0;
+  n = raw;
   const long r = Filtered(fd, buf, n, [&] { return static_cast<long>(next(fd, buf, len, flags)); });
   if (r == -2) {
     errno = EAGAIN;

@@ -2,6 +2,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 namespace switchboard::gateway {
 
@@ -44,6 +45,12 @@ class FrameScanner {
 // offending one, calls the handler (which closes the connection with 1002
 // through the ordinary close handshake), and every later read on that
 // socket is discarded.
+//
+// The same taps take a PROXY protocol header (gateway/proxy_protocol.h) off
+// the front of a connection from a trusted proxy before lws reads anything:
+// at the raw layer (recv for plain sockets; read, which OpenSSL's socket
+// BIO uses, under TLS), so the header never reaches the HTTP parser or the
+// TLS handshake.
 namespace frame_guard {
 
 using ViolationHandler = void (*)(void* ctx, uint64_t conn, const char* why);
@@ -63,6 +70,22 @@ bool Watching();
 // returns how many of them lws may see (0: none; the caller then reports
 // "nothing yet"). Exposed for the unit test.
 size_t Filter(int fd, uint8_t* data, size_t n);
+
+// Loop thread, before lws adopts the socket: its first bytes must be a PROXY
+// header (v1 or v2). Forget() (a new socket) drops this and what was read.
+void ExpectProxyHeader(int fd);
+// The client the socket's PROXY header named once it was read: nullptr
+// before that or without one; "" for LOCAL / UNKNOWN (the proxy's own).
+const std::string* ProxiedClient(int fd);
+// The raw-layer tap on `n` > 0 bytes just read into `data` (room for `n`):
+// how many lws may see (the header taken off, the rest moved to the front),
+// kNothingYet, or kBadHeader (the read fails: lws drops the socket).
+// (Negative, and apart from -1, which is a read's own error.)
+inline constexpr long kNothingYet = -3;
+inline constexpr long kBadHeader = -4;
+long FilterRaw(int fd, uint8_t* data, size_t n);
+// How many PROXY headers were refused so far (this thread).
+uint64_t bad_proxy_headers();
 
 }  // namespace frame_guard
 }  // namespace switchboard::gateway

@@ -163,12 +163,18 @@ int main(int argc, char** argv) {
   ws_opts.connect_rate_limit_total = config.gateway().connection_rate_limit_total();
   ws_opts.connect_timeout = absl::Milliseconds(config.gateway().connect_timeout_ms());
   ws_opts.reuse_port = absl::GetFlag(FLAGS_reuse_port);
+  ws_opts.trusted_proxies.assign(config.gateway().trusted_proxies().begin(), config.gateway().trusted_proxies().end());
+  ws_opts.proxy_protocol = config.gateway().proxy_protocol();
   if (TlsEnabled(config)) {
     ws_opts.tls_cert_file = config.tls().cert_file();
     ws_opts.tls_key_file = config.tls().key_file();
   }
   auto server_or = gateway::WsServer::Create(ws_opts);
   if (!server_or.ok()) {
+    if (absl::IsInvalidArgument(server_or.status())) {  // the config's (trusted_proxies): as any config error
+      std::fprintf(stderr, "config error: %s\n", std::string(server_or.status().message()).c_str());
+      return 2;
+    }
     spdlog::error("{}", std::string(server_or.status().message()));
     return 1;
   }

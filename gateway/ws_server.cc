@@ -114,6 +114,9 @@ std::string HeaderUri(lws* wsi) {
 
 absl::StatusOr<std::unique_ptr<WsServer>> WsServer::Create(const Options& options) {
   std::unique_ptr<WsServer> server(new WsServer(options));
+  auto trusted = CidrSet::Parse(options.trusted_proxies);
+  if (!trusted.ok()) return absl::InvalidArgumentError("gateway.trusted_proxies: " + std::string(trusted.status().message()));
+  server->trusted_ = *std::move(trusted);
   // lws keeps pointers to these for the context's lifetime.
   static const lws_protocols kProtocols[] = {
       {"switchboard",
@@ -256,14 +259,19 @@ void WsServer::Accept() {
       Shed(fd, "the gateway's socket cap");
       continue;
     }
+    // A trusted proxy's socket carries many clients: the per-address caps
+    // apply once its request says whose it is (ClientIp).
+    const bool proxied = !trusted_.empty() && trusted_.Contains(ip);
     auto entry = per_ip_.try_emplace(std::move(ip), 0).first;
     // Up to the per-address cap, sockets are served; up to twice that, an
     // upgrade is answered 503 (a client that can read it backs off); beyond,
     // the socket is closed at once: holding it would cost us, not them.
-    if (options_.max_connections_per_ip > 0 && entry->second >= 2 * options_.max_connections_per_ip) {
+    if (!proxied && options_.max_connections_per_ip > 0 && entry->second >= 2 * options_.max_connections_per_ip) {
       Shed(fd, "too many sockets from one address");
       continue;
     }
+    // Before lws adopts it (under TLS it may start the handshake at once).
+    if (proxied && options_.proxy_protocol) frame_guard::ExpectProxyHeader(fd);
     lws* wsi = lws_adopt_socket_vhost(vh, fd);  // on failure lws closes the socket itself
     if (wsi == nullptr) {
       if (entry->second == 0) per_ip_.erase(entry);
@@ -632,9 +640,9 @@ int WsServer::OnWritable(lws* wsi, ConnId id) {
   return 0;
 }
 
-ConnectionMeta WsServer::PeerMeta(lws* wsi) {
+ConnectionMeta WsServer::PeerMeta(lws* wsi, const std::string& client_ip) {
   ConnectionMeta meta;
-  meta.remote_addr = PeerIp(wsi);
+  meta.remote_addr = client_ip;
   char arg[256];
   if (const char* app = lws_get_urlarg_by_name(wsi, "app=", arg, sizeof(arg))) meta.app_id = app;
   const std::string uri = HeaderUri(wsi);
@@ -668,12 +676,46 @@ int WsServer::StartHttpStream(lws* wsi, ConnId id) {
   }
   // The stream lives as long as the session; lws must not time it out.
   lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
-  ConnectionMeta meta = PeerMeta(wsi);
+  ConnectionMeta meta = PeerMeta(wsi, *peer.ip);
   meta.wire = Wire::kUniHttpStream;
   if (peer.rx_oversized) peer.rx.assign(options_.max_message_bytes + 1, ' ');
   peer.rx.swap(meta.connect_body);
   hub_->OnOpen(id, std::move(meta));
   return 0;
+}
+
+const std::string& WsServer::ClientIp(lws* wsi) {
+  const std::string* key = SocketIpOf(wsi);
+  std::string peer = key != nullptr ? *key : PeerIp(wsi);
+  std::string client = peer;
+  if (!trusted_.empty() && trusted_.Contains(peer)) {
+    if (options_.proxy_protocol) {
+      const std::string* proxied = frame_guard::ProxiedClient(lws_get_socket_fd(wsi));
+      if (proxied != nullptr && !proxied->empty()) client = *proxied;
+    }
+    // Through a trusted proxy (or one more, an HTTP proxy behind the load
+    // balancer), the request may say who its client is.
+    if (trusted_.Contains(client)) {
+      char buf[1024];
+      const int n = lws_hdr_copy(wsi, buf, sizeof(buf), WSI_TOKEN_X_FORWARDED_FOR);
+      if (n > 0) {
+        std::string forwarded = ClientFromForwardedFor(std::string(buf, static_cast<size_t>(n)), trusted_);
+        if (!forwarded.empty()) client = std::move(forwarded);
+      }
+    }
+  }
+  if (key != nullptr && client == *key) return *key;
+  // The socket counts for the client from now on, not for the proxy.
+  if (key != nullptr) {
+    auto old = per_ip_.find(*key);
+    if (old != per_ip_.end() && --old->second == 0) per_ip_.erase(old);
+  } else {
+    ++open_sockets_;
+  }
+  auto entry = per_ip_.try_emplace(std::move(client), 0).first;
+  ++entry->second;
+  SetSocketIp(wsi, &entry->first);
+  return entry->first;
 }
 
 const char* WsServer::Refusal(const std::string& ip) {
@@ -776,7 +818,7 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
         const std::string uri = HeaderUri(wsi);
         if (uri != kWebSocketPath && uri.rfind(kPusherPrefix, 0) != 0) return 1;
       }
-      if (const char* why = Refusal(PeerIp(wsi))) {
+      if (const char* why = Refusal(ClientIp(wsi))) {
         // Before the upgrade: the client gets an HTTP answer it can act on
         // (go elsewhere, retry later), not a dropped socket.
         ++refused_;
@@ -790,7 +832,7 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
       ConnId id = next_id_++;
       AddPeer(id, wsi);
       frame_guard::Watch(lws_get_socket_fd(wsi), id);
-      ConnectionMeta meta = PeerMeta(wsi);
+      ConnectionMeta meta = PeerMeta(wsi, *peers_[id].ip);
       const lws_protocols* proto = lws_get_protocol(wsi);
       char arg[64];
       const char* cf = lws_get_urlarg_by_name(wsi, "cf_protocol=", arg, sizeof(arg));
@@ -867,7 +909,7 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
           if (lws_return_http_status(wsi, HTTP_STATUS_METHOD_NOT_ALLOWED, "use POST")) return -1;
           return lws_http_transaction_completed(wsi) ? -1 : 0;
         }
-        if (const char* why = Refusal(PeerIp(wsi))) {
+        if (const char* why = Refusal(ClientIp(wsi))) {
           ++refused_;
           if (lws_return_http_status(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, why)) return -1;
           return lws_http_transaction_completed(wsi) ? -1 : 0;

@@ -14,6 +14,7 @@
 #include "absl/time/time.h"
 #include "common/dispatcher.h"
 #include "gateway/hub.h"
+#include "gateway/proxy_protocol.h"
 #include "gateway/timer_wheel.h"
 #include "gateway/transport.h"
 
@@ -51,6 +52,14 @@ class WsServer final : public Transport, public Dispatcher {
     // threads), so several gateway processes share one port and the kernel
     // spreads connections over them.
     bool reuse_port = false;
+    // Real client addresses behind load balancers: connections from these
+    // addresses or CIDRs are a proxy's; with proxy_protocol each starts with
+    // a PROXY header (v1 or v2), whose client is the connection's; an HTTP
+    // request from them may name its client in X-Forwarded-For (the
+    // rightmost entry not itself trusted). From anyone else both are
+    // ignored (a PROXY header is then just a bad request).
+    std::vector<std::string> trusted_proxies;
+    bool proxy_protocol = false;
   };
   static absl::StatusOr<std::unique_ptr<WsServer>> Create(const Options& options);
   ~WsServer() override;
@@ -173,7 +182,10 @@ class WsServer final : public Transport, public Dispatcher {
   int OnHttpStreamWritable(lws* wsi, Peer& peer);
   // Starts the chunked response of a uni_http_stream once its body is in.
   int StartHttpStream(lws* wsi, ConnId id);
-  static ConnectionMeta PeerMeta(lws* wsi);
+  static ConnectionMeta PeerMeta(lws* wsi, const std::string& client_ip);
+  // The client's address for a request (the socket's peer, or what a
+  // trusted proxy says), made the socket's key in per_ip_ (loop thread).
+  const std::string& ClientIp(lws* wsi);
   void RunPosted();
   // Hands the connections whose outbox has drained to lws's own close
   // handshake (see ws_server.cc for why this runs outside their callbacks).
@@ -198,6 +210,7 @@ class WsServer final : public Transport, public Dispatcher {
   // Open sockets by peer address, from accept to close (node map: the keys
   // stay put, peers and not-yet-upgraded sockets point at them).
   absl::node_hash_map<std::string, uint32_t> per_ip_;
+  CidrSet trusted_;
   // Every connection's deadline (TimerWheel), ticked by one lws timer.
   // Stamps kept in the peer records (no map of its own).
   TimerWheel wheel_{absl::Milliseconds(10), 4096, absl::Now(), [this](ConnId id) -> uint32_t* {

@@ -12,7 +12,7 @@ PKGS=(
   nlohmann-json3-dev libssl-dev libgtest-dev libgmock-dev
   python3 python3-grpcio python3-protobuf python3-jwt python3-yaml
   golang-go golang-github-grpc-ecosystem-grpc-gateway-dev
-  libc-ares-dev dnsmasq-base iptables chromium
+  libc-ares-dev dnsmasq-base iptables chromium haproxy
   nodejs npm
 )
 

@@ -151,6 +151,19 @@ def main():
         b"\x05" + b"\x89\xfe\x00\xc8\0\0\0\0" + b"p" * 200,
         b"\x3f" + b"\x02\xff" + bytes(6) + b"\x00\x10" + bytes(4) + b"y" * 16 + b"\x80\x80\0\0\0\0",
     ])
+    # First byte unused; then a PROXY header (v1, v2 IPv4/IPv6/LOCAL) or an
+    # X-Forwarded-For value.
+    v2sig = b"\r\n\r\n\x00\r\nQUIT\n"
+    write("proxy_header", [
+        b"\x00PROXY TCP4 192.0.2.7 10.0.0.1 56324 8001\r\nGET / HTTP/1.1\r\n",
+        b"\x00PROXY TCP6 2001:db8::7 2001:db8::1 1 2\r\n",
+        b"\x00PROXY UNKNOWN\r\n",
+        b"\x00" + v2sig + b"\x21\x11\x00\x0c" + bytes([198, 51, 100, 9, 10, 0, 0, 1, 0x30, 0x39, 0x1f, 0x41]),
+        b"\x00" + v2sig + b"\x21\x21\x00\x24" + bytes(36),
+        b"\x00" + v2sig + b"\x20\x00\x00\x00",
+        b"\x006.6.6.6, 198.51.100.4, 10.0.0.5",
+        b"\x00[2001:db9::1]:443, 10.0.0.5",
+    ])
     return 0
 
 

@@ -44,7 +44,11 @@ def setUpModule():
     from switchboard.v1 import control_pb2, control_pb2_grpc
     pb = control_pb2
     certs = make_certs(tempfile.mkdtemp(prefix="switchboard-certs-"))
-    cluster = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=2, tls=certs)
+    # Connections from 127.0.0.50 (haproxy's source address in
+    # test_a_proxy_protocol_header_comes_before_the_tls_handshake) are a
+    # trusted proxy's; nobody else's are.
+    cluster = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=2, tls=certs,
+                      gateway_extra={"trusted_proxies": "[127.0.0.50]", "proxy_protocol": "true"})
     driver = Driver(os.path.join(ARGS.source_dir, "tests/integration/node"), env={"NODE_EXTRA_CA_CERTS": certs["ca"]})
     with open(certs["ca"], "rb") as f:
         creds = grpc.ssl_channel_credentials(root_certificates=f.read())
@@ -193,6 +197,43 @@ class TlsEverywhereTest(unittest.TestCase):
                 s.close()
                 self.assertTrue(data.startswith(b"\x88"), data)
                 self.assertEqual(int.from_bytes(data[2:4], "big"), 1002, data)
+
+    def test_a_proxy_protocol_header_comes_before_the_tls_handshake(self):
+        # A TCP load balancer in front of wss:// (haproxy send-proxy-v2, as
+        # an NLB): the header precedes the TLS handshake, which OpenSSL reads
+        # with read(); the gateway takes it off there, and the session's
+        # remote_addr is the client's.
+        import ssl
+        from test_proxies import free_port, listening, start_haproxy
+        port = free_port()
+        haproxy = start_haproxy(tempfile.mkdtemp(prefix="switchboard-haproxy-"), (
+            "frontend v2\n  mode tcp\n  bind 127.0.0.1:%d\n  default_backend gw\n"
+            "backend gw\n  mode tcp\n  server gw 127.0.0.1:%d send-proxy-v2 source 127.0.0.50\n")
+            % (port, cluster.gateways["gw-1"][1]))
+        try:
+            wait_until(lambda: listening(port), 15, "haproxy listening")
+            raw = socket.socket()
+            raw.bind(("127.0.0.7", 0))
+            raw.settimeout(10)
+            raw.connect(("127.0.0.1", port))
+            s = ssl.create_default_context(cafile=certs["ca"]).wrap_socket(raw, server_hostname="localhost")
+            s.sendall(("GET /connection/websocket HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+                       "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                       % base64.b64encode(os.urandom(16)).decode()).encode())
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += s.recv(1)
+            self.assertIn(b" 101 ", head.split(b"\r\n")[0])
+            payload = json.dumps({"id": 1, "connect": {"token": cluster.token("tls-proxied")}}).encode()
+            s.sendall(bytes([0x81, 0x80 | 126]) + len(payload).to_bytes(2, "big") + b"\0\0\0\0" + payload
+                      if len(payload) >= 126 else bytes([0x81, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
+            self.assertIn(b'"connect"', s.recv(4096))
+            res = stub.UserConnections(pb.UserConnectionsRequest(app_id="demo", user_id="tls-proxied"),
+                                       metadata=API_KEY, timeout=5).result
+            self.assertEqual([c.remote_addr for c in res.connections.values()], ["127.0.0.7"])
+            s.close()
+        finally:
+            haproxy.stop()
 
     def test_plaintext_is_refused_on_every_link(self):
         # gRPC without TLS.
