@@ -494,7 +494,9 @@ class Cluster:
         start = time.monotonic()
         pre = ((pod.c().get("lifecycle") or {}).get("preStop") or {}).get("exec")
         if pre:
-            podman("exec", pod.container, *pre["command"])
+            # As the kubelet, whatever the hook's exit (a hook that waits for
+            # the process, as NATS's lame duck one, ends with the container).
+            podman("exec", pod.container, *pre["command"], check=False)
         if on_sigterm:
             on_sigterm()
         left = max(1, int(grace - (time.monotonic() - start)))
@@ -647,12 +649,17 @@ class MultiHost(unittest.TestCase):
         else:
             log("not testing an upgrade: %s" % cls.no_previous)
         log("rendered %d objects; starting pods" % len(cls.objects))
-        nats = [k.start_pod(wl["switchboard-nats"]) for _ in range(wl["switchboard-nats"]["spec"]["replicas"])]
+        def replicas(name):
+            """spec.replicas, or for a Deployment its HPA owns, the HPA's minimum (what the HPA starts it with)."""
+            hpa = next((h for h in k.by_kind.get("HorizontalPodAutoscaler", {}).values()
+                        if h["spec"]["scaleTargetRef"]["name"] == name), None)
+            return hpa["spec"]["minReplicas"] if hpa else wl[name]["spec"].get("replicas", 1)
+        nats = [k.start_pod(wl["switchboard-nats"]) for _ in range(replicas("switchboard-nats"))]
         for p in nats:
             k.wait_ready(p)
-        controls = [k.start_pod(first["switchboard-control"]) for _ in range(wl["switchboard-control"]["spec"]["replicas"])]
-        gateways = [k.start_pod(first["switchboard-gateway"]) for _ in range(wl["switchboard-gateway"]["spec"]["replicas"])]
-        https = [k.start_pod(first["switchboard-http"]) for _ in range(wl["switchboard-http"]["spec"]["replicas"])]
+        controls = [k.start_pod(first["switchboard-control"]) for _ in range(replicas("switchboard-control"))]
+        gateways = [k.start_pod(first["switchboard-gateway"]) for _ in range(replicas("switchboard-gateway"))]
+        https = [k.start_pod(first["switchboard-http"]) for _ in range(replicas("switchboard-http"))]
         for p in controls + gateways + https:
             k.wait_ready(p)
         cls.nats, cls.controls, cls.gateways, cls.https = nats, controls, gateways, https

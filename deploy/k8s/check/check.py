@@ -44,6 +44,9 @@ K8S = os.path.dirname(HERE)
 # production-api-ingress: production with the optional component that
 # publishes the HTTP API through an Ingress of its own (made in the work tree).
 OVERLAYS = ["dev", "production", "production-api-ingress"]
+# The labels every object carries (Kubernetes' recommended set).
+RECOMMENDED_LABELS = ["app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component",
+                      "app.kubernetes.io/part-of", "app.kubernetes.io/version", "app.kubernetes.io/managed-by"]
 # The ports clients use (WebSocket, uni stream); nothing else may face them.
 CLIENT_PORTS = {"ws", "wss"}
 
@@ -282,6 +285,46 @@ def policy_problems(objects, build_dir, production=True):
                 port = ((c.get(probe) or {}).get("httpGet") or {}).get("port")
                 if port is not None and port != "operator":
                     p.append("%s: %s on port %s: the gateway's probes use its operator port" % (name_of(w), probe, port))
+    # Manifest details that bite (issue 22 point 8).
+    hpa_targets = {h["spec"]["scaleTargetRef"]["name"] for h in by_kind.get("HorizontalPodAutoscaler", {}).values()}
+    pdbs = list(by_kind.get("PodDisruptionBudget", {}).values())
+    for w in wls:
+        spec = w["spec"]["template"]["spec"]
+        if name_of(w).split("/")[-1] in hpa_targets and "replicas" in w["spec"]:
+            p.append("%s: sets replicas next to its HPA (every apply scales it back, draining sessions)" % name_of(w))
+        for t in spec.get("topologySpreadConstraints") or []:
+            if t.get("whenUnsatisfiable") == "DoNotSchedule" and t.get("nodeTaintsPolicy") != "Honor":
+                p.append("%s: a hard spread over %s without nodeTaintsPolicy: Honor (tainted nodes count: a surge "
+                         "pod can stay Pending)" % (name_of(w), t.get("topologyKey")))
+        if not spec.get("topologySpreadConstraints"):
+            p.append("%s: no topologySpreadConstraints (its replicas may share one node)" % name_of(w))
+        labels = w["spec"]["template"]["metadata"].get("labels") or {}
+        if not any(selects((x["spec"].get("selector") or {}).get("matchLabels"), labels) for x in pdbs):
+            p.append("%s: no PodDisruptionBudget (a node drain may take every replica at once)" % name_of(w))
+        secret_vars = {e["name"] for c in spec.get("containers", []) for e in c.get("env") or []
+                       if "secretKeyRef" in (e.get("valueFrom") or {})}
+        for c in spec.get("containers", []):
+            for a in (c.get("command") or []) + (c.get("args") or []):
+                for var in re.findall(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", a):
+                    if var in secret_vars:
+                        p.append("%s: a secret (%s) on the command line, which any process on the node can "
+                                 "read: give it through the environment or a file" % (name_of(w), var))
+            for image_label in [(w["spec"]["template"]["metadata"].get("labels") or {}).get("app.kubernetes.io/version")]:
+                image = c.get("image", "")
+                if image.startswith("localhost/switchboard/") and image.rsplit(":", 1)[-1] != image_label:
+                    p.append("%s: label app.kubernetes.io/version %s is not its image's tag (%s)"
+                             % (name_of(w), image_label, image))
+    for o in objects:
+        have = o["metadata"].get("labels") or {}
+        missing = [k for k in RECOMMENDED_LABELS if k not in have and o["kind"] != "Namespace"]
+        if missing:
+            p.append("%s: lacks the labels %s" % (name_of(o), ", ".join(missing)))
+    for w in wls:
+        have = w["spec"]["template"]["metadata"].get("labels") or {}
+        missing = [k for k in RECOMMENDED_LABELS if k not in have]
+        if missing:
+            p.append("%s: its pods lack the labels %s" % (name_of(w), ", ".join(missing)))
+
     for pdb in by_kind.get("PodDisruptionBudget", {}).values():
         if not pods_matching(pdb["spec"]["selector"].get("matchLabels")):
             p.append("%s: selects no pods" % name_of(pdb))
@@ -394,6 +437,36 @@ def policy_problems(objects, build_dir, production=True):
         if grace < need:
             p.append("control: terminationGracePeriodSeconds %s < shutdown_delay_ms + max_timeout_ms + 2 s (%s)"
                      % (grace, need))
+
+    # NATS: lame duck mode before SIGTERM, and time for it.
+    nats_wl = by_role.get("nats")
+    nats_cm0 = generated(configmaps, "switchboard-nats-config")
+    if nats_wl is not None and nats_cm0 is not None:
+        c = nats_wl["spec"]["template"]["spec"]["containers"][0]
+        pre = " ".join((((c.get("lifecycle") or {}).get("preStop") or {}).get("exec") or {}).get("command") or [])
+        conf = nats_cm0["data"]["nats.conf"]
+        m = re.search(r'(?m)^lame_duck_duration:\s*"?(\d+)s"?', conf)
+        g = re.search(r'(?m)^lame_duck_grace_period:\s*"?(\d+)s"?', conf)
+        if "--signal ldm" not in pre or m is None:
+            p.append("nats: no lame duck mode on termination (preStop nats-server --signal ldm, lame_duck_duration)")
+        else:
+            need = int(m.group(1)) + (int(g.group(1)) if g else 10) + 10
+            grace = nats_wl["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30)
+            if grace < need:
+                p.append("nats: terminationGracePeriodSeconds %s < lame_duck_duration + grace period + 10 s (%s)"
+                         % (grace, need))
+    # switchboard-http: its shutdown delay and in-flight calls fit the grace period.
+    http_wl = by_role.get("http")
+    if http_wl is not None:
+        c = http_wl["spec"]["template"]["spec"]["containers"][0]
+        delay = arg_value(c.get("args", []), "--shutdown_delay")
+        delay_s = float(delay.rstrip("s")) if delay else 0
+        grace = http_wl["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30)
+        if delay is None:
+            p.append("http: no --shutdown_delay (load balancers keep sending requests to a stopping pod)")
+        elif grace < delay_s + 5:
+            p.append("http: terminationGracePeriodSeconds %s < --shutdown_delay %s + 5 s for calls in flight"
+                     % (grace, delay))
 
     # NATS permissions as switchboardctl prints them for this config.
     nats_cm = generated(configmaps, "switchboard-nats-config")
@@ -510,6 +583,33 @@ def self_test(objects, build_dir):
             "spec": {"rules": [{"host": "x", "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": {
                 "service": {"name": "switchboard-http", "port": {"name": "http"}}}}]}}]}}),
          "without the label"),
+        ("replicas next to an HPA", lambda o: next(x for x in o if x["kind"] == "Deployment" and
+                                                   x["metadata"]["name"] == "switchboard-gateway")["spec"]
+         .update(replicas=3), "sets replicas next to its HPA"),
+        ("hard spread without taints policy", lambda o: next(x for x in o if x["kind"] == "Deployment" and
+                                                             x["metadata"]["name"] == "switchboard-gateway")["spec"]
+         ["template"]["spec"]["topologySpreadConstraints"][0].pop("nodeTaintsPolicy"), "nodeTaintsPolicy"),
+        ("no PDB", lambda o: o.remove(next(x for x in o if x["kind"] == "PodDisruptionBudget" and
+                                           x["metadata"]["name"] == "switchboard-http")), "no PodDisruptionBudget"),
+        ("no spread", lambda o: next(x for x in o if x["kind"] == "Deployment" and
+                                     x["metadata"]["name"] == "switchboard-http")["spec"]["template"]["spec"]
+         .pop("topologySpreadConstraints"), "no topologySpreadConstraints"),
+        ("a label missing", lambda o: next(x for x in o if x["kind"] == "Service" and
+                                           x["metadata"]["name"] == "switchboard-gateway")["metadata"]["labels"]
+         .pop("app.kubernetes.io/instance"), "lacks the labels app.kubernetes.io/instance"),
+        ("version label off", lambda o: gw_container(o).update(image="localhost/switchboard/gateway:9.9.9"),
+         "is not its image's tag"),
+        ("secret in args", lambda o: next(x for x in o if x["kind"] == "StatefulSet")["spec"]["template"]["spec"]
+         ["containers"][0]["args"].append("--routes=nats-route://route:$(NATS_ROUTE_PASSWORD)@x:6222"),
+         "a secret (NATS_ROUTE_PASSWORD) on the command line"),
+        ("no lame duck", lambda o: next(x for x in o if x["kind"] == "StatefulSet")["spec"]["template"]["spec"]
+         ["containers"][0].pop("lifecycle"), "no lame duck mode"),
+        ("short NATS grace", lambda o: next(x for x in o if x["kind"] == "StatefulSet")["spec"]["template"]["spec"]
+         .update(terminationGracePeriodSeconds=30), "lame_duck_duration + grace period"),
+        ("http without shutdown delay", lambda o: next(x for x in o if x["kind"] == "Deployment" and
+                                                       x["metadata"]["name"] == "switchboard-http")["spec"]["template"]
+         ["spec"]["containers"][0].update(args=["--listen=0.0.0.0:8080", "--control=switchboard-control:50051"]),
+         "no --shutdown_delay"),
         ("dev mode", lambda o: gw_container(o)["env"].append({"name": "SWITCHBOARD_DEV", "value": "1"}),
          "runs in dev mode"),
         ("short grace", lambda o: next(x for x in o if x["kind"] == "Deployment" and
