@@ -306,6 +306,14 @@ absl::Status ValidateConfig(v1::Config& c, ConfigRole role) {
   if (role != ConfigRole::kGateway && c.http_proxy_token().size() < 16) {
     return Bad("http_proxy_token", "at least 16 characters are required (switchboard-http presents it to control)");
   }
+  if (gw->tls_cert_file().empty() != gw->tls_key_file().empty()) {
+    return Bad(gw->tls_cert_file().empty() ? "gateway.tls_cert_file" : "gateway.tls_key_file",
+               "gateway.tls_cert_file and gateway.tls_key_file go together");
+  }
+  for (const auto& [field, path] : {std::pair<const char*, const std::string*>{"gateway.tls_cert_file", &gw->tls_cert_file()},
+                                    {"gateway.tls_key_file", &gw->tls_key_file()}}) {
+    if (!path->empty() && !std::ifstream(*path)) return Bad(field, "cannot read " + *path);
+  }
   if (gw->proxy_protocol() && gw->trusted_proxies().empty()) {
     return Bad("gateway.proxy_protocol", "needs gateway.trusted_proxies (whose PROXY headers to believe)");
   }

@@ -165,10 +165,15 @@ int main(int argc, char** argv) {
   ws_opts.reuse_port = absl::GetFlag(FLAGS_reuse_port);
   ws_opts.trusted_proxies.assign(config.gateway().trusted_proxies().begin(), config.gateway().trusted_proxies().end());
   ws_opts.proxy_protocol = config.gateway().proxy_protocol();
-  if (TlsEnabled(config)) {
+  if (!config.gateway().tls_cert_file().empty()) {  // clients' TLS of its own
+    ws_opts.tls_cert_file = config.gateway().tls_cert_file();
+    ws_opts.tls_key_file = config.gateway().tls_key_file();
+  } else if (TlsEnabled(config)) {
     ws_opts.tls_cert_file = config.tls().cert_file();
     ws_opts.tls_key_file = config.tls().key_file();
   }
+  ws_opts.tls_reload_check = absl::Milliseconds(
+      config.gateway().has_tls_reload_check_ms() ? config.gateway().tls_reload_check_ms() : 10000);
   auto server_or = gateway::WsServer::Create(ws_opts);
   if (!server_or.ok()) {
     if (absl::IsInvalidArgument(server_or.status())) {  // the config's (trusted_proxies): as any config error

@@ -1,6 +1,12 @@
 #include "gateway/ws_server.h"
 
 #include <arpa/inet.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <sys/stat.h>
+
 #include <fcntl.h>
 #include <libwebsockets.h>
 #include <netdb.h>
@@ -549,8 +555,73 @@ void WsServer::OnTick(lws_sorted_usec_list_t* sul) {
   reinterpret_cast<TickTimer*>(sul)->server->Tick();
 }
 
+void WsServer::CheckTlsFiles(absl::Time now) {
+  next_tls_check_ = now + options_.tls_reload_check;
+  std::string seen;
+  for (const std::string* path : {&options_.tls_cert_file, &options_.tls_key_file}) {
+    struct stat st {};
+    if (stat(path->c_str(), &st) != 0) {
+      seen += "missing;";
+      continue;
+    }
+    seen += absl::StrCat(st.st_ino, ":", st.st_size, ":", st.st_mtim.tv_sec, ".", st.st_mtim.tv_nsec, ";");
+  }
+  if (tls_files_seen_.empty()) {  // the first look: what lws loaded at start
+    tls_files_seen_ = seen;
+    return;
+  }
+  if (seen == tls_files_seen_) return;
+  tls_files_seen_ = seen;
+  // Read and check the pair on the side first: the live context changes
+  // only for a good one. Handshakes run on this thread, so none sees half.
+  auto* live = static_cast<SSL_CTX*>(tls_ctx_);
+  std::unique_ptr<SSL_CTX, void (*)(SSL_CTX*)> scratch(SSL_CTX_new(TLS_server_method()), SSL_CTX_free);
+  const char* cert = options_.tls_cert_file.c_str();
+  const char* key = options_.tls_key_file.c_str();
+  std::string why;
+  std::unique_ptr<EVP_PKEY, void (*)(EVP_PKEY*)> pkey(nullptr, EVP_PKEY_free);
+  if (FILE* f = fopen(key, "r")) {
+    pkey.reset(PEM_read_PrivateKey(f, nullptr, nullptr, nullptr));
+    fclose(f);
+  }
+  if (!scratch || SSL_CTX_use_certificate_chain_file(scratch.get(), cert) != 1) {
+    why = "cannot read the certificate";
+  } else if (!pkey) {
+    why = "cannot read the key";
+  } else if (SSL_CTX_use_PrivateKey(scratch.get(), pkey.get()) != 1 || SSL_CTX_check_private_key(scratch.get()) != 1) {
+    why = "the key does not match the certificate";
+  } else if (X509* x = SSL_CTX_get0_certificate(scratch.get());
+             x == nullptr || X509_cmp_current_time(X509_get0_notAfter(x)) <= 0) {
+    why = "the certificate has expired";
+  } else if (SSL_CTX_use_certificate_chain_file(live, cert) != 1 ||
+             SSL_CTX_use_PrivateKey_file(live, key, SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(live) != 1) {
+    why = "the files changed while being read";
+  }
+  ERR_clear_error();
+  if (!why.empty()) {
+    ++tls_reload_failures_;
+    spdlog::error("TLS: {} changed, but {} ({}): new connections keep the current certificate", cert, why, key);
+    return;
+  }
+  ++tls_reloads_;
+  char subject[256] = {0}, until[64] = {0};
+  X509* x = SSL_CTX_get0_certificate(live);
+  X509_NAME_oneline(X509_get_subject_name(x), subject, sizeof(subject));
+  if (BIO* b = BIO_new(BIO_s_mem())) {
+    ASN1_TIME_print(b, X509_get0_notAfter(x));
+    BIO_read(b, until, sizeof(until) - 1);
+    BIO_free(b);
+  }
+  spdlog::info("TLS: certificate reloaded from {} ({}, valid until {}); connections already open keep theirs", cert,
+               subject, until);
+}
+
 void WsServer::Tick() {
   if (shut_down_) return;
+  if (tls_ctx_ != nullptr && options_.tls_reload_check > absl::ZeroDuration()) {
+    const absl::Time now = absl::Now();
+    if (now >= next_tls_check_) CheckTlsFiles(now);
+  }
   // At most kMaxTimersPerTurn per loop turn: when thousands are due at once
   // (pings after a burst of connects), bus requests and socket events are
   // served in between, never queued behind the whole batch.
@@ -779,6 +850,12 @@ void WsServer::ErasePeer(ConnId id) {
 
 int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t len) {
   switch (reason) {
+    case LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS:
+      // Creating the TLS vhost: `user` is its SSL_CTX, kept to load renewed
+      // certificates into (CheckTlsFiles).
+      tls_ctx_ = static_cast<void*>(pss);
+      return 0;
+
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
       RunPosted();
       if (!shut_down_) StartCloseHandshakes();

@@ -43,6 +43,11 @@ class WsServer final : public Transport, public Dispatcher {
     absl::Duration connect_timeout = absl::Seconds(10);  // uni_http_stream: the whole body by then
     std::string tls_cert_file;  // set: wss:// and https:// only
     std::string tls_key_file;
+    // How often the certificate and key files are looked at: when either
+    // changed (a renewal: cert-manager, a Secret update), the pair is read,
+    // checked (key matches, not expired) and used for new handshakes; the
+    // connections already open keep theirs. 0: never.
+    absl::Duration tls_reload_check = absl::Seconds(10);
     // Sockets open at once, upgraded or not (a connected socket that never
     // sends a request holds a descriptor as much as a session does): beyond
     // this, or beyond max_connections_per_ip from one address, a new socket
@@ -211,6 +216,20 @@ class WsServer final : public Transport, public Dispatcher {
   // stay put, peers and not-yet-upgraded sockets point at them).
   absl::node_hash_map<std::string, uint32_t> per_ip_;
   CidrSet trusted_;
+  // The vhost's OpenSSL SSL_CTX (lws hands it over while creating the
+  // vhost), the certificate files' last seen state, the next look.
+  void* tls_ctx_ = nullptr;
+  std::string tls_files_seen_;
+  absl::Time next_tls_check_ = absl::InfinitePast();
+  void CheckTlsFiles(absl::Time now);
+ public:
+  // Certificates loaded since start (reloads), and refused (unreadable,
+  // mismatched, expired). Loop thread.
+  uint64_t tls_reloads() const { return tls_reloads_; }
+  uint64_t tls_reload_failures() const { return tls_reload_failures_; }
+ private:
+  uint64_t tls_reloads_ = 0;
+  uint64_t tls_reload_failures_ = 0;
   // Every connection's deadline (TimerWheel), ticked by one lws timer.
   // Stamps kept in the peer records (no map of its own).
   TimerWheel wheel_{absl::Milliseconds(10), 4096, absl::Now(), [this](ConnId id) -> uint32_t* {

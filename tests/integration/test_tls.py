@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -258,6 +259,97 @@ class TlsEverywhereTest(unittest.TestCase):
         info = json.loads(s.makefile("rb").readline().decode().split(" ", 1)[1])
         s.close()
         self.assertTrue(info.get("tls_required"))
+
+
+def sign_server_cert(ca_dir, out_dir, key_from=None):
+    """A new server certificate for 127.0.0.1 / localhost from the module's CA,
+    with a new key (or the key in `key_from`: a pair that does not match)."""
+    os.makedirs(out_dir)
+    def run(*args):
+        subprocess.run(["openssl"] + list(args), check=True, capture_output=True, cwd=out_dir)
+    run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "tls.key",
+        "-out", "server.csr", "-subj", "/CN=localhost")
+    with open(os.path.join(out_dir, "ext.cnf"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
+                "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", os.path.join(ca_dir, "ca.pem"), "-CAkey",
+        os.path.join(ca_dir, "ca.key"), "-CAcreateserial", "-out", "tls.crt", "-days", "2", "-extfile", "ext.cnf")
+    if key_from:
+        shutil.copy(os.path.join(key_from, "tls.key"), os.path.join(out_dir, "tls.key"))
+    with open(os.path.join(out_dir, "tls.crt"), "rb") as f:
+        return hashlib.sha256(ssl_der(f.read())).hexdigest()
+
+
+def ssl_der(pem):
+    import ssl
+    return ssl.PEM_cert_to_DER_cert(pem.decode())
+
+
+def served_fingerprint(port):
+    import ssl
+    ctx = ssl.create_default_context(cafile=certs["ca"])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            return hashlib.sha256(s.getpeercert(binary_form=True)).hexdigest()
+
+
+class CertificateRotationTest(unittest.TestCase):
+    def test_a_renewed_certificate_is_served_to_new_clients_and_nobody_is_dropped(self):
+        # Clients' TLS of its own (gateway.tls_cert_file/key_file, as from a
+        # Kubernetes TLS Secret, internal links plain): the files are swapped
+        # as the kubelet swaps a Secret volume (one symlink, atomically); new
+        # handshakes get the new certificate, the centrifuge-js and pusher-js
+        # sessions already open stay. A pair that does not match is refused
+        # and the current one kept.
+        ca_dir = os.path.dirname(certs["ca"])
+        root = tempfile.mkdtemp(prefix="switchboard-rotate-")
+        first = sign_server_cert(ca_dir, os.path.join(root, "v1"))
+        current = os.path.join(root, "current")
+        os.symlink(os.path.join(root, "v1"), current)
+
+        def swap(to):
+            tmp = os.path.join(root, "next")
+            os.symlink(os.path.join(root, to), tmp)
+            os.replace(tmp, current)
+
+        c = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=1, http=False, gateway_extra={
+            "tls_cert_file": os.path.join(current, "tls.crt"), "tls_key_file": os.path.join(current, "tls.key"),
+            "tls_reload_check_ms": 200})
+        names = []
+        try:
+            gw, port = c.gateways["gw-1"]
+            url = "wss://127.0.0.1:%d/connection/websocket" % port
+            self.assertEqual(served_fingerprint(port), first)
+            driver.send(op="centrifuge", name="rot-c", url=url, token=c.token("rot"))
+            driver.wait_event("rot-c", "connected")
+            driver.send(op="pusher", name="rot-p", key="demo-key", secret="demo-secret-for-tests", port=port,
+                        tls=True, user_data={"id": "rot"})
+            driver.wait_event("rot-p", "pusher_signin_success", timeout=15)
+            names += ["rot-c", "rot-p"]
+            self.assertEqual(len(json.loads(c.ctl("connections", "--user", "rot"))["result"]["connections"]), 2)
+            # Renewed.
+            second = sign_server_cert(ca_dir, os.path.join(root, "v2"))
+            swap("v2")
+            gw.wait_line(r"TLS: certificate reloaded from .*tls\.crt \(/CN=localhost, valid until")
+            self.assertEqual(served_fingerprint(port), second)
+            driver.send(op="centrifuge", name="rot-new", url=url, token=c.token("rot"))
+            driver.wait_event("rot-new", "connected")
+            names.append("rot-new")
+            # A broken renewal (a key of another pair) is refused; the
+            # current certificate stays.
+            sign_server_cert(ca_dir, os.path.join(root, "v3"), key_from=os.path.join(root, "v1"))
+            swap("v3")
+            gw.wait_line(r"TLS: .*tls\.crt changed, but the key does not match the certificate")
+            self.assertEqual(served_fingerprint(port), second)
+            # Nobody was dropped.
+            self.assertEqual(len(json.loads(c.ctl("connections", "--user", "rot"))["result"]["connections"]), 3)
+            self.assertFalse([e for e in driver.events("rot-c") if e["event"] == "disconnected"])
+            self.assertFalse([e for e in driver.events("rot-p") if e["event"] == "pusher_state"
+                              and e["current"] != "connected" and e["previous"] == "connected"])
+        finally:
+            for n in names:
+                driver.send(op="close", name=n)
+            c.close()
 
 
 if __name__ == "__main__":
