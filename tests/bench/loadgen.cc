@@ -31,6 +31,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jwt.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -77,6 +79,9 @@ ABSL_FLAG(bool, log_closes, false, "print every close the server starts");
 ABSL_FLAG(double, report, 0, "print a status line every this many seconds (0: never)");
 ABSL_FLAG(int, retries, 0, "open a session that failed to connect again, up to this many times");
 ABSL_FLAG(double, handshake_timeout, 30, "seconds before an unanswered connect counts as failed");
+ABSL_FLAG(bool, tls, false, "wss://: TLS to every target, the server's certificate verified");
+ABSL_FLAG(std::string, ca_file, "", "with --tls: the CA that signed the server's certificate (default: the system's)");
+ABSL_FLAG(std::string, tls_name, "localhost", "with --tls: the name the certificate must carry (SNI too)");
 
 namespace {
 
@@ -89,10 +94,11 @@ int64_t NowUs(clockid_t clock) {
 }
 int64_t MonoUs() { return NowUs(CLOCK_MONOTONIC); }
 
-enum class State { kTcp, kUpgrade, kConnecting, kOpen, kClosed };
+enum class State { kTcp, kTls, kUpgrade, kConnecting, kOpen, kClosed };
 
 struct Conn {
   int fd = -1;
+  SSL* ssl = nullptr;  // --tls
   int index = 0;  // session number (user = index % users)
   int attempt = 0;  // retries so far (--retries)
   State state = State::kTcp;
@@ -178,6 +184,18 @@ class LoadGen {
     if (static_cast<rlim_t>(sessions_) + 16 > rl.rlim_cur) {
       return Usage(absl::StrCat("--sessions ", sessions_, " exceeds this process's descriptor limit ", rl.rlim_cur,
                                 ": run several load generators"));
+    }
+    if (absl::GetFlag(FLAGS_tls)) {
+      tls_ = SSL_CTX_new(TLS_client_method());
+      if (tls_ == nullptr) return Usage("cannot make a TLS context");
+      SSL_CTX_set_verify(tls_, SSL_VERIFY_PEER, nullptr);
+      const std::string ca = absl::GetFlag(FLAGS_ca_file);
+      if (ca.empty() ? SSL_CTX_set_default_verify_paths(tls_) != 1
+                     : SSL_CTX_load_verify_locations(tls_, ca.c_str(), nullptr) != 1) {
+        return Usage("cannot load the CA " + ca);
+      }
+      SSL_CTX_set_mode(tls_, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+      SSL_CTX_set_alpn_protos(tls_, reinterpret_cast<const unsigned char*>("\x08http/1.1"), 9);
     }
     epfd_ = epoll_create1(EPOLL_CLOEXEC);
     return epfd_ >= 0;
@@ -355,21 +373,95 @@ class LoadGen {
         return;
       }
       c->state = State::kUpgrade;
+      if (tls_ != nullptr) {
+        c->ssl = SSL_new(tls_);
+        const std::string name = absl::GetFlag(FLAGS_tls_name);
+        if (c->ssl == nullptr || SSL_set_fd(c->ssl, c->fd) != 1 || SSL_set_tlsext_host_name(c->ssl, name.c_str()) != 1 ||
+            SSL_set1_host(c->ssl, name.c_str()) != 1) {
+          Fail(c, "tls");
+          return;
+        }
+        SSL_set_connect_state(c->ssl);
+        c->state = State::kTls;
+      }
     }
+    if (c->state == State::kTls && !Handshake(c)) return;
     while (!c->out.empty()) {
-      ssize_t n = send(c->fd, c->out.data(), c->out.size(), MSG_NOSIGNAL);
-      if (n < 0) {
-        if (errno == EAGAIN || errno == EINTR) break;
-        Lost(c, -1);
-        return;
+      ssize_t n;
+      if (c->ssl != nullptr) {
+        const int w = SSL_write(c->ssl, c->out.data(), static_cast<int>(std::min<size_t>(c->out.size(), 1 << 20)));
+        if (w <= 0) {
+          const int e = SSL_get_error(c->ssl, w);
+          if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) break;
+          ERR_clear_error();
+          Lost(c, -1);
+          return;
+        }
+        n = w;
+      } else {
+        n = send(c->fd, c->out.data(), c->out.size(), MSG_NOSIGNAL);
+        if (n < 0) {
+          if (errno == EAGAIN || errno == EINTR) break;
+          Lost(c, -1);
+          return;
+        }
       }
       c->out.erase(0, static_cast<size_t>(n));
     }
     SetWantOut(c, !c->out.empty());
   }
 
+  // Drives the TLS handshake; true once it is done (the upgrade request,
+  // already queued, then goes out). Failing verification fails the session.
+  bool Handshake(Conn* c) {
+    const int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+      c->state = State::kUpgrade;
+      return true;
+    }
+    const int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ) {
+      SetWantOut(c, false);
+      return false;
+    }
+    if (e == SSL_ERROR_WANT_WRITE) {
+      SetWantOut(c, true);
+      return false;
+    }
+    const long verify = SSL_get_verify_result(c->ssl);
+    ERR_clear_error();
+    Fail(c, verify != X509_V_OK ? std::string("tls verify: ") + X509_verify_cert_error_string(verify)
+                                : std::string("tls handshake"));
+    return false;
+  }
+
   void OnReadable(Conn* c) {
     char buf[16384];
+    if (c->state == State::kTcp) {
+      OnWritable(c);  // the connect's outcome first
+      if (c->fd < 0 || c->state == State::kTcp) return;
+    }
+    if (c->state == State::kTls) {
+      if (!Handshake(c)) return;
+      OnWritable(c);
+      if (c->fd < 0) return;
+    }
+    if (c->ssl != nullptr) {
+      for (;;) {
+        const int n = SSL_read(c->ssl, buf, sizeof(buf));
+        if (n > 0) {
+          c->in.append(buf, static_cast<size_t>(n));
+          continue;
+        }
+        const int e = SSL_get_error(c->ssl, n);
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) break;
+        ERR_clear_error();
+        Lost(c, -1);  // reset or EOF without a close frame
+        return;
+      }
+      Parse(c);
+      return;
+    }
     for (;;) {
       ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
       if (n > 0) {
@@ -536,6 +628,10 @@ class LoadGen {
   }
 
   void Drop(Conn* c) {
+    if (c->ssl != nullptr) {
+      SSL_free(c->ssl);
+      c->ssl = nullptr;
+    }
     if (c->fd >= 0) {
       epoll_ctl(epfd_, EPOLL_CTL_DEL, c->fd, nullptr);
       close(c->fd);
@@ -611,6 +707,7 @@ class LoadGen {
   int sessions_ = 0, users_ = 1;
   bool raw_ = false;
   int epfd_ = -1;
+  SSL_CTX* tls_ = nullptr;  // --tls
   std::mt19937_64 rng_{42};
   size_t source_rr_ = 0, target_rr_ = 0;
   uint64_t next_id_ = 0;

@@ -236,6 +236,29 @@ class TlsEverywhereTest(unittest.TestCase):
         finally:
             haproxy.stop()
 
+    def test_the_load_generator_speaks_wss_and_verifies_the_certificate(self):
+        # switchboard-loadgen --tls: what benchmarks and the multi-host run
+        # use against a wss:// gateway. A CA that did not sign the gateway's
+        # certificate fails every session (verification is on).
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
+        from bench import Generator
+        port = cluster.gateways["gw-2"][1]
+        args = ["--targets", "127.0.0.1:%d" % port, "--sessions", "50", "--users", "5",
+                "--secret", "demo-secret-for-tests", "--tls", "--hold", "0.5"]
+        gen = Generator(ARGS.build_dir, args + ["--ca_file", certs["ca"]])
+        try:
+            ready = gen.wait("ready", timeout=60)
+            self.assertEqual((ready["connected"], ready["failed"]), (50, 0), ready)
+        finally:
+            gen.stop()
+        other = make_certs(tempfile.mkdtemp(prefix="switchboard-other-ca-"))
+        gen = Generator(ARGS.build_dir, args[:2] + ["--sessions", "3"] + args[4:] + ["--ca_file", other["ca"]])
+        try:
+            ready = gen.wait("ready", timeout=60)
+            self.assertEqual((ready["connected"], ready["failed"]), (0, 3), ready)
+        finally:
+            gen.stop()
+
     def test_plaintext_is_refused_on_every_link(self):
         # gRPC without TLS.
         with grpc.insecure_channel("127.0.0.1:%d" % cluster.control_port) as ch:
