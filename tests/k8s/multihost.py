@@ -56,7 +56,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(SRC, "tests", "integration"))
 sys.path.insert(0, os.path.join(SRC, "tests", "bench"))
-from cluster import Driver, load_stubs, wait_until  # noqa: E402
+from cluster import Driver, Proc, load_stubs, wait_until  # noqa: E402
 from bench import Generator  # noqa: E402
 
 BRIDGE = "sbk8s0"
@@ -100,9 +100,19 @@ class Pod:
         self.ready = False
         self.terminating = False
         self.namespace = None  # the Cluster's
+        self.secret_dirs = {}  # Secret name -> the volume directory it fills
 
     def c(self):
         return self.spec["containers"][0]
+
+
+class NetnsDriver(Driver):
+    """The node driver (tests/integration/node) run in a network namespace."""
+
+    def __init__(self, netns, node_dir, env=None):
+        Proc.__init__(self, "driver-" + netns, ["ip", "netns", "exec", netns, "node",
+                                                os.path.join(node_dir, "driver.js")], cwd=node_dir, stdin=True, env=env)
+        self.wait_line(r'"event":"ready"')
 
 
 class ClientPod:
@@ -193,6 +203,10 @@ class Cluster:
             name = ns.split(" ")[0]
             if name.startswith(NS_PREFIX):
                 sh("ip", "netns", "del", name, check=False)
+        if os.path.isdir("/etc/netns"):
+            for name in os.listdir("/etc/netns"):
+                if name.startswith(NS_PREFIX):
+                    shutil.rmtree(os.path.join("/etc/netns", name), ignore_errors=True)
         sh("ip", "link", "del", BRIDGE, check=False)
         for args in (["-D", "FORWARD", "-i", BRIDGE, "-j", "ACCEPT"], ["-D", "FORWARD", "-o", BRIDGE, "-j", "ACCEPT"],
                      ["-D", "FORWARD", "-j", POLICY_CHAIN], ["-F", POLICY_CHAIN], ["-X", POLICY_CHAIN],
@@ -232,6 +246,13 @@ class Cluster:
                 return cp["containerPort"]
         raise AssertionError("%s has no port %s" % (pod.name, tp))
 
+    def has_port(self, pod, port):
+        try:
+            self.target_port(pod, port)
+            return True
+        except AssertionError:
+            return False
+
     def sync_services(self):
         """kube-proxy and the cluster DNS: rules and names for the pods as they are now."""
         rules = []  # the chain's new contents, swapped in at once (iptables-restore), as kube-proxy does
@@ -244,6 +265,9 @@ class Cluster:
                 vip = self.vips[name]
                 hosts += ["%s %s" % (vip, n) for n in names]
                 for port in svc["spec"]["ports"]:
+                    # A pod without the named target port is no endpoint of
+                    # it (a pod of the previous release during an upgrade).
+                    eps = [p for p in self.endpoints(svc) if self.has_port(p, port)]
                     for i, p in enumerate(eps):
                         rule = "-A %s -d %s/32 -p tcp --dport %d" % (CHAIN, vip, port["port"])
                         left = len(eps) - i
@@ -418,17 +442,13 @@ class Cluster:
         for m in c.get("volumeMounts", []):
             v = volumes[m["name"]]
             d = os.path.join(self.tmp, "vol-%s-%s" % (pod.name, m["name"]))
-            os.makedirs(d, exist_ok=True)
             if "configMap" in v:
                 data = self.by_kind["ConfigMap"][v["configMap"]["name"]]["data"]
             else:
                 s = v["secret"]["secretName"]
                 data = {k: self.secret_value(s, k) for k in self.by_kind["Secret"][s]["data"]}
-            for k, val in data.items():
-                with open(os.path.join(d, k), "w") as f:
-                    f.write(val)
-                os.chmod(os.path.join(d, k), 0o644)
-            os.chmod(d, 0o755)
+                pod.secret_dirs[s] = d
+            self.write_volume(d, data)
             argv += ["-v", "%s:%s:%s" % (d, m["mountPath"], "ro" if m.get("readOnly") else "rw")]
         for k, v in env.items():
             argv += ["-e", "%s=%s" % (k, v)]
@@ -441,6 +461,77 @@ class Cluster:
         self.pods.append(pod)
         self.sync_services()
         return pod
+
+    @staticmethod
+    def write_volume(d, data):
+        """A volume's files as the kubelet's atomic writer lays them out: the
+        data in a directory of its own, `..data` a symlink to it, each key a
+        symlink through `..data`; an update writes a new directory and swaps
+        `..data` in one rename, so a reader never sees half of it."""
+        os.makedirs(d, exist_ok=True)
+        os.chmod(d, 0o755)
+        gen = "..%d_%s" % (time.time_ns(), secrets.token_hex(3))
+        os.makedirs(os.path.join(d, gen))
+        for k, val in data.items():
+            with open(os.path.join(d, gen, k), "w") as f:
+                f.write(val)
+            os.chmod(os.path.join(d, gen, k), 0o644)
+        os.chmod(os.path.join(d, gen), 0o755)
+        old = os.readlink(os.path.join(d, "..data")) if os.path.islink(os.path.join(d, "..data")) else None
+        os.symlink(gen, os.path.join(d, "..data_tmp"))
+        os.replace(os.path.join(d, "..data_tmp"), os.path.join(d, "..data"))
+        for k in data:
+            if not os.path.islink(os.path.join(d, k)):
+                os.symlink(os.path.join("..data", k), os.path.join(d, k))
+        if old:
+            shutil.rmtree(os.path.join(d, old), ignore_errors=True)
+
+    # -- cert-manager ------------------------------------------------------
+    def issue_certificates(self):
+        """What cert-manager does with each Certificate: a key and a
+        certificate for its dnsNames, signed by this run's CA, in the Secret
+        it names (type kubernetes.io/tls). Returns the CA file."""
+        if not os.path.exists(os.path.join(self.tmp, "ca.pem")):
+            sh("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+               "-keyout", os.path.join(self.tmp, "ca.key"), "-out", os.path.join(self.tmp, "ca.pem"), "-days", "2",
+               "-subj", "/CN=multihost test CA")
+        for cert in self.by_kind.get("Certificate", {}).values():
+            self.issue(cert)
+        return os.path.join(self.tmp, "ca.pem")
+
+    def issue(self, cert):
+        d = tempfile.mkdtemp(dir=self.tmp, prefix="issue-")
+        names = cert["spec"]["dnsNames"]
+        sh("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+           "-keyout", os.path.join(d, "tls.key"), "-out", os.path.join(d, "csr"), "-subj", "/CN=" + names[0])
+        with open(os.path.join(d, "ext"), "w") as f:
+            f.write("subjectAltName=%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
+                    % ",".join("DNS:" + n for n in names))
+        sh("openssl", "x509", "-req", "-in", os.path.join(d, "csr"), "-CA", os.path.join(self.tmp, "ca.pem"),
+           "-CAkey", os.path.join(self.tmp, "ca.key"), "-CAcreateserial", "-out", os.path.join(d, "tls.crt"),
+           "-days", "2", "-extfile", os.path.join(d, "ext"))
+        data = {}
+        for k in ("tls.crt", "tls.key"):
+            with open(os.path.join(d, k), "rb") as f:
+                data[k] = base64.b64encode(f.read()).decode()
+        name = cert["spec"]["secretName"]
+        self.by_kind.setdefault("Secret", {})[name] = {
+            "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+            "metadata": {"name": name, "namespace": self.namespace}, "data": data}
+        return base64.b64decode(data["tls.crt"])
+
+    def renew(self, cert_name):
+        """A renewal (rotationPolicy Always: a new key): the Secret changes,
+        and the kubelet updates the volume of every pod that mounts it.
+        Returns the new certificate (PEM)."""
+        cert = self.by_kind["Certificate"][cert_name]
+        pem = self.issue(cert)
+        s = cert["spec"]["secretName"]
+        for pod in self.pods:
+            if s in pod.secret_dirs:
+                self.write_volume(pod.secret_dirs[s], {k: self.secret_value(s, k)
+                                                       for k in self.by_kind["Secret"][s]["data"]})
+        return pem
 
     def probe(self, pod, which):
         p = pod.c().get(which)
@@ -597,6 +688,16 @@ def previous_release(source_dir, work, values):
     return (rev, objects), None
 
 
+def served_certificate(ip, port, name, ca_file):
+    """The certificate (DER) a TLS server gives a client asking for `name`."""
+    import socket
+    import ssl
+    ctx = ssl.create_default_context(cafile=ca_file)
+    with socket.create_connection((ip, port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname=name) as s:
+            return s.getpeercert(binary_form=True)
+
+
 def close_codes(closes):
     """{close code: how many} of a loadgen's close events."""
     codes = {}
@@ -648,6 +749,10 @@ class MultiHost(unittest.TestCase):
             log("starting control, gateways and switchboard-http of the previous commit %s" % cls.previous[0][:12])
         else:
             log("not testing an upgrade: %s" % cls.no_previous)
+        # cert-manager's part: the gateway's TLS Secret from its Certificate.
+        cls.ca_file = k.issue_certificates()
+        cert = next(iter(k.by_kind.get("Certificate", {}).values()), None)
+        cls.gateway_dns = cert["spec"]["dnsNames"][0] if cert else None
         log("rendered %d objects; starting pods" % len(cls.objects))
         def replicas(name):
             """spec.replicas, or for a Deployment its HPA owns, the HPA's minimum (what the HPA starts it with)."""
@@ -697,14 +802,36 @@ class MultiHost(unittest.TestCase):
         return self.stub(control).UserConnections(self.pb.UserConnectionsRequest(app_id="main", user_id=user),
                                                   metadata=self.md(), timeout=timeout).result
 
+    @staticmethod
+    def serves_tls(gateway):
+        return any(e["name"] == "SWITCHBOARD_GATEWAY_TLS_CERT" for e in gateway.c().get("env", []))
+
     def load(self, gateways, sessions, users, prefix):
+        tls = ["--tls", "--ca_file", self.ca_file, "--tls_name", self.gateway_dns] \
+            if all(self.serves_tls(g) for g in gateways) else []
         gen = Generator(ARGS.build_dir, ["--targets", ",".join("%s:8001" % g.ip for g in gateways),
                                          "--sources", NET + ".1", "--sessions", str(sessions), "--users", str(users),
-                                         "--user_prefix", prefix, "--secret", self.app_secret, "--log_closes"])
+                                         "--user_prefix", prefix, "--secret", self.app_secret, "--log_closes"] + tls)
         self.gens.append(gen)
         ready = gen.wait("ready", timeout=60)
         self.assertEqual((ready["connected"], ready["failed"]), (sessions, 0), ready)
         return gen
+
+    def client_driver(self, name):
+        """centrifuge-js and pusher-js as clients on the internet see the
+        fleet: in a network namespace of their own whose /etc/hosts (ip netns
+        exec mounts /etc/netns/<ns>/hosts) gives the certificate's name the
+        gateway Service's address, trusting this run's CA."""
+        pod = self.k.add_client_pod(name, {"app": "clients"}, "clients")
+        d = os.path.join("/etc/netns", pod.netns)
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "hosts"), "w") as f:
+            f.write("127.0.0.1 localhost\n%s %s\n" % (self.k.vips["switchboard-gateway"], self.gateway_dns))
+        return NetnsDriver(pod.netns, os.path.join(ARGS.source_dir, "tests", "integration", "node"),
+                           env={"NODE_EXTRA_CA_CERTS": self.ca_file})
+
+    def gateway_url(self):
+        return "wss://%s/connection/websocket" % self.gateway_dns
 
     def backend_channel(self):
         """A backend as the README recommends: every replica from the headless
@@ -941,9 +1068,9 @@ class MultiHost(unittest.TestCase):
         gen = self.load(self.gateways, 150, 30, "r")
         # centrifuge-js clients through the gateways' Service address, as
         # real clients arrive: they must come back by themselves.
-        driver = Driver(os.path.join(ARGS.source_dir, "tests", "integration", "node"))
+        driver = self.client_driver("clients-3")
         js = ["js%d" % i for i in range(6)]
-        url = "ws://%s:80/connection/websocket" % self.k.vips["switchboard-gateway"]
+        url = self.gateway_url()
         for name in js:
             driver.send(op="centrifuge", name=name, url=url,
                         get_token={"secret": self.app_secret, "sub": "jsuser", "ttl": 3600})
@@ -1061,6 +1188,67 @@ class MultiHost(unittest.TestCase):
                     self.assertIn(out, ("ERR DEADLINE_EXCEEDED", "ERR UNAVAILABLE"), seen[-1])
         log("NetworkPolicy: " + "; ".join(seen))
 
+    def test_7_wss_through_the_service_and_a_certificate_renewal(self):
+        """Issue 22 point 2: the production overlay serves wss:// at the
+        gateways from the Secret cert-manager fills (emulated: this run's CA
+        signs the Certificate's dnsNames). centrifuge-js and pusher-js reach
+        it by its name through the gateway Service with the test CA; then
+        the certificate is renewed (a new key, the Secret volume swapped as
+        the kubelet does): every gateway serves the new one to new
+        connections, and no session is dropped."""
+        import hashlib
+        import ssl
+        k = self.k
+        driver = self.client_driver("clients-7")
+        url = self.gateway_url()
+        cj = ["wss-c%d" % i for i in range(6)]
+        pj = ["wss-p%d" % i for i in range(6)]
+        try:
+            for name in cj:
+                driver.send(op="centrifuge", name=name, url=url,
+                            get_token={"secret": self.app_secret, "sub": "wss-c", "ttl": 3600})
+            for name in pj:
+                driver.send(op="pusher", name=name, key="main", secret=self.app_secret, host=self.gateway_dns,
+                            port=443, tls=True, user_data={"id": "wss-p"})
+            for name in cj:
+                driver.wait_event(name, "connected", timeout=20)
+            for name in pj:
+                driver.wait_event(name, "pusher_signin_success", timeout=20)
+
+            def counts():
+                a, b = self.uc(self.controls[0], "wss-c"), self.uc(self.controls[0], "wss-p")
+                return (len(a.connections), len(b.connections)) if a.complete and b.complete else None
+            self.assertEqual(wait_until(counts, 10, "both users listed"), (len(cj), len(pj)))
+            before = {g.name: served_certificate(g.ip, 8001, self.gateway_dns, self.ca_file) for g in self.gateways}
+            renewed = ssl.PEM_cert_to_DER_cert(k.renew("switchboard-gateway-tls").decode())
+            self.assertNotIn(renewed, before.values())
+            start = time.monotonic()
+
+            def all_renewed():
+                return all(served_certificate(g.ip, 8001, self.gateway_dns, self.ca_file) == renewed
+                           for g in self.gateways)
+            wait_until(all_renewed, 30, "every gateway serving the renewed certificate")
+            took = time.monotonic() - start
+            for g in self.gateways:
+                self.assertIn("TLS: certificate reloaded", k.logs(g))
+            # New clients get in on the new certificate; nobody was dropped.
+            driver.send(op="centrifuge", name="wss-new", url=url,
+                        get_token={"secret": self.app_secret, "sub": "wss-c", "ttl": 3600})
+            driver.wait_event("wss-new", "connected", timeout=20)
+            self.assertEqual(wait_until(lambda: (lambda c: c if c and c[0] == len(cj) + 1 else None)(counts()), 10,
+                                        "the new client listed"), (len(cj) + 1, len(pj)))
+            dropped = [e for n in cj for e in driver.events(n) if e["event"] in ("disconnected", "connecting")] + \
+                [e for n in pj for e in driver.events(n) if e["event"] == "pusher_state" and e["previous"] == "connected"]
+            log("wss through the gateway Service: %d centrifuge-js and %d pusher-js sessions; certificate renewed "
+                "(%s -> %s), served by all %d gateways %.1f s later; sessions dropped: %d" % (
+                    len(cj), len(pj), hashlib.sha256(next(iter(before.values()))).hexdigest()[:12],
+                    hashlib.sha256(renewed).hexdigest()[:12], len(self.gateways), took, len(dropped)))
+            self.assertEqual(dropped, [])
+        finally:
+            for name in cj + pj + ["wss-new"]:
+                driver.send(op="close", name=name)
+            driver.stop()
+
     def test_5_a_control_replica_down_then_a_rolling_restart_of_control(self):
         """Issue 22's readiness rule on the production overlay: one control
         replica SIGKILLed and kept down, then control rolled, with API calls
@@ -1106,8 +1294,8 @@ class MultiHost(unittest.TestCase):
                     stats["failed"].append("%.1f s http: %r" % (t0, e))
                 time.sleep(0.01)  # pacing the load, not synchronising anything
 
-        driver = Driver(os.path.join(ARGS.source_dir, "tests", "integration", "node"))
-        url = "ws://%s:80/connection/websocket" % self.k.vips["switchboard-gateway"]
+        driver = self.client_driver("clients-5")
+        url = self.gateway_url()
 
         def connector():
             i = 0

@@ -200,10 +200,11 @@ def policy_problems(objects, build_dir, production=True):
             for m in c.get("volumeMounts") or []:
                 if m["name"] not in volumes:
                     p.append("%s: mounts unknown volume %s" % (where, m["name"]))
+        issued = {c["spec"]["secretName"] for c in by_kind.get("Certificate", {}).values()}  # by cert-manager
         for v in volumes.values():
             if "configMap" in v and v["configMap"]["name"] not in configmaps:
                 p.append("%s: volume %s: ConfigMap %s does not exist" % (name_of(w), v["name"], v["configMap"]["name"]))
-            if "secret" in v and v["secret"]["secretName"] not in secrets:
+            if "secret" in v and v["secret"]["secretName"] not in secrets and v["secret"]["secretName"] not in issued:
                 p.append("%s: volume %s: Secret %s does not exist" % (name_of(w), v["name"], v["secret"]["secretName"]))
 
     def pods_matching(selector):
@@ -262,6 +263,23 @@ def policy_problems(objects, build_dir, production=True):
                 p.append("%s: exposes port %s (%s), which is not a clients' port %s" % (
                     name_of(s), port.get("name", port["port"]), ", ".join(sorted(n or "?" for n in names)),
                     sorted(CLIENT_PORTS)))
+    # Production clients get wss://: the gateway's public Service targets its
+    # TLS port, and the pod has a certificate from a mounted Secret.
+    if production:
+        for s in services.values():
+            if s["spec"].get("type") not in ("LoadBalancer", "NodePort"):
+                continue
+            pods = [w for w in pods_matching(s["spec"].get("selector")) if role_of(w) == "gateway"]
+            if not pods:
+                continue
+            names = set().union(*(port_names(s, port) for port in s["spec"].get("ports", [])))
+            c = pods[0]["spec"]["template"]["spec"]["containers"][0]
+            env = {e["name"]: e.get("value", "") for e in c.get("env") or []}
+            mounts = [m["mountPath"] for m in c.get("volumeMounts") or []]
+            cert = env.get("SWITCHBOARD_GATEWAY_TLS_CERT", "")
+            if names != {"wss"} or not cert or not any(cert.startswith(m.rstrip("/") + "/") for m in mounts):
+                p.append("%s: clients get no TLS (the public Service must target the gateway's wss port, whose "
+                         "certificate comes from a mounted Secret: components/gateway-tls)" % name_of(s))
     for ing in by_kind.get("Ingress", {}).values():
         api = (ing["metadata"].get("labels") or {}).get("switchboard.io/surface") == "api"
         for rule in ing["spec"].get("rules", []):
@@ -481,7 +499,8 @@ def policy_problems(objects, build_dir, production=True):
             f.flush()
             env = dict(os.environ)
             for var in set(re.findall(r"\$\{([A-Z0-9_]+)", text)):
-                env[var] = "check-placeholder-%s" % var.lower()
+                if "_TLS_" not in var:  # file paths keep their default (none)
+                    env[var] = "check-placeholder-%s" % var.lower()
             out = subprocess.run([ctl, "--config", f.name, "nats-config"], capture_output=True, text=True,
                                  env=env, timeout=30)
         if out.returncode != 0:
@@ -610,6 +629,9 @@ def self_test(objects, build_dir):
                                                        x["metadata"]["name"] == "switchboard-http")["spec"]["template"]
          ["spec"]["containers"][0].update(args=["--listen=0.0.0.0:8080", "--control=switchboard-control:50051"]),
          "no --shutdown_delay"),
+        ("no TLS for clients", lambda o: gw_container(o)["env"].pop(
+            next(i for i, e in enumerate(gw_container(o)["env"]) if e["name"] == "SWITCHBOARD_GATEWAY_TLS_CERT")),
+         "clients get no TLS"),
         ("dev mode", lambda o: gw_container(o)["env"].append({"name": "SWITCHBOARD_DEV", "value": "1"}),
          "runs in dev mode"),
         ("short grace", lambda o: next(x for x in o if x["kind"] == "Deployment" and

@@ -11,13 +11,20 @@ const fs = require("fs");
 const path = require("path");
 
 const schemas = path.join(path.dirname(require.resolve("kubernetes-models/package.json")), "_schemas");
+// cert-manager's CRDs (the optional Certificate for the gateway's TLS).
+const certManagerSchemas = path.join(
+  path.dirname(require.resolve("@kubernetes-models/cert-manager/package.json")), "_schemas");
 
 function validatorFor(apiVersion, kind) {
   const [group, version] = apiVersion.includes("/") ? apiVersion.split("/") : ["core", apiVersion];
+  const V = version[0].toUpperCase() + version.slice(1);
   const g = group.replace(/\.k8s\.io$/, "").split(".").map((s) => s[0].toUpperCase() + s.slice(1)).join("");
-  const file = path.join(schemas, `IoK8sApi${g}${version[0].toUpperCase()}${version.slice(1)}${kind}.js`);
-  if (!fs.existsSync(file)) return null;
-  return require(file).validate;
+  const crd = group.split(/[.-]/).map((s) => s[0].toUpperCase() + s.slice(1)).join("");
+  for (const file of [path.join(schemas, `IoK8sApi${g}${V}${kind}.js`),
+                      path.join(certManagerSchemas, `${crd}${V}${kind}.js`)]) {
+    if (fs.existsSync(file)) return require(file).validate;
+  }
+  return null;
 }
 
 // Wraps `value`; `seen` collects "path" for every object and which of its

@@ -8,7 +8,7 @@
 //   {"op":"centrifuge",...,"get_token":{"secret":S,"sub":U,"ttl":T}}
 //        a getToken callback that signs a fresh HS256 token (exp = now + T s)
 //        each time the SDK asks, as an app backend would; emits "get_token"
-//   {"op":"pusher","name":N,"key":K,"secret":S,"port":P,"user_data":{...}[,"signin":false][,"bad_signature":true][,"tls":true]}
+//   {"op":"pusher","name":N,"key":K,"secret":S,"port":P,"user_data":{...}[,"signin":false][,"bad_signature":true][,"tls":true][,"host":H]}
 //   {"op":"pusher_send","name":N,"event":E,"data":D[,"channel":C]}, {"op":"pusher_subscribe","name":N,"channel":C}
 //   {"op":"pusher_terminate","name":N,"app_id":..,"key":..,"secret":..,"port":P,"user":U}
 //   {"op":"cent","name":N,"url":U,"api_key":K,"call":M,"params":P}   cent.js (Centrifugo's server API client):
@@ -104,7 +104,7 @@ function openRaw(cmd) {
 // with the app secret the test hands over.
 function openPusher(cmd) {
   const p = new PusherJs(cmd.key, {
-    wsHost: '127.0.0.1', wsPort: cmd.port, wssPort: cmd.port, forceTLS: !!cmd.tls, enabledTransports: ['ws'],
+    wsHost: cmd.host || '127.0.0.1', wsPort: cmd.port, wssPort: cmd.port, forceTLS: !!cmd.tls, enabledTransports: ['ws'],
     disableStats: true, cluster: 'local',
     userAuthentication: {
       customHandler: (params, callback) => {
