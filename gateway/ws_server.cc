@@ -110,6 +110,30 @@ std::string PeerIp(lws* wsi) {
   return ip;
 }
 
+// Checks a certificate (chain) and key pair on a scratch context: readable,
+// the key matches, the certificate not expired. "" when good, otherwise why.
+std::string CheckCertificatePair(const char* cert, const char* key) {
+  std::unique_ptr<SSL_CTX, void (*)(SSL_CTX*)> scratch(SSL_CTX_new(TLS_server_method()), SSL_CTX_free);
+  std::unique_ptr<EVP_PKEY, void (*)(EVP_PKEY*)> pkey(nullptr, EVP_PKEY_free);
+  if (FILE* f = fopen(key, "r")) {
+    pkey.reset(PEM_read_PrivateKey(f, nullptr, nullptr, nullptr));
+    fclose(f);
+  }
+  std::string why;
+  if (!scratch || SSL_CTX_use_certificate_chain_file(scratch.get(), cert) != 1) {
+    why = "cannot read the certificate";
+  } else if (!pkey) {
+    why = "cannot read the key";
+  } else if (SSL_CTX_use_PrivateKey(scratch.get(), pkey.get()) != 1 || SSL_CTX_check_private_key(scratch.get()) != 1) {
+    why = "the key does not match the certificate";
+  } else if (X509* x = SSL_CTX_get0_certificate(scratch.get());
+             x == nullptr || X509_cmp_current_time(X509_get0_notAfter(x)) <= 0) {
+    why = "the certificate has expired";
+  }
+  ERR_clear_error();
+  return why;
+}
+
 std::string HeaderUri(lws* wsi) {
   char buf[1024];
   int n = lws_hdr_copy(wsi, buf, sizeof(buf), WSI_TOKEN_GET_URI);
@@ -123,6 +147,15 @@ absl::StatusOr<std::unique_ptr<WsServer>> WsServer::Create(const Options& option
   auto trusted = CidrSet::Parse(options.trusted_proxies);
   if (!trusted.ok()) return absl::InvalidArgumentError("gateway.trusted_proxies: " + std::string(trusted.status().message()));
   server->trusted_ = *std::move(trusted);
+  if (!options.tls_cert_file.empty()) {
+    // A pair lws would take without a word (an expired certificate) or
+    // refuse with a line of its own: said here, once, naming the files.
+    if (std::string why = CheckCertificatePair(options.tls_cert_file.c_str(), options.tls_key_file.c_str());
+        !why.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("TLS certificate ", options.tls_cert_file, " (key ",
+                                                     options.tls_key_file, "): ", why));
+    }
+  }
   // lws keeps pointers to these for the context's lifetime.
   static const lws_protocols kProtocols[] = {
       {"switchboard",
@@ -575,26 +608,11 @@ void WsServer::CheckTlsFiles(absl::Time now) {
   // Read and check the pair on the side first: the live context changes
   // only for a good one. Handshakes run on this thread, so none sees half.
   auto* live = static_cast<SSL_CTX*>(tls_ctx_);
-  std::unique_ptr<SSL_CTX, void (*)(SSL_CTX*)> scratch(SSL_CTX_new(TLS_server_method()), SSL_CTX_free);
   const char* cert = options_.tls_cert_file.c_str();
   const char* key = options_.tls_key_file.c_str();
-  std::string why;
-  std::unique_ptr<EVP_PKEY, void (*)(EVP_PKEY*)> pkey(nullptr, EVP_PKEY_free);
-  if (FILE* f = fopen(key, "r")) {
-    pkey.reset(PEM_read_PrivateKey(f, nullptr, nullptr, nullptr));
-    fclose(f);
-  }
-  if (!scratch || SSL_CTX_use_certificate_chain_file(scratch.get(), cert) != 1) {
-    why = "cannot read the certificate";
-  } else if (!pkey) {
-    why = "cannot read the key";
-  } else if (SSL_CTX_use_PrivateKey(scratch.get(), pkey.get()) != 1 || SSL_CTX_check_private_key(scratch.get()) != 1) {
-    why = "the key does not match the certificate";
-  } else if (X509* x = SSL_CTX_get0_certificate(scratch.get());
-             x == nullptr || X509_cmp_current_time(X509_get0_notAfter(x)) <= 0) {
-    why = "the certificate has expired";
-  } else if (SSL_CTX_use_certificate_chain_file(live, cert) != 1 ||
-             SSL_CTX_use_PrivateKey_file(live, key, SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(live) != 1) {
+  std::string why = CheckCertificatePair(cert, key);
+  if (why.empty() && (SSL_CTX_use_certificate_chain_file(live, cert) != 1 ||
+             SSL_CTX_use_PrivateKey_file(live, key, SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(live) != 1)) {
     why = "the files changed while being read";
   }
   ERR_clear_error();

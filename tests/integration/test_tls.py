@@ -366,6 +366,20 @@ class CertificateRotationTest(unittest.TestCase):
             self.assertEqual(served_fingerprint(port), second)
             # Nobody was dropped.
             self.assertEqual(len(json.loads(c.ctl("connections", "--user", "rot"))["result"]["connections"]), 3)
+            # The same bad pair at start: one line naming it, exit 2.
+            import yaml
+            with open(c.config) as f:
+                bad = yaml.safe_load(f)
+            bad["gateway"]["tls_cert_file"] = os.path.join(root, "v3", "tls.crt")
+            bad["gateway"]["tls_key_file"] = os.path.join(root, "v3", "tls.key")
+            with open(os.path.join(root, "bad.yaml"), "w") as f:
+                yaml.safe_dump(bad, f)
+            out = subprocess.run([c.bin("gateway/switchboard-gateway"), "--config", os.path.join(root, "bad.yaml"),
+                                  "--workers", "1"], capture_output=True, text=True, timeout=20)
+            lines = [l for l in (out.stdout + out.stderr).splitlines() if l.strip()]
+            self.assertEqual(out.returncode, 2, lines)
+            self.assertEqual(len(lines), 1, lines)
+            self.assertIn("the key does not match the certificate", lines[0])
             self.assertFalse([e for e in driver.events("rot-c") if e["event"] == "disconnected"])
             self.assertFalse([e for e in driver.events("rot-p") if e["event"] == "pusher_state"
                               and e["current"] != "connected" and e["previous"] == "connected"])
