@@ -30,6 +30,7 @@
 #include "gateway/control_link_set.h"
 #include "gateway/hub.h"
 #include "gateway/presence_announcer.h"
+#include "gateway/readiness.h"
 #include "gateway/supervisor.h"
 #include "gateway/ws_server.h"
 #include "spdlog/spdlog.h"
@@ -253,30 +254,20 @@ int main(int argc, char** argv) {
   }
   server->set_hub(hub.get());
 
-  // GET /readyz: can serve clients (deploy/README.md, "Probes"): on the bus,
-  // attached to at least one control replica (a replica it cannot reach
-  // already names it as missing in its own answers, and one bad replica must
-  // not take every gateway out of the load balancer), not draining (the
-  // server's own check), and not near capacity, with hysteresis so that it
-  // does not flap at the mark. Answered on the loop thread.
-  const size_t unready_at = size_t{config.gateway().max_sessions()} * config.gateway().unready_at_percent() / 100;
-  const size_t ready_again_at =
-      size_t{config.gateway().max_sessions()} * config.gateway().ready_again_at_percent() / 100;
-  // One function (its hysteresis is state), asked on the loop from both
-  // listeners: the clients' port and the operator's.
-  auto readiness = std::make_shared<std::function<std::string()>>([&links, nats = bus.get(), hub = hub.get(),
-                                                                    unready_at, ready_again_at,
-                                                                    full = false]() mutable -> std::string {
-    if (!nats->Connected()) return "NATS disconnected";
-    if (std::string why = links.NoneAttached(); !why.empty()) return why;
-    const size_t sessions = hub->session_count();
-    full = full ? sessions >= ready_again_at : sessions >= unready_at;
-    if (full) {
-      return absl::StrCat("near capacity: ", sessions, " sessions (unready from ", unready_at, ", ready again below ",
-                          ready_again_at, ")");
-    }
-    return "";
-  });
+  // GET /readyz: can serve clients (gateway/readiness.h). One state (its
+  // hysteresis), asked on the loop from both listeners: the clients' port
+  // and the operator's.
+  auto readiness = std::make_shared<std::function<std::string()>>(
+      [&links, nats = bus.get(), hub = hub.get(), srv = server.get(),
+       rule = gateway::Readiness(config.gateway().max_sessions(), config.gateway().unready_at_percent(),
+                                 config.gateway().ready_again_at_percent())]() mutable -> std::string {
+        gateway::Readiness::Facts facts;
+        facts.nats_connected = nats->Connected();
+        facts.not_attached = links.NoneAttached();
+        facts.draining = srv->draining();
+        facts.sessions = hub->session_count();
+        return rule.Check(facts);
+      });
   server->set_readiness([readiness] { return (*readiness)(); });
   // The operator's listener: the same answers with their reasons, asked of
   // the loop from the listener's own thread (a loop that does not answer
@@ -288,8 +279,7 @@ int main(int argc, char** argv) {
         config.gateway().operator_listen(),
         [srv, readiness]() -> std::string {
           std::string why;
-          if (!RunOnLoop(srv, [srv, readiness] { return srv->draining() ? std::string("draining") : (*readiness)(); },
-                         absl::Seconds(2), &why)) {
+          if (!RunOnLoop(srv, [readiness] { return (*readiness)(); }, absl::Seconds(2), &why)) {
             return "the event loop did not answer within 2 s";
           }
           return why;
