@@ -34,16 +34,16 @@ size_t FrameScanner::Feed(const uint8_t* data, size_t n, const char** why) {
     if (have_ == 0) start = i;
     const uint8_t b = data[i++];
     if (have_ == 0) {
-      header_[0] = b;
+      first_ = b;
     } else if (have_ == 1) {
-      const uint8_t opcode = header_[0] & 0x0f;
-      const bool fin = (header_[0] & 0x80) != 0;
+      const uint8_t opcode = first_ & 0x0f;
+      const bool fin = (first_ & 0x80) != 0;
       const bool control = opcode >= 0x8;
       const uint8_t len7 = b & 0x7f;
       const char* bad = nullptr;
       if ((b & 0x80) == 0) {
         bad = "unmasked client frame";
-      } else if ((header_[0] & 0x30) != 0) {
+      } else if ((first_ & 0x30) != 0) {
         bad = "reserved bits RSV2/RSV3 set";
       } else if ((opcode >= 0x3 && opcode <= 0x7) || opcode >= 0xb) {
         bad = "reserved opcode";

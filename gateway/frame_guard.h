@@ -27,7 +27,7 @@ class FrameScanner {
 
  private:
   uint64_t payload_left_ = 0;
-  uint8_t header_[14] = {};
+  uint8_t first_ = 0;  // the frame's first byte (FIN, RSV, opcode), judged with the second
   uint8_t have_ = 0;   // header bytes seen of the frame being read
   uint8_t need_ = 2;   // header bytes it has (known after 2)
   bool tripped_ = false;

@@ -82,14 +82,16 @@ ProxyParse ParseV2(const uint8_t* data, size_t n, ProxyHeader* out, std::string*
   } else {
     return Invalid(why, "PROXY v2 header for a transport other than TCP over IPv4/IPv6");
   }
-  out->client_ip = text;
-  if (out->client_ip.rfind("::ffff:", 0) == 0 && out->client_ip.find('.') != std::string::npos) {
-    out->client_ip.erase(0, 7);
-  }
+  out->client_ip = WithoutV4Mapping(text);
   return ProxyParse::kDone;
 }
 
 }  // namespace
+
+std::string WithoutV4Mapping(std::string ip) {
+  if (ip.rfind("::ffff:", 0) == 0 && ip.find('.') != std::string::npos) ip.erase(0, 7);
+  return ip;
+}
 
 ProxyParse ParseProxyHeader(const uint8_t* data, size_t n, ProxyHeader* out, std::string* why) {
   if (n == 0) return ProxyParse::kIncomplete;

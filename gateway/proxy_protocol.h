@@ -25,6 +25,10 @@ enum class ProxyParse { kIncomplete, kDone, kInvalid };
 ProxyParse ParseProxyHeader(const uint8_t* data, size_t n, ProxyHeader* out, std::string* why);
 inline constexpr size_t kMaxProxyHeaderBytes = 536;  // v2: 16 + addresses + TLVs we allow; v1: 107
 
+// "::ffff:192.0.2.7" (an IPv4 peer on a dual-stack socket) as "192.0.2.7";
+// any other address as it is.
+std::string WithoutV4Mapping(std::string ip);
+
 // "10.0.0.0/8", "2001:db8::/32", or a plain address (one host).
 class CidrSet {
  public:

@@ -104,10 +104,8 @@ std::string TruncateUtf8(const std::string& s, size_t max) {
 std::string PeerIp(lws* wsi) {
   char buf[128];
   lws_get_peer_simple(wsi, buf, sizeof(buf));
-  std::string ip = buf;
   // IPv4 peers arrive on the dual-stack socket as v4-mapped v6 addresses.
-  if (ip.rfind("::ffff:", 0) == 0 && ip.find('.') != std::string::npos) ip.erase(0, 7);
-  return ip;
+  return WithoutV4Mapping(buf);
 }
 
 // Checks a certificate (chain) and key pair on a scratch context: readable,
@@ -292,8 +290,7 @@ void WsServer::Accept() {
     } else if (addr.ss_family == AF_INET6) {
       inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(&addr)->sin6_addr, host, sizeof(host));
     }
-    std::string ip = host;
-    if (ip.rfind("::ffff:", 0) == 0 && ip.find('.') != std::string::npos) ip.erase(0, 7);
+    std::string ip = WithoutV4Mapping(host);
     if (open_sockets_ >= options_.max_sockets) {
       Shed(fd, "the gateway's socket cap");
       continue;

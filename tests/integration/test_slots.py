@@ -110,6 +110,16 @@ class CapsTest(unittest.TestCase):
             c.close()
 
 
+def gateway_with_descriptors(n):
+    """A gateway binary that starts with at most `n` descriptors (prlimit)."""
+    wrapper = os.path.join(tempfile.mkdtemp(prefix="switchboard-fds-"), "gateway-%d-fds" % n)
+    with open(wrapper, "w") as f:
+        f.write("#!/bin/sh\nexec prlimit --nofile=%d:%d %s \"$@\"\n"
+                % (n, n, os.path.join(os.path.abspath(ARGS.build_dir), "gateway/switchboard-gateway")))
+    os.chmod(wrapper, 0o755)
+    return wrapper
+
+
 class DescriptorExhaustionTest(unittest.TestCase):
     def test_idle_sockets_past_the_descriptor_limit_cost_no_cpu_and_real_clients_get_in_once_they_go(self):
         # The gateway runs with 1,200 descriptors; 1,300 sockets connect and
@@ -118,13 +128,7 @@ class DescriptorExhaustionTest(unittest.TestCase):
         # descriptors allow are closed as they are accepted.
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
-        tmp = tempfile.mkdtemp(prefix="switchboard-fds-")
-        wrapper = os.path.join(tmp, "gateway-1200-fds")
-        with open(wrapper, "w") as f:
-            f.write("#!/bin/sh\nexec prlimit --nofile=1200:1200 %s \"$@\"\n"
-                    % os.path.join(os.path.abspath(ARGS.build_dir), "gateway/switchboard-gateway"))
-        os.chmod(wrapper, 0o755)
-        c = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=1, http=False, gateway_bin=wrapper)
+        c = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=1, http=False, gateway_bin=gateway_with_descriptors(1200))
         idle = []
         try:
             proc, port = c.gateways["gw-1"]
@@ -165,14 +169,8 @@ class DescriptorDerivedCapTest(unittest.TestCase):
         # so, and holds to it: here 1,000 descriptors make 400 sessions.
         sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
         from bench import Generator
-        tmp = tempfile.mkdtemp(prefix="switchboard-fds-")
-        wrapper = os.path.join(tmp, "gateway-1000-fds")
-        with open(wrapper, "w") as f:
-            f.write("#!/bin/sh\nexec prlimit --nofile=1000:1000 %s \"$@\"\n"
-                    % os.path.join(os.path.abspath(ARGS.build_dir), "gateway/switchboard-gateway"))
-        os.chmod(wrapper, 0o755)
-        c = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=1, http=False, gateway_bin=wrapper,
-                    max_sessions=50000)
+        c = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=1, http=False,
+                    gateway_bin=gateway_with_descriptors(1000), max_sessions=50000)
         gen = None
         try:
             proc, port = c.gateways["gw-1"]

@@ -69,6 +69,26 @@ def curl(*args):
     return out.returncode, out.stdout
 
 
+def wss_upgrade(port, src=None):
+    """A raw WebSocket upgrade over TLS (the test CA, name localhost) on the
+    Centrifugo endpoint, from `src` if given; its 101 read byte by byte."""
+    import ssl
+    raw = socket.socket()
+    if src:
+        raw.bind((src, 0))
+    raw.settimeout(10)
+    raw.connect(("127.0.0.1", port))
+    s = ssl.create_default_context(cafile=certs["ca"]).wrap_socket(raw, server_hostname="localhost")
+    s.sendall(("GET /connection/websocket HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
+               % base64.b64encode(os.urandom(16)).decode()).encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    assert b" 101 " in head.split(b"\r\n")[0], head
+    return s
+
+
 class TlsEverywhereTest(unittest.TestCase):
     def test_clients_work_over_tls_on_every_link(self):
         names, clients = [], set()
@@ -171,20 +191,10 @@ class TlsEverywhereTest(unittest.TestCase):
         # plain sockets (recv): an unmasked frame and a 200-byte ping get the
         # 1002 close RFC 6455 asks for, over TLS too.
         import ssl
-        ctx = ssl.create_default_context(cafile=certs["ca"])
         for what, frame in (("unmasked", b"\x81\x08not json"),
                             ("long ping", b"\x89\xfe\x00\xc8\x00\x00\x00\x00" + b"p" * 200)):
             with self.subTest(what):
-                raw = socket.create_connection(("127.0.0.1", cluster.gateways["gw-1"][1]), timeout=10)
-                s = ctx.wrap_socket(raw, server_hostname="localhost")
-                key = base64.b64encode(os.urandom(16)).decode()
-                s.sendall(("GET /connection/websocket HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
-                           "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
-                           % key).encode())
-                head = b""
-                while b"\r\n\r\n" not in head:
-                    head += s.recv(1)
-                self.assertIn(b" 101 ", head.split(b"\r\n")[0])
+                s = wss_upgrade(cluster.gateways["gw-1"][1])
                 s.sendall(frame)
                 data = b""
                 while True:
@@ -204,7 +214,6 @@ class TlsEverywhereTest(unittest.TestCase):
         # an NLB): the header precedes the TLS handshake, which OpenSSL reads
         # with read(); the gateway takes it off there, and the session's
         # remote_addr is the client's.
-        import ssl
         from test_proxies import free_port, listening, start_haproxy
         port = free_port()
         haproxy = start_haproxy(tempfile.mkdtemp(prefix="switchboard-haproxy-"), (
@@ -213,18 +222,7 @@ class TlsEverywhereTest(unittest.TestCase):
             % (port, cluster.gateways["gw-1"][1]))
         try:
             wait_until(lambda: listening(port), 15, "haproxy listening")
-            raw = socket.socket()
-            raw.bind(("127.0.0.7", 0))
-            raw.settimeout(10)
-            raw.connect(("127.0.0.1", port))
-            s = ssl.create_default_context(cafile=certs["ca"]).wrap_socket(raw, server_hostname="localhost")
-            s.sendall(("GET /connection/websocket HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
-                       "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
-                       % base64.b64encode(os.urandom(16)).decode()).encode())
-            head = b""
-            while b"\r\n\r\n" not in head:
-                head += s.recv(1)
-            self.assertIn(b" 101 ", head.split(b"\r\n")[0])
+            s = wss_upgrade(port, src="127.0.0.7")
             payload = json.dumps({"id": 1, "connect": {"token": cluster.token("tls-proxied")}}).encode()
             s.sendall(bytes([0x81, 0x80 | 126]) + len(payload).to_bytes(2, "big") + b"\0\0\0\0" + payload
                       if len(payload) >= 126 else bytes([0x81, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)

@@ -101,6 +101,9 @@ TEST(ProxyProtocol, TrustedCidrsAndForwardedFor) {
   EXPECT_EQ(ClientFromForwardedFor("10.0.0.5, 10.0.0.6", *set), "");
   EXPECT_EQ(ClientFromForwardedFor("unknown, 10.0.0.5", *set), "");
   EXPECT_EQ(ClientFromForwardedFor("", *set), "");
+  EXPECT_EQ(WithoutV4Mapping("::ffff:192.0.2.7"), "192.0.2.7");
+  EXPECT_EQ(WithoutV4Mapping("::ffff:c000:207"), "::ffff:c000:207");
+  EXPECT_EQ(WithoutV4Mapping("2001:db8::1"), "2001:db8::1");
 }
 
 // Through the interposed recv(): lws never sees the header.
