@@ -46,7 +46,7 @@ bool WriteMessage(lws* wsi, std::string& buf, bool binary) {
 }
 
 // A wsi's opaque word: its peer's ConnId once it is one, and before that
-// (accepted, no request yet) its address's key in per_ip_, tagged by the top
+// (accepted, no request yet) its Admission key, tagged by the top
 // bit (ConnIds count up from 1 and never reach it).
 constexpr uintptr_t kSocketTag = uintptr_t{1} << (sizeof(uintptr_t) * 8 - 1);
 uintptr_t Opaque(const lws* wsi) { return reinterpret_cast<uintptr_t>(lws_get_opaque_user_data(wsi)); }
@@ -215,7 +215,6 @@ absl::StatusOr<std::unique_ptr<WsServer>> WsServer::Create(const Options& option
 }
 
 absl::Status WsServer::StartListener() {
-  if (options_.max_sockets == 0) options_.max_sockets = options_.max_connections + 256;
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -291,32 +290,23 @@ void WsServer::Accept() {
       inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(&addr)->sin6_addr, host, sizeof(host));
     }
     std::string ip = WithoutV4Mapping(host);
-    if (open_sockets_ >= options_.max_sockets) {
-      Shed(fd, "the gateway's socket cap");
-      continue;
-    }
     // A trusted proxy's socket carries many clients: the per-address caps
     // apply once its request says whose it is (ClientIp).
     const bool proxied = !trusted_.empty() && trusted_.Contains(ip);
-    auto entry = per_ip_.try_emplace(std::move(ip), 0).first;
-    // Up to the per-address cap, sockets are served; up to twice that, an
-    // upgrade is answered 503 (a client that can read it backs off); beyond,
-    // the socket is closed at once: holding it would cost us, not them.
-    if (!proxied && options_.max_connections_per_ip > 0 && entry->second >= 2 * options_.max_connections_per_ip) {
-      Shed(fd, "too many sockets from one address");
+    const Admission::Accepted accepted = admission_.Accept(std::move(ip), proxied);
+    if (accepted.shed != nullptr) {
+      Shed(fd, accepted.shed);
       continue;
     }
     // Before lws adopts it (under TLS it may start the handshake at once).
     if (proxied && options_.proxy_protocol) frame_guard::ExpectProxyHeader(fd);
     lws* wsi = lws_adopt_socket_vhost(vh, fd);  // on failure lws closes the socket itself
     if (wsi == nullptr) {
-      if (entry->second == 0) per_ip_.erase(entry);
+      admission_.Release(accepted.key);
       ++refused_;
       continue;
     }
-    ++entry->second;
-    ++open_sockets_;
-    SetSocketIp(wsi, &entry->first);
+    SetSocketIp(wsi, accepted.key);
   }
 }
 
@@ -327,16 +317,9 @@ void WsServer::Shed(int fd, const char* why) {
   const absl::Time now = absl::Now();
   if (now - shed_logged_ < absl::Seconds(10)) return;
   spdlog::warn("accept: closed {} new socket(s) at once since the last such line ({}; {} open, cap {})",
-               shed_unlogged_, why, open_sockets_, options_.max_sockets);
+               shed_unlogged_, why, admission_.open_sockets(), admission_.max_sockets());
   shed_unlogged_ = 0;
   shed_logged_ = now;
-}
-
-void WsServer::ReleaseSocket(const std::string* ip) {
-  if (ip == nullptr) return;
-  --open_sockets_;
-  auto it = per_ip_.find(*ip);
-  if (it != per_ip_.end() && --it->second == 0) per_ip_.erase(it);
 }
 
 void WsServer::StopListener() {
@@ -348,7 +331,19 @@ void WsServer::StopListener() {
   lws_set_timeout(wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_SYNC);
 }
 
-WsServer::WsServer(const Options& options) : options_(options) {
+namespace {
+Admission::Options AdmissionOptions(const WsServer::Options& o) {
+  Admission::Options a;
+  a.max_sessions = o.max_connections;
+  a.max_sockets = o.max_sockets;
+  a.max_per_ip = o.max_connections_per_ip;
+  a.rate_per_ip = o.connect_rate_limit;
+  a.rate_total = o.connect_rate_limit_total;
+  return a;
+}
+}  // namespace
+
+WsServer::WsServer(const Options& options) : options_(options), admission_(AdmissionOptions(options)) {
   static_assert(sizeof(Peer) <= 48, "one Peer per connection: keep it small");
 }
 
@@ -375,7 +370,7 @@ void WsServer::Run() {
 
 void WsServer::StopAccepting() {
   AssertOnLoop(__func__);
-  stopping_ = true;
+  admission_.StopAdmitting();
   draining_ = true;
   StopListener();
 }
@@ -790,64 +785,17 @@ const std::string& WsServer::ClientIp(lws* wsi) {
       }
     }
   }
-  if (key != nullptr && client == *key) return *key;
   // The socket counts for the client from now on, not for the proxy.
-  if (key != nullptr) {
-    auto old = per_ip_.find(*key);
-    if (old != per_ip_.end() && --old->second == 0) per_ip_.erase(old);
-  } else {
-    ++open_sockets_;
-  }
-  auto entry = per_ip_.try_emplace(std::move(client), 0).first;
-  ++entry->second;
-  SetSocketIp(wsi, &entry->first);
-  return entry->first;
-}
-
-const char* WsServer::Refusal(const std::string& ip) {
-  if (stopping_) return "draining";
-  if (peers_.size() >= options_.max_connections) return "gateway full";
-  if (options_.max_connections_per_ip > 0) {
-    // per_ip_ counts this address's open sockets, this one included.
-    auto it = per_ip_.find(ip);
-    if (it != per_ip_.end() && it->second > options_.max_connections_per_ip) {
-      return "too many connections from this address";
-    }
-  }
-  const absl::Time now = absl::Now();
-  if (options_.connect_rate_limit > 0) {
-    // Per address: a flooding address uses up its own bucket, not everyone's.
-    if (rate_by_ip_.size() >= 4096) {
-      // Bounded: forget the addresses whose bucket is full again.
-      absl::erase_if(rate_by_ip_, [now](const auto& kv) { return now - kv.second.refilled >= absl::Seconds(1); });
-    }
-    if (!rate_by_ip_[ip].Take(options_.connect_rate_limit, now)) return "too many new connections from this address";
-  }
-  if (options_.connect_rate_limit_total > 0 && !rate_total_.Take(options_.connect_rate_limit_total, now)) {
-    return "too many new connections";
-  }
-  return nullptr;
-}
-
-bool WsServer::Bucket::Take(double rate, absl::Time now) {
-  tokens = refilled == absl::InfinitePast() ? rate
-                                            : std::min(rate, tokens + absl::ToDoubleSeconds(now - refilled) * rate);
-  refilled = now;
-  if (tokens < 1) return false;
-  tokens -= 1;
-  return true;
+  const Admission::Key client_key = admission_.Rekey(key, std::move(client));
+  if (client_key != key) SetSocketIp(wsi, client_key);
+  return *client_key;
 }
 
 WsServer::Peer& WsServer::AddPeer(ConnId id, lws* wsi) {
   // The socket was counted for its address when it was accepted; the peer
   // takes that count over (ErasePeer gives it back).
   const std::string* ip = SocketIpOf(wsi);
-  if (ip == nullptr) {
-    auto it = per_ip_.try_emplace(PeerIp(wsi), 0).first;
-    ++it->second;
-    ++open_sockets_;
-    ip = &it->first;
-  }
+  if (ip == nullptr) ip = admission_.Rekey(nullptr, PeerIp(wsi));
   SetConnId(wsi, id);
   Peer& peer = peers_[id];
   peer.wsi = wsi;
@@ -859,7 +807,7 @@ void WsServer::ErasePeer(ConnId id) {
   auto it = peers_.find(id);
   if (it == peers_.end()) return;
   wheel_.Cancel(id);
-  ReleaseSocket(it->second.ip);
+  admission_.Release(it->second.ip);
   peers_.erase(it);
 }
 
@@ -887,7 +835,7 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
     case LWS_CALLBACK_WSI_DESTROY:
       // A socket that never became a peer (no request, a health probe, a
       // refused upgrade) gives its count back here.
-      ReleaseSocket(SocketIpOf(wsi));
+      admission_.Release(SocketIpOf(wsi));
       SetConnId(wsi, 0);
       return 0;
 
@@ -910,7 +858,7 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
         const std::string uri = HeaderUri(wsi);
         if (uri != kWebSocketPath && uri.rfind(kPusherPrefix, 0) != 0) return 1;
       }
-      if (const char* why = Refusal(ClientIp(wsi))) {
+      if (const char* why = admission_.Refusal(ClientIp(wsi), peers_.size(), absl::Now())) {
         // Before the upgrade: the client gets an HTTP answer it can act on
         // (go elsewhere, retry later), not a dropped socket.
         ++refused_;
@@ -1001,7 +949,7 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
           if (lws_return_http_status(wsi, HTTP_STATUS_METHOD_NOT_ALLOWED, "use POST")) return -1;
           return lws_http_transaction_completed(wsi) ? -1 : 0;
         }
-        if (const char* why = Refusal(ClientIp(wsi))) {
+        if (const char* why = admission_.Refusal(ClientIp(wsi), peers_.size(), absl::Now())) {
           ++refused_;
           if (lws_return_http_status(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, why)) return -1;
           return lws_http_transaction_completed(wsi) ? -1 : 0;

@@ -13,6 +13,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/dispatcher.h"
+#include "gateway/admission.h"
 #include "gateway/hub.h"
 #include "gateway/proxy_protocol.h"
 #include "gateway/timer_wheel.h"
@@ -103,7 +104,7 @@ class WsServer final : public Transport, public Dispatcher {
   uint64_t refused() const { return refused_; }
   // Sockets open now (accepted, not yet destroyed), and those closed as they
   // were accepted (caps, or no descriptor left). Loop thread.
-  size_t open_sockets() const { return open_sockets_; }
+  size_t open_sockets() const { return admission_.open_sockets(); }
   uint64_t shed() const { return shed_; }
   // Any thread.
   bool draining() const { return draining_.load(); }
@@ -161,7 +162,7 @@ class WsServer final : public Transport, public Dispatcher {
     Outbox outbox;
     RxBuffer rx;
     std::unique_ptr<std::string> close_reason;  // set once closing
-    const std::string* ip = nullptr;  // per_ip_'s key (a node map: it stays put)
+    Admission::Key ip = nullptr;  // the socket's count (it stays put)
     uint32_t timer_stamp = 0;  // the wheel's (TimerWheel::StampOf)
     uint16_t close_code = 1000;
     // Bits, all false at first (C++17: no initializers on bit-fields).
@@ -189,7 +190,7 @@ class WsServer final : public Transport, public Dispatcher {
   int StartHttpStream(lws* wsi, ConnId id);
   static ConnectionMeta PeerMeta(lws* wsi, const std::string& client_ip);
   // The client's address for a request (the socket's peer, or what a
-  // trusted proxy says), made the socket's key in per_ip_ (loop thread).
+  // trusted proxy says), the socket counted for it (loop thread).
   const std::string& ClientIp(lws* wsi);
   void RunPosted();
   // Hands the connections whose outbox has drained to lws's own close
@@ -198,9 +199,6 @@ class WsServer final : public Transport, public Dispatcher {
   // The wheel's one lws timer: advance it, fire what is due, schedule the next.
   static void OnTick(::lws_sorted_usec_list* sul);
   void Tick();
-  // Why a new connection from `ip` is refused before it becomes a WebSocket
-  // or a stream (answered with HTTP 503), or nullptr. Takes a rate token.
-  const char* Refusal(const std::string& ip);
   Peer& AddPeer(ConnId id, lws* wsi);
   void ErasePeer(ConnId id);
   void MaybeNotifyEmpty();
@@ -212,9 +210,9 @@ class WsServer final : public Transport, public Dispatcher {
   std::function<std::string()> readiness_;
   ConnId next_id_ = 1;
   absl::node_hash_map<ConnId, Peer> peers_;  // node: exact-size entries, no slack of Peer-sized slots
-  // Open sockets by peer address, from accept to close (node map: the keys
-  // stay put, peers and not-yet-upgraded sockets point at them).
-  absl::node_hash_map<std::string, uint32_t> per_ip_;
+  // Who gets in (gateway/admission.h): open sockets by client address, from
+  // accept to close; peers and not-yet-upgraded sockets keep their key.
+  Admission admission_;
   CidrSet trusted_;
   // The vhost's OpenSSL SSL_CTX (lws hands it over while creating the
   // vhost), the certificate files' last seen state, the next look.
@@ -255,10 +253,6 @@ class WsServer final : public Transport, public Dispatcher {
   void Accept();
   // Closes a socket as it is accepted, counted; logs at most every 10 s.
   void Shed(int fd, const char* why);
-  // A socket accepted from this address was destroyed without becoming a
-  // peer (ErasePeer counts those that did).
-  void ReleaseSocket(const std::string* ip);
-  size_t open_sockets_ = 0;
   uint64_t shed_ = 0;
   uint64_t shed_unlogged_ = 0;
   absl::Time shed_logged_ = absl::InfinitePast();
@@ -266,16 +260,6 @@ class WsServer final : public Transport, public Dispatcher {
   // the process is out of descriptors (EMFILE), instead of leaving it in the
   // backlog where the listener stays readable and the loop spins.
   int reserve_fd_ = -1;
-  // Token buckets holding one second's worth: per address, and the ceiling.
-  struct Bucket {
-    double tokens = 0;
-    absl::Time refilled = absl::InfinitePast();
-    // Refills to `rate` and takes one token; false if none was left.
-    bool Take(double rate, absl::Time now);
-  };
-  absl::flat_hash_map<std::string, Bucket> rate_by_ip_;
-  Bucket rate_total_;
-  bool stopping_ = false;
   std::atomic<bool> draining_{false};
   uint64_t refused_ = 0;
   bool shut_down_ = false;
