@@ -1,0 +1,268 @@
+#include "gateway/app.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "common/config.h"
+#include "common/dispatcher.h"
+#include "common/grpc_tls.h"
+#include "common/ids.h"
+#include "gateway/centrifuge_codec.h"
+#include "gateway/control_link.h"
+#include "gateway/control_resolver.h"
+#include "gateway/readiness.h"
+#include "spdlog/spdlog.h"
+
+namespace switchboard::gateway {
+namespace {
+
+// How long the drain waits for the loop to answer one step.
+constexpr absl::Duration kAsk = absl::Seconds(2);
+
+WsServer::Options ServerOptions(const v1::Config& config, const GatewayApp::Options& app) {
+  WsServer::Options o;
+  const v1::GatewayConfig& g = config.gateway();
+  o.host = g.listen_host();
+  o.port = static_cast<int>(g.port());
+  o.max_message_bytes = g.max_message_bytes();
+  o.outbox_limit = g.outbox_limit();
+  o.max_connections = g.max_sessions() + 500;  // room to refuse politely
+  o.max_connections_per_ip = g.max_connections_per_ip();
+  // Sockets, upgraded or not, stop being accepted before descriptors run out
+  // (NATS, gRPC, the listener and logs keep the last 64).
+  o.max_sockets = o.max_connections + 256;
+  if (app.descriptor_limit > 128) o.max_sockets = std::min<size_t>(o.max_sockets, app.descriptor_limit - 64);
+  o.connect_rate_limit = g.connection_rate_limit();
+  o.connect_rate_limit_total = g.connection_rate_limit_total();
+  o.connect_timeout = absl::Milliseconds(g.connect_timeout_ms());
+  o.reuse_port = app.reuse_port;
+  o.trusted_proxies.assign(g.trusted_proxies().begin(), g.trusted_proxies().end());
+  o.proxy_protocol = g.proxy_protocol();
+  if (!g.tls_cert_file().empty()) {  // clients' TLS of its own
+    o.tls_cert_file = g.tls_cert_file();
+    o.tls_key_file = g.tls_key_file();
+  } else if (TlsEnabled(config)) {
+    o.tls_cert_file = config.tls().cert_file();
+    o.tls_key_file = config.tls().key_file();
+  }
+  o.tls_reload_check = absl::Milliseconds(g.has_tls_reload_check_ms() ? g.tls_reload_check_ms() : 10000);
+  return o;
+}
+
+}  // namespace
+
+GatewayApp::GatewayApp(v1::Config config, const Options& options)
+    : config_(std::move(config)), options_(options), gateway_id_(options.gateway_id) {}
+
+GatewayApp::~GatewayApp() = default;
+
+absl::StatusOr<std::unique_ptr<GatewayApp>> GatewayApp::Create(v1::Config config, const Options& options) {
+  std::unique_ptr<GatewayApp> app(new GatewayApp(std::move(config), options));
+  if (absl::Status st = app->Build(); !st.ok()) return st;
+  return app;
+}
+
+absl::Status GatewayApp::Build() {
+  const v1::Config& config = config_;
+  auto server_or = WsServer::Create(ServerOptions(config, options_));
+  if (!server_or.ok()) return server_or.status();  // InvalidArgument: the config's (trusted_proxies)
+  server_ = *std::move(server_or);
+
+  if (gateway_id_.empty()) {
+    char host[256] = {0};
+    gethostname(host, sizeof(host) - 1);
+    gateway_id_ = absl::StrCat(host, "-", server_->port());
+  }
+
+  auto bus_or = NatsClientImpl::Create(config.nats_url(), "switchboard-gateway " + gateway_id_,
+                                       config.nats_gateway().user(), config.nats_gateway().password(),
+                                       config.tls().ca_file());
+  if (!bus_or.ok()) return absl::UnavailableError(bus_or.status().message());
+  bus_ = *std::move(bus_or);
+
+  v1::GatewayHello hello;
+  hello.set_gateway_id(gateway_id_);
+  hello.set_version(options_.version);
+  hello.set_start_time_ms(NowUnixMs());
+  hello.set_address(absl::StrCat(config.gateway().listen_host(), ":", server_->port()));
+  const bool signs_answers = !options_.testing_unsigned_answers;
+  hello.set_signs_answers(signs_answers);
+
+  ControlLink::Options link_opts;
+  link_opts.cluster_token = config.cluster_token();
+  link_opts.heartbeat = absl::Milliseconds(config.control().heartbeat_interval_ms());
+  link_opts.lease = absl::Milliseconds(config.control().lease_ms());
+  link_opts.credentials = ChannelCredentials(config);
+  if (signs_answers) {
+    link_opts.on_welcome = [this](const v1::ControlWelcome& w) {
+      if (!w.answer_key().empty() && !w.reply_subject().empty()) answer_keys_.Set(w.reply_subject(), w.answer_key());
+    };
+  }
+  // The hub exists before any link starts (Start()).
+  link_opts.load = [this] {
+    v1::GatewayLoad load;
+    if (hub_ != nullptr) {
+      load.set_sessions(hub_->sessions_now());
+      load.set_connections(hub_->connections_now());
+    }
+    load.set_draining(server_->draining());
+    return load;
+  };
+  auto resolver = ControlResolver::Create(config.control().dns_server());
+  if (!resolver.ok()) return absl::InvalidArgumentError(resolver.status().message());
+  std::vector<std::string> control_addresses(config.control().addresses().begin(),
+                                             config.control().addresses().end());
+  links_ = std::make_unique<ControlLinkSet>(
+      control_addresses, *std::move(resolver), absl::Milliseconds(config.control().resolve_interval_ms()),
+      [this, link_opts, hello](const std::string& address, const std::string& host) {
+        ControlLink::Options opts = link_opts;
+        if (!config_.tls().ca_file().empty()) opts.tls_name = host;
+        return std::make_unique<ControlLink>(address, hello, server_.get(), [this] { return hub_->Snapshot(); },
+                                             opts);
+      });
+  hub_ = std::make_unique<Hub>(config, gateway_id_, server_.get(), links_.get());
+  if (options_.testing_bus_format_version > 0) hub_->set_bus_format_version(options_.testing_bus_format_version);
+  server_->set_hub(hub_.get());
+
+  // GET /readyz: can serve clients (gateway/readiness.h). One state (its
+  // hysteresis), asked on the loop from both listeners: the clients' port
+  // and the operator's.
+  readiness_ = std::make_shared<std::function<std::string()>>(
+      [this, rule = Readiness(config.gateway().max_sessions(), config.gateway().unready_at_percent(),
+                              config.gateway().ready_again_at_percent())]() mutable -> std::string {
+        Readiness::Facts facts;
+        facts.nats_connected = bus_->Connected();
+        facts.not_attached = links_->NoneAttached();
+        facts.draining = server_->draining();
+        facts.sessions = hub_->session_count();
+        return rule.Check(facts);
+      });
+  server_->set_readiness([readiness = readiness_] { return (*readiness)(); });
+  // The operator's listener: the same answers with their reasons, asked of
+  // the loop from the listener's own thread (a loop that does not answer
+  // within 5 s is not live: the kubelet restarts it).
+  if (!config.gateway().operator_listen().empty()) {
+    WsServer* srv = server_.get();
+    auto op_or = HealthHttpServer::Start(
+        config.gateway().operator_listen(),
+        [srv, readiness = readiness_]() -> std::string {
+          std::string why;
+          if (!RunOnLoop(srv, [readiness] { return (*readiness)(); }, absl::Seconds(2), &why)) {
+            return "the event loop did not answer within 2 s";
+          }
+          return why;
+        },
+        [srv]() -> std::string {
+          bool answered = false;
+          if (!RunOnLoop(srv, [] { return true; }, absl::Seconds(5), &answered)) {
+            return "the event loop did not answer within 5 s";
+          }
+          return "";
+        });
+    if (!op_or.ok()) return absl::UnavailableError(absl::StrCat("gateway.operator_listen: ", op_or.status().message()));
+    operator_http_ = *std::move(op_or);
+  }
+  bus_handler_ = std::make_unique<BusHandler>(bus_.get(), server_.get(), hub_.get(), &answer_keys_);
+  // Every control replica waits for this gateway's answers while it hears
+  // this, attached to that replica or not.
+  presence_ = std::make_unique<PresenceAnnouncer>(bus_.get(), PresenceSubject(config.cluster()), gateway_id_,
+                                                  absl::Milliseconds(config.control().heartbeat_interval_ms()));
+  return absl::OkStatus();
+}
+
+absl::Status GatewayApp::Start() {
+  if (absl::Status st = bus_handler_->Start(config_.cluster()); !st.ok()) return st;
+  // Hear before being asked: a member control asks but that is not on the
+  // bus yet makes answers incomplete. Bounded: with NATS down at start the
+  // gateway still attaches (and is named as missing until it can answer).
+  if (!bus_->WaitForFirstConnection(absl::Seconds(3))) {
+    spdlog::warn("nats: not connected 3 s after start; attaching to control anyway");
+  }
+  presence_->Start();
+  links_->Start();
+  return absl::OkStatus();
+}
+
+int GatewayApp::port() const { return server_->port(); }
+int GatewayApp::operator_port() const { return operator_http_ ? operator_http_->port() : 0; }
+
+void GatewayApp::Run() { server_->Run(); }
+
+DrainReport GatewayApp::Drain(Clock& clock) {
+  draining_ = true;
+  DrainReport report = RunDrain(*this, clock, options_.drain);
+  if (!report.closed_in_time) spdlog::warn("drain: connections still open after the close handshakes' deadline");
+  spdlog::info("gateway drained ({} connections left), exiting",
+               report.left.has_value() ? std::to_string(*report.left) : std::string("an unknown number of"));
+  return report;
+}
+
+void GatewayApp::BeginDrain() { server_->BeginDrain(); }
+
+std::optional<size_t> GatewayApp::StopAccepting() {
+  size_t total = 0;
+  WsServer* srv = server_.get();
+  if (!RunOnLoop(srv, [srv] {
+        srv->StopAccepting();
+        return srv->connection_count();
+      }, kAsk, &total)) {
+    return std::nullopt;
+  }
+  return total;
+}
+
+std::optional<size_t> GatewayApp::CloseSome(size_t n) {
+  size_t open = 0;
+  Hub* h = hub_.get();
+  // One slice closed, and how many are still open, in one loop turn.
+  if (!RunOnLoop(server_.get(), [h, n] {
+        h->CloseAll(close_code::kShutdown, "shutdown", n);
+        return h->open_count();
+      }, kAsk, &open)) {
+    return std::nullopt;
+  }
+  return open;
+}
+
+bool GatewayApp::CloseRestAndWait(absl::Duration timeout) {
+  auto closed = std::make_shared<absl::Notification>();
+  WsServer* srv = server_.get();
+  Hub* h = hub_.get();
+  srv->Post([srv, h, closed] {
+    h->CloseAll(close_code::kShutdown, "shutdown");
+    srv->NotifyWhenEmpty([closed] { closed->Notify(); });
+  });
+  return closed->WaitForNotificationWithTimeout(timeout);
+}
+
+void GatewayApp::LeaveFleet() {
+  presence_->Stop();
+  links_->Stop();
+}
+
+std::optional<size_t> GatewayApp::EndLoop() {
+  WsServer* srv = server_.get();
+  size_t left = 0;
+  const bool answered = RunOnLoop(srv, [srv] { return srv->connection_count(); }, kAsk, &left);
+  srv->Post([srv] { srv->Shutdown(); });
+  if (!answered) return std::nullopt;
+  return left;
+}
+
+void GatewayApp::Stop() {
+  if (presence_) presence_->Stop();
+  operator_http_.reset();  // it asks the loop, which is gone
+  bus_.reset();  // before the handler its subscriptions call
+  NatsClientImpl::ShutdownLibrary();
+  bus_handler_.reset();
+  if (links_) links_->Stop();
+  hub_.reset();
+  server_.reset();
+}
+
+}  // namespace switchboard::gateway
