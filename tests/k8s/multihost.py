@@ -399,8 +399,11 @@ class Cluster:
                 env[e["name"]] = str(max(1, int(-(-cores // 1))))
             elif "fieldRef" in ref:
                 path = ref["fieldRef"]["fieldPath"]
-                env[e["name"]] = {"metadata.name": pod.name, "status.podIP": pod.ip,
-                                  "metadata.namespace": self.namespace}[path]
+                if path.startswith("metadata.labels['") and path.endswith("']"):
+                    env[e["name"]] = pod.labels.get(path[len("metadata.labels['"):-2], "")
+                else:
+                    env[e["name"]] = {"metadata.name": pod.name, "status.podIP": pod.ip,
+                                      "metadata.namespace": self.namespace}[path]
             else:
                 raise AssertionError("unsupported env source %s" % ref)
         return env

@@ -19,7 +19,10 @@ them (ctest k8s_manifests):
    the NATS Secret's values are of the allowed alphabet; the gateway's grace
    period covers preStop and the drain; the control address gateways
    resolve is a headless Service that lists not-ready replicas; production
-   never runs in dev mode (SWITCHBOARD_DEV, --dev: placeholder secrets).
+   never runs in dev mode (SWITCHBOARD_DEV, --dev: placeholder secrets);
+4. two installs in one namespace (production with instance-selectors, and
+   overlays/second-install) share no name, no selector of one takes the
+   other's pods, each talks to its own Services, each has its own TLS Secret.
 
 --self-test breaks rendered objects in known ways and checks that each
 policy catches its break (a check that cannot fail is no check).
@@ -43,7 +46,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 K8S = os.path.dirname(HERE)
 # production-api-ingress: production with the optional component that
 # publishes the HTTP API through an Ingress of its own (made in the work tree).
-OVERLAYS = ["dev", "production", "production-api-ingress"]
+OVERLAYS = ["dev", "production", "production-api-ingress", "production-instances", "second-install"]
 # The labels every object carries (Kubernetes' recommended set).
 RECOMMENDED_LABELS = ["app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component",
                       "app.kubernetes.io/part-of", "app.kubernetes.io/version", "app.kubernetes.io/managed-by"]
@@ -72,11 +75,13 @@ def render(overlay, workdir):
     tree = os.path.join(workdir, overlay, "k8s")
     if not os.path.exists(tree):
         shutil.copytree(K8S, tree, ignore=shutil.ignore_patterns("node_modules", "check"))
-        if overlay == "production-api-ingress":
+        # Production with an optional component, as an operator would add it.
+        component = {"production-api-ingress": "api-ingress", "production-instances": "instance-selectors"}
+        if overlay in component:
             os.makedirs(os.path.join(tree, "overlays", overlay))
             with open(os.path.join(tree, "overlays", overlay, "kustomization.yaml"), "w") as f:
                 f.write("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
-                        "resources: [../production]\ncomponents: [../../components/api-ingress]\n")
+                        "resources: [../production]\ncomponents: [../../components/%s]\n" % component[overlay])
         for d in (overlay, "production"):
             for name in ("secrets.env", "nats-secrets.env"):
                 example = os.path.join(tree, "overlays", d, name + ".example")
@@ -113,11 +118,66 @@ def workloads(objects):
 
 
 def role_of(workload):
-    return workload["metadata"]["name"].replace("switchboard-", "")
+    # switchboard-gateway, or blue-switchboard-gateway in a second install.
+    return re.sub(r"^(?:.*-)?switchboard-", "", workload["metadata"]["name"])
 
 
 def selects(selector, labels):
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def label_selects(selector, labels):
+    """A LabelSelector (matchLabels and matchExpressions) and a pod's labels."""
+    selector = selector or {}
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for e in selector.get("matchExpressions") or []:
+        op, key, values = e["operator"], e["key"], e.get("values") or []
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and labels.get(key) in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def pod_env(workload, container_index=0):
+    """A container's environment as far as it is known from the manifests:
+    literal values with $(VAR) expanded as the kubelet does, and the
+    downward API's labels and name; Secrets and resources stay unknown."""
+    tmpl = workload["spec"]["template"]
+    c = tmpl["spec"]["containers"][container_index]
+    env = {}
+    for e in c.get("env") or []:
+        if "value" in e:
+            env[e["name"]] = expand_dollar(e["value"], env)
+        else:
+            path = ((e.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath", "")
+            m = re.fullmatch(r"metadata\.labels\['([^']+)'\]", path)
+            if m:
+                env[e["name"]] = (tmpl["metadata"].get("labels") or {}).get(m.group(1), "")
+            elif path == "metadata.name":
+                env[e["name"]] = workload["metadata"]["name"] + "-0"
+    return env
+
+
+def expand_dollar(s, env):
+    """Kubernetes' $(VAR) in env values and args; unknown ones stay as written."""
+    return re.sub(r"\$\(([A-Za-z0-9_]+)\)", lambda m: env.get(m.group(1), m.group(0)), s)
+
+
+def expand_config(text, env):
+    """The config's ${VAR} and ${VAR:-default} as a pod with `env` reads them;
+    a variable the manifests cannot know (a Secret) reads as "x"."""
+    def one(m):
+        name, default = m.group(1), m.group(3)
+        if env.get(name):
+            return env[name]
+        return default if default is not None else "x"
+    return re.sub(r"\$\{([A-Z0-9_]+)(:-([^}]*))?\}", one, text)
 
 
 def port_of(hostport):
@@ -134,7 +194,7 @@ def arg_value(args, flag):
 def generated(items, name):
     """The object kustomize generated as `name` (with its hash suffix)."""
     for n, o in items.items():
-        if n == name or re.fullmatch(re.escape(name) + r"-[a-z0-9]{10}", n):
+        if re.fullmatch(r"(?:[a-z0-9-]+-)?" + re.escape(name) + r"(?:-[a-z0-9]{10})?", n):
             return o
     return None
 
@@ -235,8 +295,11 @@ def policy_problems(objects, build_dir, production=True):
                 continue
             for rule in np["spec"].get("ingress") or []:
                 for peer in rule.get("from") or []:
+                    # A backend's own labels are its own (name, instance):
+                    # the label alone must be enough.
                     if "namespaceSelector" in peer and not (peer["namespaceSelector"] or {}) and \
-                            (peer.get("podSelector") or {}).get("matchLabels") == {"switchboard.io/api-client": "true"}:
+                            label_selects(peer.get("podSelector"), {"switchboard.io/api-client": "true"}) and \
+                            not label_selects(peer.get("podSelector"), {}):
                         admitted = True
         if not admitted:
             p.append("control: no NetworkPolicy rule admits API clients (pods labelled "
@@ -370,7 +433,9 @@ def policy_problems(objects, build_dir, production=True):
     if cm is None:
         return p + ["ConfigMap switchboard-config is missing"]
     text = cm["data"]["switchboard.yaml"]
-    config = yaml.safe_load(text)
+    # As the gateway reads it (the names it talks to follow its instance).
+    gw_wl = next((w for w in wls if role_of(w) == "gateway"), None)
+    config = yaml.safe_load(expand_config(text, pod_env(gw_wl) if gw_wl else {}))
     body = re.sub(r"(?m)^\s*#.*$", "", text)  # comments may mention ${VAR}
     needed = set(re.findall(r"\$\{([A-Z0-9_]+)\}", body))  # no default: every reader needs it
     by_role = {role_of(w): w for w in wls}
@@ -416,6 +481,8 @@ def policy_problems(objects, build_dir, production=True):
         if listen is None or port_of(listen) not in container_ports("http"):
             p.append("http: --listen %s is not a container port" % listen)
         target = arg_value(http.get("args", []), "--control")
+        if target is not None:
+            target = expand_dollar(target, pod_env(by_role["http"]))
         if target is None or target.split(":")[0] not in services or \
                 port_of(target) not in {x["port"] for x in services[target.split(":")[0]]["spec"]["ports"]}:
             p.append("http: --control %s is no Service port" % target)
@@ -564,6 +631,126 @@ def nats_conf_problems(conf, c, secrets):
     return p
 
 
+def two_install_problems(first, second):
+    """Two installs in one namespace (production with instance-selectors, and
+    overlays/second-install) stay apart: no object of one has the other's
+    name; no selector of one (Service, workload, PDB, spread constraint,
+    NetworkPolicy) takes the other's pods; the Services each install's pods
+    talk to (config, --control, NATS routes) are its own; each has its own
+    TLS Secret; the second renders no Namespace (deleting it must not delete
+    the namespace the first one lives in)."""
+    p = []
+    installs = {"first": first, "second": second}
+    names = {k: {(o["kind"], o["metadata"]["name"]) for o in objs if o["kind"] != "Namespace"}
+             for k, objs in installs.items()}
+    for kind, name in sorted(names["first"] & names["second"]):
+        p.append("two installs: both have %s/%s" % (kind, name))
+    if any(o["kind"] == "Namespace" for o in second):
+        p.append("two installs: the second renders a Namespace (deleting it would delete the first install's)")
+
+    def pods(objs):
+        return [(name_of(w), w["spec"]["template"]["metadata"].get("labels") or {}) for w in workloads(objs)]
+
+    def selectors(objs):
+        for o in objs:
+            spec = o.get("spec") or {}
+            if o["kind"] == "Service" and spec.get("selector"):
+                yield name_of(o), {"matchLabels": spec["selector"]}
+            if o["kind"] in ("Deployment", "StatefulSet", "PodDisruptionBudget"):
+                yield name_of(o), spec["selector"]
+            if o["kind"] in ("Deployment", "StatefulSet"):
+                for t in spec["template"]["spec"].get("topologySpreadConstraints") or []:
+                    yield name_of(o) + " spread", t["labelSelector"]
+            if o["kind"] == "NetworkPolicy":
+                yield name_of(o), spec["podSelector"]
+                for rule in spec.get("ingress") or []:
+                    for peer in rule.get("from") or []:
+                        if "podSelector" in peer and "namespaceSelector" not in peer:
+                            yield name_of(o) + " ingress", peer["podSelector"]
+
+    for a, b in (("first", "second"), ("second", "first")):
+        for where, sel in selectors(installs[a]):
+            for pod, labels in pods(installs[b]):
+                if label_selects(sel, labels):
+                    p.append("two installs: %s of the %s install selects %s of the %s" % (where, a, pod, b))
+    for k, objs in installs.items():
+        services = {o["metadata"]["name"] for o in objs if o["kind"] == "Service"}
+        sts = {o["metadata"]["name"]: o["spec"].get("serviceName") for o in objs if o["kind"] == "StatefulSet"}
+        wls = {role_of(w): w for w in workloads(objs)}
+        cm = generated({o["metadata"]["name"]: o for o in objs if o["kind"] == "ConfigMap"}, "switchboard-config")
+        talks_to = []
+        for role in ("gateway", "control"):
+            if role in wls and cm is not None:
+                config = yaml.safe_load(expand_config(cm["data"]["switchboard.yaml"], pod_env(wls[role])))
+                talks_to.append((role + " nats_url", re.sub(r"^nats://|:\d+$", "", config["nats_url"])))
+                talks_to += [(role + " control.addresses", a.rsplit(":", 1)[0]) for a in config["control"]["addresses"]]
+        if "http" in wls:
+            target = arg_value(wls["http"]["spec"]["template"]["spec"]["containers"][0].get("args", []), "--control")
+            talks_to.append(("http --control", expand_dollar(target or "", pod_env(wls["http"])).rsplit(":", 1)[0]))
+        for where, host in talks_to:
+            if host not in services:
+                p.append("two installs: %s %s is not a Service of the %s install" % (where, host, k))
+        if "nats" in wls:
+            routes = pod_env(wls["nats"]).get("NATS_CONF_ROUTES", "")
+            for pod, svc in re.findall(r"@([a-z0-9-]+)-\d+\.([a-z0-9-]+):", routes):
+                if sts.get(pod) != svc or svc not in services:
+                    p.append("two installs: a NATS route of the %s install names %s-N.%s, not its own pods" % (k, pod, svc))
+    tls = {}
+    for k, objs in installs.items():
+        gw = next((w for w in workloads(objs) if role_of(w) == "gateway"), None)
+        vols = gw["spec"]["template"]["spec"].get("volumes") or [] if gw else []
+        tls[k] = {v["secret"]["secretName"] for v in vols if "secret" in v}
+        issued = {o["spec"]["secretName"] for o in objs if o["kind"] == "Certificate"}
+        for name in issued - tls[k]:
+            p.append("two installs: the %s install's Certificate fills %s, which its gateways do not mount" % (k, name))
+    for name in sorted(tls["first"] & tls["second"]):
+        p.append("two installs: both mount the TLS Secret %s" % name)
+    return p
+
+
+def two_install_self_test(first, second):
+    """Each way two installs can collide must be caught."""
+    def obj(objs, kind, name):
+        return next(o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name)
+
+    def gw(objs):
+        return next(w for w in workloads(objs) if role_of(w) == "gateway")
+
+    breaks = [
+        ("a Service selector without instance", "first",
+         lambda f, s: obj(f, "Service", "switchboard-gateway")["spec"]["selector"].pop("app.kubernetes.io/instance"),
+         "Service/switchboard-gateway of the first install selects"),
+        ("a NetworkPolicy peer without instance", "second",
+         lambda f, s: obj(s, "NetworkPolicy", "blue-switchboard-nats")["spec"]["ingress"][0]["from"][0]
+         ["podSelector"]["matchLabels"].pop("app.kubernetes.io/instance"), "ingress of the second install selects"),
+        ("a hard-coded NATS address", "second",
+         lambda f, s: obj(s, "ConfigMap", generated({o["metadata"]["name"]: o for o in s if o["kind"] == "ConfigMap"},
+                                                    "switchboard-config")["metadata"]["name"])["data"]
+         .update({"switchboard.yaml": generated({o["metadata"]["name"]: o for o in s if o["kind"] == "ConfigMap"},
+                                                "switchboard-config")["data"]["switchboard.yaml"]
+                  .replace("${SWITCHBOARD_INSTANCE:-switchboard}-nats", "switchboard-nats")}),
+         "nats_url switchboard-nats is not a Service of the second install"),
+        ("shared TLS Secret", "second",
+         lambda f, s: [v["secret"].update(secretName="switchboard-gateway-tls")
+                       for v in gw(s)["spec"]["template"]["spec"]["volumes"] if "secret" in v],
+         "both mount the TLS Secret"),
+        ("the Namespace in the second install", "second",
+         lambda f, s: s.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "switchboard"}}),
+         "renders a Namespace"),
+        ("no name prefix", "second",
+         lambda f, s: obj(s, "Service", "blue-switchboard-http")["metadata"].update(name="switchboard-http"),
+         "both have Service/switchboard-http"),
+    ]
+    failed = []
+    for what, _, brk, expect in breaks:
+        f, s = copy.deepcopy(first), copy.deepcopy(second)
+        brk(f, s)
+        problems = two_install_problems(f, s)
+        if not any(expect in x for x in problems):
+            failed.append("two installs, %s: not caught (got %s)" % (what, problems))
+    return failed
+
+
 def self_test(objects, build_dir):
     """Each break must be caught by the check named with it."""
     def find(kind, name):
@@ -578,7 +765,7 @@ def self_test(objects, build_dir):
         ("no memory limit", lambda o: gw_container(o)["resources"]["limits"].pop("memory"), "no limits.memory"),
         ("root", lambda o: gw_container(o)["securityContext"].update(runAsNonRoot=False), "non-root"),
         ("latest tag", lambda o: gw_container(o).update(image="localhost/switchboard/gateway:latest"), "pinned tag"),
-        ("unknown secret key", lambda o: gw_container(o)["env"][1]["valueFrom"]["secretKeyRef"].update(key="nope"),
+        ("unknown secret key", lambda o: gw_container(o)["env"][2]["valueFrom"]["secretKeyRef"].update(key="nope"),
          "has no key nope"),
         ("service selects nothing",
          lambda o: next(x for x in o if x["kind"] == "Service" and x["metadata"]["name"] == "switchboard-http")
@@ -674,8 +861,10 @@ def main():
     work = tempfile.mkdtemp(prefix="switchboard-k8s-check-")
     try:
         bad = 0
+        rendered = {}
         for overlay in OVERLAYS:
             objects = render(overlay, work)
+            rendered[overlay] = objects
             problems = schema_problems(objects) + policy_problems(objects, os.path.abspath(a.build_dir),
                                                                   production=overlay.startswith("production"))
             kinds = sorted({o["kind"] for o in objects})
@@ -689,6 +878,17 @@ def main():
                 for x in failed:
                     print("  " + x)
                 bad += len(failed)
+        problems = two_install_problems(rendered["production-instances"], rendered["second-install"])
+        print("two installs in one namespace (production-instances, second-install): %d problems" % len(problems))
+        for x in problems:
+            print("  " + x)
+        bad += len(problems)
+        if a.self_test:
+            failed = two_install_self_test(rendered["production-instances"], rendered["second-install"])
+            print("two installs self-test: %s" % ("every break caught" if not failed else "%d not caught" % len(failed)))
+            for x in failed:
+                print("  " + x)
+            bad += len(failed)
         return 1 if bad else 0
     finally:
         shutil.rmtree(work, ignore_errors=True)
