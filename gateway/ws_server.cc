@@ -22,6 +22,7 @@
 #include "common/health_http.h"
 #include "gateway/centrifuge_codec.h"
 #include "gateway/frame_guard.h"
+#include "gateway/routes.h"
 #include "spdlog/spdlog.h"
 
 namespace switchboard::gateway {
@@ -63,10 +64,6 @@ constexpr lws_usec_t kTickUs = 10 * LWS_US_PER_MS;
 constexpr int64_t kMaxIdleTicks = 100;  // ticks of kTickUs: an idle loop looks at least once a second
 constexpr size_t kMaxTimersPerTurn = 64;
 
-constexpr char kWebSocketPath[] = "/connection/websocket";
-constexpr char kUniHttpStreamPath[] = "/connection/uni_http_stream";
-constexpr char kPusherPrefix[] = "/app/";
-constexpr char kProtobufSubprotocol[] = "centrifuge-protobuf";
 // Per-connection receive buffer. Client frames are small (commands, pongs);
 // larger ones arrive in pieces and are reassembled up to max_message_bytes.
 constexpr size_t kRxBufferBytes = 64;
@@ -162,7 +159,7 @@ absl::StatusOr<std::unique_ptr<WsServer>> WsServer::Create(const Options& option
        },
        0, kRxBufferBytes, 0, nullptr, kTxPacketBytes},
       // Centrifugo's SDKs ask for protobuf with this WebSocket subprotocol.
-      {kProtobufSubprotocol,
+      {kCentrifugeProtobufSubprotocol,
        [](lws* wsi, lws_callback_reasons reason, void* user, void* in, size_t len) {
          return WsServer::Callback(wsi, static_cast<int>(reason), user, in, len);
        },
@@ -726,10 +723,10 @@ ConnectionMeta WsServer::PeerMeta(lws* wsi, const std::string& client_ip) {
   meta.remote_addr = client_ip;
   char arg[256];
   if (const char* app = lws_get_urlarg_by_name(wsi, "app=", arg, sizeof(arg))) meta.app_id = app;
-  const std::string uri = HeaderUri(wsi);
-  if (uri.rfind(kPusherPrefix, 0) == 0) {
+  RouteMatch route = RouteOf(HeaderUri(wsi));
+  if (route.route == Route::kPusherWebSocket) {
     meta.wire = Wire::kPusher;
-    meta.pusher_key = uri.substr(std::strlen(kPusherPrefix));
+    meta.pusher_key = std::move(route.pusher_key);
     if (const char* v = lws_get_urlarg_by_name(wsi, "client=", arg, sizeof(arg))) meta.client_name = v;
     if (const char* v = lws_get_urlarg_by_name(wsi, "version=", arg, sizeof(arg))) meta.client_version = v;
     if (const char* v = lws_get_urlarg_by_name(wsi, "protocol=", arg, sizeof(arg))) meta.pusher_protocol = v;
@@ -855,8 +852,7 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
 
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
       {
-        const std::string uri = HeaderUri(wsi);
-        if (uri != kWebSocketPath && uri.rfind(kPusherPrefix, 0) != 0) return 1;
+        if (!IsWebSocketRoute(RouteOf(HeaderUri(wsi)).route)) return 1;
       }
       if (const char* why = admission_.Refusal(ClientIp(wsi), peers_.size(), absl::Now())) {
         // Before the upgrade: the client gets an HTTP answer it can act on
@@ -876,11 +872,8 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
       const lws_protocols* proto = lws_get_protocol(wsi);
       char arg[64];
       const char* cf = lws_get_urlarg_by_name(wsi, "cf_protocol=", arg, sizeof(arg));
-      if (meta.wire == Wire::kCentrifugeJson &&
-          ((proto && proto->name && std::strcmp(proto->name, kProtobufSubprotocol) == 0) ||
-           (cf && std::strcmp(cf, "protobuf") == 0))) {
-        meta.wire = Wire::kCentrifugeProtobuf;
-      }
+      meta.wire = WebSocketWire(meta.wire == Wire::kPusher ? Route::kPusherWebSocket : Route::kCentrifugeWebSocket,
+                                proto != nullptr && proto->name != nullptr ? proto->name : "", cf ? cf : "");
       hub_->OnOpen(id, std::move(meta));
       return 0;
     }
@@ -944,7 +937,8 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
         int n = lws_hdr_copy(wsi, buf, sizeof(buf), WSI_TOKEN_POST_URI);
         if (n > 0) uri.assign(buf, static_cast<size_t>(n));
       }
-      if (uri == kUniHttpStreamPath) {
+      const Route route = RouteOf(uri).route;
+      if (route == Route::kUniHttpStream) {
         if (lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) <= 0) {
           if (lws_return_http_status(wsi, HTTP_STATUS_METHOD_NOT_ALLOWED, "use POST")) return -1;
           return lws_http_transaction_completed(wsi) ? -1 : 0;
@@ -964,7 +958,7 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
         // straight to completion.
         return 0;
       }
-      if (uri == "/livez" || uri == "/healthz" || uri == "/readyz") {
+      if (route == Route::kHealth) {
         // /livez: the loop answered, so the process serves. /readyz: it can
         // do its job (see set_readiness); a draining gateway is unready.
         // The clients' port says the status alone: the reasons (control
