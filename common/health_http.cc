@@ -1,5 +1,7 @@
 #include "common/health_http.h"
 
+#include "common/metrics.h"
+
 #include <cstring>
 #include <vector>
 
@@ -26,13 +28,13 @@ std::pair<int, std::string> HealthHttpServer::Answer(const std::string& path, co
   return {404, "not found\n"};
 }
 
-int HealthHttpServer::Respond(struct lws* wsi, int status, const std::string& body) {
+int HealthHttpServer::Respond(struct lws* wsi, int status, const std::string& body, const char* content_type) {
   // Headers and the short body in one write: HTTP/1.1 only (no h2 here).
   std::vector<unsigned char> buf(LWS_PRE + 512 + body.size());
   unsigned char* start = buf.data() + LWS_PRE;
   unsigned char* p = start;
   unsigned char* end = buf.data() + buf.size() - 1;
-  if (lws_add_http_common_headers(wsi, static_cast<unsigned int>(status), "text/plain; charset=utf-8",
+  if (lws_add_http_common_headers(wsi, static_cast<unsigned int>(status), content_type,
                                   body.size(), &p, end) ||
       lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
                                    reinterpret_cast<const unsigned char*>("no-store"), 8, &p, end) ||
@@ -48,12 +50,16 @@ int HealthHttpServer::Respond(struct lws* wsi, int status, const std::string& bo
 int HealthHttpServer::Callback(struct lws* wsi, int reason, void*, void* in, size_t) {
   if (reason != LWS_CALLBACK_HTTP) return 0;
   auto* self = static_cast<HealthHttpServer*>(lws_context_user(lws_get_context(wsi)));
+  if (self->metrics_ != nullptr && std::strcmp(static_cast<const char*>(in), "/metrics") == 0) {
+    return Respond(wsi, 200, self->metrics_->Serialize(), Metrics::kContentType);
+  }
   auto [status, body] = Answer(std::string(static_cast<const char*>(in)), self->readiness_, self->liveness_);
   return Respond(wsi, status, body);
 }
 
 absl::StatusOr<std::unique_ptr<HealthHttpServer>> HealthHttpServer::Start(const std::string& listen,
-                                                                         Readiness readiness, Readiness liveness) {
+                                                                         Readiness readiness, Readiness liveness,
+                                                                         const Metrics* metrics) {
   const auto colon = listen.rfind(':');
   int port = -1;
   if (colon == std::string::npos || !absl::SimpleAtoi(listen.substr(colon + 1), &port) || port < 0 ||
@@ -63,6 +69,7 @@ absl::StatusOr<std::unique_ptr<HealthHttpServer>> HealthHttpServer::Start(const 
   std::unique_ptr<HealthHttpServer> server(new HealthHttpServer());
   server->readiness_ = std::move(readiness);
   server->liveness_ = std::move(liveness);
+  server->metrics_ = metrics;
   server->host_ = listen.substr(0, colon);
   if (server->host_ == "0.0.0.0" || server->host_ == "[::]") server->host_.clear();
 

@@ -13,6 +13,8 @@ struct lws;
 
 namespace switchboard {
 
+class Metrics;
+
 // The probes' HTTP endpoints for a process that has no HTTP server of its
 // own (control): GET /livez answers 200 while the process serves at all;
 // GET /readyz answers 200 when `readiness()` returns "" and 503 with its
@@ -24,8 +26,11 @@ class HealthHttpServer {
   // `listen` is "host:port" (port 0: the OS chooses; host empty or 0.0.0.0:
   // every interface). `liveness` (optional, same contract): /livez answers
   // 503 with its reason when it returns one.
+  // `metrics` (optional, outliving the server): GET /metrics answers its
+  // exposition text.
   static absl::StatusOr<std::unique_ptr<HealthHttpServer>> Start(const std::string& listen, Readiness readiness,
-                                                                 Readiness liveness = nullptr);
+                                                                 Readiness liveness = nullptr,
+                                                                 const Metrics* metrics = nullptr);
   ~HealthHttpServer();
   int port() const { return port_; }
 
@@ -35,7 +40,8 @@ class HealthHttpServer {
                                             const Readiness& liveness = nullptr);
   // Writes a whole text/plain response from an LWS_CALLBACK_HTTP callback;
   // returns what that callback should return.
-  static int Respond(struct lws* wsi, int status, const std::string& body);
+  static int Respond(struct lws* wsi, int status, const std::string& body,
+                     const char* content_type = "text/plain; charset=utf-8");
 
  private:
   HealthHttpServer() = default;
@@ -43,6 +49,7 @@ class HealthHttpServer {
 
   Readiness readiness_;
   Readiness liveness_;
+  const Metrics* metrics_ = nullptr;
   std::string host_;
   lws_context* context_ = nullptr;
   int port_ = 0;

@@ -151,6 +151,7 @@ size_t Fleet::Expire(absl::Time now) {
       members_.erase(it++);
     }
   }
+  lease_expiries_.fetch_add(evicted.size(), std::memory_order_relaxed);
   for (auto& [id, evict] : evicted) {
     spdlog::warn("gateway {} evicted: no heartbeat for {}", id, absl::FormatDuration(lease_));
     if (evict) evict(kLeaseExpired);

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <atomic>
+
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -48,6 +50,8 @@ class Fleet {
   void ApplyLoad(const std::string& gateway_id, uint64_t token, const v1::GatewayLoad& load);
   // Evicts every member whose lease ran out by `now`; returns how many.
   size_t Expire(absl::Time now);
+  // Members evicted for a lease that ran out, since start.
+  uint64_t lease_expiries() const { return lease_expiries_.load(std::memory_order_relaxed); }
   // Every member's lease starts afresh at `now`: after this replica did not
   // run for a while, silence says nothing about the gateways.
   void RenewAll(absl::Time now);
@@ -93,6 +97,7 @@ class Fleet {
   bool Fresh(const Member& m, absl::Time now) const { return now - m.last_seen < lease_; }
 
   const absl::Duration lease_;
+  std::atomic<uint64_t> lease_expiries_{0};
   LeaveFn on_leave_;
   mutable absl::Mutex mu_;
   uint64_t next_token_ ABSL_GUARDED_BY(mu_) = 1;

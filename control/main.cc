@@ -22,6 +22,7 @@
 #include "common/health_http.h"
 #include "common/ids.h"
 #include "common/logging.h"
+#include "common/metrics.h"
 #include "common/runtime.h"
 #include "common/nats_client_impl.h"
 #include "common/timer_queue.h"
@@ -127,6 +128,51 @@ int main(int argc, char** argv) {
   };
   control::ScatterGather gather(bus.get(), timers.get(), asked, GatewaysSubject(config.cluster()), readiness,
                                 authentic);
+  // GET /metrics on the health listener (deploy/README.md, Metrics).
+  Metrics metrics;
+  gather.EnableMetrics(&metrics);
+  control::CallMetrics call_metrics(&metrics);
+  metrics.AddCollector([&fleet, &gather, &presence, nats, &readiness](std::vector<prometheus::MetricFamily>* out) {
+    using prometheus::MetricType;
+    const absl::Time now = absl::Now();
+    const std::vector<v1::GatewayInfo> members = fleet.List(now);
+    uint64_t sessions = 0;
+    size_t draining = 0;
+    for (const auto& g : members) {
+      sessions += g.sessions();
+      draining += g.draining() ? 1 : 0;
+    }
+    auto add = [out](FamilyBuilder&& b) { out->push_back(std::move(b).Build()); };
+    add(std::move(FamilyBuilder("switchboard_control_build_info", "The control replica's version (always 1)",
+                                MetricType::Gauge)
+                      .Add(1, {{"version", SWITCHBOARD_VERSION}})));
+    add(std::move(FamilyBuilder("switchboard_control_fleet_gateways",
+                                "Gateways attached to this replica with a fresh lease, by state", MetricType::Gauge)
+                      .Add(static_cast<double>(members.size() - draining), {{"state", "serving"}})
+                      .Add(static_cast<double>(draining), {{"state", "draining"}})));
+    add(std::move(FamilyBuilder("switchboard_control_fleet_gateways_heard",
+                                "Gateways heard on the bus (attached to this replica or not)", MetricType::Gauge)
+                      .Add(static_cast<double>(presence.PresentIds(now).size()))));
+    add(std::move(FamilyBuilder("switchboard_control_fleet_sessions",
+                                "Sessions the attached gateways reported in their last heartbeat", MetricType::Gauge)
+                      .Add(static_cast<double>(sessions))));
+    add(std::move(FamilyBuilder("switchboard_control_lease_expiries_total",
+                                "Gateways evicted because their lease ran out (no heartbeat)", MetricType::Counter)
+                      .Add(static_cast<double>(fleet.lease_expiries()))));
+    add(std::move(FamilyBuilder("switchboard_control_gathers_in_flight", "Fleet gathers waiting for answers",
+                                MetricType::Gauge)
+                      .Add(static_cast<double>(gather.in_flight()))));
+    add(std::move(FamilyBuilder("switchboard_control_answers_unauthenticated_total",
+                                "Bus answers thrown away: not from the gateway they name", MetricType::Counter)
+                      .Add(static_cast<double>(gather.unauthenticated()))));
+    add(std::move(FamilyBuilder("switchboard_control_requests_reasked_total",
+                                "Requests published again for a gateway back on the bus", MetricType::Counter)
+                      .Add(static_cast<double>(gather.reasked()))));
+    add(std::move(FamilyBuilder("switchboard_control_nats_connected", "1 while connected to NATS", MetricType::Gauge)
+                      .Add(nats->Connected() ? 1 : 0)));
+    add(std::move(FamilyBuilder("switchboard_control_ready", "1 while /readyz says ready", MetricType::Gauge)
+                      .Add(readiness().empty() ? 1 : 0)));
+  });
   // A call stops waiting for a gateway that leaves the fleet and is not on
   // the bus either (and names it).
   fleet.set_on_leave([&gather, &presence](const std::string& id) {
@@ -155,6 +201,7 @@ int main(int argc, char** argv) {
   gather.set_max_in_flight(config.control().max_in_flight());
   nats->SetBusyPoll(absl::Microseconds(config.control().bus_busy_poll_us()));
   control::ControlService control_service(config, &fleet, &gather);
+  control_service.set_metrics(&call_metrics);
   control::RegistryService registry_service(&fleet, NewUuid(), config.cluster_token(), gather.inbox());
 
   grpc::ServerBuilder builder;
@@ -190,7 +237,7 @@ int main(int argc, char** argv) {
     auto h = HealthHttpServer::Start(config.control().health_listen(), [&readiness, &draining]() -> std::string {
       if (draining.load()) return "this control replica is stopping";
       return readiness();
-    });
+    }, nullptr, &metrics);
     if (!h.ok()) {
       spdlog::error("{}", std::string(h.status().message()));
       return 1;

@@ -5,6 +5,10 @@
 #include "absl/strings/str_cat.h"
 #include "common/answer_mac.h"
 #include "common/ids.h"
+#include "common/metrics.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/histogram.h"
 #include "spdlog/spdlog.h"
 
 namespace switchboard::control {
@@ -59,6 +63,8 @@ void ScatterGather::Call(v1::BusRequest request, absl::Time deadline, Done done)
   }
   const bool command = request.has_terminate() || request.has_disconnect();
   auto pending = std::make_shared<Pending>();
+  pending->op = OpOf(request);
+  pending->started = absl::Now();
   pending->asked = live_();
   pending->not_ready = readiness_ ? readiness_() : "";
   pending->done = std::move(done);
@@ -68,6 +74,7 @@ void ScatterGather::Call(v1::BusRequest request, absl::Time deadline, Done done)
     if (command) (void)bus_->Publish(subject_, request.SerializeAsString(), "");
     GatherResult result;
     result.complete = true;
+    Record(pending->op, pending->started, result, nullptr);
     pending->done(std::move(result));
     return;
   }
@@ -205,6 +212,7 @@ void ScatterGather::OnReply(const std::string& subject, const std::string& data)
       // It did not do the job (an older gateway that does not know the
       // operation, a request it could not act on): its sessions are unknown.
       p.failed.emplace(gw, "answered with an error: " + reply.error());
+      p.errored.insert(gw);
     } else {
       p.answers.emplace(gw, std::move(reply));
     }
@@ -252,6 +260,87 @@ void ScatterGather::Reask(const std::string& gateway_id) {
   reasked_.fetch_add(wires.size());
 }
 
+struct ScatterGather::GatherMetrics {
+  prometheus::Family<prometheus::Counter>* gathers;
+  prometheus::Family<prometheus::Histogram>* seconds;
+  prometheus::Family<prometheus::Counter>* asked;
+  prometheus::Family<prometheus::Counter>* answered;
+  prometheus::Family<prometheus::Counter>* missing;
+  prometheus::Family<prometheus::Counter>* incomplete;
+};
+
+ScatterGather::~ScatterGather() = default;
+
+const char* ScatterGather::OpOf(const v1::BusRequest& request) {
+  switch (request.op_case()) {
+    case v1::BusRequest::kUserQuery: return "user_query";
+    case v1::BusRequest::kTerminate: return "terminate";
+    case v1::BusRequest::kDisconnect: return "disconnect";
+    default: return "other";
+  }
+}
+
+void ScatterGather::EnableMetrics(Metrics* metrics) {
+  auto& r = metrics->registry();
+  metrics_ = std::make_unique<GatherMetrics>(GatherMetrics{
+      &prometheus::BuildCounter()
+           .Name("switchboard_control_gathers_total")
+           .Help("Fleet gathers (one per API call that asks the gateways), by operation and outcome "
+                 "(complete, or incomplete: the answer names what is missing)")
+           .Register(r),
+      &prometheus::BuildHistogram()
+           .Name("switchboard_control_gather_duration_seconds")
+           .Help("From publishing a request on the bus to the last answer in (or the deadline), by operation")
+           .Register(r),
+      &prometheus::BuildCounter()
+           .Name("switchboard_control_gateways_asked_total")
+           .Help("Gateways asked, summed over gathers, by operation")
+           .Register(r),
+      &prometheus::BuildCounter()
+           .Name("switchboard_control_gateways_answered_total")
+           .Help("Gateways that answered in time, summed over gathers, by operation")
+           .Register(r),
+      &prometheus::BuildCounter()
+           .Name("switchboard_control_gateways_missing_total")
+           .Help("Gateways named as missing in an answer, by operation and reason (timeout, left_fleet, error, "
+                 "unauthenticated)")
+           .Register(r),
+      &prometheus::BuildCounter()
+           .Name("switchboard_control_incomplete_answers_total")
+           .Help("Answers that said they were incomplete, by operation and reason (gateways_missing, "
+                 "fleet_unknown: this replica did not know the whole fleet yet)")
+           .Register(r),
+  });
+}
+
+void ScatterGather::Record(const char* op, absl::Time started, const GatherResult& result, const Pending* p) {
+  if (metrics_ == nullptr) return;
+  static const prometheus::Histogram::BucketBoundaries kBounds{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                                               0.1,    0.25,  0.5,    1,     2.5,  5};
+  metrics_->gathers->Add({{"op", op}, {"result", result.complete ? "complete" : "incomplete"}}).Increment();
+  metrics_->seconds->Add({{"op", op}}, kBounds).Observe(absl::ToDoubleSeconds(absl::Now() - started));
+  metrics_->asked->Add({{"op", op}}).Increment(static_cast<double>(result.asked.size()));
+  size_t answered = 0;
+  for (const auto& id : result.asked) answered += result.answers.count(id) > 0 ? 1 : 0;
+  metrics_->answered->Add({{"op", op}}).Increment(static_cast<double>(answered));
+  for (const auto& id : result.missing) {
+    const char* why = "timeout";
+    if (p != nullptr && p->errored.count(id) > 0) {
+      why = "error";
+    } else if (p != nullptr && p->failed.count(id) > 0) {
+      why = "left_fleet";
+    } else if (p != nullptr && p->forged.count(id) > 0) {
+      why = "unauthenticated";
+    }
+    metrics_->missing->Add({{"op", op}, {"reason", why}}).Increment();
+  }
+  if (!result.complete) {
+    const bool fleet_unknown = p != nullptr && !p->not_ready.empty();
+    metrics_->incomplete->Add({{"op", op}, {"reason", fleet_unknown ? "fleet_unknown" : "gateways_missing"}})
+        .Increment();
+  }
+}
+
 void ScatterGather::Finish(const std::string& request_id, bool timed_out) {
   std::shared_ptr<Pending> p;
   uint64_t timer = 0;
@@ -288,6 +377,7 @@ void ScatterGather::Finish(const std::string& request_id, bool timed_out) {
     }
     result.incomplete_reason = "gateways missing (" + why + ")";
   }
+  Record(p->op, p->started, result, p.get());
   p->done(std::move(result));
   DoneReturned();
 }

@@ -17,6 +17,10 @@
 #include "common/timer_queue.h"
 #include "switchboard/v1/bus.pb.h"
 
+namespace switchboard {
+class Metrics;
+}  // namespace switchboard
+
 namespace switchboard::control {
 
 struct GatherResult {
@@ -59,6 +63,7 @@ class ScatterGather {
   // it authenticates (without, every answer is believed).
   ScatterGather(NatsClient* bus, TimerQueue* timers, LiveFn live, std::string subject,
                 ReadinessFn readiness = nullptr, AuthFn auth = nullptr);
+  ~ScatterGather();
   // This replica's reply subject (after Start): gateways answer there.
   const std::string& inbox() const { return inbox_; }
   // Answers thrown away because they did not come from the gateway they name.
@@ -92,8 +97,21 @@ class ScatterGather {
 
   size_t in_flight() const;
 
+  // Counts every gather in `metrics` (outliving this): by operation and
+  // outcome, its duration, the gateways asked, answered and missing (by
+  // kind of reason), incomplete answers by reason. Before the first Call.
+  void EnableMetrics(Metrics* metrics);
+
  private:
+  // The operation's label (the request's oneof case).
+  static const char* OpOf(const v1::BusRequest& request);
+  struct GatherMetrics;
+  std::unique_ptr<GatherMetrics> metrics_;
+
   struct Pending {
+    const char* op = "other";
+    absl::Time started;
+    std::set<std::string> errored;  // gateways that answered an error
     std::vector<std::string> asked;
     std::string not_ready;  // readiness at the start; "" = the fleet was known
     std::map<std::string, v1::BusReply> answers;
@@ -109,6 +127,8 @@ class ScatterGather {
     uint64_t timer = 0;
     std::string wire;  // the request as published
   };
+  // Counts a finished gather (p: null for one that asked nobody).
+  void Record(const char* op, absl::Time started, const GatherResult& result, const Pending* p);
   void OnReply(const std::string& subject, const std::string& data);
   void Finish(const std::string& request_id, bool timed_out);
   // Every asked gateway answered or failed (false while nobody was asked:

@@ -236,13 +236,13 @@ ControlService::ControlService(const v1::Config& config, Fleet* fleet, ScatterGa
     : config_(config),
       fleet_(fleet),
       gather_(gather),
-      user_connections_(Bind(&ControlService::UserConnections)),
-      terminate_user_(Bind(&ControlService::TerminateUser)),
-      disconnect_(Bind(&ControlService::Disconnect)),
-      list_gateways_(Bind(&ControlService::ListGateways)),
-      centrifugo_user_connections_(Bind(&ControlService::CentrifugoUserConnections)),
-      centrifugo_disconnect_(Bind(&ControlService::CentrifugoDisconnect)),
-      centrifugo_info_(Bind(&ControlService::CentrifugoInfo)) {}
+      user_connections_(Bind(&ControlService::UserConnections, "UserConnections")),
+      terminate_user_(Bind(&ControlService::TerminateUser, "TerminateUser")),
+      disconnect_(Bind(&ControlService::Disconnect, "Disconnect")),
+      list_gateways_(Bind(&ControlService::ListGateways, "ListGateways")),
+      centrifugo_user_connections_(Bind(&ControlService::CentrifugoUserConnections, "CentrifugoUserConnections")),
+      centrifugo_disconnect_(Bind(&ControlService::CentrifugoDisconnect, "CentrifugoDisconnect")),
+      centrifugo_info_(Bind(&ControlService::CentrifugoInfo, "CentrifugoInfo")) {}
 
 void ControlService::Listen(CqLoop* loop) {
   using S = v1::Control::AsyncService;

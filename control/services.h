@@ -3,6 +3,7 @@
 #include <atomic>
 #include <string>
 
+#include "control/call_metrics.h"
 #include "control/cq_server.h"
 #include "control/fleet.h"
 #include "control/scatter_gather.h"
@@ -24,6 +25,8 @@ class ControlService {
   grpc::Service* grpc_service() { return &async_; }
   // After the server is built: every method waits for calls on the loop.
   void Listen(CqLoop* loop);
+  // Every call counted and timed from now on (before Listen).
+  void set_metrics(CallMetrics* metrics) { metrics_ = metrics; }
 
   void UserConnections(grpc::ServerContext* ctx, const v1::UserConnectionsRequest* req,
                        v1::UserConnectionsResponse* resp, UnaryResponder* done);
@@ -57,8 +60,9 @@ class ControlService {
   // Binds a method of this class as a handler of its UnaryCall.
   template <typename Req, typename Resp>
   typename UnaryCall<v1::Control::AsyncService, Req, Resp>::Handler Bind(
-      void (ControlService::*method)(grpc::ServerContext*, const Req*, Resp*, UnaryResponder*)) {
-    return [this, method](grpc::ServerContext* ctx, const Req* req, Resp* resp, UnaryResponder* done) {
+      void (ControlService::*method)(grpc::ServerContext*, const Req*, Resp*, UnaryResponder*), const char* name) {
+    return [this, method, name](grpc::ServerContext* ctx, const Req* req, Resp* resp, UnaryResponder* done) {
+      if (metrics_ != nullptr) done = metrics_->Wrap(name, done);
       (this->*method)(ctx, req, resp, done);
     };
   }
@@ -66,6 +70,7 @@ class ControlService {
   const v1::Config& config_;
   Fleet* fleet_;
   ScatterGather* gather_;
+  CallMetrics* metrics_ = nullptr;
   v1::Control::AsyncService async_;
   // One per method, shared by its calls.
   UnaryCall<v1::Control::AsyncService, v1::UserConnectionsRequest, v1::UserConnectionsResponse>::Handler

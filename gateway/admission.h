@@ -1,5 +1,6 @@
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -36,6 +37,23 @@ class Admission {
     double rate_total = 0;
   };
   explicit Admission(const Options& options);
+
+  // Why a socket was shed or a request refused: the metrics' `reason` label.
+  enum class Reason : uint8_t {
+    kDraining,           // refused: the gateway drains
+    kFull,               // refused: max_sessions
+    kPerAddress,         // refused: max_connections_per_ip
+    kRatePerAddress,     // refused: connection_rate_limit
+    kRateTotal,          // refused: connection_rate_limit_total
+    kSocketCap,          // shed: the process's socket cap
+    kSocketsPerAddress,  // shed: twice max_connections_per_ip
+    kOutOfDescriptors,   // shed: accept() hit the descriptor limit (NoteOutOfDescriptors)
+    kCount
+  };
+  static const char* Label(Reason reason);
+  // How many times, since start.
+  uint64_t count(Reason reason) const { return counts_[static_cast<size_t>(reason)]; }
+  void NoteOutOfDescriptors() { ++counts_[static_cast<size_t>(Reason::kOutOfDescriptors)]; }
 
   // A counted socket's address, stable while the socket is counted (the map
   // is node-based): what the caller keeps beside the socket.
@@ -81,7 +99,13 @@ class Admission {
   };
   void Uncount(Key key);
 
+  const char* Count(Reason reason, const char* why) {
+    ++counts_[static_cast<size_t>(reason)];
+    return why;
+  }
+
   Options options_;
+  std::array<uint64_t, static_cast<size_t>(Reason::kCount)> counts_{};
   absl::node_hash_map<std::string, uint32_t> per_ip_;
   size_t open_sockets_ = 0;
   absl::flat_hash_map<std::string, Bucket> rate_by_ip_;

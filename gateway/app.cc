@@ -163,11 +163,14 @@ absl::Status GatewayApp::Build() {
             return "the event loop did not answer within 5 s";
           }
           return "";
-        });
+        },
+        &metrics_);
     if (!op_or.ok()) return absl::UnavailableError(absl::StrCat("gateway.operator_listen: ", op_or.status().message()));
     operator_http_ = *std::move(op_or);
   }
   bus_handler_ = std::make_unique<BusHandler>(bus_.get(), server_.get(), hub_.get(), &answer_keys_);
+  bus_handler_->EnableMetrics(&metrics_);
+  metrics_.AddCollector([this](std::vector<prometheus::MetricFamily>* out) { CollectFromLoop(out); });
   // Every control replica waits for this gateway's answers while it hears
   // this, attached to that replica or not.
   presence_ = std::make_unique<PresenceAnnouncer>(bus_.get(), PresenceSubject(config.cluster()), gateway_id_,
@@ -200,6 +203,138 @@ DrainReport GatewayApp::Drain(Clock& clock) {
   spdlog::info("gateway drained ({} connections left), exiting",
                report.left.has_value() ? std::to_string(*report.left) : std::string("an unknown number of"));
   return report;
+}
+
+void GatewayApp::CollectFromLoop(std::vector<prometheus::MetricFamily>* out) {
+  using prometheus::MetricType;
+  struct Snapshot {
+    WsServer::Counters counters;
+    std::array<uint64_t, static_cast<size_t>(Admission::Reason::kCount)> refused{};
+    size_t open_sockets = 0, max_sockets = 0, connections = 0;
+    HubStats stats;
+    uint64_t tls_reloads = 0, tls_reload_failures = 0;
+  };
+  WsServer* srv = server_.get();
+  Hub* hub = hub_.get();
+  Snapshot s;
+  const bool answered = RunOnLoop(
+      srv,
+      [srv, hub] {
+        Snapshot snap;
+        snap.counters = srv->counters();
+        for (size_t i = 0; i < snap.refused.size(); ++i) {
+          snap.refused[i] = srv->admission().count(static_cast<Admission::Reason>(i));
+        }
+        snap.open_sockets = srv->admission().open_sockets();
+        snap.max_sockets = srv->admission().max_sockets();
+        snap.connections = hub->connection_count();
+        snap.stats = hub->stats();
+        snap.tls_reloads = srv->tls_reloads();
+        snap.tls_reload_failures = srv->tls_reload_failures();
+        return snap;
+      },
+      absl::Seconds(2), &s);
+  auto add = [out](FamilyBuilder&& b) { out->push_back(std::move(b).Build()); };
+  add(std::move(FamilyBuilder("switchboard_gateway_build_info", "The gateway's version (always 1)", MetricType::Gauge)
+                    .Add(1, {{"version", options_.version}})));
+  add(std::move(FamilyBuilder("switchboard_gateway_loop_responsive",
+                              "1 when the event loop answered this scrape within 2 s (0: the loop's figures are "
+                              "missing from this scrape)",
+                              MetricType::Gauge)
+                    .Add(answered ? 1 : 0)));
+  // Off the loop: the session index, the links and the bus are thread-safe.
+  FamilyBuilder sessions("switchboard_gateway_sessions", "Sessions open, by app, transport and protocol",
+                         MetricType::Gauge);
+  for (const auto& k : hub->SessionKinds()) {
+    sessions.Add(k.sessions, {{"app", k.app_id}, {"transport", k.transport}, {"protocol", k.protocol}});
+  }
+  add(std::move(sessions));
+  add(std::move(FamilyBuilder("switchboard_gateway_sessions_max",
+                              "gateway.max_sessions as this process uses it (fitted under its descriptors)",
+                              MetricType::Gauge)
+                    .Add(config_.gateway().max_sessions())));
+  const ControlLinkSet::Counts links = links_->counts();
+  add(std::move(FamilyBuilder("switchboard_gateway_control_replicas", "Control replicas this gateway resolves",
+                              MetricType::Gauge)
+                    .Add(static_cast<double>(links.replicas))));
+  add(std::move(FamilyBuilder("switchboard_gateway_control_replicas_attached",
+                              "Control replicas this gateway is attached to now", MetricType::Gauge)
+                    .Add(static_cast<double>(links.attached))));
+  add(std::move(FamilyBuilder("switchboard_gateway_control_attaches_total",
+                              "Attaches to control replicas since start (the first ones and every re-attach)",
+                              MetricType::Counter)
+                    .Add(static_cast<double>(links.attaches))));
+  add(std::move(FamilyBuilder("switchboard_gateway_nats_connected", "1 while connected to NATS", MetricType::Gauge)
+                    .Add(bus_->Connected() ? 1 : 0)));
+  add(std::move(FamilyBuilder("switchboard_gateway_draining", "1 once the gateway drains", MetricType::Gauge)
+                    .Add(server_->draining() ? 1 : 0)));
+  add(std::move(FamilyBuilder("switchboard_gateway_loop_posts_dropped_total",
+                              "Work for the event loop dropped because its queue was full", MetricType::Counter)
+                    .Add(static_cast<double>(server_->posts_dropped()))));
+  if (!answered) return;
+  const WsServer::Counters& c = s.counters;
+  add(std::move(FamilyBuilder("switchboard_gateway_connections",
+                              "Client connections open (WebSocket and uni_http_stream, with or without a session)",
+                              MetricType::Gauge)
+                    .Add(static_cast<double>(s.connections))));
+  add(std::move(FamilyBuilder("switchboard_gateway_sockets_open",
+                              "Sockets open on the clients' port, upgraded or not", MetricType::Gauge)
+                    .Add(static_cast<double>(s.open_sockets))));
+  add(std::move(FamilyBuilder("switchboard_gateway_sockets_max",
+                              "Sockets this process accepts at most (beyond, new ones are closed at once)",
+                              MetricType::Gauge)
+                    .Add(static_cast<double>(s.max_sockets))));
+  add(std::move(FamilyBuilder("switchboard_gateway_connects_total", "Sessions started (a connect that succeeded)",
+                              MetricType::Counter)
+                    .Add(static_cast<double>(s.stats.connects_ok))));
+  FamilyBuilder refused("switchboard_gateway_connects_refused_total",
+                        "Connections refused (HTTP 503 before the upgrade, a socket closed as accepted, or a "
+                        "connect with a bad or expired token), by reason",
+                        MetricType::Counter);
+  for (size_t i = 0; i < s.refused.size(); ++i) {
+    refused.Add(static_cast<double>(s.refused[i]), {{"reason", Admission::Label(static_cast<Admission::Reason>(i))}});
+  }
+  refused.Add(static_cast<double>(s.stats.bad_tokens), {{"reason", "bad_token"}});
+  add(std::move(refused));
+  FamilyBuilder closes("switchboard_gateway_closes_total",
+                       "Connections the gateway closed, by the close code it sent (its own list: deploy/README.md)",
+                       MetricType::Counter);
+  std::vector<std::pair<int, uint64_t>> codes(c.closes_by_code.begin(), c.closes_by_code.end());
+  std::sort(codes.begin(), codes.end());
+  for (const auto& [code, n] : codes) closes.Add(static_cast<double>(n), {{"code", std::to_string(code)}});
+  add(std::move(closes));
+  add(std::move(FamilyBuilder("switchboard_gateway_client_closes_total",
+                              "Close handshakes clients started", MetricType::Counter)
+                    .Add(static_cast<double>(c.client_closes))));
+  add(std::move(FamilyBuilder("switchboard_gateway_slow_consumer_closes_total",
+                              "Connections closed because their outbox was full (3008, slow)", MetricType::Counter)
+                    .Add(static_cast<double>(c.outbox_full_closes))));
+  add(std::move(FamilyBuilder("switchboard_gateway_messages_received_total", "Whole messages received from clients",
+                              MetricType::Counter)
+                    .Add(static_cast<double>(c.messages_in))));
+  add(std::move(FamilyBuilder("switchboard_gateway_received_bytes_total",
+                              "Payload bytes received from clients", MetricType::Counter)
+                    .Add(static_cast<double>(c.bytes_in))));
+  add(std::move(FamilyBuilder("switchboard_gateway_messages_sent_total",
+                              "Messages (uni_http_stream lines) handed to clients", MetricType::Counter)
+                    .Add(static_cast<double>(c.messages_out))));
+  add(std::move(FamilyBuilder("switchboard_gateway_sent_bytes_total", "Payload bytes handed to clients",
+                              MetricType::Counter)
+                    .Add(static_cast<double>(c.bytes_out))));
+  add(std::move(FamilyBuilder("switchboard_gateway_bad_frames_total",
+                              "Client frames the protocol could not use (unparseable, unknown command)",
+                              MetricType::Counter)
+                    .Add(static_cast<double>(s.stats.bad_frames))));
+  add(std::move(FamilyBuilder("switchboard_gateway_tls_reloads_total",
+                              "Client certificate files looked at after a change, by result", MetricType::Counter)
+                    .Add(static_cast<double>(s.tls_reloads), {{"result", "loaded"}})
+                    .Add(static_cast<double>(s.tls_reload_failures), {{"result", "refused"}})));
+  add(std::move(FamilyBuilder("switchboard_gateway_loop_lag_seconds",
+                              "How late the event loop ran its timer tick", MetricType::Histogram)
+                    .AddHistogram(std::vector<double>(WsServer::Counters::Histogram::kBounds.begin(),
+                                                      WsServer::Counters::Histogram::kBounds.end()),
+                                  std::vector<uint64_t>(c.loop_lag.counts.begin(), c.loop_lag.counts.end()),
+                                  c.loop_lag.sum)));
 }
 
 void GatewayApp::BeginDrain() { server_->BeginDrain(); }

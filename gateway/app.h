@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/health_http.h"
+#include "common/metrics.h"
 #include "common/nats_client_impl.h"
 #include "gateway/answer_keys.h"
 #include "gateway/bus_handler.h"
@@ -71,8 +72,13 @@ class GatewayApp final : public DrainTarget {
   GatewayApp(v1::Config config, const Options& options);
   absl::Status Build();
 
+  // The /metrics of the operator listener; loop-owned counts are copied
+  // on the loop at each scrape (CollectFromLoop).
+  void CollectFromLoop(std::vector<prometheus::MetricFamily>* out);
+
   v1::Config config_;
   Options options_;
+  Metrics metrics_;
   std::string gateway_id_;
   std::atomic<bool> draining_{false};
   std::unique_ptr<WsServer> server_;

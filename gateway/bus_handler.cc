@@ -1,5 +1,9 @@
 #include "gateway/bus_handler.h"
 
+#include "common/metrics.h"
+#include "prometheus/counter.h"
+#include "prometheus/histogram.h"
+
 #include <memory>
 
 #include "common/answer_mac.h"
@@ -49,27 +53,77 @@ absl::Status BusHandler::Start(const std::string& cluster) {
 
 void BusHandler::OnMessage(const std::string& reply_to, const std::string& data) {
   auto request = std::make_shared<v1::BusRequest>();
+  const absl::Time received = absl::Now();
   if (reply_to.empty() || !request->ParseFromString(data)) {
+    if (malformed_metric_ != nullptr) malformed_metric_->Increment();
     if (malformed_.fetch_add(1) == 0) spdlog::warn("bus: dropping malformed request");
     return;
   }
+  const Op op = OpOf(*request);
   spdlog::debug("bus: request {} -> {}", request->request_id(), reply_to);
   if (Hub::IsQuery(*request)) {
     // Reads only: answered here, on the bus thread, and sent from it (no
     // loop wake-up, no sender-thread hand-off: two thread hops fewer).
     Send(reply_to, hub_->AnswerQuery(*request), /*now=*/true);
+    Handled(op, received);
     return;
   }
   if (!FirstTime(request->request_id())) {
+    if (repeated_ != nullptr) repeated_->Increment();
     spdlog::debug("bus: {} heard again; already done", request->request_id());
     return;
   }
   // If the loop's queue is full the request is dropped: control names this
   // gateway as missing, which is the truth.
-  (void)loop_->Post([this, request, reply_to] {
+  (void)loop_->Post([this, request, reply_to, op, received] {
     spdlog::debug("bus: handling {}", request->request_id());
     Send(reply_to, hub_->HandleBusRequest(*request), /*now=*/false);
+    Handled(op, received);
   });
+}
+
+BusHandler::Op BusHandler::OpOf(const v1::BusRequest& request) {
+  switch (request.op_case()) {
+    case v1::BusRequest::kUserQuery: return kUserQuery;
+    case v1::BusRequest::kTerminate: return kTerminate;
+    case v1::BusRequest::kDisconnect: return kDisconnect;
+    default: return kOther;
+  }
+}
+
+void BusHandler::EnableMetrics(Metrics* metrics) {
+  auto& requests = prometheus::BuildCounter()
+                       .Name("switchboard_gateway_bus_requests_total")
+                       .Help("Requests from control heard on the bus, by operation (answered or queued for the loop)")
+                       .Register(metrics->registry());
+  auto& seconds = prometheus::BuildHistogram()
+                      .Name("switchboard_gateway_bus_request_duration_seconds")
+                      .Help("From a bus request's arrival to its answer handed to NATS, by operation")
+                      .Register(metrics->registry());
+  static const char* kNames[kOps] = {"user_query", "terminate", "disconnect", "other"};
+  const prometheus::Histogram::BucketBoundaries bounds{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                                       0.01,   0.025,   0.05,   0.1,   0.25,   1};
+  for (int i = 0; i < kOps; ++i) {
+    op_metrics_[i].requests = &requests.Add({{"op", kNames[i]}});
+    op_metrics_[i].seconds = &seconds.Add({{"op", kNames[i]}}, bounds);
+  }
+  repeated_ = &prometheus::BuildCounter()
+                   .Name("switchboard_gateway_bus_requests_repeated_total")
+                   .Help("Commands heard again (control re-asked) and not run twice")
+                   .Register(metrics->registry())
+                   .Add({});
+  malformed_metric_ = &prometheus::BuildCounter()
+                           .Name("switchboard_gateway_bus_requests_malformed_total")
+                           .Help("Bus messages dropped as unreadable or without a reply subject")
+                           .Register(metrics->registry())
+                           .Add({});
+}
+
+void BusHandler::Handled(Op op, absl::Time received) {
+  const OpMetrics& m = op_metrics_[op];
+  if (m.requests == nullptr) return;
+  m.requests->Increment();
+  m.seconds->Observe(absl::ToDoubleSeconds(absl::Now() - received));
 }
 
 bool BusHandler::FirstTime(const std::string& request_id) {

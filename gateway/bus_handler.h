@@ -1,5 +1,7 @@
 #pragma once
 
+#include <array>
+
 #include <atomic>
 #include <deque>
 #include <string>
@@ -12,6 +14,15 @@
 #include "common/nats_client.h"
 #include "gateway/answer_keys.h"
 #include "gateway/hub.h"
+
+namespace prometheus {
+class Counter;
+class Histogram;
+}  // namespace prometheus
+
+namespace switchboard {
+class Metrics;
+}  // namespace switchboard
 
 namespace switchboard::gateway {
 
@@ -31,6 +42,9 @@ class BusHandler {
       : bus_(bus), loop_(loop), hub_(hub), keys_(keys) {}
   absl::Status Start(const std::string& cluster);
   uint64_t malformed() const { return malformed_.load(); }
+  // Counts requests by operation and times them (received to answered) in
+  // `metrics`, which outlives the handler. Before Start().
+  void EnableMetrics(Metrics* metrics);
 
  private:
   void OnMessage(const std::string& reply_to, const std::string& data);
@@ -43,6 +57,18 @@ class BusHandler {
   Hub* hub_;
   const AnswerKeys* keys_;
   std::atomic<uint64_t> malformed_{0};
+  // Per BusRequest operation (its oneof case, or kOther): prometheus-cpp's
+  // counters and histograms are safe from any thread.
+  enum Op { kUserQuery, kTerminate, kDisconnect, kOther, kOps };
+  static Op OpOf(const v1::BusRequest& request);
+  struct OpMetrics {
+    prometheus::Counter* requests = nullptr;
+    prometheus::Histogram* seconds = nullptr;
+  };
+  std::array<OpMetrics, kOps> op_metrics_{};
+  prometheus::Counter* repeated_ = nullptr;
+  prometheus::Counter* malformed_metric_ = nullptr;
+  void Handled(Op op, absl::Time received);
   // Commands run once: control asks again a gateway that came back on the
   // bus, and this one may have heard the first time. The last kRecent IDs.
   static constexpr size_t kRecent = 4096;

@@ -153,6 +153,7 @@ void ControlLink::AttachOnce() {
   }
   if (ok) {
     attached_ = true;
+    attaches_.fetch_add(1, std::memory_order_relaxed);
     if (const int failed = failed_attempts_.exchange(0); failed > 0) {
       spdlog::info("control {}: attached after {} failed attempts, {} sessions in snapshot", address_, failed,
                    snapshot_size);

@@ -48,6 +48,8 @@ class ControlLink final : public SessionObserver {
   // Ends the stream (the control service drops this gateway) and joins.
   void Stop();
   bool attached() const { return attached_.load(); }
+  // Times this link got attached (the first time and every re-attach).
+  uint64_t attaches() const { return attaches_.load(std::memory_order_relaxed); }
   // Attempts in a row that did not get attached (for tests).
   int failed_attempts() const { return failed_attempts_.load(); }
 
@@ -73,6 +75,7 @@ class ControlLink final : public SessionObserver {
   SnapshotFn snapshot_;
   const Options options_;
   std::atomic<bool> attached_{false};
+  std::atomic<uint64_t> attaches_{0};
   std::atomic<int> failed_attempts_{0};  // written by Run's thread only
   // Run's thread only: what was last logged about failed attempts.
   std::string last_failure_logged_;

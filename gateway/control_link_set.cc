@@ -57,6 +57,7 @@ void ControlLinkSet::Refresh() {
     for (auto it = links_.begin(); it != links_.end();) {
       // A lookup that failed says nothing about its replicas: only drop on success.
       if (!failed && want.count(it->first) == 0) {
+        attaches_of_gone_ += it->second->attaches();
         gone.push_back(it->second);
         it = links_.erase(it);
       } else {
@@ -104,6 +105,18 @@ void ControlLinkSet::OnSessionOpened(const v1::SessionRecord& record) {
 
 void ControlLinkSet::OnSessionClosed(const std::string& client_id) {
   for (const auto& link : *Links()) link->OnSessionClosed(client_id);
+}
+
+ControlLinkSet::Counts ControlLinkSet::counts() const {
+  absl::MutexLock lock(&mu_);
+  Counts c;
+  c.replicas = links_.size();
+  c.attaches = attaches_of_gone_;
+  for (const auto& [address, link] : links_) {
+    c.attached += link->attached() ? 1 : 0;
+    c.attaches += link->attaches();
+  }
+  return c;
 }
 
 std::string ControlLinkSet::NoneAttached() const {

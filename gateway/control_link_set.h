@@ -39,6 +39,14 @@ class ControlLinkSet final : public SessionObserver {
   std::vector<std::string> Addresses() const;
   // "" when attached to at least one replica; otherwise why not. Any thread.
   std::string NoneAttached() const;
+  // For the metrics: replicas known, attached now, and attaches since start
+  // (links to replicas gone included).
+  struct Counts {
+    size_t replicas = 0;
+    size_t attached = 0;
+    uint64_t attaches = 0;
+  };
+  Counts counts() const;
 
   void OnSessionOpened(const v1::SessionRecord& record) override;
   void OnSessionClosed(const std::string& client_id) override;
@@ -59,6 +67,7 @@ class ControlLinkSet final : public SessionObserver {
   std::thread thread_;
   mutable absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<ControlLink>> links_ ABSL_GUARDED_BY(mu_);
+  uint64_t attaches_of_gone_ ABSL_GUARDED_BY(mu_) = 0;
   std::shared_ptr<const LinkList> published_ ABSL_GUARDED_BY(mu_) = std::make_shared<LinkList>();
 };
 

@@ -92,6 +92,8 @@ class Hub {
   uint32_t sessions_now() const { return sessions_now_.load(std::memory_order_relaxed); }
   uint32_t connections_now() const { return connections_now_.load(std::memory_order_relaxed); }
   const HubStats& stats() const { return stats_; }
+  // Sessions by app, transport and protocol. Any thread.
+  std::vector<SessionIndex::KindCount> SessionKinds() const { return index_.CountsByKind(); }
 
  private:
   enum class State : uint8_t { kAwaitingConnect, kOpen, kClosing };

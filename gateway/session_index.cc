@@ -48,6 +48,7 @@ const std::string* SessionIndex::Add(const v1::SessionRecord& record, ConnId con
   }
   ++pit->second;
   s.profile = &pit->first;
+  ++kinds_[Kind{s.app_id, s.profile->transport, s.profile->protocol}];
   s.user_id = record.user_id();
   if (!record.meta_json().empty()) s.meta_json = std::make_unique<std::string>(record.meta_json());
   s.user_id.shrink_to_fit();
@@ -56,6 +57,10 @@ const std::string* SessionIndex::Add(const v1::SessionRecord& record, ConnId con
 }
 
 void SessionIndex::Release(const Session& s) {
+  if (auto kit = kinds_.find(Kind{s.app_id, s.profile->transport, s.profile->protocol});
+      kit != kinds_.end() && --kit->second == 0) {
+    kinds_.erase(kit);
+  }
   pool_.Put(s.app_id);
   pool_.Put(s.remote_addr);
   auto it = profiles_.find(*s.profile);
@@ -64,6 +69,16 @@ void SessionIndex::Release(const Session& s) {
     profiles_.erase(it);
     for (const std::string* str : {p.app_name, p.app_version, p.transport, p.protocol, p.gateway_id}) pool_.Put(str);
   }
+}
+
+std::vector<SessionIndex::KindCount> SessionIndex::CountsByKind() const {
+  absl::ReaderMutexLock lock(&mu_);
+  std::vector<KindCount> out;
+  out.reserve(kinds_.size());
+  for (const auto& [kind, n] : kinds_) {
+    out.push_back(KindCount{*std::get<0>(kind), *std::get<1>(kind), *std::get<2>(kind), n});
+  }
+  return out;
 }
 
 bool SessionIndex::Remove(const std::string& client_id) {

@@ -4,6 +4,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <tuple>
 #include "absl/strings/string_view.h"
 #include <utility>
 #include <vector>
@@ -73,6 +74,13 @@ class SessionIndex {
     absl::ReaderMutexLock lock(&mu_);
     return profiles_.size();
   }
+  // Sessions by app, transport and protocol (the metrics' labels: app IDs
+  // from the config, transports and protocols from the code). Any thread.
+  struct KindCount {
+    std::string app_id, transport, protocol;
+    uint32_t sessions = 0;
+  };
+  std::vector<KindCount> CountsByKind() const;
 
  private:
   // What thousands of sessions have in common (client name and version,
@@ -116,6 +124,10 @@ class SessionIndex {
   mutable absl::Mutex mu_;
   InternPool pool_ ABSL_GUARDED_BY(mu_);
   absl::node_hash_map<Profile, uint32_t> profiles_ ABSL_GUARDED_BY(mu_);  // node: sessions point at the keys
+  // (app ID, transport, protocol), interned (held by the sessions and their
+  // profiles while counted): a handful of entries.
+  using Kind = std::tuple<const std::string*, const std::string*, const std::string*>;
+  absl::flat_hash_map<Kind, uint32_t> kinds_ ABSL_GUARDED_BY(mu_);
   // Node map: by_user_ points at the client ID keys.
   absl::node_hash_map<std::string, Session> by_client_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<UserKey, absl::InlinedVector<const std::string*, 1>> by_user_ ABSL_GUARDED_BY(mu_);

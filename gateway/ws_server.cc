@@ -268,7 +268,10 @@ void WsServer::Accept() {
         if (reserve_fd_ >= 0) {
           close(reserve_fd_);
           fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-          if (fd >= 0) Shed(fd, "out of descriptors");
+          if (fd >= 0) {
+            admission_.NoteOutOfDescriptors();
+            Shed(fd, "out of descriptors");
+          }
           reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
           if (fd >= 0) continue;
         }
@@ -471,9 +474,12 @@ bool WsServer::Send(ConnId id, std::string frame, bool binary) {
   Peer& peer = it->second;
   if (peer.outbox.size() >= options_.outbox_limit) {
     spdlog::warn("conn {}: outbox full ({} frames), closing as slow", id, peer.outbox.size());
+    ++counters_.outbox_full_closes;
     Close(id, close_code::kSlow, "slow");
     return false;
   }
+  ++counters_.messages_out;
+  counters_.bytes_out += frame.size();
   std::string buf;
   buf.reserve(LWS_PRE + frame.size() + 16);
   buf.assign(LWS_PRE, '\0');
@@ -518,6 +524,7 @@ void WsServer::Close(ConnId id, int code, const std::string& reason) {
   }
   it->second.closing = true;
   it->second.close_code = static_cast<uint16_t>(code);  // close codes are below 5000
+  ++counters_.closes_by_code[code];  // the server's own codes: a short list
   it->second.close_reason = std::make_unique<std::string>(TruncateUtf8(reason, kMaxCloseReasonBytes));
   Peer& peer = it->second;
   ArmAt(id, absl::Now() + kClosingDeadline);  // replaces the hub's deadline: it has no more use for it
@@ -625,6 +632,7 @@ void WsServer::CheckTlsFiles(absl::Time now) {
 
 void WsServer::Tick() {
   if (shut_down_) return;
+  counters_.loop_lag.Observe(absl::ToDoubleSeconds(std::max(absl::ZeroDuration(), absl::Now() - tick_at_)));
   if (tls_ctx_ != nullptr && options_.tls_reload_check > absl::ZeroDuration()) {
     const absl::Time now = absl::Now();
     if (now >= next_tls_check_) CheckTlsFiles(now);
@@ -884,6 +892,8 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
       if (it == peers_.end() || it->second.closing) return 0;
       Peer& peer = it->second;
       const bool final = lws_is_final_fragment(wsi);
+      counters_.bytes_in += len;
+      if (final) ++counters_.messages_in;
       if (final && !peer.rx_oversized && peer.rx.size() == 0) {
         // The whole message in one piece (pongs, most commands): no copy.
         if (len > options_.max_message_bytes) {
@@ -915,6 +925,10 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
 
     case LWS_CALLBACK_SERVER_WRITEABLE:
       return OnWritable(wsi, ConnIdOf(wsi));
+
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+      ++counters_.client_closes;
+      return 0;
 
     case LWS_CALLBACK_TIMER:
       return 0;  // connection deadlines live on the wheel (Tick)

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <functional>
 #include <memory>
@@ -109,6 +110,33 @@ class WsServer final : public Transport, public Dispatcher {
   // Any thread.
   bool draining() const { return draining_.load(); }
 
+  // What the loop counts for the metrics (plain integers: the hot path pays
+  // an increment). Loop thread; a scrape copies them there.
+  struct Counters {
+    uint64_t messages_in = 0;  // whole messages from clients
+    uint64_t bytes_in = 0;     // their payload bytes
+    uint64_t messages_out = 0;  // messages (stream lines) handed to clients
+    uint64_t bytes_out = 0;
+    uint64_t client_closes = 0;  // close handshakes the client started
+    uint64_t outbox_full_closes = 0;  // slow consumers: closed with 3008
+    // Closes the server started, by the code it sent (its own short list).
+    absl::flat_hash_map<int, uint64_t> closes_by_code;
+    // How late the loop ran its timer tick (the loop's lag), in seconds.
+    struct Histogram {
+      static constexpr std::array<double, 10> kBounds{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1};
+      std::array<uint64_t, kBounds.size() + 1> counts{};  // the last: above every bound
+      double sum = 0;
+      void Observe(double v) {
+        size_t i = 0;
+        while (i < kBounds.size() && v > kBounds[i]) ++i;
+        ++counts[i];
+        sum += v;
+      }
+    } loop_lag;
+  };
+  const Counters& counters() const { return counters_; }
+  const Admission& admission() const { return admission_; }
+
  private:
   struct Peer {
     lws* wsi = nullptr;
@@ -213,6 +241,7 @@ class WsServer final : public Transport, public Dispatcher {
   // Who gets in (gateway/admission.h): open sockets by client address, from
   // accept to close; peers and not-yet-upgraded sockets keep their key.
   Admission admission_;
+  Counters counters_;
   CidrSet trusted_;
   // The vhost's OpenSSL SSL_CTX (lws hands it over while creating the
   // vhost), the certificate files' last seen state, the next look.

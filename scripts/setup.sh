@@ -13,6 +13,8 @@ PKGS=(
   python3 python3-grpcio python3-protobuf python3-jwt python3-yaml
   golang-go golang-github-grpc-ecosystem-grpc-gateway-dev
   libc-ares-dev dnsmasq-base iptables chromium haproxy
+  prometheus-cpp-dev prometheus
+  golang-github-prometheus-client-golang-dev golang-github-grpc-ecosystem-go-grpc-prometheus-dev
   nodejs npm
 )
 

@@ -2,10 +2,11 @@
 # Builds switchboard-http offline in GOPATH mode from Debian's Go packages
 # (golang-go, golang-github-grpc-ecosystem-grpc-gateway-dev and its
 # dependencies under /usr/share/gocode).
-#   build.sh SOURCE_DIR OUT_DIR
+#   build.sh SOURCE_DIR OUT_DIR [VERSION]
 set -euo pipefail
 src=$(cd "$1" && pwd)
 out=$(mkdir -p "$2" && cd "$2" && pwd)
+version=${3:-dev}
 gocode=/usr/share/gocode
 googleapis=$gocode/src/github.com/grpc-ecosystem/grpc-gateway/third_party/googleapis
 
@@ -27,4 +28,4 @@ PATH=$out/bin:$PATH protoc -I "$src/proto" -I "$googleapis" \
   --go_out=plugins=grpc,"$wkt":"$gen" \
   --grpc-gateway_out=logtostderr=true:"$gen" \
   switchboard/v1/control.proto
-go build -o "$out/switchboard-http" "$src/deploy/http-proxy/main.go" "$src/deploy/http-proxy/centrifugo_api.go" "$src/deploy/http-proxy/replicas.go"
+go build -ldflags "-X main.version=$version" -o "$out/switchboard-http" "$src/deploy/http-proxy/main.go" "$src/deploy/http-proxy/centrifugo_api.go" "$src/deploy/http-proxy/replicas.go" "$src/deploy/http-proxy/metrics.go"

@@ -30,6 +30,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	grpc_prometheus "github.com/grpc-ecosystem/go-grpc-prometheus"
 	"github.com/grpc-ecosystem/grpc-gateway/runtime"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -237,6 +238,8 @@ func main() {
 		"every 2 s, so that a replica down or restarting fails no request")
 	shutdownDelay := flag.Duration("shutdown_delay", 0, "on SIGTERM, keep serving this long with /readyz "+
 		"answering 503 before closing (time for load balancers to take this pod out), e.g. 3s; at most 60s")
+	operatorListen := flag.String("operator_listen", "", "host:port for the operator's endpoints: /metrics "+
+		"(Prometheus), /livez, /readyz; never exposed with the API (port 0: the OS chooses)")
 	dev := flag.Bool("dev", false, "dev mode: accept the placeholder token published with Switchboard "+
 		"(scripts/run.sh); also SWITCHBOARD_DEV=1. Never in production")
 	flag.Parse()
@@ -271,7 +274,8 @@ func main() {
 	// Control's answers for a user with many fat sessions run past gRPC's
 	// default 4 MiB: read them (callers who want less ask with page_size).
 	recv := grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxAnswer))
-	retry := grpc.WithUnaryInterceptor(retryUnstarted)
+	// Retries inside the metrics' view: each attempt is counted as control saw it.
+	retry := grpc.WithChainUnaryInterceptor(retryUnstarted, grpc_prometheus.UnaryClientInterceptor)
 	opts := []grpc.DialOption{grpc.WithInsecure(), recv, retry}
 	if *controlCA != "" {
 		creds, err := credentials.NewClientTLSFromFile(*controlCA, "")
@@ -311,7 +315,7 @@ func main() {
 	root := http.NewServeMux()
 	root.HandleFunc("/livez", live)
 	root.HandleFunc("/healthz", live)
-	root.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+	ready := func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
 		if atomic.LoadInt32(&stopping) != 0 {
@@ -332,7 +336,8 @@ func main() {
 		default:
 			_, _ = w.Write([]byte("ready\n"))
 		}
-	})
+	}
+	root.HandleFunc("/readyz", ready)
 	api := withBodyMd5(mux)
 	root.Handle("/", api)
 	// Centrifugo's API forms: /api (method/params), /api/batch, /api/<method>.
@@ -345,9 +350,32 @@ func main() {
 		fmt.Fprintf(os.Stderr, "switchboard-http: cannot listen on %s: %v\n", *listen, err)
 		os.Exit(2)
 	}
-	srv := &http.Server{Handler: root, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+	srv := &http.Server{Handler: instrument(root), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		WriteTimeout: 30 * time.Second, MaxHeaderBytes: 64 << 10}
-	fmt.Printf("READY port=%d control=%s\n", ln.Addr().(*net.TCPAddr).Port, *control)
+	// The operator's listener: metrics and probes, apart from the API.
+	var opSrv *http.Server
+	opPort := 0
+	if *operatorListen != "" {
+		opLn, err := net.Listen("tcp", *operatorListen)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "switchboard-http: cannot listen on --operator_listen %s: %v\n", *operatorListen, err)
+			os.Exit(2)
+		}
+		op := http.NewServeMux()
+		op.Handle("/metrics", metricsHandler())
+		op.HandleFunc("/livez", live)
+		op.HandleFunc("/healthz", live)
+		op.HandleFunc("/readyz", ready)
+		opSrv = &http.Server{Handler: op, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+			WriteTimeout: 30 * time.Second, MaxHeaderBytes: 64 << 10}
+		opPort = opLn.Addr().(*net.TCPAddr).Port
+		go func() {
+			if err := opSrv.Serve(opLn); err != nil && err != http.ErrServerClosed {
+				log.Fatalf("switchboard-http: operator listener: %v", err)
+			}
+		}()
+	}
+	fmt.Printf("READY port=%d control=%s operator_port=%d\n", ln.Addr().(*net.TCPAddr).Port, *control, opPort)
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
@@ -358,6 +386,9 @@ func main() {
 		shutdownCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
 		defer done()
 		_ = srv.Shutdown(shutdownCtx)
+		if opSrv != nil {
+			_ = opSrv.Shutdown(shutdownCtx)
+		}
 	}()
 	var serveErr error
 	if *tlsCert != "" {

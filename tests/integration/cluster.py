@@ -291,9 +291,12 @@ class Cluster:
             tls_args = ["--control_ca", self.tls["ca"], "--tls_cert", self.tls["cert"],
                         "--tls_key", self.tls["key"]] if self.tls else []
             self.http = self._start("http", [self.bin("deploy/http-proxy/switchboard-http"), "--listen",
-                                             "127.0.0.1:0", "--control", "127.0.0.1:%d" % self.control_port] + tls_args,
+                                             "127.0.0.1:0", "--control", "127.0.0.1:%d" % self.control_port,
+                                             "--operator_listen", "127.0.0.1:0"] + tls_args,
                                     env={"SWITCHBOARD_HTTP_PROXY_TOKEN": HTTP_PROXY_TOKEN})
-            self.http_port = int(self.http.wait_line(r"READY port=(\d+)").group(1))
+            m = self.http.wait_line(r"READY port=(\d+) control=\S+ operator_port=(\d+)")
+            self.http_port = int(m.group(1))
+            self.http_operator_port = int(m.group(2))  # /metrics, /livez, /readyz
         self.wait_ready()
 
     def add_control(self, host):

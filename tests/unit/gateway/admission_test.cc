@@ -149,5 +149,33 @@ TEST(Admission, RateBucketsStayBoundedUnderAnAddressSweep) {
   EXPECT_NE(a.Refusal("10.9.9.9", 0, t), nullptr);
 }
 
+TEST(Admission, CountsEachRefusalAndShedByItsReason) {
+  Admission::Options o = Caps(2, 3, 1);
+  o.rate_total = 100;
+  Admission a(o);
+  auto k = a.Accept("10.0.0.1", false);
+  a.Accept("10.0.0.1", false);
+  EXPECT_NE(a.Accept("10.0.0.1", false).shed, nullptr);  // twice the per-address cap
+  a.Accept("10.0.0.2", false);
+  EXPECT_NE(a.Accept("10.0.0.3", false).shed, nullptr);  // socket cap
+  EXPECT_NE(a.Refusal(*k.key, 0, kT0), nullptr);          // 2 sockets > 1 per address
+  EXPECT_NE(a.Refusal("10.0.0.2", 2, kT0), nullptr);      // full
+  a.StopAdmitting();
+  EXPECT_NE(a.Refusal("10.0.0.2", 0, kT0), nullptr);  // draining
+  a.NoteOutOfDescriptors();
+  using R = Admission::Reason;
+  EXPECT_EQ(a.count(R::kSocketsPerAddress), 1u);
+  EXPECT_EQ(a.count(R::kSocketCap), 1u);
+  EXPECT_EQ(a.count(R::kPerAddress), 1u);
+  EXPECT_EQ(a.count(R::kFull), 1u);
+  EXPECT_EQ(a.count(R::kDraining), 1u);
+  EXPECT_EQ(a.count(R::kOutOfDescriptors), 1u);
+  EXPECT_EQ(a.count(R::kRatePerAddress), 0u);
+  EXPECT_EQ(a.count(R::kRateTotal), 0u);
+  for (size_t i = 0; i < static_cast<size_t>(R::kCount); ++i) {
+    EXPECT_STRNE(Admission::Label(static_cast<R>(i)), "unknown") << i;
+  }
+}
+
 }  // namespace
 }  // namespace switchboard::gateway

@@ -1,5 +1,7 @@
 #include "gateway/session_index.h"
 
+#include <map>
+
 #include <algorithm>
 #include <atomic>
 #include <thread>
@@ -34,6 +36,36 @@ TEST(SessionIndex, FindsSessionsByAppAndUser) {
   EXPECT_EQ(index.ConnOf("b"), 2u);
   EXPECT_EQ(index.size(), 4u);
   EXPECT_EQ(index.user_count(), 3u);
+}
+
+TEST(SessionIndex, CountsSessionsByAppTransportAndProtocolAsTheyComeAndGo) {
+  SessionIndex index;
+  auto rec = [](const std::string& client, const std::string& app, const std::string& transport,
+                const std::string& protocol, const std::string& name) {
+    v1::SessionRecord r = Record(client, app, "u-" + client);
+    r.set_transport(transport);
+    r.set_protocol(protocol);
+    r.set_app_name(name);  // client-chosen: never part of the kind
+    return r;
+  };
+  ASSERT_TRUE(index.Add(rec("a", "demo", "websocket", "json", "x"), 1));
+  ASSERT_TRUE(index.Add(rec("b", "demo", "websocket", "json", "y"), 2));
+  ASSERT_TRUE(index.Add(rec("c", "demo", "websocket", "protobuf", "x"), 3));
+  ASSERT_TRUE(index.Add(rec("d", "other", "uni_http_stream", "json", "z"), 4));
+  auto counts = [&index] {
+    std::map<std::string, uint32_t> out;
+    for (const auto& k : index.CountsByKind()) out[k.app_id + "/" + k.transport + "/" + k.protocol] = k.sessions;
+    return out;
+  };
+  EXPECT_EQ(counts(), (std::map<std::string, uint32_t>{{"demo/websocket/json", 2},
+                                                       {"demo/websocket/protobuf", 1},
+                                                       {"other/uni_http_stream/json", 1}}));
+  EXPECT_TRUE(index.Remove("a"));
+  EXPECT_TRUE(index.Remove("d"));
+  EXPECT_EQ(counts(), (std::map<std::string, uint32_t>{{"demo/websocket/json", 1}, {"demo/websocket/protobuf", 1}}));
+  EXPECT_TRUE(index.Remove("b"));
+  EXPECT_TRUE(index.Remove("c"));
+  EXPECT_TRUE(index.CountsByKind().empty());
 }
 
 TEST(SessionIndex, RefusesDuplicateClientId) {
