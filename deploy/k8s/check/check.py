@@ -304,6 +304,32 @@ def policy_problems(objects, build_dir, production=True):
         if not admitted:
             p.append("control: no NetworkPolicy rule admits API clients (pods labelled "
                      "switchboard.io/api-client: \"true\" in any namespace)")
+    # Metrics (deploy/README.md, Metrics): Prometheus reaches each process's
+    # operator-side port (gateway and http: "operator", control: "health")
+    # through a NetworkPolicy rule for pods labelled switchboard.io/metrics-scraper.
+    for w in wls:
+        role = role_of(w)
+        port_name = {"gateway": "operator", "http": "operator", "control": "health"}.get(role)
+        if port_name is None:
+            continue
+        labels = w["spec"]["template"]["metadata"].get("labels") or {}
+        c0 = w["spec"]["template"]["spec"]["containers"][0]
+        port = next((cp["containerPort"] for cp in c0.get("ports") or [] if cp.get("name") == port_name), None)
+        scraped = False
+        for np in by_kind.get("NetworkPolicy", {}).values():
+            if port is None or not selects(np["spec"].get("podSelector", {}).get("matchLabels"), labels):
+                continue
+            for rule in np["spec"].get("ingress") or []:
+                ports = {x.get("port") for x in rule.get("ports") or []}
+                if rule.get("ports") and port not in ports and port_name not in ports:
+                    continue
+                for peer in rule.get("from") or []:
+                    if label_selects(peer.get("podSelector"), {"switchboard.io/metrics-scraper": "true"}) and \
+                            not label_selects(peer.get("podSelector"), {}):
+                        scraped = True
+        if not scraped:
+            p.append("%s: no NetworkPolicy lets Prometheus (switchboard.io/metrics-scraper) reach its %s port %s"
+                     % (name_of(w), port_name, port))
     # Surfaces (issue 22 point 4): what faces clients (a LoadBalancer or
     # NodePort Service, an Ingress) reaches only the clients' ports; the
     # server API only through an Ingress marked as the API's, with TLS and a
@@ -778,6 +804,9 @@ def self_test(objects, build_dir):
                                                   x["metadata"]["name"] == "switchboard-control")["spec"]["ingress"][0]
          .update({"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "switchboard-gateway"}}}]}),
          "admits API clients"),
+        ("metrics unreachable", lambda o: o.remove(next(x for x in o if x["kind"] == "NetworkPolicy" and
+                                                       x["metadata"]["name"] == "switchboard-metrics")),
+         "lets Prometheus"),
         ("operator port exposed", lambda o: next(x for x in o if x["kind"] == "Service" and
                                                  x["metadata"]["name"] == "switchboard-gateway")["spec"]["ports"]
          .append({"name": "operator", "port": 9001, "targetPort": "operator"}), "not a clients' port"),
