@@ -46,7 +46,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 K8S = os.path.dirname(HERE)
 # production-api-ingress: production with the optional component that
 # publishes the HTTP API through an Ingress of its own (made in the work tree).
-OVERLAYS = ["dev", "production", "production-api-ingress", "production-instances", "second-install"]
+OVERLAYS = ["dev", "production", "production-api-ingress", "production-instances", "second-install",
+            "production-monitoring"]
 # The labels every object carries (Kubernetes' recommended set).
 RECOMMENDED_LABELS = ["app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component",
                       "app.kubernetes.io/part-of", "app.kubernetes.io/version", "app.kubernetes.io/managed-by"]
@@ -76,7 +77,8 @@ def render(overlay, workdir):
     if not os.path.exists(tree):
         shutil.copytree(K8S, tree, ignore=shutil.ignore_patterns("node_modules", "check"))
         # Production with an optional component, as an operator would add it.
-        component = {"production-api-ingress": "api-ingress", "production-instances": "instance-selectors"}
+        component = {"production-api-ingress": "api-ingress", "production-instances": "instance-selectors",
+                     "production-monitoring": "monitoring"}
         if overlay in component:
             os.makedirs(os.path.join(tree, "overlays", overlay))
             with open(os.path.join(tree, "overlays", overlay, "kustomization.yaml"), "w") as f:
@@ -346,6 +348,11 @@ def policy_problems(objects, build_dir, production=True):
     for s in services.values():
         public = s["spec"].get("type") in ("LoadBalancer", "NodePort")
         gw_svc = any(role_of(w) == "gateway" for w in pods_matching(s["spec"].get("selector")))
+        # The metrics Service (components/monitoring) is Prometheus's way to
+        # the pods, never a client's: headless, internal, marked as such.
+        if not public and s["spec"].get("clusterIP") == "None" and \
+                (s["metadata"].get("labels") or {}).get("switchboard.io/metrics") == "true":
+            continue
         for port in s["spec"].get("ports", []):
             names = port_names(s, port)
             if (public or gw_svc) and not names <= CLIENT_PORTS:
@@ -439,6 +446,21 @@ def policy_problems(objects, build_dir, production=True):
         if not selects(w["spec"]["selector"].get("matchLabels"), w["spec"]["template"]["metadata"].get("labels") or {}):
             p.append("%s: its selector does not match its own pod template" % name_of(w))
     for hpa in by_kind.get("HorizontalPodAutoscaler", {}).values():
+        # Scaling on sessions (components/monitoring) keeps CPU beside it,
+        # and scales out before a pod turns unready for being full.
+        kinds = [m["type"] for m in hpa["spec"].get("metrics") or []]
+        sessions = [m for m in hpa["spec"].get("metrics") or [] if m["type"] == "Pods"
+                    and m["pods"]["metric"]["name"] == "switchboard_gateway_sessions"]
+        if sessions and "Resource" not in kinds:
+            p.append("%s: scales on sessions without CPU as a second metric" % name_of(hpa))
+        if sessions:
+            cm0 = generated(configmaps, "switchboard-config")
+            gw_cfg = yaml.safe_load(cm0["data"]["switchboard.yaml"])["gateway"] if cm0 else {}
+            full = gw_cfg.get("max_sessions", 18000) * gw_cfg.get("unready_at_percent", 95) / 100
+            target = float(sessions[0]["pods"]["target"]["averageValue"])
+            if target >= full:
+                p.append("%s: sessions target %d per pod is not below where a gateway turns unready (%d)"
+                         % (name_of(hpa), target, full))
         ref = hpa["spec"]["scaleTargetRef"]
         if ref["name"] not in by_kind.get(ref["kind"], {}):
             p.append("%s: scales %s/%s, which does not exist" % (name_of(hpa), ref["kind"], ref["name"]))

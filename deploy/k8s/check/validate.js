@@ -14,6 +14,9 @@ const schemas = path.join(path.dirname(require.resolve("kubernetes-models/packag
 // cert-manager's CRDs (the optional Certificate for the gateway's TLS).
 const certManagerSchemas = path.join(
   path.dirname(require.resolve("@kubernetes-models/cert-manager/package.json")), "_schemas");
+// prometheus-operator's CRDs (the optional ServiceMonitor and PrometheusRule).
+const prometheusOperatorSchemas = path.join(
+  path.dirname(require.resolve("@kubernetes-models/prometheus-operator/package.json")), "_schemas");
 
 function validatorFor(apiVersion, kind) {
   const [group, version] = apiVersion.includes("/") ? apiVersion.split("/") : ["core", apiVersion];
@@ -21,7 +24,8 @@ function validatorFor(apiVersion, kind) {
   const g = group.replace(/\.k8s\.io$/, "").split(".").map((s) => s[0].toUpperCase() + s.slice(1)).join("");
   const crd = group.split(/[.-]/).map((s) => s[0].toUpperCase() + s.slice(1)).join("");
   for (const file of [path.join(schemas, `IoK8sApi${g}${V}${kind}.js`),
-                      path.join(certManagerSchemas, `${crd}${V}${kind}.js`)]) {
+                      path.join(certManagerSchemas, `${crd}${V}${kind}.js`),
+                      path.join(prometheusOperatorSchemas, `${crd}${V}${kind}.js`)]) {
     if (fs.existsSync(file)) return require(file).validate;
   }
   return null;
