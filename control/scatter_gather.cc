@@ -311,6 +311,20 @@ void ScatterGather::EnableMetrics(Metrics* metrics) {
                  "fleet_unknown: this replica did not know the whole fleet yet)")
            .Register(r),
   });
+  // Every series a dashboard or an alert divides by exists from the start,
+  // at 0: a rate over a series that appears with its first event has no
+  // data until the next scrape.
+  for (const char* op : {"user_query", "terminate", "disconnect"}) {
+    for (const char* result : {"complete", "incomplete"}) metrics_->gathers->Add({{"op", op}, {"result", result}});
+    metrics_->asked->Add({{"op", op}});
+    metrics_->answered->Add({{"op", op}});
+    for (const char* why : {"timeout", "left_fleet", "error", "unauthenticated"}) {
+      metrics_->missing->Add({{"op", op}, {"reason", why}});
+    }
+    for (const char* why : {"gateways_missing", "fleet_unknown"}) {
+      metrics_->incomplete->Add({{"op", op}, {"reason", why}});
+    }
+  }
 }
 
 void ScatterGather::Record(const char* op, absl::Time started, const GatherResult& result, const Pending* p) {
