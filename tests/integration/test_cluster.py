@@ -482,8 +482,11 @@ class ControlShutdownTest(unittest.TestCase):
         # in flight are answered as they would have been (here: complete, once
         # the gateway thaws), not failed, so a rolling restart of control
         # fails no call; then it exits 0 (under ASan: no leak, no use after
-        # free).
-        c = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=1, http=False)
+        # free). The lease is long enough that the frozen gateway stays a
+        # member through all of it on a loaded machine (with the default
+        # 1.5 s, an ASan build under load saw it evicted, the calls then
+        # answered incomplete before the SIGTERM).
+        c = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=1, http=False, lease_ms=4000)
         ch = grpc.insecure_channel("127.0.0.1:%d" % c.control_port)
         gw, _ = c.gateways["gw-1"]
         try:
