@@ -203,6 +203,17 @@ absl::Status ValidateConfig(v1::Config& c, ConfigRole role) {
   if (ids.count(c.default_app()) == 0) return Bad("default_app", "names no app in apps");
   if (role == ConfigRole::kGateway) c.clear_api_keys();
   if (role != ConfigRole::kGateway && c.api_keys().empty()) return Bad("api_keys", "at least one API key is required");
+  if (role == ConfigRole::kGateway) c.clear_api_key_names();
+  if (c.api_key_names_size() > c.api_keys_size()) {
+    return Bad("api_key_names", "names more keys than api_keys has");
+  }
+  for (int i = 0; i < c.api_key_names_size(); ++i) {
+    const std::string& n = c.api_key_names(i);
+    if (n.empty() || n.size() > 64 ||
+        !std::all_of(n.begin(), n.end(), [](char ch) { return absl::ascii_isalnum(ch) || ch == '.' || ch == '_' || ch == '-'; })) {
+      return Bad(absl::StrCat("api_key_names[", i, "]"), "must be 1 to 64 letters, digits, '.', '_' or '-'");
+    }
+  }
   for (int i = 0; i < c.api_keys_size(); ++i) {
     if (c.api_keys(i).size() < 8) return Bad(absl::StrCat("api_keys[", i, "]"), "must be at least 8 characters");
   }

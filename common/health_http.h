@@ -15,6 +15,11 @@ namespace switchboard {
 
 class Metrics;
 
+// Routes libwebsockets' own log lines (errors; everything with SB_LWS_DEBUG
+// set) into the process logger (common/logging.h), as "<component>.lws".
+// Process-wide; after InitLogging.
+void RouteLwsLogs();
+
 // The probes' HTTP endpoints for a process that has no HTTP server of its
 // own (control): GET /livez answers 200 while the process serves at all;
 // GET /readyz answers 200 when `readiness()` returns "" and 503 with its

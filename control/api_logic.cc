@@ -55,7 +55,7 @@ void FillCoverage(const GatherResult& g, v1::Coverage* c) {
 }  // namespace
 
 absl::Status CheckApiKey(const v1::Config& config, const std::string& authorization,
-                         const std::string& x_api_key) {
+                         const std::string& x_api_key, std::string* key_name) {
   std::string key = x_api_key;
   if (key.empty()) {
     absl::string_view auth = authorization;
@@ -64,9 +64,15 @@ absl::Status CheckApiKey(const v1::Config& config, const std::string& authorizat
     }
     key = std::string(absl::StripAsciiWhitespace(auth.substr(7)));
   }
-  bool ok = false;
-  for (const auto& k : config.api_keys()) ok |= ConstantTimeEquals(k, key);
-  if (!ok) return absl::UnauthenticatedError("invalid API key");
+  int match = -1;
+  for (int i = 0; i < config.api_keys_size(); ++i) {
+    if (ConstantTimeEquals(config.api_keys(i), key) && match < 0) match = i;
+  }
+  if (match < 0) return absl::UnauthenticatedError("invalid API key");
+  if (key_name != nullptr) {
+    *key_name = match < config.api_key_names_size() ? config.api_key_names(match)
+                                                    : absl::StrCat("api_keys[", match, "]");
+  }
   return absl::OkStatus();
 }
 

@@ -11,8 +11,10 @@ namespace switchboard::control {
 
 // Checks `authorization: apikey KEY` (or `x-api-key: KEY`) against the
 // configured API keys. Thread-safe (read-only).
+// `key_name`, when given, is set to the matching key's name
+// (api_key_names, or "api_keys[i]"): what the audit trail records.
 absl::Status CheckApiKey(const v1::Config& config, const std::string& authorization,
-                         const std::string& x_api_key);
+                         const std::string& x_api_key, std::string* key_name = nullptr);
 
 // Argument checks; INVALID_ARGUMENT / NOT_FOUND with a message naming the field.
 absl::Status ValidateUserConnections(const v1::Config& config, const v1::UserConnectionsRequest& r);

@@ -22,6 +22,9 @@ inline constexpr char kHttpMethodKey[] = "x-switchboard-http-method";
 inline constexpr char kHttpPathKey[] = "x-switchboard-http-path";
 inline constexpr char kHttpQueryKey[] = "x-switchboard-http-query";
 inline constexpr char kHttpBodyMd5Key[] = "x-switchboard-http-body-md5";
+// The HTTP client's address as switchboard-http saw it (for the audit trail;
+// believed only from switchboard-http, like the rest).
+inline constexpr char kHttpClientKey[] = "x-switchboard-http-client";
 
 // Verifies a Pusher Channels REST API signature (auth_version 1.0) for a call
 // on `app_id` whose HTTP form is `expected_method expected_path`:

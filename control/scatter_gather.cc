@@ -47,7 +47,10 @@ void ScatterGather::Call(v1::BusRequest request, absl::Time deadline, Done done)
     done(absl::UnavailableError("message bus unavailable"));
     return;
   }
-  const std::string request_id = NewUuid();
+  // The caller's ID for the request (it names the call in every log line,
+  // control's and the gateways'), or a new one. Unique either way: gateways
+  // run a command once per ID.
+  const std::string request_id = request.request_id().empty() ? NewUuid() : request.request_id();
   request.set_format_version(1);
   request.set_request_id(request_id);
   // The reply subject rides along; leave it room.

@@ -1,5 +1,6 @@
 #include "control/services.h"
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 
@@ -9,6 +10,8 @@
 #include "common/answer_mac.h"
 #include "common/crypto.h"
 #include "common/grpc_status.h"
+#include "common/ids.h"
+#include "common/logging.h"
 #include "control/api_logic.h"
 #include "control/pusher_auth.h"
 #include "google/protobuf/util/time_util.h"
@@ -44,6 +47,54 @@ ScatterGather::Done FinishWith(UnaryResponder* done, Fill fill) {
   };
 }
 
+// An ID a caller sent (x-request-id), if it is a sane one to log.
+std::string CallerRequestId(grpc::ServerContext* ctx) {
+  std::string id = Metadata(ctx, "x-request-id");
+  if (id.size() > 128 || !std::all_of(id.begin(), id.end(), [](char c) { return c > 0x20 && c < 0x7f; })) return "";
+  return id;
+}
+
+// The command's outcome, added to its audit record and logged (once).
+nlohmann::ordered_json Outcome(const absl::StatusOr<GatherResult>& r) {
+  nlohmann::ordered_json o;
+  if (!r.ok()) {
+    o["status"] = CallMetrics::CodeName(ToGrpcStatus(r.status()).error_code());
+    o["error"] = std::string(r.status().message());
+    return o;
+  }
+  o["status"] = "OK";
+  o["complete"] = r->complete;
+  uint32_t closed = 0;
+  nlohmann::ordered_json per_gateway = nlohmann::ordered_json::object();
+  for (const auto& [id, reply] : r->answers) {
+    if (!reply.error().empty()) continue;
+    per_gateway[id] = reply.closed();
+    closed += reply.closed();
+  }
+  o["closed"] = closed;
+  o["closed_per_gateway"] = per_gateway;
+  nlohmann::ordered_json missing = nlohmann::ordered_json::object();
+  for (const auto& id : r->missing) {
+    auto it = r->missing_reasons.find(id);
+    missing[id] = it != r->missing_reasons.end() ? it->second : "";
+  }
+  o["missing"] = missing;
+  if (!r->complete) o["incomplete_reason"] = r->incomplete_reason;
+  return o;
+}
+
+// Wraps a gather's done: logs the audit record with the outcome first.
+ScatterGather::Done Audited(nlohmann::ordered_json record, ScatterGather::Done done) {
+  return [record = std::move(record), done = std::move(done)](absl::StatusOr<GatherResult> r) mutable {
+    record["outcome"] = Outcome(r);
+    {
+      ScopedLogFields fields(nlohmann::ordered_json{{"request_id", record.value("request_id", "")}});
+      LogAudit(record);
+    }
+    done(std::move(r));
+  };
+}
+
 // The bus form of a terminate; `only_client_id` narrows it to one connection.
 v1::BusRequest TerminateRequest(const v1::TerminateUserRequest& req, const std::string& only_client_id = "") {
   v1::BusRequest bus_req;
@@ -59,7 +110,8 @@ v1::BusRequest TerminateRequest(const v1::TerminateUserRequest& req, const std::
 
 }  // namespace
 
-absl::Status ControlService::Authenticate(grpc::ServerContext* ctx, const HttpTarget* target) const {
+absl::Status ControlService::Authenticate(grpc::ServerContext* ctx, const HttpTarget* target,
+                                          std::string* principal) const {
   // What switchboard-http forwards about the HTTP request counts only when
   // switchboard-http sent it: anyone else could replay a captured signed
   // request over gRPC with another body.
@@ -73,8 +125,9 @@ absl::Status ControlService::Authenticate(grpc::ServerContext* ctx, const HttpTa
   const std::string authorization = Metadata(ctx, "authorization");
   const std::string api_key = Metadata(ctx, "x-api-key");
   if (!authorization.empty() || !api_key.empty() || target == nullptr || !has_http_md) {
-    return CheckApiKey(config_, authorization, api_key);
+    return CheckApiKey(config_, authorization, api_key, principal);
   }
+  if (principal != nullptr) *principal = "pusher-signature";
   HttpRequestInfo http{Metadata(ctx, kHttpMethodKey), Metadata(ctx, kHttpPathKey), Metadata(ctx, kHttpQueryKey),
                        Metadata(ctx, kHttpBodyMd5Key)};
   const std::string q = "&" + http.raw_query;
@@ -82,6 +135,26 @@ absl::Status ControlService::Authenticate(grpc::ServerContext* ctx, const HttpTa
     return absl::UnauthenticatedError("missing credentials: an API key or a Pusher-style signature");
   }
   return VerifyPusherSignature(config_, target->app_id, target->method, target->path, http, absl::Now());
+}
+
+nlohmann::ordered_json ControlService::AuditStart(grpc::ServerContext* ctx, const char* action,
+                                                  const std::string& principal, std::string* request_id) const {
+  *request_id = NewUuid();
+  ctx->AddInitialMetadata("x-request-id", *request_id);
+  const bool from_proxy = ConstantTimeEquals(Metadata(ctx, kHttpProxyTokenKey), config_.http_proxy_token());
+  nlohmann::ordered_json r;
+  r["action"] = action;
+  r["request_id"] = *request_id;
+  if (std::string caller = CallerRequestId(ctx); !caller.empty()) r["caller_request_id"] = caller;
+  r["api_key"] = principal;  // the key's name, never the key
+  if (from_proxy) {
+    r["address"] = Metadata(ctx, kHttpClientKey);
+    r["via"] = "http " + Metadata(ctx, kHttpMethodKey) + " " + Metadata(ctx, kHttpPathKey);
+  } else {
+    r["address"] = ctx->peer();
+    r["via"] = std::string("grpc ") + action;
+  }
+  return r;
 }
 
 absl::Time ControlService::GatherDeadline(grpc::ServerContext* ctx) const {
@@ -147,58 +220,87 @@ void ControlService::CentrifugoDisconnect(grpc::ServerContext* ctx, const v1::Ce
   *plain.mutable_except_client_ids() = req->whitelist();
   plain.set_code(req->disconnect().code());
   plain.set_reason(req->disconnect().reason());
-  absl::Status st = Authenticate(ctx);
+  std::string principal, request_id;
+  absl::Status st = Authenticate(ctx, nullptr, &principal);
+  nlohmann::ordered_json audit = AuditStart(ctx, "CentrifugoDisconnect", principal, &request_id);
+  audit["app"] = plain.app_id();
+  audit["user"] = plain.user_id();
+  audit["client_id"] = req->client();
+  audit["except"] = std::vector<std::string>(plain.except_client_ids().begin(), plain.except_client_ids().end());
+  audit["code"] = plain.code();
+  audit["reason"] = plain.reason();
   if (st.ok()) st = ValidateTerminateUser(config_, plain);
   if (st.ok() && req->client().size() > 256) st = absl::InvalidArgumentError("client is longer than 256 bytes");
   if (!st.ok()) {
+    Audited(std::move(audit), [](absl::StatusOr<GatherResult>) {})(st);
     done->Finish(ToGrpcStatus(st));
     return;
   }
-  gather_->Call(TerminateRequest(plain, req->client()), GatherDeadline(ctx),
-                FinishWith(done, [resp](const GatherResult& g) {
+  v1::BusRequest bus_req = TerminateRequest(plain, req->client());
+  bus_req.set_request_id(request_id);
+  gather_->Call(std::move(bus_req), GatherDeadline(ctx),
+                Audited(std::move(audit), FinishWith(done, [resp](const GatherResult& g) {
                   v1::TerminateUserResponse full;
                   FillTerminateUser(g, &full);
                   resp->mutable_result()->set_closed(full.closed());
                   *resp->mutable_result()->mutable_coverage() = full.coverage();
-                }));
+                })));
 }
 
 void ControlService::TerminateUser(grpc::ServerContext* ctx, const v1::TerminateUserRequest* req,
                                    v1::TerminateUserResponse* resp, UnaryResponder* done) {
   HttpTarget target{req->app_id(), "POST",
                     "/apps/" + req->app_id() + "/users/" + req->user_id() + "/terminate_connections"};
-  absl::Status st = Authenticate(ctx, &target);
+  std::string principal, request_id;
+  absl::Status st = Authenticate(ctx, &target, &principal);
+  nlohmann::ordered_json audit = AuditStart(ctx, "TerminateUser", principal, &request_id);
+  audit["app"] = req->app_id();
+  audit["user"] = req->user_id();
+  audit["except"] = std::vector<std::string>(req->except_client_ids().begin(), req->except_client_ids().end());
+  audit["code"] = req->code();
+  audit["reason"] = req->reason();
   if (st.ok()) st = ValidateTerminateUser(config_, *req);
   if (!st.ok()) {
+    Audited(std::move(audit), [](absl::StatusOr<GatherResult>) {})(st);
     done->Finish(ToGrpcStatus(st));
     return;
   }
-  gather_->Call(TerminateRequest(*req), GatherDeadline(ctx),
-                FinishWith(done, [resp](const GatherResult& g) {
+  v1::BusRequest bus_req = TerminateRequest(*req);
+  bus_req.set_request_id(request_id);
+  gather_->Call(std::move(bus_req), GatherDeadline(ctx),
+                Audited(std::move(audit), FinishWith(done, [resp](const GatherResult& g) {
                   FillTerminateUser(g, resp);
-                }));
+                })));
 }
 
 void ControlService::Disconnect(grpc::ServerContext* ctx, const v1::DisconnectRequest* req,
                                 v1::DisconnectResponse* resp, UnaryResponder* done) {
   HttpTarget target{req->app_id(), "POST",
                     "/apps/" + req->app_id() + "/connections/" + req->client_id() + "/disconnect"};
-  absl::Status st = Authenticate(ctx, &target);
+  std::string principal, request_id;
+  absl::Status st = Authenticate(ctx, &target, &principal);
+  nlohmann::ordered_json audit = AuditStart(ctx, "Disconnect", principal, &request_id);
+  audit["app"] = req->app_id();
+  audit["client_id"] = req->client_id();
+  audit["code"] = req->code();
+  audit["reason"] = req->reason();
   if (st.ok()) st = ValidateDisconnect(config_, *req);
   if (!st.ok()) {
+    Audited(std::move(audit), [](absl::StatusOr<GatherResult>) {})(st);
     done->Finish(ToGrpcStatus(st));
     return;
   }
   v1::BusRequest bus_req;
+  bus_req.set_request_id(request_id);
   auto* d = bus_req.mutable_disconnect();
   d->set_app_id(req->app_id());
   d->set_client_id(req->client_id());
   d->set_code(req->code());
   d->set_reason(req->reason());
   gather_->Call(std::move(bus_req), GatherDeadline(ctx),
-                FinishWith(done, [resp](const GatherResult& g) {
+                Audited(std::move(audit), FinishWith(done, [resp](const GatherResult& g) {
                   FillDisconnect(g, resp);
-                }));
+                })));
 }
 
 void ControlService::ListGateways(grpc::ServerContext* ctx, const v1::ListGatewaysRequest*,

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "control/call_metrics.h"
+#include "nlohmann/json.hpp"
 #include "control/cq_server.h"
 #include "control/fleet.h"
 #include "control/scatter_gather.h"
@@ -52,7 +53,15 @@ class ControlService {
   };
   // An API key (authorization / x-api-key), or, where `target` is given, a
   // Pusher signature over the HTTP request the proxy forwarded.
-  absl::Status Authenticate(grpc::ServerContext* ctx, const HttpTarget* target = nullptr) const;
+  // `principal`, when given: who the credentials name (an API key's name,
+  // or "pusher-signature" for a signed request through switchboard-http).
+  absl::Status Authenticate(grpc::ServerContext* ctx, const HttpTarget* target = nullptr,
+                            std::string* principal = nullptr) const;
+  // The start of a command's audit record (issue "See the fleet"): its
+  // request ID (also sent back as x-request-id), who, from where, through
+  // what. The outcome is added when the command finishes (Audited).
+  nlohmann::ordered_json AuditStart(grpc::ServerContext* ctx, const char* action, const std::string& principal,
+                                    std::string* request_id) const;
   void GatherUserConnections(UnaryResponder* done, absl::Time deadline, const std::string& app_id,
                              const std::string& user_id, v1::UserConnectionsResponse* resp, uint32_t page_size = 0,
                              std::string after = "");

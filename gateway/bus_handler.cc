@@ -1,5 +1,6 @@
 #include "gateway/bus_handler.h"
 
+#include "common/logging.h"
 #include "common/metrics.h"
 #include "prometheus/counter.h"
 #include "prometheus/histogram.h"
@@ -77,7 +78,15 @@ void BusHandler::OnMessage(const std::string& reply_to, const std::string& data)
   // gateway as missing, which is the truth.
   (void)loop_->Post([this, request, reply_to, op, received] {
     spdlog::debug("bus: handling {}", request->request_id());
-    Send(reply_to, hub_->HandleBusRequest(*request), /*now=*/false);
+    v1::BusReply reply = hub_->HandleBusRequest(*request);
+    if (op == kTerminate || op == kDisconnect) {
+      // The command's request ID is control's audit record's: one grep
+      // finds the call, the gather and each gateway's part in it.
+      ScopedLogFields fields(nlohmann::ordered_json{{"request_id", request->request_id()}});
+      spdlog::info("bus: {} from control: closed {}{}", op == kTerminate ? "terminate" : "disconnect",
+                   reply.closed(), reply.error().empty() ? "" : "; error: " + reply.error());
+    }
+    Send(reply_to, std::move(reply), /*now=*/false);
     Handled(op, received);
   });
 }

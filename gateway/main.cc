@@ -23,6 +23,8 @@
 
 ABSL_FLAG(std::string, config, "config/switchboard.yaml", "config file (YAML)");
 ABSL_FLAG(std::string, log_level, "info", "trace|debug|info|warn|error|off");
+ABSL_FLAG(std::string, log_format, "text",
+          "text|json: json is one object per line (ts in UTC, level, component, msg, request_id)");
 ABSL_FLAG(bool, dev, false,
           "dev mode: accept the placeholder secrets published with Switchboard (scripts/run.sh); "
           "also SWITCHBOARD_DEV=1. Never in production");
@@ -61,10 +63,11 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   using namespace switchboard;
 
-  if (auto st = InitLogging(absl::GetFlag(FLAGS_log_level), "gateway"); !st.ok()) {
+  if (auto st = InitLogging(absl::GetFlag(FLAGS_log_level), "gateway", absl::GetFlag(FLAGS_log_format)); !st.ok()) {
     std::fprintf(stderr, "%s\n", std::string(st.message()).c_str());
     return 2;
   }
+  RouteGrpcLogs();
   TuneRuntime();
 
   auto config_or = LoadConfig(absl::GetFlag(FLAGS_config), ConfigRole::kGateway);

@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "common/health_http.h"
+#include "common/logging.h"
 #include "gateway/centrifuge_codec.h"
 #include "gateway/frame_guard.h"
 #include "gateway/routes.h"
@@ -166,7 +167,7 @@ absl::StatusOr<std::unique_ptr<WsServer>> WsServer::Create(const Options& option
        0, kRxBufferBytes, 0, nullptr, kTxPacketBytes},
       {nullptr, nullptr, 0, 0, 0, nullptr, 0}};
 
-  lws_set_log_level(getenv("SB_LWS_DEBUG") ? 0xfff : LLL_ERR, nullptr);
+  RouteLwsLogs();  // lws's own lines through the process logger (common/health_http.h)
   lws_context_creation_info info;
   std::memset(&info, 0, sizeof(info));
   // The listening socket is ours (StartListener): lws's own accept spins
@@ -278,7 +279,10 @@ void WsServer::Accept() {
         return;
       }
       if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
-        spdlog::warn("accept: {}", std::strerror(errno));
+        static LogLimiter limiter(10, absl::Seconds(10));
+        if (uint64_t dropped = 0; limiter.Allow(&dropped)) {
+          spdlog::warn("accept: {} ({} such lines dropped before)", std::strerror(errno), dropped);
+        }
       }
       return;
     }
@@ -473,7 +477,12 @@ bool WsServer::Send(ConnId id, std::string frame, bool binary) {
   if (it == peers_.end() || it->second.closing) return false;
   Peer& peer = it->second;
   if (peer.outbox.size() >= options_.outbox_limit) {
-    spdlog::warn("conn {}: outbox full ({} frames), closing as slow", id, peer.outbox.size());
+    // Per connection: a flood of slow clients must not flood the log.
+    static LogLimiter limiter(10, absl::Seconds(10));
+    if (uint64_t dropped = 0; limiter.Allow(&dropped)) {
+      spdlog::warn("conn {}: outbox full ({} frames), closing as slow ({} such lines dropped before)", id,
+                   peer.outbox.size(), dropped);
+    }
     ++counters_.outbox_full_closes;
     Close(id, close_code::kSlow, "slow");
     return false;
@@ -519,7 +528,11 @@ void WsServer::Close(ConnId id, int code, const std::string& reason) {
   if (it == peers_.end() || it->second.closing) return;
   if (!SendableCloseCode(code)) {
     // 0, 1005, 1006, 1015 and the like must never reach the wire.
-    spdlog::warn("conn {}: close code {} cannot be sent; using 1011", id, code);
+    static LogLimiter limiter(10, absl::Seconds(10));
+    if (uint64_t dropped = 0; limiter.Allow(&dropped)) {
+      spdlog::warn("conn {}: close code {} cannot be sent; using 1011 ({} such lines dropped before)", id, code,
+                   dropped);
+    }
     code = 1011;
   }
   it->second.closing = true;

@@ -109,6 +109,8 @@ func headerMatcher(key string) (string, bool) {
 		return "x-api-key", true
 	case strings.Contains(lower, "x-switchboard"):
 		return "", false
+	case lower == "x-request-id":
+		return "x-request-id", true // the caller's own ID, kept in control's audit record
 	}
 	return runtime.DefaultHeaderMatcher(key)
 }
@@ -126,7 +128,17 @@ func requestMetadata(_ context.Context, r *http.Request) metadata.MD {
 		mdPrefix+"path", r.URL.Path,
 		mdPrefix+"query", r.URL.RawQuery,
 		mdPrefix+"body-md5", r.Header.Get(bodyMd5Header),
+		mdPrefix+"client", clientHost(r.RemoteAddr),
 	)
+}
+
+// The address part of a request's RemoteAddr (what control's audit trail
+// records as the caller's address).
+func clientHost(remote string) string {
+	if host, _, err := net.SplitHostPort(remote); err == nil {
+		return host
+	}
+	return remote
 }
 
 // Bounds on what a request's path and query may carry: IDs are at most 256
@@ -242,7 +254,14 @@ func main() {
 		"(Prometheus), /livez, /readyz; never exposed with the API (port 0: the OS chooses)")
 	dev := flag.Bool("dev", false, "dev mode: accept the placeholder token published with Switchboard "+
 		"(scripts/run.sh); also SWITCHBOARD_DEV=1. Never in production")
+	logFormat := flag.String("log_format", "text", "text|json: json is one object per line (ts in UTC, level, "+
+		"component, msg), net/http's and grpc-go's lines included")
 	flag.Parse()
+	if *logFormat != "text" && *logFormat != "json" {
+		fmt.Fprintln(os.Stderr, "switchboard-http: --log_format must be text or json")
+		os.Exit(2)
+	}
+	setupLogs(*logFormat)
 	if *shutdownDelay < 0 || *shutdownDelay > time.Minute {
 		fmt.Fprintln(os.Stderr, "switchboard-http: --shutdown_delay must be between 0 and 60s")
 		os.Exit(2)
@@ -267,6 +286,14 @@ func main() {
 	mux := runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{OrigName: true, EmitDefaults: true}),
 		runtime.WithIncomingHeaderMatcher(headerMatcher),
+		// Control's request ID for a command comes back as X-Request-Id (the
+		// ID of its audit record and of every log line about it).
+		runtime.WithOutgoingHeaderMatcher(func(key string) (string, bool) {
+			if strings.ToLower(key) == "x-request-id" {
+				return "X-Request-Id", true
+			}
+			return runtime.MetadataHeaderPrefix + key, true // grpc-gateway's default
+		}),
 		runtime.WithMetadata(requestMetadata),
 	)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -350,7 +377,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "switchboard-http: cannot listen on %s: %v\n", *listen, err)
 		os.Exit(2)
 	}
-	srv := &http.Server{Handler: instrument(root), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+	srv := &http.Server{Handler: instrument(root), ErrorLog: log.New(log.Writer(), "", 0), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		WriteTimeout: 30 * time.Second, MaxHeaderBytes: 64 << 10}
 	// The operator's listener: metrics and probes, apart from the API.
 	var opSrv *http.Server
@@ -376,6 +403,8 @@ func main() {
 		}()
 	}
 	fmt.Printf("READY port=%d control=%s operator_port=%d\n", ln.Addr().(*net.TCPAddr).Port, *control, opPort)
+	log.Printf("switchboard-http %s: the API on %s, operator endpoints on port %d, control at %s", version,
+		ln.Addr(), opPort, *control)
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)

@@ -193,6 +193,7 @@ apps:
   - {{id: demo, key: demo-key, secret: demo-secret-for-tests}}
   - {{id: other, key: other-key, secret: other-secret-for-tests}}
 api_keys: [test-api-key-1234]
+api_key_names: [backend-tests]
 cluster_token: {cluster_token}
 http_proxy_token: {http_proxy_token}
 nats_gateway: {{user: {nats_gateway_user}, password: {nats_gateway_password}}}
@@ -221,7 +222,7 @@ class Cluster:
     def __init__(self, build_dir, source_dir, gateways=2, ping=25, http=True, max_sessions=1000, controls=1,
                  grace=25, heartbeat_ms=300, lease_ms=1500, gateway_extra=None, replica_hosts=None,
                  dns_name=None, dns_server="", tls=None, pong=2, gateway_bin=None, workers=1, gateway_args=(),
-                 resolve_ms=300, nats_extra="", max_message_bytes=4096, control_extra=None):
+                 resolve_ms=300, nats_extra="", max_message_bytes=4096, control_extra=None, log_format=None):
         """replica_hosts: run one control per loopback address, all on the same
         port, and give gateways `dns_name` (resolved by `dns_server`) instead
         of a static list. nats_extra: more lines for nats-server's config."""
@@ -246,6 +247,9 @@ class Cluster:
         self.pong = pong
         self.workers = workers  # event-loop processes per gateway instance
         self.gateway_args = list(gateway_args)  # more flags for every gateway
+        # --log_format for every process (None: their default, text).
+        self.log_args = ["--log_format", log_format] if log_format else []
+        self.gateway_args += self.log_args
         self.gateway_bin = gateway_bin or self.bin("gateway/switchboard-gateway")
         self.cluster = "t%d" % os.getpid()
         # NATS runs with one user per role, its authorization printed by the
@@ -274,7 +278,7 @@ class Cluster:
             for i in range(controls):
                 p = self._start("control" if i == 0 else "control-r%d" % i,
                                 [self.bin("control/switchboard-control"), "--config", self.config,
-                                 "--health_listen", "127.0.0.1:0"])
+                                 "--health_listen", "127.0.0.1:0"] + self.log_args)
                 self.controls.append(p)
                 m = p.wait_line(r"READY port=(\d+) health_port=(\d+)")
                 self.control_ports.append(int(m.group(1)))
@@ -292,7 +296,7 @@ class Cluster:
                         "--tls_key", self.tls["key"]] if self.tls else []
             self.http = self._start("http", [self.bin("deploy/http-proxy/switchboard-http"), "--listen",
                                              "127.0.0.1:0", "--control", "127.0.0.1:%d" % self.control_port,
-                                             "--operator_listen", "127.0.0.1:0"] + tls_args,
+                                             "--operator_listen", "127.0.0.1:0"] + tls_args + self.log_args,
                                     env={"SWITCHBOARD_HTTP_PROXY_TOKEN": HTTP_PROXY_TOKEN})
             m = self.http.wait_line(r"READY port=(\d+) control=\S+ operator_port=(\d+)")
             self.http_port = int(m.group(1))
@@ -304,7 +308,8 @@ class Cluster:
         picks that one)."""
         port = self.control_ports[0] if self.control_ports else 0
         p = self._start("control-%s" % host, [self.bin("control/switchboard-control"), "--config", self.config,
-                                               "--listen", "%s:%d" % (host, port), "--health_listen", "%s:0" % host])
+                                               "--listen", "%s:%d" % (host, port), "--health_listen", "%s:0" % host]
+                        + self.log_args)
         m = p.wait_line(r"READY port=(\d+) health_port=(\d+)")
         port = int(m.group(1))
         self.control_health_ports.append(int(m.group(2)))
@@ -388,7 +393,7 @@ class Cluster:
         self.procs.append(p)
         return p
 
-    def add_gateway(self, gw_id, args=(), control_addresses=None):
+    def add_gateway(self, gw_id, args=(), control_addresses=None, env=None):
         """Starts a gateway with more flags (`args`) and, if given, other
         control addresses than the cluster's (a gateway cut from control)."""
         config = self.config
@@ -400,7 +405,7 @@ class Cluster:
                 f.write(text)
         p = self._start(gw_id, [self.gateway_bin, "--config", config,
                                 "--id", gw_id, "--workers", str(self.workers),
-                                "--operator_listen", "127.0.0.1:0"] + self.gateway_args + list(args))
+                                "--operator_listen", "127.0.0.1:0"] + self.gateway_args + list(args), env=env)
         m = p.wait_line(r"READY gateway_id=\S+ port=(\d+)(?: operator_port=(\d+))?")
         port = int(m.group(1))
         self.gateways[gw_id] = (p, port)

@@ -123,6 +123,12 @@ INSTANTIATE_TEST_SUITE_P(
     Config, ConfigErrors,
     ::testing::Values(
         BadCase{"cluster: [oops", "YAML"},
+        BadCase{"cluster: c\nnats_url: n\napps: [{id: a, key: k, secret: 12345678}]\napi_keys: [12345678]\n"
+                "api_key_names: [one, two]\n",
+                "api_key_names"},
+        BadCase{"cluster: c\nnats_url: n\napps: [{id: a, key: k, secret: 12345678}]\napi_keys: [12345678]\n"
+                "api_key_names: [\"has space\"]\n",
+                "api_key_names[0]"},
         BadCase{"- a\n- b\n", "config"},
         BadCase{"cluster: c\nnats_url: n\nbogus: 1\n", "bogus"},
         BadCase{"cluster: c\nnats_url: n\napps: {id: a}\n", "apps"},
