@@ -28,4 +28,4 @@ PATH=$out/bin:$PATH protoc -I "$src/proto" -I "$googleapis" \
   --go_out=plugins=grpc,"$wkt":"$gen" \
   --grpc-gateway_out=logtostderr=true:"$gen" \
   switchboard/v1/control.proto
-go build -ldflags "-X main.version=$version" -o "$out/switchboard-http" "$src/deploy/http-proxy/main.go" "$src/deploy/http-proxy/centrifugo_api.go" "$src/deploy/http-proxy/replicas.go" "$src/deploy/http-proxy/metrics.go" "$src/deploy/http-proxy/logs.go"
+go build -ldflags "-X main.version=$version" -o "$out/switchboard-http" "$src/deploy/http-proxy/main.go" "$src/deploy/http-proxy/centrifugo_api.go" "$src/deploy/http-proxy/replicas.go" "$src/deploy/http-proxy/metrics.go" "$src/deploy/http-proxy/logs.go" "$src/deploy/http-proxy/admin.go"

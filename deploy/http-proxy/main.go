@@ -390,10 +390,15 @@ func main() {
 		}
 		op := http.NewServeMux()
 		op.Handle("/metrics", metricsHandler())
+		// The admin page, and the public API it calls (same origin).
+		op.HandleFunc("/admin", adminHandler)
+		op.HandleFunc("/admin/", adminHandler)
+		op.Handle("/gateways", api)
+		op.Handle("/apps/", api)
 		op.HandleFunc("/livez", live)
 		op.HandleFunc("/healthz", live)
 		op.HandleFunc("/readyz", ready)
-		opSrv = &http.Server{Handler: op, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		opSrv = &http.Server{Handler: instrument(op), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 			WriteTimeout: 30 * time.Second, MaxHeaderBytes: 64 << 10}
 		opPort = opLn.Addr().(*net.TCPAddr).Port
 		go func() {

@@ -61,6 +61,10 @@ func routeOf(r *http.Request) string {
 		return "centrifugo_api"
 	case len(p) == 1 && (p[0] == "livez" || p[0] == "healthz" || p[0] == "readyz"):
 		return "health"
+	case len(p) >= 1 && p[0] == "admin":
+		return "admin"
+	case len(p) == 1 && p[0] == "metrics":
+		return "metrics"
 	}
 	return "other"
 }
