@@ -295,6 +295,7 @@ void GatewayApp::CollectFromLoop(std::vector<prometheus::MetricFamily>* out) {
     refused.Add(static_cast<double>(s.refused[i]), {{"reason", Admission::Label(static_cast<Admission::Reason>(i))}});
   }
   refused.Add(static_cast<double>(s.stats.bad_tokens), {{"reason", "bad_token"}});
+  refused.Add(static_cast<double>(s.stats.expired_tokens), {{"reason", "expired_token"}});
   add(std::move(refused));
   FamilyBuilder closes("switchboard_gateway_closes_total",
                        "Connections the gateway closed, by the close code it sent (its own list: deploy/README.md)",

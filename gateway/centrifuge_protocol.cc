@@ -50,11 +50,12 @@ Admission Admit(ConnectionHost& host, const v1::ClientConnectRequest& req, bool*
   }
   auto result = JwtVerifier::Verify(req.token(), PolicyOf(*app), host.Now());
   if (!result.status.ok()) {
-    ++host.stats().bad_tokens;
     spdlog::debug("token rejected: {}", std::string(result.status.message()));
     if (result.error == TokenError::kExpired) {
+      ++host.stats().expired_tokens;
       *expired = true;
     } else {
+      ++host.stats().bad_tokens;
       host.Close(close_code::kInvalidToken, "invalid token");
     }
     return out;

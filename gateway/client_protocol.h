@@ -37,7 +37,8 @@ struct ConnectionMeta {
 struct HubStats {
   uint64_t connects_ok = 0;
   uint64_t bad_frames = 0;
-  uint64_t bad_tokens = 0;
+  uint64_t bad_tokens = 0;      // connects refused for a token that is not valid (expired ones not included)
+  uint64_t expired_tokens = 0;  // connects refused for an expired token (the client may refresh)
   uint64_t refreshes = 0;
   uint64_t late_pong_checks = 0;  // pong deadlines postponed because the loop was late
 };

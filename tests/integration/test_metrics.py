@@ -4,11 +4,13 @@ GET /metrics; `promtool check metrics` passes on each; the figures move as
 real clients (centrifuge-js) connect and are refused, as API calls gather,
 as a gateway is frozen and named missing; nothing a client chooses (user or
 client IDs, client names) becomes a label; the clients' port serves none."""
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import time
 import unittest
 import urllib.error
 import urllib.request
@@ -17,6 +19,8 @@ import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cluster import Cluster, Driver, load_stubs, parse_args, wait_until  # noqa: E402
+
+APP_SECRET = "demo-secret-for-tests"  # the demo app of the test config (cluster.py)
 
 ARGS = None
 API_KEY = (("authorization", "apikey test-api-key-1234"),)
@@ -179,6 +183,22 @@ class MetricsTest(unittest.TestCase):
         wait_until(lambda: value(gw_metrics("gw-2"), "switchboard_gateway_connects_refused_total",
                                  reason="bad_token") == before + 1, 10, "the bad token counted")
         driver.send(op="close", name=name)
+
+    def test_an_expired_token_is_counted_apart_from_a_bad_one(self):
+        import jwt  # python3-jwt
+        s0 = gw_metrics("gw-2")
+        token = jwt.encode({"sub": "expired-1", "exp": int(time.time()) - 5}, APP_SECRET, algorithm="HS256")
+        body = json.dumps({"token": token}).encode()
+        req = urllib.request.Request("http://127.0.0.1:%d/connection/uni_http_stream" % cluster.gateways["gw-2"][1],
+                                     data=body, method="POST")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            self.assertIn(b"3005", r.read())
+        wait_until(lambda: value(gw_metrics("gw-2"), "switchboard_gateway_connects_refused_total",
+                                 reason="expired_token") ==
+                   value(s0, "switchboard_gateway_connects_refused_total", reason="expired_token") + 1, 10,
+                   "the expired token counted")
+        self.assertEqual(value(gw_metrics("gw-2"), "switchboard_gateway_connects_refused_total", reason="bad_token"),
+                         value(s0, "switchboard_gateway_connects_refused_total", reason="bad_token"))
 
     def test_calls_gathers_and_a_frozen_gateway_named_missing(self):
         c0 = control_metrics()
