@@ -17,17 +17,18 @@
 namespace switchboard {
 
 void RouteLwsLogs() {
-  static std::shared_ptr<spdlog::logger> logger;
-  logger = spdlog::get(spdlog::default_logger()->name() + ".lws");
+  // Never destroyed: lws may log while the process exits.
+  static std::shared_ptr<spdlog::logger>* logger = new std::shared_ptr<spdlog::logger>();  // NOLINT
+  *logger = spdlog::get(spdlog::default_logger()->name() + ".lws");
   lws_set_log_level(getenv("SB_LWS_DEBUG") ? 0xfff : LLL_ERR, [](int level, const char* line) {
-    if (logger == nullptr || line == nullptr) return;
+    if (*logger == nullptr || line == nullptr) return;
     std::string_view text(line);
     while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.remove_suffix(1);
     const spdlog::level::level_enum to = level == LLL_ERR    ? spdlog::level::err
                                          : level == LLL_WARN ? spdlog::level::warn
                                          : (level & (LLL_NOTICE | LLL_INFO | LLL_USER)) != 0 ? spdlog::level::info
                                                                                                : spdlog::level::debug;
-    logger->log(to, "{}", text);
+    (*logger)->log(to, "{}", text);
   });
 }
 

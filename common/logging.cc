@@ -16,7 +16,8 @@ namespace {
 
 thread_local const nlohmann::ordered_json* t_fields = nullptr;
 bool g_json = false;
-std::shared_ptr<spdlog::logger> g_grpc_logger;
+// Never destroyed: gRPC may log from its own threads while the process exits.
+spdlog::logger* g_grpc_logger = nullptr;
 
 std::string UtcTimestamp(spdlog::log_clock::time_point tp) {
   return absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::FromChrono(tp), absl::UTCTimeZone());
@@ -89,7 +90,7 @@ absl::Status InitLogging(const std::string& level, const std::string& component,
   spdlog::set_default_logger(logger);
   spdlog::set_level(lvl);
   // gRPC's and libwebsockets' own lines: the same sink, their own component.
-  g_grpc_logger = std::make_shared<spdlog::logger>(component + ".grpc", sink);
+  g_grpc_logger = new spdlog::logger(component + ".grpc", sink);  // NOLINT: deliberately never freed
   g_grpc_logger->set_level(lvl);
   spdlog::register_logger(std::make_shared<spdlog::logger>(component + ".lws", sink));
   spdlog::get(component + ".lws")->set_level(lvl);
