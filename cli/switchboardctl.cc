@@ -18,6 +18,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/version.h"
 #include "common/config.h"
 #include "common/grpc_tls.h"
 #include "common/crypto.h"
@@ -186,6 +187,7 @@ int NatsConfig(const v1::Config& config) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  switchboard::SetFlagsUsage("switchboardctl", {"cli/switchboardctl.cc"});
   absl::SetProgramUsageMessage(
       "switchboardctl COMMAND [flags]\n"
       "  gentoken    --user=U [--info=JSON] [--meta=JSON] [--ttl=S] [--aud=A] [--iss=I] [--raw]  a client JWT (JSON, or --raw)\n"

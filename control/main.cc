@@ -24,6 +24,7 @@
 #include "common/logging.h"
 #include "common/metrics.h"
 #include "common/runtime.h"
+#include "common/version.h"
 #include "common/nats_client_impl.h"
 #include "common/timer_queue.h"
 #include "control/fleet.h"
@@ -46,7 +47,8 @@ ABSL_FLAG(std::string, health_listen, "",
           "override control.health_listen: host:port for HTTP /livez and /readyz (port 0 = OS chooses)");
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("switchboard-control --config=FILE");
+  switchboard::SetFlagsUsage("switchboard-control", {"control/main.cc"});
+  absl::SetProgramUsageMessage("switchboard-control --config=FILE [flags]: the API and fleet registry (README.md)");
   absl::ParseCommandLine(argc, argv);
   using namespace switchboard;
 

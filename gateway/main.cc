@@ -16,6 +16,7 @@
 #include "common/config.h"
 #include "common/logging.h"
 #include "common/runtime.h"
+#include "common/version.h"
 #include "gateway/app.h"
 #include "gateway/drain.h"
 #include "gateway/supervisor.h"
@@ -48,18 +49,13 @@ ABSL_FLAG(bool, testing_unsigned_answers, false,
 ABSL_FLAG(bool, reuse_port, false, "listen with SO_REUSEPORT (set for each worker by the supervisor)");
 ABSL_FLAG(int, ready_fd, -1, "internal: the supervisor's readiness pipe");
 
-namespace {
-
-constexpr char kVersion[] = "0.1.0";
-
-}  // namespace
-
 int main(int argc, char** argv) {
   // Before anything touches OpenSSL: no exit-time cleanup. lws de-initialises
   // OpenSSL's global state when its TLS context goes, and the exit handler
   // then crashes on the freed state (seen with wss:// on OpenSSL 3).
   OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, nullptr);
-  absl::SetProgramUsageMessage("switchboard-gateway --config=FILE");
+  switchboard::SetFlagsUsage("switchboard-gateway", {"gateway/main.cc"});
+  absl::SetProgramUsageMessage("switchboard-gateway --config=FILE [flags]: the WebSocket edge (README.md)");
   absl::ParseCommandLine(argc, argv);
   using namespace switchboard;
 

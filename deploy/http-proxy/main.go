@@ -256,7 +256,17 @@ func main() {
 		"(scripts/run.sh); also SWITCHBOARD_DEV=1. Never in production")
 	logFormat := flag.String("log_format", "text", "text|json: json is one object per line (ts in UTC, level, "+
 		"component, msg), net/http's and grpc-go's lines included")
+	showVersion := flag.Bool("version", false, "print the version and exit")
+	flag.Usage = func() {
+		fmt.Fprintf(flag.CommandLine.Output(), "switchboard-http [flags]: the HTTP/JSON API in front of "+
+			"switchboard-control (README.md), with /metrics and /admin on --operator_listen\n\nFlags:\n")
+		flag.PrintDefaults()
+	}
 	flag.Parse()
+	if *showVersion {
+		fmt.Printf("switchboard-http %s\n", version)
+		os.Exit(0)
+	}
 	if *logFormat != "text" && *logFormat != "json" {
 		fmt.Fprintln(os.Stderr, "switchboard-http: --log_format must be text or json")
 		os.Exit(2)
