@@ -8,6 +8,7 @@
 #include <memory>
 #include <thread>
 
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 
 #include "absl/flags/flag.h"
@@ -210,6 +211,10 @@ int main(int argc, char** argv) {
   control_service.set_metrics(&call_metrics);
   control::RegistryService registry_service(&fleet, NewUuid(), config.cluster_token(), gather.inbox());
 
+  // Server reflection (grpc.reflection.v1alpha), from the descriptors built
+  // into this binary: grpcurl and other tools list and describe the API
+  // without proto files.
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   // Gateways ping every half lease to notice a frozen control: allow it.
   // (A frozen gateway is noticed by its missing heartbeats, the lease.)

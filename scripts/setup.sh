@@ -11,7 +11,7 @@ PKGS=(
   libnats-dev nats-server libjwt-dev libyaml-cpp-dev libspdlog-dev
   nlohmann-json3-dev libssl-dev libgtest-dev libgmock-dev
   python3 python3-grpcio python3-protobuf python3-jwt python3-yaml
-  golang-go golang-github-grpc-ecosystem-grpc-gateway-dev
+  golang-go golang-github-grpc-ecosystem-grpc-gateway-dev golang-grpc-gateway python3-swagger-spec-validator
   libc-ares-dev dnsmasq-base iptables chromium haproxy
   prometheus-cpp-dev prometheus
   golang-github-prometheus-client-golang-dev golang-github-grpc-ecosystem-go-grpc-prometheus-dev
@@ -50,6 +50,9 @@ if [[ ! -d deploy/k8s/check/node_modules ]] || \
   (cd deploy/k8s/check && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
+if [[ ! -d examples/node/node_modules ]] || [[ examples/node/package-lock.json -nt examples/node/node_modules ]]; then
+  (cd examples/node && npm ci --no-audit --no-fund --loglevel=error)
+fi
 if [[ -f tests/integration/node/package.json ]]; then
   if [[ ! -d tests/integration/node/node_modules ]] || \
      [[ tests/integration/node/package-lock.json -nt tests/integration/node/node_modules ]]; then

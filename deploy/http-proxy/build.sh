@@ -28,4 +28,20 @@ PATH=$out/bin:$PATH protoc -I "$src/proto" -I "$googleapis" \
   --go_out=plugins=grpc,"$wkt":"$gen" \
   --grpc-gateway_out=logtostderr=true:"$gen" \
   switchboard/v1/control.proto
-go build -ldflags "-X main.version=$version" -o "$out/switchboard-http" "$src/deploy/http-proxy/main.go" "$src/deploy/http-proxy/centrifugo_api.go" "$src/deploy/http-proxy/replicas.go" "$src/deploy/http-proxy/metrics.go" "$src/deploy/http-proxy/logs.go" "$src/deploy/http-proxy/admin.go"
+# The OpenAPI (Swagger 2.0) document, generated from control.proto's HTTP
+# annotations by Debian's protoc-gen-swagger (golang-grpc-gateway) and built
+# into the binary (openapi.go adds the routes that are not gRPC methods).
+swagger=$(command -v protoc-gen-swagger || true)
+if [[ -z $swagger ]]; then
+  echo "build.sh: protoc-gen-swagger not found: apt-get install golang-grpc-gateway" >&2
+  exit 1
+fi
+main=$out/main
+rm -rf "$main" && mkdir -p "$main"
+protoc -I "$src/proto" -I "$googleapis" --plugin=protoc-gen-swagger="$swagger" \
+  --swagger_out=logtostderr=true:"$main" switchboard/v1/control.proto
+mv "$main/switchboard/v1/control.swagger.json" "$main/openapi.generated.json"
+rm -rf "$main/switchboard"
+cp "$src"/deploy/http-proxy/*.go "$src"/deploy/http-proxy/admin.html "$src"/deploy/http-proxy/openapi_extra.json "$main/"
+cd "$main"
+go build -ldflags "-X main.version=$version" -o "$out/switchboard-http" .

@@ -5,7 +5,8 @@
 // It holds no secrets. For Pusher-style signed requests it forwards what
 // control needs to check the signature (method, path, raw query, MD5 of the
 // raw body) as gRPC metadata; API keys pass through as `authorization` /
-// `x-api-key`. Errors are JSON: {"error": "...", "code": <gRPC code>} with the
+// `x-api-key`. Errors are JSON: {"error": "...", "code": <gRPC code>, "status":
+// "<gRPC status name>"} with the
 // matching HTTP status (400, 401, 404, 503, ...), except on Centrifugo's /api
 // routes, which answer as Centrifugo does (centrifugo_api.go).
 package main
@@ -53,7 +54,21 @@ const (
 func writeError(w http.ResponseWriter, httpStatus int, code codes.Code, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(httpStatus)
-	_ = json.NewEncoder(w).Encode(map[string]interface{}{"error": msg, "code": int(code)})
+	_ = json.NewEncoder(w).Encode(map[string]interface{}{"error": msg, "code": int(code), "status": statusName(code)})
+}
+
+// statusName is a gRPC code's canonical name ("INVALID_ARGUMENT"), as every
+// other gRPC implementation and the CLI print it (Go's String() says
+// "InvalidArgument").
+func statusName(code codes.Code) string {
+	var b strings.Builder
+	for i, r := range code.String() {
+		if i > 0 && r >= 'A' && r <= 'Z' {
+			b.WriteByte('_')
+		}
+		b.WriteRune(r)
+	}
+	return strings.ToUpper(b.String())
 }
 
 func grpcError(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
@@ -375,6 +390,11 @@ func main() {
 		}
 	}
 	root.HandleFunc("/readyz", ready)
+	openapi, err := buildOpenAPI(version)
+	if err != nil {
+		log.Fatalf("switchboard-http: the OpenAPI document: %v", err)
+	}
+	root.HandleFunc("/openapi.json", openapiHandler(openapi))
 	api := withBodyMd5(mux)
 	root.Handle("/", api)
 	// Centrifugo's API forms: /api (method/params), /api/batch, /api/<method>.
@@ -408,6 +428,7 @@ func main() {
 		op.HandleFunc("/livez", live)
 		op.HandleFunc("/healthz", live)
 		op.HandleFunc("/readyz", ready)
+		op.HandleFunc("/openapi.json", openapiHandler(openapi))
 		opSrv = &http.Server{Handler: instrument(op), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 			WriteTimeout: 30 * time.Second, MaxHeaderBytes: 64 << 10}
 		opPort = opLn.Addr().(*net.TCPAddr).Port

@@ -916,7 +916,10 @@ class MultiHost(unittest.TestCase):
                         req = urllib.request.Request("%s/apps/main/users/%s/connections" % (http_base, u),
                                                      headers={"X-API-Key": self.api_key})
                         with urllib.request.urlopen(req, timeout=3) as resp:
-                            body = json.load(resp)["result"]
+                            body = json.load(resp)
+                            # Before 0.2 the answer was wrapped in "result"
+                            # (a rolling upgrade from it serves both shapes).
+                            body = body.get("result", body)
                         per = {}
                         for c in body.get("connections", {}).values():
                             per[c["gateway"]] = per.get(c["gateway"], 0) + 1
@@ -1288,7 +1291,10 @@ class MultiHost(unittest.TestCase):
                         req = urllib.request.Request("%s/apps/main/users/%s/connections" % (http_base, u),
                                                      headers={"X-API-Key": self.api_key})
                         with urllib.request.urlopen(req, timeout=3) as resp:
-                            body = json.load(resp)["result"]
+                            body = json.load(resp)
+                            # Before 0.2 the answer was wrapped in "result"
+                            # (a rolling upgrade from it serves both shapes).
+                            body = body.get("result", body)
                         complete, n, why = body["complete"], len(body.get("connections", {})), \
                             body.get("incomplete_reason")
                     stats["calls"] += 1
