@@ -3,6 +3,8 @@
 #include <jwt.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <functional>
 #include <memory>
@@ -11,6 +13,8 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/flags/flag.h"
+#include "absl/flags/reflection.h"
+#include "absl/status/status.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/ascii.h"
@@ -27,7 +31,9 @@
 #include "nlohmann/json.hpp"
 #include "switchboard/v1/control.grpc.pb.h"
 
-ABSL_FLAG(std::string, config, "config/switchboard.yaml", "config file (app secrets, control address, API key)");
+ABSL_FLAG(std::string, config, "",
+          "config file (app secrets, control address, API key); default: $SWITCHBOARD_CONFIG, else "
+          "./switchboard.yaml, else ./config/switchboard.yaml");
 ABSL_FLAG(std::string, control, "", "control address host:port (default: first control.addresses)");
 ABSL_FLAG(std::string, api_key, "", "API key (default: $SWITCHBOARD_API_KEY, else the first in config)");
 ABSL_FLAG(std::string, app, "", "app ID (default: config default_app)");
@@ -184,26 +190,123 @@ int NatsConfig(const v1::Config& config) {
   return 0;
 }
 
+// The commands, for the global and per-command help.
+struct Command {
+  const char* name;
+  const char* summary;
+  const char* usage;
+  std::vector<const char*> flags;  // its own flags
+  bool calls_control;              // also --control, --api_key, --timeout_ms
+};
+
+const std::vector<Command>& Commands() {
+  static const std::vector<Command> kCommands = {
+      {"connections", "every live connection of a user across the fleet (UserConnections), as JSON",
+       "switchboardctl connections --user=U [--app=A] [--page_size=N]", {"user", "app", "page_size", "repeat", "pause_us"},
+       true},
+      {"terminate", "close a user's connections everywhere except the --except ones (TerminateUser)",
+       "switchboardctl terminate --user=U [--except=ID,ID] [--code=C --reason=R]",
+       {"user", "app", "except", "code", "reason", "users_from_stdin"}, true},
+      {"disconnect", "close one connection (Disconnect)", "switchboardctl disconnect --client=ID [--code=C --reason=R]",
+       {"client", "app", "code", "reason"}, true},
+      {"gateways", "the live fleet (ListGateways)", "switchboardctl gateways", {"repeat", "pause_us"}, true},
+      {"gentoken", "a client connection token (HS256 JWT with the app's secret), as JSON or --raw",
+       "switchboardctl gentoken --user=U [--app=A] [--info=JSON] [--meta=JSON] [--ttl=S] [--aud=A] [--iss=I] [--raw]",
+       {"user", "app", "info", "meta", "ttl", "aud", "iss", "raw"}, false},
+      {"sign", "the Pusher-style signed query string for one HTTP API request",
+       "switchboardctl sign --path=P [--method=M] [--body=B] [--app=A]", {"path", "method", "body", "app"}, false},
+      {"nats-config", "nats-server's authorization block (one user per role, least permissions) for the config",
+       "switchboardctl nats-config", {}, false},
+  };
+  return kCommands;
+}
+
+const Command* FindCommand(const std::string& name) {
+  for (const auto& c : Commands()) {
+    if (name == c.name) return &c;
+  }
+  return nullptr;
+}
+
+constexpr char kConfigOrder[] =
+    "Config: --config=FILE, else $SWITCHBOARD_CONFIG, else ./switchboard.yaml, else ./config/switchboard.yaml\n"
+    "(the commands that call control run without one when --control and an API key are given).";
+
+std::string GlobalUsage() {
+  std::string out = "switchboardctl COMMAND [flags]: Switchboard's operator CLI (JSON on stdout; errors on stderr)\n\n";
+  for (const auto& c : Commands()) out += absl::StrCat("  ", c.name, std::string(13 - strlen(c.name), ' '), c.summary, "\n");
+  absl::StrAppend(&out, "\n", kConfigOrder, "\n`switchboardctl COMMAND --help` shows a command's flags.");
+  return out;
+}
+
+int CommandHelp(const Command& c) {
+  std::printf("switchboardctl %s: %s\n\nusage: %s\n\nflags:\n", c.name, c.summary, c.usage);
+  std::vector<const char*> flags = c.flags;
+  if (c.calls_control) {
+    for (const char* f : {"control", "api_key", "timeout_ms"}) flags.push_back(f);
+  }
+  flags.push_back("config");
+  for (const char* name : flags) {
+    if (const absl::CommandLineFlag* f = absl::FindCommandLineFlag(name)) std::printf("%s", FlagHelpLine(*f).c_str());
+  }
+  std::printf("\n%s\n", kConfigOrder);
+  return 0;
+}
+
+// Where the config is: the flag, the environment, then the working directory.
+std::string FindConfig() {
+  if (!absl::GetFlag(FLAGS_config).empty()) return absl::GetFlag(FLAGS_config);
+  if (const char* env = std::getenv("SWITCHBOARD_CONFIG"); env != nullptr && *env != '\0') return env;
+  for (const char* p : {"switchboard.yaml", "config/switchboard.yaml"}) {
+    if (FILE* f = std::fopen(p, "r")) {
+      std::fclose(f);
+      return p;
+    }
+  }
+  return "";
+}
+
+std::string StatusName(grpc::StatusCode code) {
+  return absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   switchboard::SetFlagsUsage("switchboardctl", {"cli/switchboardctl.cc"});
-  absl::SetProgramUsageMessage(
-      "switchboardctl COMMAND [flags]\n"
-      "  gentoken    --user=U [--info=JSON] [--meta=JSON] [--ttl=S] [--aud=A] [--iss=I] [--raw]  a client JWT (JSON, or --raw)\n"
-      "  connections --user=U [--page_size=N]                          a user's live connections\n"
-      "  terminate   --user=U [--except=ID,..] [--code=C --reason=R]  close a user's connections\n"
-      "  disconnect  --client=ID                                       close one connection\n"
-      "  gateways                                                      the attached gateways\n"
-      "  sign        --path=P [--method=M] [--body=B]                   Pusher-style signed query string\n"
-      "  nats-config                                                   nats-server users and permissions");
+  const std::string usage = GlobalUsage();
+  absl::SetProgramUsageMessage(usage);
+  // Help before abseil sees the flags: `switchboardctl CMD --help` and
+  // `switchboardctl help [CMD]` show that command (exit 0); --help alone the
+  // commands and every flag.
+  {
+    const Command* asked = nullptr;
+    bool help = argc >= 2 && std::string(argv[1]) == "help";
+    for (int i = 1; i < argc; ++i) {
+      if (IsHelpArg(argv[i])) help = true;
+      if (asked == nullptr && argv[i][0] != '-') asked = FindCommand(argv[i]);
+    }
+    if (help) {
+      if (asked != nullptr) return CommandHelp(*asked);
+      PrintProgramHelp({"cli/switchboardctl.cc"});
+      return 0;
+    }
+  }
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() != 2) return Fail("expected one command; see --help", 2);
   const std::string cmd = args[1];
+  const Command* command = FindCommand(cmd);
+  if (command == nullptr) return Fail("unknown command " + cmd + "; see --help", 2);
 
-  auto config_or = LoadConfig(absl::GetFlag(FLAGS_config));
-  if (!config_or.ok()) return Fail("config error: " + std::string(config_or.status().message()), 2);
-  const v1::Config config = *config_or;
+  v1::Config config;
+  const std::string config_path = FindConfig();
+  if (!config_path.empty()) {
+    auto config_or = LoadConfig(config_path);
+    if (!config_or.ok()) return Fail("config " + config_path + ": " + std::string(config_or.status().message()), 2);
+    config = *config_or;
+  } else if (!command->calls_control || absl::GetFlag(FLAGS_control).empty()) {
+    return Fail(absl::StrCat("no config found. ", kConfigOrder), 2);
+  }
   std::string app_id = absl::GetFlag(FLAGS_app).empty() ? config.default_app() : absl::GetFlag(FLAGS_app);
 
   if (cmd == "sign") return Sign(config, app_id);
@@ -214,10 +317,12 @@ int main(int argc, char** argv) {
   }
 
   std::string address = absl::GetFlag(FLAGS_control);
-  if (address.empty()) address = config.control().addresses(0);
+  if (address.empty() && config.control().addresses_size() > 0) address = config.control().addresses(0);
+  if (address.empty()) return Fail("no control address: --control=HOST:PORT or control.addresses in the config", 2);
   std::string api_key = absl::GetFlag(FLAGS_api_key);
   if (api_key.empty() && std::getenv("SWITCHBOARD_API_KEY")) api_key = std::getenv("SWITCHBOARD_API_KEY");
-  if (api_key.empty()) api_key = config.api_keys(0);
+  if (api_key.empty() && config.api_keys_size() > 0) api_key = config.api_keys(0);
+  if (api_key.empty()) return Fail("no API key: --api_key, $SWITCHBOARD_API_KEY or api_keys in the config", 2);
 
   // Answers for users with many fat sessions run past gRPC's default 4 MiB
   // receive limit: this client reads whatever control sends (or pages).
@@ -230,7 +335,7 @@ int main(int argc, char** argv) {
   };
   auto check = [](const grpc::Status& st) {
     if (st.ok()) return 0;
-    return Fail("rpc failed: " + std::to_string(st.error_code()) + " " + st.error_message(), 3);
+    return Fail(StatusName(st.error_code()) + ": " + st.error_message(), 3);
   };
 
   if (cmd == "connections") {
@@ -328,5 +433,5 @@ int main(int argc, char** argv) {
     PrintJson(resp);
     return 0;
   }
-  return Fail("unknown command " + cmd + "; see --help", 2);
+  return Fail("unknown command " + cmd + "; see --help", 2);  // not reached: checked above
 }

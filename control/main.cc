@@ -50,6 +50,7 @@ ABSL_FLAG(std::string, health_listen, "",
 int main(int argc, char** argv) {
   switchboard::SetFlagsUsage("switchboard-control", {"control/main.cc"});
   absl::SetProgramUsageMessage("switchboard-control --config=FILE [flags]: the API and fleet registry (README.md)");
+  switchboard::HandleHelp(argc, argv, {"control/main.cc"});
   absl::ParseCommandLine(argc, argv);
   using namespace switchboard;
 
@@ -152,7 +153,7 @@ int main(int argc, char** argv) {
     auto add = [out](FamilyBuilder&& b) { out->push_back(std::move(b).Build()); };
     add(std::move(FamilyBuilder("switchboard_control_build_info", "The control replica's version (always 1)",
                                 MetricType::Gauge)
-                      .Add(1, {{"version", SWITCHBOARD_VERSION}})));
+                      .Add(1, {{"version", kVersion}})));
     add(std::move(FamilyBuilder("switchboard_control_fleet_gateways",
                                 "Gateways attached to this replica with a fresh lease, by state", MetricType::Gauge)
                       .Add(static_cast<double>(members.size() - draining), {{"state", "serving"}})

@@ -56,6 +56,7 @@ int main(int argc, char** argv) {
   OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, nullptr);
   switchboard::SetFlagsUsage("switchboard-gateway", {"gateway/main.cc"});
   absl::SetProgramUsageMessage("switchboard-gateway --config=FILE [flags]: the WebSocket edge (README.md)");
+  switchboard::HandleHelp(argc, argv, {"gateway/main.cc"});
   absl::ParseCommandLine(argc, argv);
   using namespace switchboard;
 

@@ -7,6 +7,7 @@ set -euo pipefail
 src=$(cd "$1" && pwd)
 out=$(mkdir -p "$2" && cd "$2" && pwd)
 version=${3:-dev}
+[[ $version != @* ]] || version=$(cat "${version#@}")  # @FILE: the version written by CMake
 gocode=/usr/share/gocode
 googleapis=$gocode/src/github.com/grpc-ecosystem/grpc-gateway/third_party/googleapis
 

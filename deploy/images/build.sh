@@ -68,13 +68,16 @@ fi
 ccache_dir=${SWITCHBOARD_IMAGE_CCACHE:-$HOME/.cache/switchboard-image-ccache}
 mkdir -p "$ccache_dir"
 echo "images: build stage $build"
+# The full version (scripts/version.sh: git describe) for the binaries and
+# the image labels; the tags stay the release number the manifests name.
+full_version=$(bash scripts/version.sh)
 podman build -q -f deploy/images/Containerfile.build --build-arg BASE="$base" \
-  -v "$ccache_dir:/ccache" -t "$build" . >/dev/null
+  --build-arg SWITCHBOARD_VERSION="$full_version" -v "$ccache_dir:/ccache" -t "$build" . >/dev/null
 
 for name in control gateway http nats; do
   echo "images: localhost/switchboard/$name:$version"
   podman build -q -f "deploy/images/Containerfile.$name" --build-arg BASE="$base" --build-arg BUILD="$build" \
-    --build-arg VERSION="$version" -t "localhost/switchboard/$name:$version" . >/dev/null
+    --build-arg VERSION="$full_version" -t "localhost/switchboard/$name:$version" . >/dev/null
 done
 
 if $previous; then

@@ -84,9 +84,12 @@ class Example:
 
 def examples():
     src = ARGS.source_dir
-    stubs = os.path.join(src, "examples", "python", "gen")
+    # The stubs go to the build tree (not examples/python/gen in the
+    # source tree) and reach the program through PYTHONPATH.
+    stubs = os.path.join(ARGS.build_dir, "examples", "python-stubs")
     subprocess.check_call(["bash", os.path.join(src, "examples", "python", "gen_stubs.sh"), stubs],
                           stdout=subprocess.DEVNULL)
+    os.environ["PYTHONPATH"] = stubs
     return [
         Example("python", ["/usr/bin/python3", os.path.join(src, "examples", "python", "sessions.py")]),
         Example("go", [os.path.join(ARGS.build_dir, "examples", "go", "sessions")]),
@@ -376,6 +379,18 @@ class OpenAPITest(unittest.TestCase):
         err = json.loads(body)
         self.assertEqual(set(err), set(err_schema["properties"]))
         self.assertEqual((err["code"], err["status"]), (16, "UNAUTHENTICATED"))
+
+    def test_one_version_everywhere(self):
+        with open(os.path.join(ARGS.build_dir, "generated", "version.txt")) as f:
+            version = f.read().strip()
+        for rel in ("control/switchboard-control", "gateway/switchboard-gateway", "cli/switchboardctl",
+                    "deploy/http-proxy/switchboard-http"):
+            out = subprocess.run([cluster.bin(rel), "--version"], capture_output=True, text=True, timeout=30)
+            self.assertEqual(out.stdout.split()[-1], version, rel)
+        # What each gateway told control in its Attach hello.
+        gws = stub.ListGateways(pb.ListGatewaysRequest(), metadata=API_KEY, timeout=5).gateways
+        self.assertEqual({g.version for g in gws}, {version})
+        self.assertEqual(self.doc["info"]["version"], version)
 
     def test_only_get_and_head(self):
         req = urllib.request.Request("http://127.0.0.1:%d/openapi.json" % cluster.http_port, data=b"{}")
