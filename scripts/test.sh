@@ -33,6 +33,10 @@ echo "== images (at $(( $(date +%s) - start )) s)"
 bash deploy/images/build.sh --sizes --previous
 echo "== multi-host: the production overlay on network namespaces (at $(( $(date +%s) - start )) s)"
 /usr/bin/python3 tests/k8s/multihost.py --build-dir build
+# Without Debian: deploy/compose on the same images, with Debian's
+# podman-compose, driven by real clients.
+echo "== compose (at $(( $(date +%s) - start )) s)"
+/usr/bin/python3 tests/compose/test_compose.py --build-dir build --source-dir .
 # Sanitizers: leaks are reported too; a finding fails the test that hit it.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}

@@ -38,7 +38,9 @@ for arg in "$@"; do
 done
 
 missing=()
-for p in podman runc mmdebstrap uidmap; do
+# podman-compose and the CNI dnsname plugin (service names on a compose
+# network) for deploy/compose and its test.
+for p in podman runc mmdebstrap uidmap podman-compose golang-github-containernetworking-plugin-dnsname; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
