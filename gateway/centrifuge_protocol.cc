@@ -163,7 +163,7 @@ void CentrifugeProtocol::HandleConnect(ConnectionHost& host, const v1::ClientCom
   reply.set_id(cmd.id());
   auto* r = reply.mutable_connect();
   r->set_client(client_id);
-  r->set_version(kServerVersion);
+  r->set_version(ServerVersion());
   r->set_ping(host.config().gateway().ping_interval_s());
   r->set_pong(true);
   r->set_node(host.gateway_id());
@@ -204,7 +204,7 @@ void CentrifugeProtocol::HandleRefresh(ConnectionHost& host, const v1::ClientCom
   reply.set_id(cmd.id());
   auto* r = reply.mutable_refresh();
   r->set_client(record->client_id());
-  r->set_version(kServerVersion);
+  r->set_version(ServerVersion());
   if (result.claims.expires_at != absl::InfiniteFuture()) {
     r->set_expires(true);
     r->set_ttl(TtlSeconds(result.claims.expires_at, host.Now()));
@@ -278,7 +278,7 @@ void CentrifugeUniStreamProtocol::OnOpen(ConnectionHost& host) {
   v1::ClientPush push;
   auto* c = push.mutable_connect();
   c->set_client(client_id);
-  c->set_version(kServerVersion);
+  c->set_version(ServerVersion());
   c->set_ping(host.config().gateway().ping_interval_s());
   c->set_node(host.gateway_id());
   if (a.expires_at != absl::InfiniteFuture()) {

@@ -131,6 +131,8 @@ ProtocolPtr MakeClientProtocol(Wire wire);
 std::string SafeUtf8(const std::string& in);
 
 inline constexpr size_t kMaxIdLength = 256;
-inline constexpr char kServerVersion[] = "switchboard 0.1.0";
+// The server version clients see (Centrifugo's connect reply `version`):
+// "switchboard <the one version>" (common/version.h).
+const std::string& ServerVersion();
 
 }  // namespace switchboard::gateway

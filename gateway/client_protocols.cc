@@ -2,8 +2,14 @@
 #include "gateway/centrifuge_protocol.h"
 #include "gateway/client_protocol.h"
 #include "gateway/pusher_protocol.h"
+#include "common/version.h"
 
 namespace switchboard::gateway {
+
+const std::string& ServerVersion() {
+  static const std::string* const v = new std::string(std::string("switchboard ") + kVersion);
+  return *v;
+}
 
 ProtocolPtr MakeClientProtocol(Wire wire) {
   // Centrifugo's protocols keep nothing per connection: one instance each.
