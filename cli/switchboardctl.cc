@@ -38,9 +38,11 @@ ABSL_FLAG(std::string, control, "", "control address host:port (default: first c
 ABSL_FLAG(std::string, api_key, "", "API key (default: $SWITCHBOARD_API_KEY, else the first in config)");
 ABSL_FLAG(std::string, app, "", "app ID (default: config default_app)");
 ABSL_FLAG(std::string, user, "", "user ID");
-ABSL_FLAG(std::string, client, "", "client (connection) ID, for disconnect");
+ABSL_FLAG(std::string, client, "", "client (connection) ID, for disconnect and send");
 ABSL_FLAG(std::string, except, "", "comma-separated client IDs that terminate keeps");
 ABSL_FLAG(int, code, 0, "close code (0: server default)");
+ABSL_FLAG(std::string, event, "", "send: the event name");
+ABSL_FLAG(std::string, data, "null", "send: the payload, any JSON value");
 ABSL_FLAG(std::string, reason, "", "close reason");
 ABSL_FLAG(std::string, info, "", "gentoken: JSON for the info claim");
 ABSL_FLAG(std::string, meta, "", "gentoken: JSON for the meta claim (server-side only)");
@@ -209,6 +211,9 @@ const std::vector<Command>& Commands() {
        {"user", "app", "except", "code", "reason", "users_from_stdin"}, true},
       {"disconnect", "close one connection (Disconnect)", "switchboardctl disconnect --client=ID [--code=C --reason=R]",
        {"client", "app", "code", "reason"}, true},
+      {"send", "a message to every session of a user (SendToUser), or to one connection with --client (SendToClient)",
+       "switchboardctl send --user=U --event=E [--data=JSON] [--except=ID,ID] | --client=ID --event=E [--data=JSON]",
+       {"user", "client", "app", "event", "data", "except"}, true},
       {"gateways", "the live fleet (ListGateways)", "switchboardctl gateways", {"repeat", "pause_us"}, true},
       {"gentoken", "a client connection token (HS256 JWT with the app's secret), as JSON or --raw",
        "switchboardctl gentoken --user=U [--app=A] [--info=JSON] [--meta=JSON] [--ttl=S] [--aud=A] [--iss=I] [--raw]",
@@ -415,6 +420,37 @@ int main(int argc, char** argv) {
     grpc::ClientContext ctx;
     make_ctx(&ctx);
     if (int rc = check(stub->Disconnect(&ctx, req, &resp))) return rc;
+    PrintJson(resp);
+    return 0;
+  }
+  if (cmd == "send") {
+    google::protobuf::Value data;
+    if (!google::protobuf::util::JsonStringToMessage(absl::GetFlag(FLAGS_data), &data).ok()) {
+      return Fail("--data is not valid JSON", 2);
+    }
+    grpc::ClientContext ctx;
+    make_ctx(&ctx);
+    if (!absl::GetFlag(FLAGS_client).empty()) {
+      v1::SendToClientRequest req;
+      req.set_app_id(app_id);
+      req.set_client_id(absl::GetFlag(FLAGS_client));
+      req.set_event(absl::GetFlag(FLAGS_event));
+      *req.mutable_data() = data;
+      v1::SendToClientResponse resp;
+      if (int rc = check(stub->SendToClient(&ctx, req, &resp))) return rc;
+      PrintJson(resp);
+      return 0;
+    }
+    v1::SendToUserRequest req;
+    req.set_app_id(app_id);
+    req.set_user_id(absl::GetFlag(FLAGS_user));
+    req.set_event(absl::GetFlag(FLAGS_event));
+    *req.mutable_data() = data;
+    for (auto id : absl::StrSplit(absl::GetFlag(FLAGS_except), ',', absl::SkipEmpty())) {
+      req.add_except_client_ids(std::string(id));
+    }
+    v1::SendToUserResponse resp;
+    if (int rc = check(stub->SendToUser(&ctx, req, &resp))) return rc;
     PrintJson(resp);
     return 0;
   }

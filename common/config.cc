@@ -246,6 +246,8 @@ absl::Status ValidateConfig(v1::Config& c, ConfigRole role) {
   if (!control->has_bus_busy_poll_us()) control->set_bus_busy_poll_us(150);
   if (control->bus_busy_poll_us() > 1000) return Bad("control.bus_busy_poll_us", "at most 1000");
   if (control->shutdown_delay_ms() > 60000) return Bad("control.shutdown_delay_ms", "at most 60000");
+  if (control->max_send_bytes() == 0) control->set_max_send_bytes(65536);
+  if (control->max_send_bytes() > 1048576) return Bad("control.max_send_bytes", "at most 1048576");
   if (control->max_timeout_ms() < control->default_timeout_ms()) {
     return Bad("control.max_timeout_ms", "must be at least control.default_timeout_ms");
   }

@@ -111,6 +111,83 @@ absl::Status ValidateDisconnect(const v1::Config& config, const v1::DisconnectRe
   return CheckClose(r.code(), r.reason());
 }
 
+namespace {
+
+// The event name and the payload as JSON text, checked.
+absl::Status CheckMessage(const v1::Config& config, const std::string& event, const google::protobuf::Value& data,
+                          std::string* json) {
+  if (event.empty() || event.size() > 200) return absl::InvalidArgumentError("event must be 1 to 200 bytes");
+  google::protobuf::util::JsonPrintOptions opts;
+  opts.preserve_proto_field_names = true;
+  if (data.kind_case() == google::protobuf::Value::KIND_NOT_SET) {
+    *json = "null";
+  } else if (!google::protobuf::util::MessageToJsonString(data, json, opts).ok()) {
+    return absl::InvalidArgumentError("data cannot be written as JSON (a number that is not finite?)");
+  }
+  const uint32_t limit = config.control().max_send_bytes();
+  if (json->size() > limit) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("data is ", json->size(), " bytes as JSON; at most ", limit, " (control.max_send_bytes)"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<v1::BusRequest> SendToUserRequest(const v1::Config& config, const v1::SendToUserRequest& r) {
+  if (auto st = CheckApp(config, r.app_id()); !st.ok()) return st;
+  if (auto st = CheckId("user_id", r.user_id()); !st.ok()) return st;
+  if (r.except_client_ids_size() > kMaxExcept) {
+    return absl::InvalidArgumentError(absl::StrCat("except_client_ids has more than ", kMaxExcept, " entries"));
+  }
+  v1::BusRequest req;
+  auto* s = req.mutable_send();
+  if (auto st = CheckMessage(config, r.event(), r.data(), s->mutable_data_json()); !st.ok()) return st;
+  s->set_app_id(r.app_id());
+  s->set_user_id(r.user_id());
+  s->set_event(r.event());
+  *s->mutable_except_client_ids() = r.except_client_ids();
+  return req;
+}
+
+absl::StatusOr<v1::BusRequest> SendToClientRequest(const v1::Config& config, const v1::SendToClientRequest& r) {
+  if (auto st = CheckApp(config, r.app_id()); !st.ok()) return st;
+  if (auto st = CheckId("client_id", r.client_id()); !st.ok()) return st;
+  v1::BusRequest req;
+  auto* s = req.mutable_send();
+  if (auto st = CheckMessage(config, r.event(), r.data(), s->mutable_data_json()); !st.ok()) return st;
+  s->set_app_id(r.app_id());
+  s->set_only_client_id(r.client_id());
+  s->set_event(r.event());
+  return req;
+}
+
+void FillSendToUser(const GatherResult& g, v1::SendToUserResponse* out) {
+  uint32_t total = 0;
+  for (const auto& [gw, reply] : g.answers) {
+    (*out->mutable_delivered_per_gateway())[gw] = reply.delivered();
+    total += reply.delivered();
+    for (const auto& [why, n] : reply.not_delivered()) (*out->mutable_not_delivered())[why] += n;
+  }
+  out->set_delivered(total);
+  FillCoverage(g, out->mutable_coverage());
+}
+
+void FillSendToClient(const GatherResult& g, v1::SendToClientResponse* out) {
+  for (const auto& [gw, reply] : g.answers) {
+    if (reply.delivered() > 0) {
+      out->set_found(true);
+      out->set_gateway(gw);
+      out->set_delivered(true);
+    } else if (!reply.not_delivered().empty()) {
+      out->set_found(true);
+      out->set_gateway(gw);
+      out->set_not_delivered_reason(reply.not_delivered().begin()->first);
+    }
+  }
+  FillCoverage(g, out->mutable_coverage());
+}
+
 void FillUserConnections(const GatherResult& g, v1::UserConnectionsResponse* out, uint32_t page_size,
                          const std::string& after) {
   auto* result = out->mutable_result();

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "control/scatter_gather.h"
 #include "switchboard/v1/config.pb.h"
 #include "switchboard/v1/control.pb.h"
@@ -21,6 +22,12 @@ absl::Status ValidateUserConnections(const v1::Config& config, const v1::UserCon
 absl::Status ValidateTerminateUser(const v1::Config& config, const v1::TerminateUserRequest& r);
 absl::Status ValidateDisconnect(const v1::Config& config, const v1::DisconnectRequest& r);
 
+// SendToUser / SendToClient: the arguments checked and the bus request
+// built (the payload serialised to JSON once, within control.max_send_bytes),
+// or INVALID_ARGUMENT / NOT_FOUND naming the field. Nothing is sent on error.
+absl::StatusOr<v1::BusRequest> SendToUserRequest(const v1::Config& config, const v1::SendToUserRequest& r);
+absl::StatusOr<v1::BusRequest> SendToClientRequest(const v1::Config& config, const v1::SendToClientRequest& r);
+
 // UserConnections pages: the client ID a page token stands for ("" for
 // none), or INVALID_ARGUMENT.
 absl::StatusOr<std::string> PageCursor(const std::string& page_token);
@@ -33,5 +40,7 @@ void FillUserConnections(const GatherResult& g, v1::UserConnectionsResponse* out
                          const std::string& after = "");
 void FillTerminateUser(const GatherResult& g, v1::TerminateUserResponse* out);
 void FillDisconnect(const GatherResult& g, v1::DisconnectResponse* out);
+void FillSendToUser(const GatherResult& g, v1::SendToUserResponse* out);
+void FillSendToClient(const GatherResult& g, v1::SendToClientResponse* out);
 
 }  // namespace switchboard::control

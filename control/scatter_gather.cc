@@ -64,7 +64,7 @@ void ScatterGather::Call(v1::BusRequest request, absl::Time deadline, Done done)
     done(absl::ResourceExhaustedError(absl::StrCat(max_in_flight_, " fleet calls are in flight; try again")));
     return;
   }
-  const bool command = request.has_terminate() || request.has_disconnect();
+  const bool command = request.has_terminate() || request.has_disconnect() || request.has_send();
   auto pending = std::make_shared<Pending>();
   pending->op = OpOf(request);
   pending->started = absl::Now();
@@ -279,6 +279,7 @@ const char* ScatterGather::OpOf(const v1::BusRequest& request) {
     case v1::BusRequest::kUserQuery: return "user_query";
     case v1::BusRequest::kTerminate: return "terminate";
     case v1::BusRequest::kDisconnect: return "disconnect";
+    case v1::BusRequest::kSend: return "send";
     default: return "other";
   }
 }
@@ -317,7 +318,7 @@ void ScatterGather::EnableMetrics(Metrics* metrics) {
   // Every series a dashboard or an alert divides by exists from the start,
   // at 0: a rate over a series that appears with its first event has no
   // data until the next scrape.
-  for (const char* op : {"user_query", "terminate", "disconnect"}) {
+  for (const char* op : {"user_query", "terminate", "disconnect", "send"}) {
     for (const char* result : {"complete", "incomplete"}) metrics_->gathers->Add({{"op", op}, {"result", result}});
     metrics_->asked->Add({{"op", op}});
     metrics_->answered->Add({{"op", op}});

@@ -303,6 +303,32 @@ void ControlService::Disconnect(grpc::ServerContext* ctx, const v1::DisconnectRe
                 })));
 }
 
+void ControlService::SendToUser(grpc::ServerContext* ctx, const v1::SendToUserRequest* req,
+                                v1::SendToUserResponse* resp, UnaryResponder* done) {
+  HttpTarget target{req->app_id(), "POST", "/apps/" + req->app_id() + "/users/" + req->user_id() + "/send"};
+  absl::Status st = Authenticate(ctx, &target);
+  absl::StatusOr<v1::BusRequest> bus_req = st.ok() ? SendToUserRequest(config_, *req) : st;
+  if (!bus_req.ok()) {
+    done->Finish(ToGrpcStatus(bus_req.status()));
+    return;
+  }
+  gather_->Call(*std::move(bus_req), GatherDeadline(ctx),
+                FinishWith(done, [resp](const GatherResult& g) { FillSendToUser(g, resp); }));
+}
+
+void ControlService::SendToClient(grpc::ServerContext* ctx, const v1::SendToClientRequest* req,
+                                  v1::SendToClientResponse* resp, UnaryResponder* done) {
+  HttpTarget target{req->app_id(), "POST", "/apps/" + req->app_id() + "/connections/" + req->client_id() + "/send"};
+  absl::Status st = Authenticate(ctx, &target);
+  absl::StatusOr<v1::BusRequest> bus_req = st.ok() ? SendToClientRequest(config_, *req) : st;
+  if (!bus_req.ok()) {
+    done->Finish(ToGrpcStatus(bus_req.status()));
+    return;
+  }
+  gather_->Call(*std::move(bus_req), GatherDeadline(ctx),
+                FinishWith(done, [resp](const GatherResult& g) { FillSendToClient(g, resp); }));
+}
+
 void ControlService::ListGateways(grpc::ServerContext* ctx, const v1::ListGatewaysRequest*,
                                   v1::ListGatewaysResponse* resp, UnaryResponder* done) {
   absl::Status st = Authenticate(ctx);
@@ -341,6 +367,8 @@ ControlService::ControlService(const v1::Config& config, Fleet* fleet, ScatterGa
       user_connections_(Bind(&ControlService::UserConnections, "UserConnections")),
       terminate_user_(Bind(&ControlService::TerminateUser, "TerminateUser")),
       disconnect_(Bind(&ControlService::Disconnect, "Disconnect")),
+      send_to_user_(Bind(&ControlService::SendToUser, "SendToUser")),
+      send_to_client_(Bind(&ControlService::SendToClient, "SendToClient")),
       list_gateways_(Bind(&ControlService::ListGateways, "ListGateways")),
       centrifugo_user_connections_(Bind(&ControlService::CentrifugoUserConnections, "CentrifugoUserConnections")),
       centrifugo_disconnect_(Bind(&ControlService::CentrifugoDisconnect, "CentrifugoDisconnect")),
@@ -354,6 +382,10 @@ void ControlService::Listen(CqLoop* loop) {
                                                                             &terminate_user_);
   UnaryCall<S, v1::DisconnectRequest, v1::DisconnectResponse>::Listen(&async_, &S::RequestDisconnect, loop,
                                                                       &disconnect_);
+  UnaryCall<S, v1::SendToUserRequest, v1::SendToUserResponse>::Listen(&async_, &S::RequestSendToUser, loop,
+                                                                      &send_to_user_);
+  UnaryCall<S, v1::SendToClientRequest, v1::SendToClientResponse>::Listen(&async_, &S::RequestSendToClient, loop,
+                                                                          &send_to_client_);
   UnaryCall<S, v1::ListGatewaysRequest, v1::ListGatewaysResponse>::Listen(&async_, &S::RequestListGateways, loop,
                                                                           &list_gateways_);
   UnaryCall<S, v1::CentrifugoUserConnectionsRequest, v1::UserConnectionsResponse>::Listen(

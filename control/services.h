@@ -35,6 +35,10 @@ class ControlService {
                      UnaryResponder* done);
   void Disconnect(grpc::ServerContext* ctx, const v1::DisconnectRequest* req, v1::DisconnectResponse* resp,
                   UnaryResponder* done);
+  void SendToUser(grpc::ServerContext* ctx, const v1::SendToUserRequest* req, v1::SendToUserResponse* resp,
+                  UnaryResponder* done);
+  void SendToClient(grpc::ServerContext* ctx, const v1::SendToClientRequest* req, v1::SendToClientResponse* resp,
+                    UnaryResponder* done);
   void ListGateways(grpc::ServerContext* ctx, const v1::ListGatewaysRequest* req, v1::ListGatewaysResponse* resp,
                     UnaryResponder* done);
   void CentrifugoUserConnections(grpc::ServerContext* ctx, const v1::CentrifugoUserConnectionsRequest* req,
@@ -86,6 +90,8 @@ class ControlService {
       user_connections_;
   UnaryCall<v1::Control::AsyncService, v1::TerminateUserRequest, v1::TerminateUserResponse>::Handler terminate_user_;
   UnaryCall<v1::Control::AsyncService, v1::DisconnectRequest, v1::DisconnectResponse>::Handler disconnect_;
+  UnaryCall<v1::Control::AsyncService, v1::SendToUserRequest, v1::SendToUserResponse>::Handler send_to_user_;
+  UnaryCall<v1::Control::AsyncService, v1::SendToClientRequest, v1::SendToClientResponse>::Handler send_to_client_;
   UnaryCall<v1::Control::AsyncService, v1::ListGatewaysRequest, v1::ListGatewaysResponse>::Handler list_gateways_;
   UnaryCall<v1::Control::AsyncService, v1::CentrifugoUserConnectionsRequest, v1::UserConnectionsResponse>::Handler
       centrifugo_user_connections_;

@@ -96,6 +96,7 @@ BusHandler::Op BusHandler::OpOf(const v1::BusRequest& request) {
     case v1::BusRequest::kUserQuery: return kUserQuery;
     case v1::BusRequest::kTerminate: return kTerminate;
     case v1::BusRequest::kDisconnect: return kDisconnect;
+    case v1::BusRequest::kSend: return kSend;
     default: return kOther;
   }
 }
@@ -109,7 +110,7 @@ void BusHandler::EnableMetrics(Metrics* metrics) {
                       .Name("switchboard_gateway_bus_request_duration_seconds")
                       .Help("From a bus request's arrival to its answer handed to NATS, by operation")
                       .Register(metrics->registry());
-  static const char* kNames[kOps] = {"user_query", "terminate", "disconnect", "other"};
+  static const char* kNames[kOps] = {"user_query", "terminate", "disconnect", "send", "other"};
   const prometheus::Histogram::BucketBoundaries bounds{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
                                                        0.01,   0.025,   0.05,   0.1,   0.25,   1};
   for (int i = 0; i < kOps; ++i) {

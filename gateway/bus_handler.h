@@ -59,7 +59,7 @@ class BusHandler {
   std::atomic<uint64_t> malformed_{0};
   // Per BusRequest operation (its oneof case, or kOther): prometheus-cpp's
   // counters and histograms are safe from any thread.
-  enum Op { kUserQuery, kTerminate, kDisconnect, kOther, kOps };
+  enum Op { kUserQuery, kTerminate, kDisconnect, kSend, kOther, kOps };
   static Op OpOf(const v1::BusRequest& request);
   struct OpMetrics {
     prometheus::Counter* requests = nullptr;

@@ -8,6 +8,7 @@
 #include "gateway/centrifuge_codec.h"
 #include "gateway/jwt_verifier.h"
 #include "google/protobuf/util/json_util.h"
+#include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
 
 namespace switchboard::gateway {
@@ -155,6 +156,7 @@ void CentrifugeProtocol::HandleConnect(ConnectionHost& host, const v1::ClientCom
   }
   if (!a.ok) return;
   const std::string client_id = a.record.client_id();
+  const std::string channel = PersonalChannel(SafeUtf8(a.record.user_id()));
   if (!host.StartSession(std::move(a.record), a.expires_at)) {
     host.Close(close_code::kBadRequest, "bad request");
     return;
@@ -163,6 +165,10 @@ void CentrifugeProtocol::HandleConnect(ConnectionHost& host, const v1::ClientCom
   reply.set_id(cmd.id());
   auto* r = reply.mutable_connect();
   r->set_client(client_id);
+  // Subscribed on the server side to the user's personal channel (what
+  // SendToUser publishes on), as Centrifugo's
+  // subscribe_to_user_personal_channel does.
+  (*r->mutable_subs())[channel];
   r->set_version(ServerVersion());
   r->set_ping(host.config().gateway().ping_interval_s());
   r->set_pong(true);
@@ -271,6 +277,7 @@ void CentrifugeUniStreamProtocol::OnOpen(ConnectionHost& host) {
   }
   if (!a.ok) return;
   const std::string client_id = a.record.client_id();
+  const std::string channel = PersonalChannel(SafeUtf8(a.record.user_id()));
   if (!host.StartSession(std::move(a.record), a.expires_at)) {
     host.Close(close_code::kBadRequest, "bad request");
     return;
@@ -278,6 +285,7 @@ void CentrifugeUniStreamProtocol::OnOpen(ConnectionHost& host) {
   v1::ClientPush push;
   auto* c = push.mutable_connect();
   c->set_client(client_id);
+  (*c->mutable_subs())[channel];
   c->set_version(ServerVersion());
   c->set_ping(host.config().gateway().ping_interval_s());
   c->set_node(host.gateway_id());
@@ -302,6 +310,48 @@ int CentrifugeUniStreamProtocol::OnClose(ConnectionHost& host, int code, const s
   push.mutable_disconnect()->set_reason(reason);
   Push(host, push);
   return code;
+}
+
+namespace {
+
+// {"channel":<channel>,"pub":{"data":<data_json>}}: Centrifugo's JSON
+// encoding writes a publication's data as raw JSON, which the protobuf JSON
+// printer (bytes as base64) cannot.
+std::string JsonPublicationPush(const std::string& channel, const std::string& data_json) {
+  std::string out = "{\"channel\":";
+  out += nlohmann::json(channel).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  out += ",\"pub\":{\"data\":";
+  out += data_json;
+  out += "}}";
+  return out;
+}
+
+}  // namespace
+
+DeliverResult CentrifugeProtocol::Deliver(ConnectionHost& host, const ServerMessage& message) {
+  if (!host.Send(EncodePublication(PersonalChannel(message.user_id), message.data_json), binary())) {
+    return DeliverResult::kSlow;
+  }
+  return DeliverResult::kDelivered;
+}
+
+std::string CentrifugeJsonProtocol::EncodePublication(const std::string& channel, const std::string& data_json) const {
+  return "{\"push\":" + JsonPublicationPush(channel, data_json) + "}";
+}
+
+std::string CentrifugeProtobufProtocol::EncodePublication(const std::string& channel,
+                                                          const std::string& data_json) const {
+  v1::ClientReply reply;
+  reply.mutable_push()->set_channel(channel);
+  reply.mutable_push()->mutable_pub()->set_data(data_json);
+  return Encode(reply);
+}
+
+DeliverResult CentrifugeUniStreamProtocol::Deliver(ConnectionHost& host, const ServerMessage& message) {
+  if (!host.Send(JsonPublicationPush(PersonalChannel(message.user_id), message.data_json) + "\n", false)) {
+    return DeliverResult::kSlow;
+  }
+  return DeliverResult::kDelivered;
 }
 
 void CentrifugeUniStreamProtocol::Push(ConnectionHost& host, const v1::ClientPush& push) {

@@ -21,9 +21,13 @@ class CentrifugeProtocol : public ClientProtocol {
   void OnFrame(ConnectionHost& host, std::string_view data, bool binary) override;
   void SendPing(ConnectionHost& host) override;
   int OnClose(ConnectionHost& host, int code, const std::string& reason) override;
+  // A publication on the user's personal channel.
+  DeliverResult Deliver(ConnectionHost& host, const ServerMessage& message) override;
 
  protected:
   virtual bool binary() const = 0;
+  // The push of a publication of `data_json` on `channel`, as one frame.
+  virtual std::string EncodePublication(const std::string& channel, const std::string& data_json) const = 0;
   virtual absl::StatusOr<std::vector<v1::ClientCommand>> Decode(std::string_view frame) const = 0;
   virtual std::string Encode(const v1::ClientReply& reply) const = 0;
   virtual std::string Ping() const = 0;
@@ -45,6 +49,7 @@ class CentrifugeJsonProtocol final : public CentrifugeProtocol {
   absl::StatusOr<std::vector<v1::ClientCommand>> Decode(std::string_view frame) const override;
   std::string Encode(const v1::ClientReply& reply) const override;
   std::string Ping() const override;
+  std::string EncodePublication(const std::string& channel, const std::string& data_json) const override;
 };
 
 class CentrifugeProtobufProtocol final : public CentrifugeProtocol {
@@ -56,6 +61,7 @@ class CentrifugeProtobufProtocol final : public CentrifugeProtocol {
   absl::StatusOr<std::vector<v1::ClientCommand>> Decode(std::string_view frame) const override;
   std::string Encode(const v1::ClientReply& reply) const override;
   std::string Ping() const override;
+  std::string EncodePublication(const std::string& channel, const std::string& data_json) const override;
 };
 
 // Centrifugo's unidirectional HTTP stream: the POST body is the connect
@@ -72,6 +78,7 @@ class CentrifugeUniStreamProtocol final : public ClientProtocol {
   void OnFrame(ConnectionHost& host, std::string_view data, bool binary) override;
   void SendPing(ConnectionHost& host) override;
   int OnClose(ConnectionHost& host, int code, const std::string& reason) override;
+  DeliverResult Deliver(ConnectionHost& host, const ServerMessage& message) override;
 
  private:
   void Push(ConnectionHost& host, const v1::ClientPush& push);

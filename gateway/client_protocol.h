@@ -87,6 +87,23 @@ class ConnectionHost {
   virtual void Activity(bool reset_ping) = 0;
 };
 
+// A message from the server API (SendToUser / SendToClient) for one
+// session, and what became of it.
+struct ServerMessage {
+  const std::string& user_id;    // the session's user
+  const std::string& event;      // the event name (Pusher binds to it)
+  const std::string& data_json;  // the payload, JSON text
+};
+enum class DeliverResult {
+  kDelivered,      // handed to the socket layer, in order after what was sent before
+  kNotSubscribed,  // the client does not listen for server messages
+  kSlow,           // its outbox was full: the connection is being closed as a slow consumer
+};
+
+// The channel every Centrifugo session of `user_id` is subscribed to on the
+// server side (Centrifugo's personal channel, default namespace).
+inline std::string PersonalChannel(const std::string& user_id) { return "#" + user_id; }
+
 // One client protocol's side of a connection: turns frames into actions on
 // the host and tells the client what happens in its own encoding. One object
 // per connection, owned by the hub, unless the protocol keeps nothing of its
@@ -112,6 +129,13 @@ class ClientProtocol {
   // client if the protocol has a way to, and return the code for the close
   // frame.
   virtual int OnClose(ConnectionHost& host, int code, const std::string& reason) = 0;
+  // A server message for this connection's session, in the protocol's own
+  // encoding. Not called for a connection that is closing.
+  virtual DeliverResult Deliver(ConnectionHost& host, const ServerMessage& message) {
+    (void)host;
+    (void)message;
+    return DeliverResult::kNotSubscribed;
+  }
 };
 
 // Owns a connection's protocol object unless it is a shared one.

@@ -385,6 +385,37 @@ v1::BusReply Hub::HandleBusRequest(const v1::BusRequest& req) {
       }
       break;
     }
+    case v1::BusRequest::kSend: {
+      const auto& m = req.send();
+      uint32_t delivered = 0;
+      auto* not_delivered = reply.mutable_not_delivered();
+      auto deliver = [&](const std::string& client_id, const std::string& user_id) {
+        auto cit = conns_.find(index_.ConnOf(client_id));
+        if (cit == conns_.end()) return;
+        Conn& conn = cit->second;
+        if (conn.state == State::kClosing) {
+          ++(*not_delivered)["closing"];
+          return;
+        }
+        Host host(this, cit->first, &conn);
+        switch (conn.protocol->Deliver(host, ServerMessage{user_id, m.event(), m.data_json()})) {
+          case DeliverResult::kDelivered: ++delivered; break;
+          case DeliverResult::kNotSubscribed: ++(*not_delivered)["not subscribed"]; break;
+          case DeliverResult::kSlow: ++(*not_delivered)["slow consumer"]; break;
+        }
+      };
+      if (!m.only_client_id().empty()) {
+        const auto record = index_.Find(m.only_client_id());
+        if (record.has_value() && record->app_id() == m.app_id()) deliver(m.only_client_id(), record->user_id());
+      } else {
+        absl::flat_hash_set<std::string> skip(m.except_client_ids().begin(), m.except_client_ids().end());
+        for (const auto& client_id : index_.ClientsOf(m.app_id(), m.user_id())) {
+          if (!skip.contains(client_id)) deliver(client_id, m.user_id());
+        }
+      }
+      reply.set_delivered(delivered);
+      break;
+    }
     default:
       reply.set_error("unknown operation");
   }

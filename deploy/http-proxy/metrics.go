@@ -55,8 +55,14 @@ func routeOf(r *http.Request) string {
 		return "terminate_user"
 	case len(p) == 5 && p[0] == "apps" && p[2] == "connections" && p[4] == "disconnect":
 		return "disconnect"
+	case len(p) == 5 && p[0] == "apps" && p[2] == "users" && p[4] == "send":
+		return "send_to_user"
+	case len(p) == 5 && p[0] == "apps" && p[2] == "connections" && p[4] == "send":
+		return "send_to_client"
 	case len(p) == 1 && p[0] == "gateways":
 		return "list_gateways"
+	case len(p) == 1 && p[0] == "openapi.json":
+		return "openapi"
 	case len(p) >= 1 && p[0] == "api":
 		return "centrifugo_api"
 	case len(p) == 1 && (p[0] == "livez" || p[0] == "healthz" || p[0] == "readyz"):

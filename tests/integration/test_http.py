@@ -195,6 +195,34 @@ class PusherRoutesTest(unittest.TestCase):
         self.assertIn("longer than 256", resp["error"]["message"])
 
 
+class SendRoutesTest(unittest.TestCase):
+    def test_send_to_user_and_to_one_client_over_http(self):
+        a, ca = open_client("sendhttp", "gw-1")
+        b, cb = open_client("sendhttp", "gw-2")
+        key = ["X-API-Key: " + API_KEY]
+        status, body = curl("POST", "/apps/demo/users/sendhttp/send", body='{"event": "note", "data": {"a": [1, 2]}}',
+                            headers=key)
+        self.assertEqual(status, 200, body)
+        self.assertEqual((body["delivered"], body["delivered_per_gateway"], body["coverage"]["complete"]),
+                         (2, {"gw-1": 1, "gw-2": 1}, True), body)
+        for n in (a, b):
+            ev = driver.wait_event(n, "publication")
+            self.assertEqual((ev["channel"], ev["data"]), ("#sendhttp", {"a": [1, 2]}))
+        status, body = curl("POST", "/apps/demo/connections/%s/send" % cb, body='{"event": "e", "data": "only b"}',
+                            headers=key)
+        self.assertEqual((status, body["found"], body["gateway"], body["delivered"]), (200, True, "gw-2", True), body)
+        driver.wait_event(b, "publication", data="only b")
+        # Bad input: a clear error, nothing sent.
+        for what, payload, want in (("no event", '{"data": 1}', 400), ("not JSON", "{", 400),
+                                    ("wrong type", '{"event": 5}', 400)):
+            status, body = curl("POST", "/apps/demo/users/sendhttp/send", body=payload, headers=key)
+            self.assertEqual(status, want, "%s: %s" % (what, body))
+            self.assertIn("error", body, what)
+        status, body = curl("POST", "/apps/demo/users/sendhttp/send", body='{"event": "e"}')
+        self.assertEqual(status, 401, body)
+        self.assertEqual(len([e for e in driver.events(a) if e["event"] == "publication"]), 1)
+
+
 class CentrifugoRoutesTest(unittest.TestCase):
     def test_user_connections_with_both_header_forms(self):
         _, ca = open_client("70", "gw-1")

@@ -4,6 +4,7 @@ builds, and curl on the unidirectional HTTP stream. Real nats-server, control
 and two gateways; Python is the gRPC backend (grpcio)."""
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -315,6 +316,134 @@ class PusherActivityTimeoutTest(unittest.TestCase):
             self.assertEqual(events[:2], ["pusher:connection_established", "pusher:ping"])
         finally:
             c.close()
+
+
+
+def publications(name):
+    return [(e["channel"], e["data"]) for e in driver.events(name) if e["event"] == "publication"]
+
+
+def send_to_user(user, data, event="note", except_ids=(), timeout=2):
+    req = pb.SendToUserRequest(app_id="demo", user_id=user, event=event, except_client_ids=list(except_ids))
+    req.data.CopyFrom(json_value(data))
+    return stub.SendToUser(req, metadata=API_KEY, timeout=timeout)
+
+
+def json_value(data):
+    from google.protobuf import json_format, struct_pb2
+    v = struct_pb2.Value()
+    json_format.Parse(json.dumps(data), v)
+    return v
+
+
+class SendTest(unittest.TestCase):
+    """SendToUser / SendToClient: every Centrifugo session of the user gets
+    the message as a publication on its personal channel `#<user>`, to which
+    the connect reply subscribed it; nobody else does; the answer counts
+    what was handed to whom."""
+
+    def test_every_session_of_the_user_and_nobody_else(self):
+        user, other = "send-1", "send-2"
+        (j1, j1_id), (p2, p2_id) = centrifuge(user, "gw-1"), centrifuge(user, "gw-2", protobuf=True)
+        kept, kept_id = centrifuge(user, "gw-2")
+        stranger, _ = centrifuge(other, "gw-1")
+        uni = UniStream(user, "gw-1")
+        uni_id = uni.wait_message("connect")["client"]
+        self.assertEqual(uni.wait_message("connect")["subs"], {"#" + user: {}})
+        for name in (j1, p2, kept):
+            driver.wait_event(name, "server_subscribed", channel="#" + user)
+        data = {"text": "revoked elsewhere", "n": 1, "nested": {"ok": True, "list": [1, "ü"]}}
+        r = send_to_user(user, data, except_ids=[kept_id])
+        self.assertTrue(r.coverage.complete, r)
+        self.assertEqual(r.delivered, 3)
+        self.assertEqual(dict(r.delivered_per_gateway), {"gw-1": 2, "gw-2": 1})
+        self.assertEqual(dict(r.not_delivered), {})
+        for name in (j1, p2):
+            driver.wait_event(name, "publication")
+            self.assertEqual(publications(name), [("#" + user, data)])
+        pub = wait_until(lambda: next((m for m in uni.messages() if "pub" in m), None), 10, "uni stream publication")
+        self.assertEqual(pub, {"channel": "#" + user, "pub": {"data": data}})
+        # One connection alone; messages to a session keep their order, so
+        # the kept client's first publication being this one shows it missed
+        # the first.
+        r = stub.SendToClient(pb.SendToClientRequest(app_id="demo", client_id=kept_id, event="e",
+                                                     data=json_value([2])), metadata=API_KEY, timeout=2)
+        self.assertEqual((r.found, r.gateway, r.delivered, r.coverage.complete), (True, "gw-2", True, True), r)
+        driver.wait_event(kept, "publication")
+        self.assertEqual(publications(kept), [("#" + user, [2])])
+        r = send_to_user(other, "for the other user")
+        self.assertEqual(r.delivered, 1)
+        driver.wait_event(stranger, "publication")
+        self.assertEqual(publications(stranger), [("#" + other, "for the other user")])
+        self.assertEqual(len(publications(j1)), 1)
+        # Nobody there: nothing delivered, and still complete.
+        r = send_to_user("nobody-here", 1)
+        self.assertEqual((r.delivered, r.coverage.complete), (0, True))
+        r = stub.SendToClient(pb.SendToClientRequest(app_id="demo", client_id="no-such-client", event="e"),
+                              metadata=API_KEY, timeout=2)
+        self.assertEqual((r.found, r.delivered, r.coverage.complete), (False, False, True))
+        self.assertIn(uni_id, user_connections(user).connections)
+        uni.close()
+
+    def test_order_per_session_and_the_cli(self):
+        user = "send-order"
+        name, _ = centrifuge(user, "gw-1")
+        driver.wait_event(name, "server_subscribed")
+        for i in range(50):
+            self.assertEqual(send_to_user(user, i).delivered, 1)
+        out = json.loads(cluster.ctl("send", "--user", user, "--event", "cli", "--data", '{"from": "cli"}'))
+        self.assertEqual((out["delivered"], out["coverage"]["complete"]), (1, True))
+        wait_until(lambda: len(publications(name)) == 51, 10, "51 publications")
+        self.assertEqual([d for _, d in publications(name)], list(range(50)) + [{"from": "cli"}])
+
+    def test_a_pusher_session_is_counted_as_not_subscribed(self):
+        user = "send-pusher"
+        centrifuge(user, "gw-1")
+        pusher(user, "gw-2")
+        r = send_to_user(user, "x")
+        self.assertEqual((r.delivered, dict(r.not_delivered)), (1, {"not subscribed": 1}))
+
+    def test_a_frozen_gateway_is_named_missing(self):
+        user = "send-frozen"
+        a, _ = centrifuge(user, "gw-1")
+        centrifuge(user, "gw-2")
+        gw2 = cluster.gateways["gw-2"][0]
+        gw2.signal(signal.SIGSTOP)
+        try:
+            r = send_to_user(user, "while frozen", timeout=1)
+        finally:
+            gw2.signal(signal.SIGCONT)
+        self.assertFalse(r.coverage.complete)
+        self.assertEqual(list(r.coverage.gateways_missing), ["gw-2"])
+        self.assertEqual(dict(r.delivered_per_gateway), {"gw-1": 1})
+        driver.wait_event(a, "publication")
+
+    def test_bad_arguments_send_nothing(self):
+        user = "send-bad"
+        name, cid = centrifuge(user, "gw-1")
+        cases = [
+            ("no event", dict(app_id="demo", user_id=user, event=""), grpc.StatusCode.INVALID_ARGUMENT, "event"),
+            ("long event", dict(app_id="demo", user_id=user, event="e" * 201), grpc.StatusCode.INVALID_ARGUMENT,
+             "event"),
+            ("no user", dict(app_id="demo", user_id="", event="e"), grpc.StatusCode.INVALID_ARGUMENT, "user_id"),
+            ("unknown app", dict(app_id="nope", user_id=user, event="e"), grpc.StatusCode.NOT_FOUND, "nope"),
+        ]
+        for what, kw, code, text in cases:
+            with self.assertRaises(grpc.RpcError, msg=what) as cm:
+                stub.SendToUser(pb.SendToUserRequest(**kw), metadata=API_KEY, timeout=2)
+            self.assertEqual(cm.exception.code(), code, what)
+            self.assertIn(text, cm.exception.details(), what)
+        with self.assertRaises(grpc.RpcError) as cm:
+            send_to_user(user, "x" * 70000)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("control.max_send_bytes", cm.exception.details())
+        with self.assertRaises(grpc.RpcError) as cm:
+            stub.SendToUser(pb.SendToUserRequest(app_id="demo", user_id=user, event="e"), timeout=2)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+        # The first publication the client gets is this one: none of the above went out.
+        self.assertEqual(send_to_user(user, "after").delivered, 1)
+        driver.wait_event(name, "publication")
+        self.assertEqual(publications(name), [("#" + user, "after")])
 
 
 if __name__ == "__main__":

@@ -83,6 +83,13 @@ function openCentrifuge(cmd) {
   c.on('disconnected', (ctx) => emit({ event: 'disconnected', name: cmd.name, code: ctx.code, reason: ctx.reason }));
   c.on('error', (ctx) => emit({ event: 'error', name: cmd.name, type: ctx.type, code: ctx.error && ctx.error.code,
                                 message: String(ctx.error && ctx.error.message) }));
+  // Server-side subscriptions (the user's personal channel) and what is
+  // published on them; the protobuf build hands data over as bytes.
+  c.on('subscribed', (ctx) => emit({ event: 'server_subscribed', name: cmd.name, channel: ctx.channel }));
+  c.on('publication', (ctx) => emit({
+    event: 'publication', name: cmd.name, channel: ctx.channel,
+    data: ctx.data instanceof Uint8Array ? JSON.parse(Buffer.from(ctx.data).toString()) : ctx.data,
+  }));
   clients.set(cmd.name, { close: () => c.disconnect() });
   c.connect();
 }
