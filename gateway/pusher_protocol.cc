@@ -110,15 +110,19 @@ void PusherProtocol::OnFrame(ConnectionHost& host, std::string_view data, bool b
     Signin(host, payload["auth"].get<std::string>(), payload["user_data"].get<std::string>());
   } else if (event == "pusher:subscribe") {
     std::string ch = payload.is_object() && payload.contains("channel") && payload["channel"].is_string()
-                         ? payload["channel"].get<std::string>().substr(0, 200)
+                         ? payload["channel"].get<std::string>().substr(0, 300)
                          : std::string();
-    json err = {{"type", "UnsupportedFeature"},
-                {"error", "Channel subscriptions are not supported by this server"},
-                {"status", 501}};
-    json frame = {{"event", "pusher:subscription_error"}, {"channel", ch}, {"data", err}};
-    host.Send(Dump(frame), false);
+    Subscribe(host, ch);
   } else if (event == "pusher:unsubscribe") {
-    SendError(host, 0, "Channel subscriptions are not supported by this server");
+    std::string ch = payload.is_object() && payload.contains("channel") && payload["channel"].is_string()
+                         ? payload["channel"].get<std::string>()
+                         : std::string();
+    const std::optional<v1::SessionRecord> record = host.session();
+    if (server_to_user_ && record.has_value() && ch == ServerToUserChannel(record->user_id())) {
+      server_to_user_ = false;  // Pusher answers an unsubscribe with nothing
+    } else {
+      SendError(host, 0, "Channel subscriptions are not supported by this server");
+    }
   } else if (absl::StartsWith(event, "client-")) {
     SendError(host, 0, "Client events are not supported by this server");
   } else {
@@ -167,6 +171,43 @@ void PusherProtocol::Signin(ConnectionHost& host, const std::string& auth, const
     return;
   }
   SendEvent(host, "pusher:signin_success", Dump(json({{"user_data", user_data}})));
+}
+
+void PusherProtocol::Subscribe(ConnectionHost& host, const std::string& channel) {
+  auto refuse = [&](const char* type, const std::string& error, int status) {
+    json err = {{"type", type}, {"error", error}, {"status", status}};
+    host.Send(Dump(json({{"event", "pusher:subscription_error"}, {"channel", channel}, {"data", err}})), false);
+  };
+  if (!absl::StartsWith(channel, "#server-to-user-")) {
+    refuse("UnsupportedFeature", "Channel subscriptions are not supported by this server", 501);
+    return;
+  }
+  // Only a signed-in connection, and only to its own user's channel.
+  const std::optional<v1::SessionRecord> record = host.session();
+  if (!record.has_value()) {
+    refuse("AuthError", "Sign in before subscribing to " + channel, 401);
+    return;
+  }
+  if (channel != ServerToUserChannel(record->user_id())) {
+    refuse("AuthError", "Not the signed-in user's channel", 403);
+    return;
+  }
+  server_to_user_ = true;
+  SendEvent(host, "pusher_internal:subscription_succeeded", "{}", channel);
+}
+
+DeliverResult PusherProtocol::Deliver(ConnectionHost& host, const ServerMessage& message) {
+  if (!server_to_user_) return DeliverResult::kNotSubscribed;
+  // Pusher's `data` is a string: a string payload goes as it is, anything
+  // else as its JSON text (what the server SDKs send for an object).
+  std::string data = message.data_json;
+  if (!data.empty() && data.front() == '"') {
+    json parsed = ParseShallow(data);
+    if (parsed.is_string()) data = parsed.get<std::string>();
+  }
+  json frame = {{"event", message.event}, {"channel", ServerToUserChannel(message.user_id)}, {"data", data}};
+  if (!host.Send(Dump(frame), false)) return DeliverResult::kSlow;
+  return DeliverResult::kDelivered;
 }
 
 void PusherProtocol::SendPing(ConnectionHost& host) { SendEvent(host, "pusher:ping", "{}"); }

@@ -396,12 +396,51 @@ class SendTest(unittest.TestCase):
         wait_until(lambda: len(publications(name)) == 51, 10, "51 publications")
         self.assertEqual([d for _, d in publications(name)], list(range(50)) + [{"from": "cli"}])
 
-    def test_a_pusher_session_is_counted_as_not_subscribed(self):
+    def test_pusher_js_gets_it_through_pusher_user_bind(self):
         user = "send-pusher"
-        centrifuge(user, "gw-1")
-        pusher(user, "gw-2")
-        r = send_to_user(user, "x")
-        self.assertEqual((r.delivered, dict(r.not_delivered)), (1, {"not subscribed": 1}))
+        c, _ = centrifuge(user, "gw-1")
+        pu, sock = pusher(user, "gw-2")
+        # pusher-js subscribes to its user's channel by itself after signin.
+        sub = driver.wait_event(pu, "pusher_subscription", channel="#server-to-user-" + user)
+        self.assertEqual(sub["result"], "pusher_internal:subscription_succeeded")
+        other, _ = pusher("send-pusher-other", "gw-1")
+        driver.wait_event(other, "pusher_subscription", channel="#server-to-user-send-pusher-other")
+        r = send_to_user(user, {"text": "hello"}, event="notice")
+        self.assertEqual((r.delivered, dict(r.delivered_per_gateway), dict(r.not_delivered)),
+                         (2, {"gw-1": 1, "gw-2": 1}, {}), r)
+        ev = driver.wait_event(pu, "pusher_user_event", event_name="notice")
+        self.assertEqual(ev["data"], {"text": "hello"})
+        driver.wait_event(c, "publication")
+        # A string payload reaches pusher-js as that string.
+        self.assertEqual(send_to_user(user, "plain text", event="s").delivered, 2)
+        self.assertEqual(driver.wait_event(pu, "pusher_user_event", event_name="s")["data"], "plain text")
+        # The socket excluded by its socket_id (the client ID) gets nothing.
+        self.assertEqual(send_to_user(user, 3, event="x", except_ids=[sock]).delivered, 1)
+        self.assertEqual(send_to_user(user, 4, event="last").delivered, 2)
+        driver.wait_event(pu, "pusher_user_event", event_name="last")
+        self.assertEqual([e["event_name"] for e in driver.events(pu) if e["event"] == "pusher_user_event"],
+                         ["notice", "s", "last"])
+        self.assertFalse([e for e in driver.events(other) if e["event"] == "pusher_user_event"])
+
+    def test_pusher_subscriptions_other_than_its_own_user_channel_are_refused(self):
+        # pusher-js refuses to subscribe to '#' names itself: a raw socket asks.
+        def subscribe(name, channel):
+            url = "ws://127.0.0.1:%d/app/%s?protocol=7" % (gw_port("gw-1"), KEY)
+            frame = json.dumps({"event": "pusher:subscribe", "data": {"channel": channel}})
+            driver.send(op="raw", name=name, url=url, frames=[frame])
+
+            def answer():
+                for e in driver.events(name):
+                    if e["event"] == "raw_message":
+                        m = json.loads(e["data"])
+                        if m.get("channel") == channel:
+                            return m
+                return None
+            return wait_until(answer, 10, "%s: an answer about %s" % (name, channel))
+        m = subscribe("raw-sub-before-signin", "#server-to-user-x")
+        self.assertEqual((m["event"], m["data"]["status"]), ("pusher:subscription_error", 401), m)
+        m = subscribe("raw-sub-public", "public-news")
+        self.assertEqual((m["event"], m["data"]["status"]), ("pusher:subscription_error", 501), m)
 
     def test_a_frozen_gateway_is_named_missing(self):
         user = "send-frozen"

@@ -131,6 +131,18 @@ function openPusher(cmd) {
   p.connection.bind('error', (e) => emit({ event: 'pusher_error', name, data: e && e.data ? e.data : null }));
   p.bind('pusher:signin_success', (data) => emit({ event: 'pusher_signin_success', name, data }));
   p.bind('pusher:error', (data) => emit({ event: 'pusher_error_event', name, data }));
+  // Events sent to the signed-in user (pusher.user.bind), and what the
+  // server says about subscriptions (the user's #server-to-user channel).
+  p.user.bind_global((eventName, data) => emit({ event: 'pusher_user_event', name, event_name: eventName, data }));
+  p.connection.bind('message', (m) => {
+    if (m.event === 'pusher_internal:subscription_succeeded' || m.event === 'pusher:subscription_error') {
+      emit({ event: 'pusher_subscription', name, result: m.event, channel: m.channel, data: m.data });
+    }
+  });
+  if (cmd.subscribe) {
+    const ch = p.subscribe(cmd.subscribe);
+    ch.bind('pusher:subscription_error', (e) => emit({ event: 'pusher_channel_error', name, channel: cmd.subscribe, data: e }));
+  }
   clients.set(name, { close: () => p.disconnect(), pusher: p });
 }
 

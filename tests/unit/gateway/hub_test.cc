@@ -11,6 +11,9 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "gateway/centrifuge_codec.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+#include "switchboard/v1/client.pb.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/unit/testing/tokens.h"
@@ -27,6 +30,7 @@ class FakeTransport : public Transport {
     std::string reason;
   };
   bool Send(ConnId conn, std::string frame, bool) override {
+    if (full.count(conn)) return false;  // an outbox that is full (the real one then closes as slow)
     sent[conn].push_back(std::move(frame));
     return true;
   }
@@ -38,6 +42,7 @@ class FakeTransport : public Transport {
   std::map<ConnId, Closed> closed;
   std::map<ConnId, absl::Duration> timers;
   std::set<ConnId> notify_written;
+  std::set<ConnId> full;
 };
 
 class RecordingObserver : public SessionObserver {
@@ -933,4 +938,116 @@ TEST_F(PusherHubTest, DeeplyNestedDataIsAnErrorNotAStackOverflow) {
 }
 
 }  // namespace
+// --- Messages to a user (SendToUser / SendToClient) ----------------------
+
+v1::BusRequest SendRequest(const std::string& user, const std::string& data_json, std::vector<std::string> except = {}) {
+  v1::BusRequest req;
+  auto* m = req.mutable_send();
+  m->set_app_id("demo");
+  m->set_user_id(user);
+  m->set_event("note");
+  m->set_data_json(data_json);
+  for (auto& e : except) m->add_except_client_ids(e);
+  return req;
+}
+
+TEST_F(HubTest, ConnectReplySubscribesToThePersonalChannel) {
+  Connect(1, "42");
+  auto reply = nlohmann::json::parse(transport_.sent[1].back());
+  EXPECT_EQ(reply["connect"]["subs"], nlohmann::json::parse(R"({"#42":{}})"));
+}
+
+TEST_F(HubTest, SendIsAPublicationOnThePersonalChannelForEachSessionButTheExcepted) {
+  std::string a = Connect(1, "42");
+  std::string b = Connect(2, "42");
+  Connect(3, "43");
+  v1::BusReply r = Bus(SendRequest("42", R"({"x":[1,"two"]})", {b}));
+  EXPECT_EQ(r.error(), "");
+  EXPECT_EQ(r.delivered(), 1u);
+  EXPECT_TRUE(r.not_delivered().empty());
+  EXPECT_EQ(nlohmann::json::parse(transport_.sent[1].back()),
+            nlohmann::json::parse(R"({"push":{"channel":"#42","pub":{"data":{"x":[1,"two"]}}}})"));
+  EXPECT_EQ(transport_.sent[2].size(), 1u);  // the connect reply only
+  EXPECT_EQ(transport_.sent[3].size(), 1u);
+  // One connection by its client ID; another app's client ID finds nothing.
+  v1::BusRequest one;
+  one.mutable_send()->set_app_id("demo");
+  one.mutable_send()->set_only_client_id(b);
+  one.mutable_send()->set_event("e");
+  one.mutable_send()->set_data_json("7");
+  EXPECT_EQ(Bus(one).delivered(), 1u);
+  EXPECT_EQ(transport_.sent[2].back(), R"({"push":{"channel":"#42","pub":{"data":7}}})");
+  one.mutable_send()->set_app_id("other");
+  EXPECT_EQ(Bus(one).delivered(), 0u);
+  (void)a;
+}
+
+TEST_F(HubTest, SendCountsAFullOutboxAsASlowConsumer) {
+  Connect(1, "42");
+  Connect(2, "42");
+  transport_.full.insert(2);
+  v1::BusReply r = Bus(SendRequest("42", "1"));
+  EXPECT_EQ(r.delivered(), 1u);
+  EXPECT_EQ(r.not_delivered().at("slow consumer"), 1u);
+}
+
+TEST_F(HubTest, SendInProtobufIsAPushWithThePayloadAsData) {
+  Open(1, "", Wire::kCentrifugeProtobuf);
+  v1::ClientCommand cmd;
+  cmd.set_id(1);
+  cmd.mutable_connect()->set_token(Token("42"));
+  std::string frame;
+  {
+    google::protobuf::io::StringOutputStream raw(&frame);
+    google::protobuf::io::CodedOutputStream coded(&raw);
+    coded.WriteVarint32(static_cast<uint32_t>(cmd.ByteSizeLong()));
+    cmd.SerializeWithCachedSizes(&coded);
+  }
+  hub_->OnFrame(1, frame, true);
+  ASSERT_EQ(Bus(SendRequest("42", R"({"a":1})")).delivered(), 1u);
+  const std::string& out = transport_.sent[1].back();
+  google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(out.data()), static_cast<int>(out.size()));
+  uint32_t len = 0;
+  ASSERT_TRUE(in.ReadVarint32(&len));
+  v1::ClientReply reply;
+  ASSERT_TRUE(reply.ParseFromArray(out.data() + in.CurrentPosition(), static_cast<int>(len)));
+  EXPECT_EQ(reply.push().channel(), "#42");
+  EXPECT_EQ(reply.push().pub().data(), R"({"a":1})");
+}
+
+TEST_F(PusherHubTest, ServerToUserChannelIsTheSignedInUsersOwnOnly) {
+  auto subscribe = [&](ConnId id, const std::string& channel) {
+    hub_->OnFrame(id, nlohmann::json({{"event", "pusher:subscribe"}, {"data", {{"channel", channel}}}}).dump(), false);
+    return nlohmann::json::parse(transport_.sent[id].back());
+  };
+  std::string sid = OpenPusher(1);
+  auto m = subscribe(1, "#server-to-user-42");  // before signin
+  EXPECT_EQ(m["event"], "pusher:subscription_error");
+  EXPECT_EQ(m["data"]["status"], 401);
+  // Not subscribed: a message is counted, not sent.
+  Signin(1, sid, R"({"id":"42"})");
+  v1::BusReply r = Bus(SendRequest("42", "1"));
+  EXPECT_EQ(r.delivered(), 0u);
+  EXPECT_EQ(r.not_delivered().at("not subscribed"), 1u);
+  m = subscribe(1, "#server-to-user-43");
+  EXPECT_EQ(m["event"], "pusher:subscription_error");
+  EXPECT_EQ(m["data"]["status"], 403);
+  m = subscribe(1, "private-x");
+  EXPECT_EQ(m["data"]["status"], 501);
+  m = subscribe(1, "#server-to-user-42");
+  EXPECT_EQ(m["event"], "pusher_internal:subscription_succeeded");
+  EXPECT_EQ(m["channel"], "#server-to-user-42");
+  // Objects go as their JSON text, strings as they are (Pusher's data is a string).
+  ASSERT_EQ(Bus(SendRequest("42", R"({"text":"hi"})")).delivered(), 1u);
+  m = nlohmann::json::parse(transport_.sent[1].back());
+  EXPECT_EQ(m["event"], "note");
+  EXPECT_EQ(m["channel"], "#server-to-user-42");
+  EXPECT_EQ(m["data"], R"({"text":"hi"})");
+  ASSERT_EQ(Bus(SendRequest("42", R"("plain \"quoted\" text")")).delivered(), 1u);
+  EXPECT_EQ(nlohmann::json::parse(transport_.sent[1].back())["data"], "plain \"quoted\" text");
+  // Unsubscribed: no more.
+  hub_->OnFrame(1, R"({"event":"pusher:unsubscribe","data":{"channel":"#server-to-user-42"}})", false);
+  EXPECT_EQ(Bus(SendRequest("42", "1")).not_delivered().at("not subscribed"), 1u);
+}
+
 }  // namespace switchboard::gateway
