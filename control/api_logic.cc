@@ -1,6 +1,7 @@
 #include "control/api_logic.h"
 
 #include <algorithm>
+#include <regex>
 #include <set>
 #include <string_view>
 #include <vector>
@@ -11,6 +12,8 @@
 #include "absl/strings/str_cat.h"
 #include "common/config.h"
 #include "common/crypto.h"
+#include "common/json_depth.h"
+#include "nlohmann/json.hpp"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
 
@@ -171,6 +174,134 @@ void FillSendToUser(const GatherResult& g, v1::SendToUserResponse* out) {
   }
   out->set_delivered(total);
   FillCoverage(g, out->mutable_coverage());
+}
+
+uint32_t Delivered(const GatherResult& g) {
+  uint32_t n = 0;
+  for (const auto& [gw, reply] : g.answers) n += reply.delivered();
+  return n;
+}
+
+void MergeCoverage(const std::vector<GatherResult>& all, v1::Coverage* out) {
+  std::set<std::string> asked, answered, missing;
+  bool complete = true;
+  std::string reason;
+  for (const auto& g : all) {
+    v1::Coverage one;
+    FillCoverage(g, &one);
+    complete = complete && one.complete();
+    if (reason.empty()) reason = one.incomplete_reason();
+    asked.insert(one.gateways_asked().begin(), one.gateways_asked().end());
+    answered.insert(one.gateways_answered().begin(), one.gateways_answered().end());
+    missing.insert(one.gateways_missing().begin(), one.gateways_missing().end());
+    out->mutable_missing_reasons()->insert(one.missing_reasons().begin(), one.missing_reasons().end());
+  }
+  out->set_complete(complete);
+  if (!complete) out->set_incomplete_reason(reason);
+  for (const auto& id : asked) out->add_gateways_asked(id);
+  for (const auto& id : answered) out->add_gateways_answered(id);
+  for (const auto& id : missing) out->add_gateways_missing(id);
+}
+
+namespace {
+
+constexpr char kServerToUser[] = "#server-to-user-";
+
+// Pusher's `data` (a string) as the payload's JSON text: itself when it is
+// JSON (an object the SDK encoded, usually), else as a JSON string.
+absl::StatusOr<std::string> PusherDataJson(const v1::Config& config, const std::string& data) {
+  const uint32_t limit = config.control().max_send_bytes();
+  if (data.size() > limit) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("data is ", data.size(), " bytes; at most ", limit, " (control.max_send_bytes)"));
+  }
+  if (JsonDepthWithin(data) && nlohmann::json::accept(data)) return data;
+  std::string quoted = nlohmann::json(data).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  if (quoted.size() > limit) return absl::InvalidArgumentError("data is too large once quoted (control.max_send_bytes)");
+  return quoted;
+}
+
+absl::StatusOr<v1::BusRequest> PusherEvent(const v1::Config& config, const std::string& app_id,
+                                          const std::string& channel, const std::string& name,
+                                          const std::string& data, const std::string& socket_id) {
+  if (name.empty() || name.size() > 200) return absl::InvalidArgumentError("name must be 1 to 200 bytes");
+  if (!absl::StartsWith(channel, kServerToUser) || channel.size() == sizeof(kServerToUser) - 1) {
+    return absl::InvalidArgumentError("channel \"" + channel.substr(0, 200) +
+                                      "\": only #server-to-user-<user id> channels are served (sendToUser)");
+  }
+  if (!socket_id.empty() && !std::regex_match(socket_id, std::regex("[0-9]{1,20}\\.[0-9]{1,20}"))) {
+    return absl::InvalidArgumentError("socket_id \"" + socket_id.substr(0, 64) + "\" is not a socket ID");
+  }
+  const std::string user = channel.substr(sizeof(kServerToUser) - 1);
+  if (auto st = CheckId("user id in channel", user); !st.ok()) return st;
+  auto data_json = PusherDataJson(config, data);
+  if (!data_json.ok()) return data_json.status();
+  v1::BusRequest req;
+  auto* s = req.mutable_send();
+  s->set_app_id(app_id);
+  s->set_user_id(user);
+  s->set_event(name);
+  s->set_data_json(*std::move(data_json));
+  if (!socket_id.empty()) s->add_except_client_ids(socket_id);
+  return req;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<v1::BusRequest>> PusherTriggerRequests(const v1::Config& config,
+                                                                   const v1::PusherTriggerRequest& r) {
+  if (auto st = CheckApp(config, r.app_id()); !st.ok()) return st;
+  std::vector<std::string> channels(r.channels().begin(), r.channels().end());
+  if (!r.channel().empty()) channels.push_back(r.channel());
+  if (channels.empty()) return absl::InvalidArgumentError("channels must name at least one channel");
+  if (channels.size() > 100) return absl::InvalidArgumentError("at most 100 channels per event");
+  std::vector<v1::BusRequest> out;
+  for (const auto& ch : channels) {
+    auto req = PusherEvent(config, r.app_id(), ch, r.name(), r.data(), r.socket_id());
+    if (!req.ok()) return req.status();
+    out.push_back(*std::move(req));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<v1::BusRequest>> PusherBatchRequests(const v1::Config& config,
+                                                                 const v1::PusherTriggerBatchRequest& r) {
+  if (auto st = CheckApp(config, r.app_id()); !st.ok()) return st;
+  if (r.batch_size() == 0) return absl::InvalidArgumentError("batch must hold at least one event");
+  if (r.batch_size() > 10) return absl::InvalidArgumentError("at most 10 events per batch");
+  std::vector<v1::BusRequest> out;
+  for (int i = 0; i < r.batch_size(); ++i) {
+    const auto& e = r.batch(i);
+    auto req = PusherEvent(config, r.app_id(), e.channel(), e.name(), e.data(), e.socket_id());
+    if (!req.ok()) return absl::Status(req.status().code(), absl::StrCat("batch[", i, "]: ", req.status().message()));
+    out.push_back(*std::move(req));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<v1::BusRequest>> CentrifugoPublishRequests(const v1::Config& config,
+                                                                       const std::vector<std::string>& channels,
+                                                                       const google::protobuf::Value& data,
+                                                                       const std::string& b64data) {
+  if (!b64data.empty()) return absl::InvalidArgumentError("b64data is not supported: send data as JSON");
+  if (channels.empty()) return absl::InvalidArgumentError("channel is required");
+  if (channels.size() > 1000) return absl::InvalidArgumentError("at most 1000 channels");
+  std::vector<v1::BusRequest> out;
+  for (const auto& ch : channels) {
+    if (ch.size() < 2 || ch[0] != '#') {
+      return absl::NotFoundError("unknown channel \"" + ch.substr(0, 200) +
+                                 "\": only personal channels (#<user id>) are served");
+    }
+    v1::SendToUserRequest one;
+    one.set_app_id(config.default_app());
+    one.set_user_id(ch.substr(1));
+    one.set_event("publication");
+    *one.mutable_data() = data;
+    auto req = SendToUserRequest(config, one);
+    if (!req.ok()) return req.status();
+    out.push_back(*std::move(req));
+  }
+  return out;
 }
 
 void FillSendToClient(const GatherResult& g, v1::SendToClientResponse* out) {

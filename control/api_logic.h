@@ -1,6 +1,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -41,6 +42,23 @@ void FillUserConnections(const GatherResult& g, v1::UserConnectionsResponse* out
 void FillTerminateUser(const GatherResult& g, v1::TerminateUserResponse* out);
 void FillDisconnect(const GatherResult& g, v1::DisconnectResponse* out);
 void FillSendToUser(const GatherResult& g, v1::SendToUserResponse* out);
+// Several sends (one per user) answered as one: sessions delivered, summed,
+// and one coverage (complete only if every one was).
+uint32_t Delivered(const GatherResult& g);
+void MergeCoverage(const std::vector<GatherResult>& all, v1::Coverage* out);
+
+// Pusher's trigger and batch, and Centrifugo's publish and broadcast, as
+// the SendToUser requests they stand for (one per channel, in order), or
+// the error Pusher or Centrifugo give (INVALID_ARGUMENT; NOT_FOUND for a
+// channel that is not a personal one, Centrifugo's "unknown channel").
+absl::StatusOr<std::vector<v1::BusRequest>> PusherTriggerRequests(const v1::Config& config,
+                                                                   const v1::PusherTriggerRequest& r);
+absl::StatusOr<std::vector<v1::BusRequest>> PusherBatchRequests(const v1::Config& config,
+                                                                 const v1::PusherTriggerBatchRequest& r);
+absl::StatusOr<std::vector<v1::BusRequest>> CentrifugoPublishRequests(const v1::Config& config,
+                                                                       const std::vector<std::string>& channels,
+                                                                       const google::protobuf::Value& data,
+                                                                       const std::string& b64data);
 void FillSendToClient(const GatherResult& g, v1::SendToClientResponse* out);
 
 }  // namespace switchboard::control

@@ -329,6 +329,134 @@ void ControlService::SendToClient(grpc::ServerContext* ctx, const v1::SendToClie
                 FinishWith(done, [resp](const GatherResult& g) { FillSendToClient(g, resp); }));
 }
 
+void ControlService::GatherAll(std::vector<v1::BusRequest> requests, absl::Time deadline, AllDone done) {
+  struct State {
+    absl::Mutex mu;
+    size_t left;
+    std::vector<GatherResult> results;
+    absl::Status error;
+    AllDone done;
+  };
+  if (requests.empty()) {
+    done(std::vector<GatherResult>{});
+    return;
+  }
+  auto state = std::make_shared<State>();
+  state->left = requests.size();
+  state->results.resize(requests.size());
+  state->done = std::move(done);
+  for (size_t i = 0; i < requests.size(); ++i) {
+    gather_->Call(std::move(requests[i]), deadline, [state, i](absl::StatusOr<GatherResult> r) {
+      bool last = false;
+      {
+        absl::MutexLock lock(&state->mu);
+        if (r.ok()) {
+          state->results[i] = *std::move(r);
+        } else if (state->error.ok()) {
+          state->error = r.status();
+        }
+        last = --state->left == 0;
+      }
+      if (!last) return;
+      if (!state->error.ok()) {
+        state->done(state->error);
+      } else {
+        state->done(std::move(state->results));
+      }
+    });
+  }
+}
+
+void ControlService::CentrifugoPublish(grpc::ServerContext* ctx, const v1::CentrifugoPublishRequest* req,
+                                       v1::CentrifugoPublishResponse* resp, UnaryResponder* done) {
+  absl::Status st = Authenticate(ctx);
+  auto requests = st.ok() ? CentrifugoPublishRequests(config_, {req->channel()}, req->data(), req->b64data())
+                          : absl::StatusOr<std::vector<v1::BusRequest>>(st);
+  if (!requests.ok()) {
+    done->Finish(ToGrpcStatus(requests.status()));
+    return;
+  }
+  GatherAll(*std::move(requests), GatherDeadline(ctx), [resp, done](absl::StatusOr<std::vector<GatherResult>> all) {
+    if (!all.ok()) {
+      done->Finish(ToGrpcStatus(all.status()));
+      return;
+    }
+    resp->mutable_result()->set_delivered(Delivered(all->front()));
+    MergeCoverage(*all, resp->mutable_result()->mutable_coverage());
+    done->Finish(grpc::Status::OK);
+  });
+}
+
+void ControlService::CentrifugoBroadcast(grpc::ServerContext* ctx, const v1::CentrifugoBroadcastRequest* req,
+                                         v1::CentrifugoBroadcastResponse* resp, UnaryResponder* done) {
+  absl::Status st = Authenticate(ctx);
+  auto requests = st.ok() ? CentrifugoPublishRequests(
+                                config_, std::vector<std::string>(req->channels().begin(), req->channels().end()),
+                                req->data(), req->b64data())
+                          : absl::StatusOr<std::vector<v1::BusRequest>>(st);
+  if (!requests.ok()) {
+    done->Finish(ToGrpcStatus(requests.status()));
+    return;
+  }
+  GatherAll(*std::move(requests), GatherDeadline(ctx), [resp, done](absl::StatusOr<std::vector<GatherResult>> all) {
+    if (!all.ok()) {
+      done->Finish(ToGrpcStatus(all.status()));
+      return;
+    }
+    for (const auto& g : *all) {
+      auto* one = resp->mutable_result()->add_responses()->mutable_result();
+      one->set_delivered(Delivered(g));
+      MergeCoverage({g}, one->mutable_coverage());
+    }
+    done->Finish(grpc::Status::OK);
+  });
+}
+
+void ControlService::PusherTrigger(grpc::ServerContext* ctx, const v1::PusherTriggerRequest* req,
+                                   v1::PusherTriggerResponse* resp, UnaryResponder* done) {
+  HttpTarget target{req->app_id(), "POST", "/apps/" + req->app_id() + "/events"};
+  absl::Status st = Authenticate(ctx, &target);
+  auto requests = st.ok() ? PusherTriggerRequests(config_, *req) : absl::StatusOr<std::vector<v1::BusRequest>>(st);
+  if (!requests.ok()) {
+    done->Finish(ToGrpcStatus(requests.status()));
+    return;
+  }
+  GatherAll(*std::move(requests), GatherDeadline(ctx), [resp, done](absl::StatusOr<std::vector<GatherResult>> all) {
+    if (!all.ok()) {
+      done->Finish(ToGrpcStatus(all.status()));
+      return;
+    }
+    uint32_t delivered = 0;
+    for (const auto& g : *all) delivered += Delivered(g);
+    resp->set_delivered(delivered);
+    MergeCoverage(*all, resp->mutable_coverage());
+    done->Finish(grpc::Status::OK);
+  });
+}
+
+void ControlService::PusherTriggerBatch(grpc::ServerContext* ctx, const v1::PusherTriggerBatchRequest* req,
+                                        v1::PusherTriggerBatchResponse* resp, UnaryResponder* done) {
+  HttpTarget target{req->app_id(), "POST", "/apps/" + req->app_id() + "/batch_events"};
+  absl::Status st = Authenticate(ctx, &target);
+  auto requests = st.ok() ? PusherBatchRequests(config_, *req) : absl::StatusOr<std::vector<v1::BusRequest>>(st);
+  if (!requests.ok()) {
+    done->Finish(ToGrpcStatus(requests.status()));
+    return;
+  }
+  GatherAll(*std::move(requests), GatherDeadline(ctx), [resp, done](absl::StatusOr<std::vector<GatherResult>> all) {
+    if (!all.ok()) {
+      done->Finish(ToGrpcStatus(all.status()));
+      return;
+    }
+    for (const auto& g : *all) {
+      auto* one = resp->add_batch();
+      one->set_delivered(Delivered(g));
+      MergeCoverage({g}, one->mutable_coverage());
+    }
+    done->Finish(grpc::Status::OK);
+  });
+}
+
 void ControlService::ListGateways(grpc::ServerContext* ctx, const v1::ListGatewaysRequest*,
                                   v1::ListGatewaysResponse* resp, UnaryResponder* done) {
   absl::Status st = Authenticate(ctx);
@@ -372,7 +500,11 @@ ControlService::ControlService(const v1::Config& config, Fleet* fleet, ScatterGa
       list_gateways_(Bind(&ControlService::ListGateways, "ListGateways")),
       centrifugo_user_connections_(Bind(&ControlService::CentrifugoUserConnections, "CentrifugoUserConnections")),
       centrifugo_disconnect_(Bind(&ControlService::CentrifugoDisconnect, "CentrifugoDisconnect")),
-      centrifugo_info_(Bind(&ControlService::CentrifugoInfo, "CentrifugoInfo")) {}
+      centrifugo_info_(Bind(&ControlService::CentrifugoInfo, "CentrifugoInfo")),
+      centrifugo_publish_(Bind(&ControlService::CentrifugoPublish, "CentrifugoPublish")),
+      centrifugo_broadcast_(Bind(&ControlService::CentrifugoBroadcast, "CentrifugoBroadcast")),
+      pusher_trigger_(Bind(&ControlService::PusherTrigger, "PusherTrigger")),
+      pusher_trigger_batch_(Bind(&ControlService::PusherTriggerBatch, "PusherTriggerBatch")) {}
 
 void ControlService::Listen(CqLoop* loop) {
   using S = v1::Control::AsyncService;
@@ -394,6 +526,14 @@ void ControlService::Listen(CqLoop* loop) {
       &async_, &S::RequestCentrifugoDisconnect, loop, &centrifugo_disconnect_);
   UnaryCall<S, v1::CentrifugoInfoRequest, v1::CentrifugoInfoResponse>::Listen(&async_, &S::RequestCentrifugoInfo,
                                                                               loop, &centrifugo_info_);
+  UnaryCall<S, v1::CentrifugoPublishRequest, v1::CentrifugoPublishResponse>::Listen(
+      &async_, &S::RequestCentrifugoPublish, loop, &centrifugo_publish_);
+  UnaryCall<S, v1::CentrifugoBroadcastRequest, v1::CentrifugoBroadcastResponse>::Listen(
+      &async_, &S::RequestCentrifugoBroadcast, loop, &centrifugo_broadcast_);
+  UnaryCall<S, v1::PusherTriggerRequest, v1::PusherTriggerResponse>::Listen(&async_, &S::RequestPusherTrigger, loop,
+                                                                            &pusher_trigger_);
+  UnaryCall<S, v1::PusherTriggerBatchRequest, v1::PusherTriggerBatchResponse>::Listen(
+      &async_, &S::RequestPusherTriggerBatch, loop, &pusher_trigger_batch_);
 }
 
 namespace {

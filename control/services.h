@@ -47,6 +47,14 @@ class ControlService {
                             v1::CentrifugoDisconnectResponse* resp, UnaryResponder* done);
   void CentrifugoInfo(grpc::ServerContext* ctx, const v1::CentrifugoInfoRequest* req,
                       v1::CentrifugoInfoResponse* resp, UnaryResponder* done);
+  void CentrifugoPublish(grpc::ServerContext* ctx, const v1::CentrifugoPublishRequest* req,
+                         v1::CentrifugoPublishResponse* resp, UnaryResponder* done);
+  void CentrifugoBroadcast(grpc::ServerContext* ctx, const v1::CentrifugoBroadcastRequest* req,
+                           v1::CentrifugoBroadcastResponse* resp, UnaryResponder* done);
+  void PusherTrigger(grpc::ServerContext* ctx, const v1::PusherTriggerRequest* req, v1::PusherTriggerResponse* resp,
+                     UnaryResponder* done);
+  void PusherTriggerBatch(grpc::ServerContext* ctx, const v1::PusherTriggerBatchRequest* req,
+                          v1::PusherTriggerBatchResponse* resp, UnaryResponder* done);
 
  private:
   // The HTTP form of a call, for Pusher-signed requests through the proxy.
@@ -70,6 +78,11 @@ class ControlService {
                              const std::string& user_id, v1::UserConnectionsResponse* resp, uint32_t page_size = 0,
                              std::string after = "");
   absl::Time GatherDeadline(grpc::ServerContext* ctx) const;
+  // Several bus requests gathered at once (one per user of a multi-channel
+  // publish); `done` gets every result in order, once the last is in, or
+  // the first error. Any thread.
+  using AllDone = std::function<void(absl::StatusOr<std::vector<GatherResult>>)>;
+  void GatherAll(std::vector<v1::BusRequest> requests, absl::Time deadline, AllDone done);
   // Binds a method of this class as a handler of its UnaryCall.
   template <typename Req, typename Resp>
   typename UnaryCall<v1::Control::AsyncService, Req, Resp>::Handler Bind(
@@ -99,6 +112,13 @@ class ControlService {
       centrifugo_disconnect_;
   UnaryCall<v1::Control::AsyncService, v1::CentrifugoInfoRequest, v1::CentrifugoInfoResponse>::Handler
       centrifugo_info_;
+  UnaryCall<v1::Control::AsyncService, v1::CentrifugoPublishRequest, v1::CentrifugoPublishResponse>::Handler
+      centrifugo_publish_;
+  UnaryCall<v1::Control::AsyncService, v1::CentrifugoBroadcastRequest, v1::CentrifugoBroadcastResponse>::Handler
+      centrifugo_broadcast_;
+  UnaryCall<v1::Control::AsyncService, v1::PusherTriggerRequest, v1::PusherTriggerResponse>::Handler pusher_trigger_;
+  UnaryCall<v1::Control::AsyncService, v1::PusherTriggerBatchRequest, v1::PusherTriggerBatchResponse>::Handler
+      pusher_trigger_batch_;
 };
 
 // Gateways attach here; each stream is an object on the CqLoop that owns its

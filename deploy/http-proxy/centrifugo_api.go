@@ -26,18 +26,19 @@ import (
 
 // Centrifugo server API error codes.
 const (
-	centInternal        = 100
-	centUnauthorized    = 101
-	centUnknownChannel  = 102
-	centMethodNotFound  = 104
-	centBadRequest      = 107
-	centNotAvailable    = 108
-	maxCommandsPerCall  = 1000
+	centInternal       = 100
+	centUnauthorized   = 101
+	centUnknownChannel = 102
+	centMethodNotFound = 104
+	centBadRequest     = 107
+	centNotAvailable   = 108
+	maxCommandsPerCall = 1000
 )
 
 // The methods this gateway serves in Centrifugo's form (the others in
 // Centrifugo, publish and friends, belong to channels, which do not exist here).
-var centMethods = map[string]bool{"user_connections": true, "disconnect": true, "info": true}
+var centMethods = map[string]bool{"user_connections": true, "disconnect": true, "info": true, "publish": true,
+	"broadcast": true}
 
 var methodName = regexp.MustCompile(`^[a-z_]{1,64}$`)
 

@@ -59,6 +59,10 @@ func routeOf(r *http.Request) string {
 		return "send_to_user"
 	case len(p) == 5 && p[0] == "apps" && p[2] == "connections" && p[4] == "send":
 		return "send_to_client"
+	case len(p) == 3 && p[0] == "apps" && p[2] == "events":
+		return "pusher_events"
+	case len(p) == 3 && p[0] == "apps" && p[2] == "batch_events":
+		return "pusher_batch_events"
 	case len(p) == 1 && p[0] == "gateways":
 		return "list_gateways"
 	case len(p) == 1 && p[0] == "openapi.json":

@@ -223,6 +223,131 @@ class SendRoutesTest(unittest.TestCase):
         self.assertEqual(len([e for e in driver.events(a) if e["event"] == "publication"]), 1)
 
 
+def open_pusher(user, gw):
+    _seq[0] += 1
+    name = "hp%d" % _seq[0]
+    key, secret = APPS["demo"]
+    driver.send(op="pusher", name=name, key=key, secret=secret, port=cluster.gateways[gw][1],
+                user_data={"id": user})
+    socket_id = driver.wait_event(name, "pusher_connected")["socket_id"]
+    driver.wait_event(name, "pusher_subscription", channel="#server-to-user-" + user)
+    return name, socket_id
+
+
+def pusher_api(**kw):
+    _seq[0] += 1
+    name = "api%d" % _seq[0]
+    key, secret = APPS["demo"]
+    driver.send(op="pusher_api", name=name, app_id="demo", key=key, secret=secret, port=cluster.http_port, **kw)
+    return driver.wait_event(name, "pusher_result")
+
+
+def user_events(name):
+    return [(e["event_name"], e["data"]) for e in driver.events(name) if e["event"] == "pusher_user_event"]
+
+
+class PusherEventsTest(unittest.TestCase):
+    """The pusher server SDK's sendToUser, trigger and triggerBatch through
+    switchboard-http, signed as Pusher signs them, reaching pusher-js's
+    pusher.user.bind on every device of the user and never another's."""
+
+    def test_send_to_user_reaches_every_device_and_nobody_else(self):
+        a, _ = open_pusher("pu-1", "gw-1")
+        b, sock_b = open_pusher("pu-1", "gw-2")
+        c, _ = open_client("pu-1", "gw-1")  # a centrifuge-js session of the same user
+        other, _ = open_pusher("pu-2", "gw-1")
+        res = pusher_api(call="sendToUser", user="pu-1", event_name="revoked", data={"why": "password changed"})
+        self.assertEqual(res["status"], 200, res)
+        body = json.loads(res["body"])
+        self.assertEqual((body["delivered"], body["coverage"]["complete"]), (3, True), body)
+        for n in (a, b):
+            driver.wait_event(n, "pusher_user_event", event_name="revoked")
+            self.assertEqual(user_events(n), [("revoked", {"why": "password changed"})])
+        ev = driver.wait_event(c, "publication")
+        self.assertEqual((ev["channel"], ev["data"]), ("#pu-1", {"why": "password changed"}))
+        # POST /apps/demo/events with socket_id (the SDK's trigger refuses '#'
+        # names itself; Pusher's REST API takes them): the sender's own
+        # socket is left out.
+        body = json.dumps({"name": "typing", "channels": ["#server-to-user-pu-1"], "data": "on",
+                           "socket_id": sock_b})
+        status, resp = curl("POST", "/apps/demo/events", signed_query("POST", "/apps/demo/events", body), body)
+        self.assertEqual((status, resp["delivered"]), (200, 2), resp)
+        driver.wait_event(a, "pusher_user_event", event_name="typing")
+        # triggerBatch: two users at once.
+        res = pusher_api(call="triggerBatch", batch=[
+            {"channel": "#server-to-user-pu-1", "name": "batch", "data": "1"},
+            {"channel": "#server-to-user-pu-2", "name": "batch", "data": "2"}])
+        self.assertEqual(res["status"], 200, res)
+        self.assertEqual([x["delivered"] for x in json.loads(res["body"])["batch"]], [3, 1])
+        driver.wait_event(b, "pusher_user_event", event_name="batch")
+        driver.wait_event(other, "pusher_user_event", event_name="batch")
+        self.assertEqual(user_events(b), [("revoked", {"why": "password changed"}), ("batch", 1)])
+        self.assertEqual(user_events(other), [("batch", 2)])
+
+    def test_other_channels_and_bad_requests_get_pusher_errors_and_send_nothing(self):
+        a, _ = open_pusher("pu-3", "gw-1")
+        res = pusher_api(call="trigger", channels=["news"], event_name="e", data="x")
+        self.assertEqual(res["status"], 400, res)
+        self.assertIn("news", json.loads(res["body"])["error"])
+        for what, body in (("a bad socket_id", {"name": "e", "channels": ["#server-to-user-pu-3"], "data": "x",
+                                                "socket_id": "not-a-socket"}),
+                           ("an empty user", {"name": "e", "channels": ["#server-to-user-"], "data": "x"}),
+                           ("no name", {"channels": ["#server-to-user-pu-3"], "data": "x"}),
+                           ("no channel", {"name": "e", "data": "x"}),
+                           ("101 channels", {"name": "e", "channels": ["#server-to-user-pu-3"] * 101, "data": "x"}),
+                           ("a batch of 11", {"batch": [{"channel": "#server-to-user-pu-3", "name": "e"}] * 11})):
+            path = "/apps/demo/batch_events" if "batch" in body else "/apps/demo/events"
+            text = json.dumps(body)
+            status, resp = curl("POST", path, signed_query("POST", path, text), text)
+            self.assertEqual(status, 400, "%s: %s" % (what, resp))
+            self.assertIsInstance(resp.get("error"), str, what)
+        # Signed with the wrong secret: 401.
+        _seq[0] += 1
+        driver.send(op="pusher_api", name="bad-secret", app_id="demo", key=APPS["demo"][0], secret="wrong",
+                    port=cluster.http_port, call="sendToUser", user="pu-3", event_name="e", data="x")
+        self.assertEqual(driver.wait_event("bad-secret", "pusher_result")["status"], 401)
+        res = pusher_api(call="sendToUser", user="pu-3", event_name="after", data="ok")
+        self.assertEqual(res["status"], 200, res)
+        driver.wait_event(a, "pusher_user_event", event_name="after")
+        self.assertEqual(user_events(a), [("after", "ok")])
+
+
+class CentrifugoPublishTest(unittest.TestCase):
+    """cent.js publish and broadcast to personal channels."""
+
+    def cent(self, call, params):
+        _seq[0] += 1
+        name = "cent%d" % _seq[0]
+        driver.send(op="cent", name=name, url="http://127.0.0.1:%d/api" % cluster.http_port, api_key=API_KEY,
+                    call=call, params=params)
+        return driver.wait_event(name, "cent_result")
+
+    def test_publish_and_broadcast_with_cent_js(self):
+        a, _ = open_client("cp-1", "gw-1")
+        b, _ = open_client("cp-1", "gw-2")
+        c, _ = open_client("cp-2", "gw-1")
+        res = self.cent("publish", {"channel": "#cp-1", "data": {"n": 1}})
+        self.assertTrue(res["ok"], res)
+        for n in (a, b):
+            ev = driver.wait_event(n, "publication")
+            self.assertEqual((ev["channel"], ev["data"]), ("#cp-1", {"n": 1}))
+        res = self.cent("broadcast", {"channels": ["#cp-1", "#cp-2"], "data": {"n": 2}})
+        self.assertTrue(res["ok"], res)
+        for n, ch in ((a, "#cp-1"), (b, "#cp-1"), (c, "#cp-2")):
+            driver.wait_event(n, "publication", channel=ch, data={"n": 2})
+        # Any other channel: Centrifugo's 102 unknown channel (cent.js throws;
+        # the code, read with curl).
+        res = self.cent("publish", {"channel": "news", "data": {}})
+        self.assertFalse(res["ok"], res)
+        status, resp = curl("POST", "/api/publish", body='{"channel": "news", "data": {}}',
+                            headers=["X-API-Key: " + API_KEY])
+        self.assertEqual((status, resp["error"]["code"]), (200, 102), resp)
+        status, resp = curl("POST", "/api/publish", body='{"channel": "#cp-2", "b64data": "eA=="}',
+                            headers=["X-API-Key: " + API_KEY])
+        self.assertEqual((status, resp["error"]["code"]), (200, 107), resp)
+        self.assertEqual([e["data"] for e in driver.events(c) if e["event"] == "publication"], [{"n": 2}])
+
+
 class CentrifugoRoutesTest(unittest.TestCase):
     def test_user_connections_with_both_header_forms(self):
         _, ca = open_client("70", "gw-1")
@@ -269,7 +394,7 @@ class CentrifugoRoutesTest(unittest.TestCase):
             ("wrong type", 200, 107, "/api/disconnect", '{"user": "1", "whitelist": 5}', key),
             ("bad close code", 200, 107, "/api/disconnect", '{"user": "1", "disconnect": {"code": 7}}', key),
             ("close code 1006", 200, 107, "/api/disconnect", '{"user": "1", "disconnect": {"code": 1006}}', key),
-            ("method form, unknown method", 200, 104, "/api", '{"method": "publish", "params": {}}', key),
+            ("method form, unknown method", 200, 104, "/api", '{"method": "history", "params": {}}', key),
             ("method form, not JSON", 400, 107, "/api", '{"method": ', key),
             ("method form, no key", 401, 101, "/api", '{"method": "info", "params": {}}', []),
         ]
@@ -309,7 +434,7 @@ class CentrifugoRoutesTest(unittest.TestCase):
 
     def test_batch(self):
         _, c = open_client("74", "gw-1")
-        body = json.dumps({"commands": [{"user_connections": {"user": "74"}}, {"publish": {"channel": "x"}},
+        body = json.dumps({"commands": [{"user_connections": {"user": "74"}}, {"history": {"channel": "x"}},
                                         {"info": {}}]})
         status, resp = curl("POST", "/api/batch", body=body, headers=["X-API-Key: " + API_KEY])
         self.assertEqual(status, 200, resp)

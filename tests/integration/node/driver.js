@@ -159,6 +159,29 @@ function pusherTerminate(cmd) {
                          error: String(e.message) }));
 }
 
+// The Pusher server SDK's events API: sendToUser, trigger (with params such
+// as socket_id) and triggerBatch, pointed at switchboard-http.
+function pusherApi(cmd) {
+  const Pusher = require('pusher');
+  const p = new Pusher({
+    appId: cmd.app_id, key: cmd.key, secret: cmd.secret,
+    host: '127.0.0.1', port: String(cmd.port), useTLS: false,
+  });
+  let call;
+  try {
+    if (cmd.call === 'sendToUser') call = p.sendToUser(cmd.user, cmd.event_name, cmd.data);
+    else if (cmd.call === 'trigger') call = p.trigger(cmd.channels, cmd.event_name, cmd.data, cmd.params || {});
+    else call = p.triggerBatch(cmd.batch);
+  } catch (e) {
+    emit({ event: 'pusher_result', name: cmd.name, status: 0, body: '', error: String(e.message) });
+    return;
+  }
+  call
+    .then((res) => res.text().then((body) => emit({ event: 'pusher_result', name: cmd.name, status: res.status, body })))
+    .catch((e) => emit({ event: 'pusher_result', name: cmd.name, status: e.status || 0, body: String(e.body || ''),
+                         error: String(e.message) }));
+}
+
 // cent.js, the Centrifugo HTTP API client, pointed at switchboard-http's /api.
 function centCall(cmd) {
   const { CentClient } = require('cent.js');
@@ -181,6 +204,7 @@ rl.on('line', (line) => {
   }
   try {
     if (cmd.op === 'centrifuge') openCentrifuge(cmd);
+    else if (cmd.op === 'pusher_api') pusherApi(cmd);
     else if (cmd.op === 'raw') openRaw(cmd);
     else if (cmd.op === 'send') clients.get(cmd.name).ws.send(cmd.frame);
     else if (cmd.op === 'pusher_terminate') pusherTerminate(cmd);
