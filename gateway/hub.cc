@@ -401,7 +401,12 @@ v1::BusReply Hub::HandleBusRequest(const v1::BusRequest& req) {
         switch (conn.protocol->Deliver(host, ServerMessage{user_id, m.event(), m.data_json()})) {
           case DeliverResult::kDelivered: ++delivered; break;
           case DeliverResult::kNotSubscribed: ++(*not_delivered)["not subscribed"]; break;
-          case DeliverResult::kSlow: ++(*not_delivered)["slow consumer"]; break;
+          case DeliverResult::kSlow:
+            // The socket layer is closing it (outbox full, or the socket is
+            // gone): the session ends now, not when the close is written.
+            ++(*not_delivered)["slow consumer"];
+            if (conn.state != State::kClosing) CloseConn(cit->first, conn, close_code::kSlow, "slow");
+            break;
         }
       };
       if (!m.only_client_id().empty()) {

@@ -484,6 +484,10 @@ bool WsServer::Send(ConnId id, std::string frame, bool binary) {
                    peer.outbox.size(), dropped);
     }
     ++counters_.outbox_full_closes;
+    // What it has not taken will not reach it: dropped, so that the close
+    // frame follows what the kernel already holds (a client that reads
+    // again within the closing deadline sees 3008, not a cut).
+    peer.outbox.clear();
     Close(id, close_code::kSlow, "slow");
     return false;
   }

@@ -155,6 +155,7 @@ class WsServer final : public Transport, public Dispatcher {
       std::unique_ptr<Queue> q;
       bool empty() const { return !q || q->head == q->frames.size(); }
       size_t size() const { return q ? q->frames.size() - q->head : 0; }
+      void clear() { q.reset(); }  // frames not yet handed to lws: none is half written
       Frame& front() { return q->frames[q->head]; }
       void push_back(Frame f) {
         if (!q) q = std::make_unique<Queue>();

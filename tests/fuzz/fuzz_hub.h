@@ -15,7 +15,9 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "common/json_depth.h"
 #include "gateway/hub.h"
+#include "nlohmann/json.hpp"
 #include "switchboard/v1/config.pb.h"
 
 namespace switchboard::fuzz {
@@ -107,6 +109,26 @@ struct FuzzedHub {
   absl::Time now = absl::FromUnixSeconds(1'800'000'000);
   gateway::Hub hub;
 };
+
+// A server message (SendToUser, as control sends it on the bus) to the last
+// user that opened a session: its payload the fuzzer's bytes, as JSON when
+// they are JSON, else as a JSON string. Every protocol's Deliver runs.
+inline void SendToLastUser(gateway::Hub& hub, const CountingObserver& observer, std::string_view payload) {
+  if (observer.last_user.empty()) return;
+  v1::BusRequest req;
+  req.set_format_version(1);
+  auto* s = req.mutable_send();
+  s->set_app_id(observer.last_app);
+  s->set_user_id(observer.last_user);
+  s->set_event("fuzz");
+  std::string text(payload);
+  if (JsonDepthWithin(text) && nlohmann::json::accept(text)) {
+    s->set_data_json(text);
+  } else {
+    s->set_data_json(nlohmann::json(text).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  }
+  (void)hub.HandleBusRequest(req);
+}
 
 // Ends a run the way real connections end: timers fire (pings, expiry), the
 // control service terminates the user, the sockets go. Checks the books.

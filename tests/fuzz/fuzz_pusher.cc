@@ -1,7 +1,8 @@
 // libFuzzer target: Pusher Channels protocol 7 through the real hub.
 // Records: kind%4 == 0 a text frame, 1 a pusher:signin that the harness signs
 // correctly for the current socket_id (payload: user_data), so mutations
-// reach signed-in sessions; 2 time passes and timers fire; 3 a new
+// reach signed-in sessions; 2 time passes, timers fire and the payload is
+// sent to the last signed-in user (SendToUser); 3 a new
 // connection (payload: the app key in the URL, empty = the right key).
 #include "common/crypto.h"
 #include "nlohmann/json.hpp"
@@ -52,6 +53,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       case 2:
         f.now += absl::Seconds(static_cast<int64_t>(r.payload.size()));
         hub.OnTimer(conns.back());
+        SendToLastUser(hub, f.observer, r.payload);
         break;
       default:
         if (conns.size() < 8) open(r.payload);

@@ -16,6 +16,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   hub.OnOpen(1, meta);
   // A frame on a one-way stream is a protocol error, never a crash.
   hub.OnFrame(1, "{}", false);
+  // A server message to the stream's user (its payload: the body itself).
+  SendToLastUser(hub, f.observer, meta.connect_body);
   Finish(hub, f.now, f.observer, {1});
   return 0;
 }

@@ -109,6 +109,11 @@ def main():
         records((0, '{"event":"pusher:signin","data":{"auth":"fuzz-key:00","user_data":"{\\"id\\":\\"1\\"}"}}')),
         records((3, "wrong-key"), (0, '{"event":"pusher:ping"}')),
         records((1, json.dumps({"id": "7", "watchlist": ["1", "2"]})), (0, '{"event":"pusher:unsubscribe"}')),
+        records((1, user), (0, '{"event":"pusher:subscribe","data":{"channel":"#server-to-user-42"}}'),
+                (2, '{"text":"hi"}'), (2, '"a string"'),
+                (0, '{"event":"pusher:unsubscribe","data":{"channel":"#server-to-user-42"}}'), (2, "1")),
+        records((0, '{"event":"pusher:subscribe","data":{"channel":"#server-to-user-42"}}'), (1, user),
+                (0, '{"event":"pusher:subscribe","data":{"channel":"#server-to-user-43"}}'), (2, "not json")),
     ])
     write("uni_stream", [
         json.dumps({"token": plain, "name": "curl", "version": "8.0"}),

@@ -457,6 +457,67 @@ class SendTest(unittest.TestCase):
         self.assertEqual(dict(r.delivered_per_gateway), {"gw-1": 1})
         driver.wait_event(a, "publication")
 
+    def test_a_client_that_stops_reading_is_closed_as_slow_and_counted(self):
+        # A raw WebSocket client that connects, then never reads again.
+        import base64
+        import socket
+        import struct
+        user = "send-slow"
+        reader, _ = centrifuge(user, "gw-1")  # a well-behaved device of the same user
+        sock = socket.create_connection(("127.0.0.1", gw_port("gw-1")))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall(("GET /connection/websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                      "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                      % key).encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(1)
+        self.assertIn(b" 101 ", head.split(b"\r\n")[0])
+        cmd = json.dumps({"id": 1, "connect": {"token": cluster.token(user)}}).encode()
+        mask = os.urandom(4)
+        frame = bytes([0x81, 0x80 | 126]) + struct.pack(">H", len(cmd)) + mask + \
+            bytes(b ^ mask[i % 4] for i, b in enumerate(cmd))
+        sock.sendall(frame)
+        wait_until(lambda: len(user_connections(user).connections) == 2, 10, "the raw client connected")
+        payload = "x" * 60000
+        slow = 0
+        for _ in range(1000):
+            r = send_to_user(user, payload)
+            slow += r.not_delivered.get("slow consumer", 0)
+            if slow or len(user_connections(user).connections) == 1:
+                break
+        self.assertEqual(slow, 1, "the stalled client was never found slow")
+        # It reads again at once: what the kernel held, then a close frame
+        # with 3008 (slow).
+        sock.settimeout(10)
+        data = b""
+        while True:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                break
+            data += chunk
+        sock.close()
+        at, close = 0, None
+        while at + 2 <= len(data):
+            op, n = data[at] & 0x0F, data[at + 1] & 0x7F
+            at += 2
+            if n == 126:
+                n, at = struct.unpack(">H", data[at:at + 2])[0], at + 2
+            elif n == 127:
+                n, at = struct.unpack(">Q", data[at:at + 8])[0], at + 8
+            if op == 0x8:
+                close = struct.unpack(">H", data[at:at + 2])[0]
+            at += n
+        self.assertEqual(close, 3008)
+        # Gone from the fleet at once; the reader kept its session and gets
+        # what comes next.
+        self.assertEqual(len(user_connections(user).connections), 1)
+        r = send_to_user(user, "after")
+        self.assertEqual((r.delivered, dict(r.not_delivered)), (1, {}))
+        driver.wait_event(reader, "publication", data="after")
+        self.assertFalse(centrifuge_dropped(reader))
+
     def test_bad_arguments_send_nothing(self):
         user = "send-bad"
         name, cid = centrifuge(user, "gw-1")
