@@ -55,7 +55,7 @@ ABSL_FLAG(std::string, method, "POST", "sign: HTTP method");
 ABSL_FLAG(int, page_size, 0, "connections: ask in pages of this many (0: one answer) and print them all");
 ABSL_FLAG(std::string, path, "", "sign: request path, e.g. /apps/demo/users/42/terminate_connections");
 ABSL_FLAG(std::string, body, "", "sign: the exact request body (POST: {} if empty)");
-ABSL_FLAG(int, repeat, 1, "connections: call N times and print latency percentiles");
+ABSL_FLAG(int, repeat, 1, "connections, gateways, send: call N times and print latency percentiles");
 ABSL_FLAG(int, pause_us, 0,
           "with --repeat: idle time before each call, not counted (a paced caller instead of a tight "
           "loop)");
@@ -213,7 +213,7 @@ const std::vector<Command>& Commands() {
        {"client", "app", "code", "reason"}, true},
       {"send", "a message to every session of a user (SendToUser), or to one connection with --client (SendToClient)",
        "switchboardctl send --user=U --event=E [--data=JSON] [--except=ID,ID] | --client=ID --event=E [--data=JSON]",
-       {"user", "client", "app", "event", "data", "except"}, true},
+       {"user", "client", "app", "event", "data", "except", "repeat"}, true},
       {"gateways", "the live fleet (ListGateways)", "switchboardctl gateways", {"repeat", "pause_us"}, true},
       {"gentoken", "a client connection token (HS256 JWT with the app's secret), as JSON or --raw",
        "switchboardctl gentoken --user=U [--app=A] [--info=JSON] [--meta=JSON] [--ttl=S] [--aud=A] [--iss=I] [--raw]",
@@ -428,9 +428,9 @@ int main(int argc, char** argv) {
     if (!google::protobuf::util::JsonStringToMessage(absl::GetFlag(FLAGS_data), &data).ok()) {
       return Fail("--data is not valid JSON", 2);
     }
-    grpc::ClientContext ctx;
-    make_ctx(&ctx);
     if (!absl::GetFlag(FLAGS_client).empty()) {
+      grpc::ClientContext ctx;
+      make_ctx(&ctx);
       v1::SendToClientRequest req;
       req.set_app_id(app_id);
       req.set_client_id(absl::GetFlag(FLAGS_client));
@@ -450,7 +450,14 @@ int main(int argc, char** argv) {
       req.add_except_client_ids(std::string(id));
     }
     v1::SendToUserResponse resp;
-    if (int rc = check(stub->SendToUser(&ctx, req, &resp))) return rc;
+    const int repeat = std::max(1, absl::GetFlag(FLAGS_repeat));
+    grpc::Status st = TimedCalls(repeat, [&] {
+      grpc::ClientContext call_ctx;
+      make_ctx(&call_ctx);
+      resp.Clear();
+      return stub->SendToUser(&call_ctx, req, &resp);
+    });
+    if (int rc = check(st)) return rc;
     PrintJson(resp);
     return 0;
   }

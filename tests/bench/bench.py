@@ -446,6 +446,13 @@ def cmd_latency(a):
                   "scatter p50 %.3f = %.3f ms | p50 ratio %.2f"
                   % (k, PACED_PAUSE_US, uc_p[0], lg_p[0], ref_p["p50_ms"], lg_p[0] + ref_p["p50_ms"],
                      uc_p[0] / (lg_p[0] + ref_p["p50_ms"])), flush=True)
+            # SendToUser to the same user, beside UserConnections in the same
+            # run (issue "Reach every device": p50 within 1.1x of it).
+            uc2 = ctl_percentiles(cluster, ["connections", "--user", "g0u1", "--repeat", str(a.calls)])
+            sd = ctl_percentiles(cluster, ["send", "--user", "g0u1", "--event", "bench", "--data", '{"n":1}',
+                                           "--repeat", str(a.calls)])
+            print("K=%d x %d sessions: SendToUser p50 %.3f ms p99 %.3f ms | UserConnections p50 %.3f ms (just before) "
+                  "| p50 ratio %.2f" % (k, a.per_gateway, sd[0], sd[1], uc2[0], sd[0] / uc2[0]), flush=True)
             term = terminate_latencies(a, cluster, gens, users, sessions_per_user, a.terminates)
             print("K=%d x %d sessions: TerminateUser to the last close frame (%d sessions/user, %d users) p50 %.2f ms "
                   "p99 %.2f ms, incomplete answers %d" % (k, a.per_gateway, sessions_per_user, a.terminates, term[0],
