@@ -198,6 +198,12 @@ absl::Status ValidateConfig(v1::Config& c, ConfigRole role) {
     if (app.key().empty()) return Bad(p + ".key", "must not be empty");
     if (!keys.insert(app.key()).second) return Bad(p + ".key", "duplicate app key");
     if (app.secret().size() < 8) return Bad(p + ".secret", "must be at least 8 characters");
+    const std::string& ns = app.personal_channel_namespace();
+    if (ns.size() > 64 || !std::all_of(ns.begin(), ns.end(), [](char ch) {
+          return absl::ascii_isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '-';
+        })) {
+      return Bad(p + ".personal_channel_namespace", "at most 64 letters, digits, '_' or '-'");
+    }
   }
   if (c.default_app().empty()) c.set_default_app(c.apps(0).id());
   if (ids.count(c.default_app()) == 0) return Bad("default_app", "names no app in apps");
@@ -399,5 +405,10 @@ std::string GatewaysSubject(const std::string& cluster) { return "switchboard." 
 std::string RepliesSubjectPrefix(const std::string& cluster) { return "switchboard." + cluster + ".replies"; }
 
 std::string PresenceSubject(const std::string& cluster) { return "switchboard." + cluster + ".presence"; }
+
+std::string PersonalChannel(const v1::AppConfig* app, const std::string& user_id) {
+  if (app == nullptr || app->personal_channel_namespace().empty()) return "#" + user_id;
+  return app->personal_channel_namespace() + ":#" + user_id;
+}
 
 }  // namespace switchboard

@@ -55,6 +55,10 @@ std::string PresenceSubject(const std::string& cluster);
 
 const v1::AppConfig* FindApp(const v1::Config& config, const std::string& app_id);
 
+// Centrifugo's personal channel of `user_id` in `app`: "#<user>", or
+// "<namespace>:#<user>" with the app's personal_channel_namespace.
+std::string PersonalChannel(const v1::AppConfig* app, const std::string& user_id);
+
 // gateway.max_session_bytes, its default where unset.
 inline constexpr uint32_t kDefaultMaxSessionBytes = 8192;
 inline size_t MaxSessionBytes(const v1::Config& config) {

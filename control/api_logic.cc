@@ -288,13 +288,14 @@ absl::StatusOr<std::vector<v1::BusRequest>> CentrifugoPublishRequests(const v1::
   if (channels.size() > 1000) return absl::InvalidArgumentError("at most 1000 channels");
   std::vector<v1::BusRequest> out;
   for (const auto& ch : channels) {
-    if (ch.size() < 2 || ch[0] != '#') {
-      return absl::NotFoundError("unknown channel \"" + ch.substr(0, 200) +
-                                 "\": only personal channels (#<user id>) are served");
+    const std::string prefix = PersonalChannel(FindApp(config, config.default_app()), "");
+    if (ch.size() <= prefix.size() || ch.compare(0, prefix.size(), prefix) != 0) {
+      return absl::NotFoundError("unknown channel \"" + ch.substr(0, 200) + "\": only personal channels (" + prefix +
+                                 "<user id>) are served");
     }
     v1::SendToUserRequest one;
     one.set_app_id(config.default_app());
-    one.set_user_id(ch.substr(1));
+    one.set_user_id(ch.substr(prefix.size()));
     one.set_event("publication");
     *one.mutable_data() = data;
     auto req = SendToUserRequest(config, one);

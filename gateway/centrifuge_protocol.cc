@@ -156,7 +156,7 @@ void CentrifugeProtocol::HandleConnect(ConnectionHost& host, const v1::ClientCom
   }
   if (!a.ok) return;
   const std::string client_id = a.record.client_id();
-  const std::string channel = PersonalChannel(SafeUtf8(a.record.user_id()));
+  const std::string channel = PersonalChannel(FindApp(host.config(), a.record.app_id()), SafeUtf8(a.record.user_id()));
   if (!host.StartSession(std::move(a.record), a.expires_at)) {
     host.Close(close_code::kBadRequest, "bad request");
     return;
@@ -277,7 +277,7 @@ void CentrifugeUniStreamProtocol::OnOpen(ConnectionHost& host) {
   }
   if (!a.ok) return;
   const std::string client_id = a.record.client_id();
-  const std::string channel = PersonalChannel(SafeUtf8(a.record.user_id()));
+  const std::string channel = PersonalChannel(FindApp(host.config(), a.record.app_id()), SafeUtf8(a.record.user_id()));
   if (!host.StartSession(std::move(a.record), a.expires_at)) {
     host.Close(close_code::kBadRequest, "bad request");
     return;
@@ -329,7 +329,7 @@ std::string JsonPublicationPush(const std::string& channel, const std::string& d
 }  // namespace
 
 DeliverResult CentrifugeProtocol::Deliver(ConnectionHost& host, const ServerMessage& message) {
-  if (!host.Send(EncodePublication(PersonalChannel(message.user_id), message.data_json), binary())) {
+  if (!host.Send(EncodePublication(PersonalChannel(FindApp(host.config(), message.app_id), message.user_id), message.data_json), binary())) {
     return DeliverResult::kSlow;
   }
   return DeliverResult::kDelivered;
@@ -348,7 +348,8 @@ std::string CentrifugeProtobufProtocol::EncodePublication(const std::string& cha
 }
 
 DeliverResult CentrifugeUniStreamProtocol::Deliver(ConnectionHost& host, const ServerMessage& message) {
-  if (!host.Send(JsonPublicationPush(PersonalChannel(message.user_id), message.data_json) + "\n", false)) {
+  if (!host.Send(JsonPublicationPush(PersonalChannel(FindApp(host.config(), message.app_id), message.user_id),
+                                     message.data_json) + "\n", false)) {
     return DeliverResult::kSlow;
   }
   return DeliverResult::kDelivered;

@@ -90,6 +90,7 @@ class ConnectionHost {
 // A message from the server API (SendToUser / SendToClient) for one
 // session, and what became of it.
 struct ServerMessage {
+  const std::string& app_id;     // the session's app
   const std::string& user_id;    // the session's user
   const std::string& event;      // the event name (Pusher binds to it)
   const std::string& data_json;  // the payload, JSON text
@@ -99,10 +100,6 @@ enum class DeliverResult {
   kNotSubscribed,  // the client does not listen for server messages
   kSlow,           // its outbox was full: the connection is being closed as a slow consumer
 };
-
-// The channel every Centrifugo session of `user_id` is subscribed to on the
-// server side (Centrifugo's personal channel, default namespace).
-inline std::string PersonalChannel(const std::string& user_id) { return "#" + user_id; }
 
 // One client protocol's side of a connection: turns frames into actions on
 // the host and tells the client what happens in its own encoding. One object

@@ -398,7 +398,7 @@ v1::BusReply Hub::HandleBusRequest(const v1::BusRequest& req) {
           return;
         }
         Host host(this, cit->first, &conn);
-        switch (conn.protocol->Deliver(host, ServerMessage{user_id, m.event(), m.data_json()})) {
+        switch (conn.protocol->Deliver(host, ServerMessage{m.app_id(), user_id, m.event(), m.data_json()})) {
           case DeliverResult::kDelivered: ++delivered; break;
           case DeliverResult::kNotSubscribed: ++(*not_delivered)["not subscribed"]; break;
           case DeliverResult::kSlow:

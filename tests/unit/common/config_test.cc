@@ -191,7 +191,13 @@ INSTANTIATE_TEST_SUITE_P(
                 "gateway.ready_again_at_percent"},
         BadCase{"cluster: c\nnats_url: n\napps: [{id: a, key: k, secret: 12345678}]\napi_keys: [12345678]\n"
                 "control: {shutdown_delay_ms: 61000}\n",
-                "control.shutdown_delay_ms"}),
+                "control.shutdown_delay_ms"},
+        BadCase{"cluster: c\nnats_url: n\napps: [{id: a, key: k, secret: 12345678, personal_channel_namespace: 'a:b'}]\n"
+                "api_keys: [12345678]\n",
+                "apps[0].personal_channel_namespace"},
+        BadCase{"cluster: c\nnats_url: n\napps: [{id: a, key: k, secret: 12345678}]\napi_keys: [12345678]\n"
+                "control: {max_send_bytes: 2000000}\n",
+                "control.max_send_bytes"}),
     [](const ::testing::TestParamInfo<BadCase>& info) {
       std::string name = info.param.field;
       for (char& ch : name) {

@@ -982,6 +982,18 @@ TEST_F(HubTest, SendIsAPublicationOnThePersonalChannelForEachSessionButTheExcept
   (void)a;
 }
 
+TEST_F(HubTest, PersonalChannelNamespaceOfTheApp) {
+  config_.mutable_apps(1)->set_personal_channel_namespace("personal");
+  Open(1, "other");
+  hub_->OnFrame(1, absl::StrCat(R"({"id":1,"connect":{"token":")", Token("42", "", kOtherSecret), R"("}})"), false);
+  auto reply = nlohmann::json::parse(transport_.sent[1].back());
+  EXPECT_EQ(reply["connect"]["subs"], nlohmann::json::parse(R"({"personal:#42":{}})"));
+  v1::BusRequest req = SendRequest("42", "1");
+  req.mutable_send()->set_app_id("other");
+  ASSERT_EQ(Bus(req).delivered(), 1u);
+  EXPECT_EQ(transport_.sent[1].back(), R"({"push":{"channel":"personal:#42","pub":{"data":1}}})");
+}
+
 TEST_F(HubTest, SendCountsAFullOutboxAsASlowConsumer) {
   Connect(1, "42");
   Connect(2, "42");
