@@ -28,6 +28,12 @@ class NatsClient {
                                   const std::string& reply = "") {
     return Publish(subject, data, reply);
   }
+  // Sends from an event loop's thread without a hand-off and without ever
+  // waiting on the socket: what the socket takes now goes at once, the rest
+  // is left to the client's own thread. By default, Publish().
+  virtual absl::Status PublishFromLoop(const std::string& subject, const std::string& data) {
+    return Publish(subject, data);
+  }
   // Subscription lives as long as the client.
   virtual absl::Status Subscribe(const std::string& subject, Handler handler) = 0;
   // True while the connection to the server is up.

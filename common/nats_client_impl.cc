@@ -243,6 +243,31 @@ absl::Status NatsClientImpl::PublishNow(const std::string& subject, const std::s
   return absl::OkStatus();
 }
 
+namespace {
+// Set while PublishFromLoop runs on this thread: NATS.c's request for write
+// interest (made under its connection lock) is noted here instead of
+// waking the receive thread, which is asked only if the write stays partial.
+struct InlineWrite {
+  const NatsClientImpl* client = nullptr;
+  bool wanted = false;
+};
+thread_local InlineWrite tl_inline;
+}  // namespace
+
+absl::Status NatsClientImpl::PublishFromLoop(const std::string& subject, const std::string& data) {
+  if (rx_conn_ == nullptr) return Publish(subject, data, "");
+  tl_inline = {this, false};
+  const natsStatus s = natsConnection_Publish(rx_conn_, subject.c_str(), data.data(), static_cast<int>(data.size()));
+  // Connected, and nothing of an earlier publish still waiting: written
+  // here (non-blocking; NATS.c takes its connection lock).
+  if (tl_inline.wanted) natsConnection_ProcessWriteEvent(rx_conn_);
+  const bool leftover = tl_inline.wanted;
+  tl_inline = {};
+  if (leftover) SetRxEvents(EPOLLOUT, true);
+  if (s != NATS_OK) return FromNats(s, "nats publish " + subject);
+  return absl::OkStatus();
+}
+
 void NatsClientImpl::SendLoop() {
   for (;;) {
     std::deque<Outgoing> batch;
@@ -311,7 +336,12 @@ natsStatus NatsClientImpl::EvRead(void* user, bool add) {
 }
 
 natsStatus NatsClientImpl::EvWrite(void* user, bool add) {
-  static_cast<NatsClientImpl*>(user)->SetRxEvents(EPOLLOUT, add);
+  auto* self = static_cast<NatsClientImpl*>(user);
+  if (tl_inline.client == self) {
+    tl_inline.wanted = add;
+    if (add) return NATS_OK;
+  }
+  self->SetRxEvents(EPOLLOUT, add);
   return NATS_OK;
 }
 

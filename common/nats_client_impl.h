@@ -46,6 +46,10 @@ class NatsClientImpl final : public NatsClient {
                        const std::string& reply) override;
   absl::Status PublishNow(const std::string& subject, const std::string& data,
                           const std::string& reply = "") override;
+  // On the receiving connection (non-blocking, event-loop mode): the write
+  // is tried on the calling thread, and only what the socket did not take
+  // wakes the receive thread.
+  absl::Status PublishFromLoop(const std::string& subject, const std::string& data) override;
   absl::Status Subscribe(const std::string& subject, Handler handler) override;
   bool Connected() const override;
   // When the current connection to the server came up (InfiniteFuture while

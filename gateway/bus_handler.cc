@@ -156,7 +156,9 @@ void BusHandler::Send(const std::string& reply_to, v1::BusReply reply, bool now)
   for (auto& part : SplitReply(std::move(reply), limit)) {
     std::string data = part.SerializeAsString();
     if (!key.empty()) data = SignAnswer(key, std::move(data));
-    auto st = now ? bus_->PublishNow(reply_to, data) : bus_->Publish(reply_to, data);
+    // From the loop: written there, no hand-off to the sender thread (a
+    // wake-up on the answer's path), never waiting on the socket.
+    auto st = now ? bus_->PublishNow(reply_to, data) : bus_->PublishFromLoop(reply_to, data);
     if (!st.ok()) {
       // Control names this gateway as missing; nothing else to do here.
       spdlog::warn("bus: reply not sent: {}", std::string(st.message()));

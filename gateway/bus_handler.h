@@ -48,8 +48,8 @@ class BusHandler {
 
  private:
   void OnMessage(const std::string& reply_to, const std::string& data);
-  // `now`: from a bus thread, sent on it; otherwise queued (the loop never
-  // waits on a socket).
+  // `now`: from a bus thread, sent on it; otherwise from the loop, written
+  // there without waiting on the socket (NatsClient::PublishFromLoop).
   void Send(const std::string& reply_to, v1::BusReply reply, bool now);
 
   NatsClient* bus_;
