@@ -1,6 +1,21 @@
 #include "common/nats_client_impl.h"
 
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <string>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
 #include "gtest/gtest.h"
+#include "tests/unit/testing/wait.h"
+
+extern char** environ;
 
 namespace switchboard {
 namespace {
@@ -12,6 +27,90 @@ namespace {
 // works: it falls back to the library's own way).
 TEST(NatsClient, ReceivedMessagesAreFreedWithoutWakingTheCollectorThread) {
   EXPECT_TRUE(NatsMessagesFreedInPlace());
+}
+
+// A real nats-server on a free loopback port, for the tests of what the
+// client does on the wire.
+class NatsServer {
+ public:
+  NatsServer() {
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(a);
+    if (bind(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
+        getsockname(s, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
+      port_ = ntohs(a.sin_port);
+    }
+    close(s);
+    std::string port = std::to_string(port_);
+    std::vector<std::string> args = {"nats-server", "-a", "127.0.0.1", "-p", port};
+    std::vector<char*> argv;
+    for (auto& arg : args) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+    if (posix_spawnp(&pid_, "nats-server", nullptr, nullptr, argv.data(), environ) != 0) pid_ = -1;
+  }
+  ~NatsServer() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGCONT);
+    kill(pid_, SIGTERM);
+    waitpid(pid_, nullptr, 0);
+  }
+  bool started() const { return pid_ > 0 && port_ > 0; }
+  std::string url() const { return "nats://127.0.0.1:" + std::to_string(port_); }
+  void Stop() { kill(pid_, SIGSTOP); }
+  void Continue() { kill(pid_, SIGCONT); }
+
+ private:
+  pid_t pid_ = -1;
+  int port_ = 0;
+};
+
+struct Received {
+  absl::Mutex mu;
+  std::vector<std::string> messages;
+  size_t size() {
+    absl::MutexLock lock(&mu);
+    return messages.size();
+  }
+};
+
+// What an event loop publishes goes out in order and whole, also when the
+// socket cannot take it at once (the rest is written by the client's own
+// thread), and the loop never waits: with the server stopped, every publish
+// returns while nothing is read, and all of it arrives once it runs again.
+TEST(NatsClient, PublishFromLoopNeverWaitsAndLosesNothing) {
+  NatsServer server;
+  ASSERT_TRUE(server.started()) << "nats-server (Debian's package) is needed";
+  auto sender = NatsClientImpl::Create(server.url(), "sender");
+  auto receiver = NatsClientImpl::Create(server.url(), "receiver");
+  ASSERT_TRUE(sender.ok() && receiver.ok());
+  Received got;
+  ASSERT_TRUE((*receiver)
+                  ->Subscribe("loop.test",
+                              [&got](const std::string&, const std::string&, const std::string& data) {
+                                absl::MutexLock lock(&got.mu);
+                                got.messages.push_back(data);
+                              })
+                  .ok());
+  ASSERT_TRUE((*sender)->WaitForFirstConnection(absl::Seconds(10)));
+  ASSERT_TRUE((*receiver)->WaitForFirstConnection(absl::Seconds(10)));
+
+  auto payload = [](int i) { return std::to_string(i) + ":" + std::string(200 * 1024, static_cast<char>('a' + i % 26)); };
+  // Over the socket's buffer at once: the partial-write path.
+  for (int i = 0; i < 40; ++i) ASSERT_TRUE((*sender)->PublishFromLoop("loop.test", payload(i)).ok());
+  ASSERT_TRUE(testing::WaitFor([&] { return got.size() == 40; }, absl::Seconds(20))) << got.size();
+
+  server.Stop();
+  const absl::Time t0 = absl::Now();
+  for (int i = 40; i < 80; ++i) ASSERT_TRUE((*sender)->PublishFromLoop("loop.test", payload(i)).ok());
+  // 8 MB into a server that reads nothing: returned without waiting for it.
+  EXPECT_LT(absl::Now() - t0, absl::Seconds(2));
+  server.Continue();
+  ASSERT_TRUE(testing::WaitFor([&] { return got.size() == 80; }, absl::Seconds(30))) << got.size();
+  absl::MutexLock lock(&got.mu);
+  for (int i = 0; i < 80; ++i) EXPECT_EQ(got.messages[i], payload(i)) << "message " << i;
 }
 
 }  // namespace
