@@ -103,6 +103,12 @@ void ScatterGather::Call(v1::BusRequest request, absl::Time deadline, Done done)
     absl::MutexLock lock(&mu_);
     pending->timer = timer;
   }
+  if (command) {
+    // A re-ask can come until the deadline: gateways keep the ID that long
+    // (and a second more for the bus's own delay).
+    const int64_t left_ms = absl::ToInt64Milliseconds(absl::Ceil(deadline - absl::Now(), absl::Milliseconds(1)));
+    request.set_remember_ms(static_cast<uint32_t>(std::clamp<int64_t>(left_ms, 0, 3600 * 1000) + 1000));
+  }
   pending->wire = request.SerializeAsString();
   auto st = bus_->PublishNow(subject_, pending->wire, inbox_);
   if (!st.ok()) {

@@ -69,7 +69,7 @@ void BusHandler::OnMessage(const std::string& reply_to, const std::string& data)
     Handled(op, received);
     return;
   }
-  if (!FirstTime(request->request_id())) {
+  if (!FirstTime(*request)) {
     if (repeated_ != nullptr) repeated_->Increment();
     spdlog::debug("bus: {} heard again; already done", request->request_id());
     return;
@@ -136,15 +136,19 @@ void BusHandler::Handled(Op op, absl::Time received) {
   m.seconds->Observe(absl::ToDoubleSeconds(absl::Now() - received));
 }
 
-bool BusHandler::FirstTime(const std::string& request_id) {
+bool BusHandler::FirstTime(const v1::BusRequest& request) {
+  const absl::Duration remember =
+      request.remember_ms() > 0 ? absl::Milliseconds(request.remember_ms()) : kDefaultRemember;
   absl::MutexLock lock(&recent_mu_);
-  if (!recent_.insert(request_id).second) return false;
-  recent_order_.push_back(request_id);
-  if (recent_order_.size() > kRecent) {
-    recent_.erase(recent_order_.front());
-    recent_order_.pop_front();
+  const uint64_t early = recent_.evicted_early();
+  const bool first = recent_.FirstTime(request.request_id(), absl::Now(), remember);
+  if (recent_.evicted_early() != early) {
+    static LogLimiter limiter(1, absl::Seconds(10));
+    if (uint64_t held = 0; limiter.Allow(&held)) {
+      spdlog::warn("bus: {} command IDs remembered, the bound: the oldest let go before their time", recent_.size());
+    }
   }
-  return true;
+  return first;
 }
 
 void BusHandler::Send(const std::string& reply_to, v1::BusReply reply, bool now) {

@@ -3,17 +3,16 @@
 #include <array>
 
 #include <atomic>
-#include <deque>
 #include <string>
 #include <vector>
 
-#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "common/dispatcher.h"
 #include "common/nats_client.h"
 #include "gateway/answer_keys.h"
 #include "gateway/hub.h"
+#include "gateway/recent_ids.h"
 
 namespace prometheus {
 class Counter;
@@ -70,12 +69,14 @@ class BusHandler {
   prometheus::Counter* malformed_metric_ = nullptr;
   void Handled(Op op, absl::Time received);
   // Commands run once: control asks again a gateway that came back on the
-  // bus, and this one may have heard the first time. The last kRecent IDs.
-  static constexpr size_t kRecent = 4096;
-  bool FirstTime(const std::string& request_id);
+  // bus, and this one may have heard the first time. Each ID is kept as
+  // long as the request says it may be asked again (remember_ms), or
+  // kDefaultRemember from replicas that do not say (control's longest
+  // default deadline, and a second).
+  static constexpr absl::Duration kDefaultRemember = absl::Seconds(11);
+  bool FirstTime(const v1::BusRequest& request);
   absl::Mutex recent_mu_;
-  absl::flat_hash_set<std::string> recent_ ABSL_GUARDED_BY(recent_mu_);
-  std::deque<std::string> recent_order_ ABSL_GUARDED_BY(recent_mu_);
+  RecentIds recent_ ABSL_GUARDED_BY(recent_mu_);
 };
 
 }  // namespace switchboard::gateway

@@ -391,12 +391,13 @@ v1::BusReply Hub::HandleBusRequest(const v1::BusRequest& req) {
       auto* not_delivered = reply.mutable_not_delivered();
       auto deliver = [&](const std::string& client_id, const std::string& user_id) {
         auto cit = conns_.find(index_.ConnOf(client_id));
-        if (cit == conns_.end()) return;
-        Conn& conn = cit->second;
-        if (conn.state == State::kClosing) {
+        // Listed but without its connection: it is ending (the index learns
+        // last). Counted as such, never skipped silently.
+        if (cit == conns_.end() || cit->second.state == State::kClosing) {
           ++(*not_delivered)["closing"];
           return;
         }
+        Conn& conn = cit->second;
         Host host(this, cit->first, &conn);
         switch (conn.protocol->Deliver(host, ServerMessage{m.app_id(), user_id, m.event(), m.data_json()})) {
           case DeliverResult::kDelivered: ++delivered; break;

@@ -296,6 +296,25 @@ TEST_F(ScatterGatherTest, EveryGatewaysFirstAnswerCountsMemberOrNot) {
   EXPECT_EQ(r->answers.at("gw-cut").closed(), 2u);
 }
 
+// A command says how long it may be asked again (its deadline and a
+// second), so gateways remember its ID that long and never run a re-ask
+// twice; a query needs no memory.
+TEST_F(ScatterGatherTest, CommandsSayHowLongTheyMayBeAskedAgain) {
+  std::vector<v1::BusRequest> heard;
+  (void)bus_.Subscribe(kSubject, [&heard](const std::string&, const std::string&, const std::string& data) {
+    v1::BusRequest req;
+    ASSERT_TRUE(req.ParseFromString(data));
+    heard.push_back(req);
+  });
+  live_ = {"gw-a"};
+  (void)CallAndWait(absl::Milliseconds(300), Terminate());
+  (void)CallAndWait(absl::Milliseconds(300));
+  ASSERT_EQ(heard.size(), 2u);
+  EXPECT_GT(heard[0].remember_ms(), 1000u);
+  EXPECT_LE(heard[0].remember_ms(), 1300u);
+  EXPECT_EQ(heard[1].remember_ms(), 0u);
+}
+
 // Answers the way a gateway of another bus format version does.
 void AnswerWithError(InMemoryBus* bus, const std::string& id, const std::string& reply, const std::string& data) {
   v1::BusRequest req;
