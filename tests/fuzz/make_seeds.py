@@ -169,6 +169,24 @@ def main():
         b"\x006.6.6.6, 198.51.100.4, 10.0.0.5",
         b"\x00[2001:db9::1]:443, 10.0.0.5",
     ])
+    # First byte: the call (0 SendToUser, 1 SendToClient, 2 Pusher trigger,
+    # 3 Pusher batch, 4 Centrifugo publish, 5 broadcast) + 8 for binary
+    # protobuf; then the body as switchboard-http gets it.
+    write("send_api", [
+        b"\x00" + json.dumps({"app_id": "demo", "user_id": "42", "event": "hello", "data": {"a": [1, "x", None]},
+                              "except_client_ids": ["c1"]}).encode(),
+        b"\x00" + json.dumps({"app_id": "demo", "user_id": "42", "event": "e", "data": "x" * 3000}).encode(),
+        b"\x01" + json.dumps({"app_id": "strict", "client_id": "c-1", "event": "e", "data": 1.5}).encode(),
+        b"\x02" + json.dumps({"app_id": "demo", "name": "ev", "channels": ["#server-to-user-42", "#server-to-user-7"],
+                              "data": '{"text":"hi"}', "socket_id": "123.456"}).encode(),
+        b"\x02" + json.dumps({"app_id": "demo", "name": "ev", "channel": "private-x", "data": "plain"}).encode(),
+        b"\x03" + json.dumps({"app_id": "demo", "batch": [{"channel": "#server-to-user-1", "name": "a", "data": "{}"},
+                                                          {"channel": "#server-to-user-", "name": "b", "data": "1"}]}).encode(),
+        b"\x04" + json.dumps({"channel": "#42", "data": {"n": 1}}).encode(),
+        b"\x04" + json.dumps({"channel": "personal:#42", "data": [], "b64data": "AA=="}).encode(),
+        b"\x05" + json.dumps({"channels": ["#1", "#2", "news"], "data": {"deep": [[[[{}]]]]}}).encode(),
+        b"\x08" + bytes([0x0a, 0x04]) + b"demo" + bytes([0x12, 0x02]) + b"42" + bytes([0x1a, 0x01]) + b"e",
+    ])
     return 0
 
 
