@@ -513,6 +513,94 @@ def cmd_fleet(a):
         cluster.close()
 
 
+def rss_bytes(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def last_status(g):
+    with g.cond:
+        for ev in reversed(g.events):
+            if ev.get("event") in ("status", "ready"):
+                return ev
+    return {}
+
+
+def cmd_storm(a):
+    """SendToUser at a fixed rate to random users over a held fleet: every
+    message counted at the clients' sockets (exactly once: pushes counted ==
+    sessions the answers say it was handed to, no duplicate per session),
+    call-to-socket latency, call latency, gateway memory during the storm."""
+    k = int(a.gateways or 4)
+    total = k * a.per_gateway
+    cluster = Cluster(a.build_dir, a.source_dir, gateways=k, http=False, max_sessions=min(19000, a.per_gateway + 2000),
+                      pong=8, gateway_extra={"max_unsigned": a.per_gateway}, **DEPLOYED_TIMING)
+    gens = []
+    try:
+        n_gens = (total + MAX_PER_GENERATOR - 1) // MAX_PER_GENERATOR
+        users = max(1, total // n_gens // 4)
+        gens = start_fleet_load(a, cluster, total, users, extra=["--report", "1"])
+        gw_pids = [p.p.pid for p, _ in cluster.gateways.values()]
+        rss0 = sum(rss_bytes(p) for p in gw_pids)
+        peak = [rss0]
+        stop = threading.Event()
+
+        def sample():
+            while not stop.wait(0.5):
+                peak[0] = max(peak[0], sum(rss_bytes(p) for p in gw_pids))
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        pids = {"nats-server": [cluster.nats.p.pid], "control": [c.p.pid for c in cluster.controls],
+                "gateways": gw_pids}
+        meter = CpuMeter(pids)
+        out = subprocess.run([os.path.join(a.build_dir, "tests/bench/switchboard-send-storm"), "--config",
+                              cluster.config, "--rate", str(a.rate), "--seconds", str(a.hold), "--users", str(users),
+                              "--user_prefixes", ",".join("g%du" % i for i in range(n_gens))],
+                             capture_output=True, text=True, timeout=a.hold + 600, check=True)
+        storm = json.loads(out.stdout)
+        cpu = meter.per_call(max(1, storm["calls"]))
+        stop.set()
+        sampler.join()
+        # The answers can come back before the clients have read the frames:
+        # wait (bounded) until the clients' counts stop moving.
+        deadline, last, still = time.monotonic() + 30, -1, 0
+        while time.monotonic() < deadline:
+            counted = sum(last_status(g).get("pushes", 0) for g in gens)
+            if counted >= storm["delivered"] or counted == last:
+                still += 1
+                if still >= 3:
+                    break
+            else:
+                still = 0
+            last = counted
+            time.sleep(1)
+        rss1 = sum(rss_bytes(p) for p in gw_pids)
+        done = [g.stop() for g in gens]
+        pushes = sum(d["pushes"] for d in done)
+        dups = sum(d["push_duplicates"] for d in done)
+        closed = sum(sum(d["closed_by_server"].values()) for d in done)
+        print("storm, K=%d x %d sessions (%d users): %d SendToUser calls in %.0f s (asked %.0f/s, achieved %.0f/s, "
+              "%d skipped as behind); answers %s, incomplete %d; call p50 %.3f ms p99 %.3f ms max %.1f ms"
+              % (k, a.per_gateway, users * n_gens, storm["calls"], a.hold, a.rate, storm["rate_achieved"],
+                 storm["skipped_behind"], storm["by_status"], storm["incomplete"], storm["p50_ms"], storm["p99_ms"],
+                 storm["max_ms"]), flush=True)
+        print("storm: sessions handed the message (sum of answers) %d, received at the clients %d, duplicates %d, "
+              "not delivered %s, sessions closed by a gateway %d; call to client socket p50 %.3f ms p99 %.3f ms "
+              "(worst generator) max %.1f ms"
+              % (storm["delivered"], pushes, dups, storm["not_delivered"], closed,
+                 max(d["push_p50_ms"] for d in done), max(d["push_p99_ms"] for d in done),
+                 max(d["push_max_ms"] for d in done)), flush=True)
+        print("storm: gateways' RSS %.1f MB before, %.1f MB peak, %.1f MB after; CPU per call: %s"
+              % (rss0 / 1e6, peak[0] / 1e6, rss1 / 1e6, cpu_text(cpu)), flush=True)
+    finally:
+        for g in gens:
+            g.stop()
+        cluster.close()
+
+
 def cmd_instance(a):
     """One gateway instance with --workers N on one port: how many sessions
     it holds, how the kernel spread them, idle CPU of all its workers."""
@@ -556,7 +644,7 @@ def cmd_instance(a):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["process", "latency", "fleet", "instance"])
+    ap.add_argument("command", choices=["process", "latency", "fleet", "instance", "storm"])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--build-dir", default="build")
     ap.add_argument("--source-dir", default=".")
@@ -570,6 +658,7 @@ def main():
     ap.add_argument("--terminates", type=int, default=200)
     ap.add_argument("--churn", type=float, default=1000)
     ap.add_argument("--hold", type=float, default=60)
+    ap.add_argument("--rate", type=float, default=2000, help="storm: SendToUser calls per second")
     a = ap.parse_args()
     a.build_dir = os.path.abspath(a.build_dir)
     if a.command == "process":
@@ -578,6 +667,8 @@ def main():
     elif a.command == "instance":
         a.sessions = a.sessions or 38000
         cmd_instance(a)
+    elif a.command == "storm":
+        cmd_storm(a)
     elif a.command == "latency":
         a.gateways = a.gateways or "2,4,8"
         cmd_latency(a)

@@ -58,6 +58,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_split.h"
 
 ABSL_FLAG(std::string, targets, "127.0.0.1:8000", "gateway host:port list, comma separated (round robin)");
@@ -539,6 +540,10 @@ class LoadGen {
         if (c->fd < 0) return;
         continue;
       }
+      if (c->state == State::kOpen && line.find("\"push\"") != absl::string_view::npos) {
+        OnPush(c, line);
+        continue;
+      }
       if (c->state != State::kConnecting) continue;
       if (raw_ || (line.find("\"id\":1") != absl::string_view::npos &&
                    line.find("\"connect\"") != absl::string_view::npos)) {
@@ -548,6 +553,24 @@ class LoadGen {
         return;
       }
     }
+  }
+
+  // A publication (SendToUser) whose data carries "t" (the sender's
+  // CLOCK_MONOTONIC in us when it called) and "s" (its sequence number):
+  // counted, timed from call to arrival at this socket, and checked for
+  // duplicates per session.
+  void OnPush(Conn* c, absl::string_view line) {
+    ++pushes_;
+    auto field = [&](absl::string_view key, int64_t* out) {
+      const size_t at = line.find(key);
+      if (at == absl::string_view::npos) return false;
+      return absl::SimpleAtoi(line.substr(at + key.size(), line.find_first_not_of("0123456789", at + key.size()) -
+                                                                (at + key.size())),
+                              out);
+    };
+    int64_t t = 0, seq = 0;
+    if (field("\"t\":", &t)) push_latency_us_.push_back(MonoUs() - t);
+    if (field("\"s\":", &seq) && !pushes_seen_.insert({c->index, seq}).second) ++push_dups_;
   }
 
   void Connected(Conn* c) {
@@ -694,10 +717,15 @@ class LoadGen {
     std::vector<int64_t> lat = connect_latency_us_;
     std::sort(lat.begin(), lat.end());
     auto pct = [&](double p) { return lat.empty() ? 0.0 : lat[static_cast<size_t>(p * (lat.size() - 1))] / 1000.0; };
+    std::vector<int64_t> push = push_latency_us_;
+    std::sort(push.begin(), push.end());
+    auto ppct = [&](double p) { return push.empty() ? 0.0 : push[static_cast<size_t>(p * (push.size() - 1))] / 1000.0; };
     printf("{\"event\":\"%s\",\"open\":%zu,\"connected\":%d,\"failed\":%d,\"churned\":%lld,\"pings\":%lld,"
-           "\"closed_by_server\":{%s},\"reconnect_p50_ms\":%.2f,\"reconnect_p99_ms\":%.2f}\n",
+           "\"closed_by_server\":{%s},\"reconnect_p50_ms\":%.2f,\"reconnect_p99_ms\":%.2f,\"pushes\":%lld,"
+           "\"push_duplicates\":%lld,\"push_p50_ms\":%.3f,\"push_p99_ms\":%.3f,\"push_max_ms\":%.3f}\n",
            event, open_.size(), connected_, failed_, static_cast<long long>(churned_), static_cast<long long>(pings_),
-           codes.c_str(), pct(0.5), pct(0.99));
+           codes.c_str(), pct(0.5), pct(0.99), static_cast<long long>(pushes_), static_cast<long long>(push_dups_),
+           ppct(0.5), ppct(0.99), ppct(1.0));
     fflush(stdout);
   }
 
@@ -718,6 +746,9 @@ class LoadGen {
   int64_t batch_realtime_us_ = 0;  // when the current epoll batch's wait returned
   int started_ = 0, in_flight_ = 0, connected_ = 0, failed_ = 0;
   int64_t churned_ = 0, pings_ = 0, retried_ = 0;
+  int64_t pushes_ = 0, push_dups_ = 0;
+  std::vector<int64_t> push_latency_us_;
+  absl::flat_hash_set<std::pair<int, int64_t>> pushes_seen_;
   std::map<std::string, int> fail_reasons_;
   std::map<int, int> closes_;
   std::vector<double> buckets_;
