@@ -220,7 +220,7 @@ def ctl_percentiles(cluster, args):
     return float(m.group(1)), float(m.group(3))
 
 
-def start_fleet_load(a, cluster, total, users, extra=()):
+def start_fleet_load(a, cluster, total, users, extra=(), first_extra=()):
     """Spreads `total` sessions over generators (at most MAX_PER_GENERATOR each),
     every generator connecting to every gateway in turn."""
     targets = ",".join("127.0.0.1:%d" % port for _, port in cluster.gateways.values())
@@ -230,7 +230,7 @@ def start_fleet_load(a, cluster, total, users, extra=()):
         count = total // n + (1 if i < total % n else 0)
         gens.append(Generator(a.build_dir, ["--targets", targets, "--sources", sources(i), "--sessions", str(count),
                                             "--users", str(users), "--user_prefix", "g%du" % i, "--secret", SECRET,
-                                            "--concurrency", "100"] + list(extra)))
+                                            "--concurrency", "100"] + list(extra) + list(first_extra if i == 0 else [])))
     for g in gens:
         ready = g.wait("ready", timeout=1800)
         if ready["failed"]:
@@ -322,7 +322,7 @@ def terminate_latencies(a, cluster, gens, users_per_gen, sessions_per_user, roun
 
     try:
         call("bench-warm-up")  # the channel's connection
-        ms, incomplete = [], 0
+        ms, rpc, gap, incomplete = [], [], [], 0
         for r in range(rounds):
             gi, u = r % len(gens), r // len(gens)
             user = "g%du%d" % (gi, u)
@@ -333,12 +333,18 @@ def terminate_latencies(a, cluster, gens, users_per_gen, sessions_per_user, roun
             if not res["complete"]:
                 incomplete += 1
             got = gens[gi].wait_user_closes(user, before + sessions_per_user, 10)
-            ms.append((max(c["t_us"] for c in got[before:]) - res["t0_us"]) / 1000.0)
+            last_close = (max(c["t_us"] for c in got[before:]) - res["t0_us"]) / 1000.0
+            ms.append(last_close)
+            rpc.append(res["ms"])
+            gap.append(res["ms"] - last_close)  # the answer after (> 0) or before the last close frame
     finally:
         ctl.stdin.close()
         ctl.wait(timeout=10)
     ms.sort()
-    return ms[len(ms) // 2], ms[min(len(ms) - 1, len(ms) * 99 // 100)], incomplete
+    rpc.sort()
+    gap.sort()
+    p99 = lambda v: v[min(len(v) - 1, len(v) * 99 // 100)]  # noqa: E731
+    return ms[len(ms) // 2], p99(ms), incomplete, rpc[len(rpc) // 2], p99(rpc), gap[len(gap) // 2]
 
 
 def host_stalls(a, seconds=5):
@@ -469,8 +475,9 @@ def cmd_latency(a):
                   flush=True)
             term = terminate_latencies(a, cluster, gens, users, sessions_per_user, a.terminates)
             print("K=%d x %d sessions: TerminateUser to the last close frame (%d sessions/user, %d users) p50 %.2f ms "
-                  "p99 %.2f ms, incomplete answers %d" % (k, a.per_gateway, sessions_per_user, a.terminates, term[0],
-                                                           term[1], term[2]), flush=True)
+                  "p99 %.2f ms, incomplete answers %d; the call's answer p50 %.2f ms p99 %.2f ms, answer minus last "
+                  "close frame p50 %+.2f ms" % (k, a.per_gateway, sessions_per_user, a.terminates, term[0], term[1],
+                                                term[2], term[3], term[4], term[5]), flush=True)
         finally:
             for g in gens:
                 g.stop()
@@ -542,7 +549,10 @@ def cmd_storm(a):
     try:
         n_gens = (total + MAX_PER_GENERATOR - 1) // MAX_PER_GENERATOR
         users = max(1, total // n_gens // 4)
-        gens = start_fleet_load(a, cluster, total, users, extra=["--report", "1"])
+        # --slow N: generator 0's first N sessions stop reading (users
+        # g0u0..), and --hot-share of the calls go to g0u0 (one slow device
+        # among its four).
+        gens = start_fleet_load(a, cluster, total, users, extra=["--report", "1"], first_extra=["--slow", str(a.slow)])
         gw_pids = [p.p.pid for p, _ in cluster.gateways.values()]
         rss0 = sum(rss_bytes(p) for p in gw_pids)
         peak = [rss0]
@@ -558,7 +568,8 @@ def cmd_storm(a):
         meter = CpuMeter(pids)
         out = subprocess.run([os.path.join(a.build_dir, "tests/bench/switchboard-send-storm"), "--config",
                               cluster.config, "--rate", str(a.rate), "--seconds", str(a.hold), "--users", str(users),
-                              "--user_prefixes", ",".join("g%du" % i for i in range(n_gens))],
+                              "--user_prefixes", ",".join("g%du" % i for i in range(n_gens)),
+                              "--hot_user", "g0u0", "--hot_share", str(a.hot_share), "--pad", str(a.pad)],
                              capture_output=True, text=True, timeout=a.hold + 600, check=True)
         storm = json.loads(out.stdout)
         cpu = meter.per_call(max(1, storm["calls"]))
@@ -659,6 +670,9 @@ def main():
     ap.add_argument("--churn", type=float, default=1000)
     ap.add_argument("--hold", type=float, default=60)
     ap.add_argument("--rate", type=float, default=2000, help="storm: SendToUser calls per second")
+    ap.add_argument("--slow", type=int, default=0, help="storm: sessions that stop reading (users g0u0..)")
+    ap.add_argument("--hot-share", type=float, default=0, help="storm: share of the calls to g0u0")
+    ap.add_argument("--pad", type=int, default=0, help="storm: padding bytes per message")
     a = ap.parse_args()
     a.build_dir = os.path.abspath(a.build_dir)
     if a.command == "process":

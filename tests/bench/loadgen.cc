@@ -78,6 +78,7 @@ ABSL_FLAG(bool, stdin, false, "exit when stdin closes");
 ABSL_FLAG(double, churn, 0, "after ready: close this many sessions per second and open new ones");
 ABSL_FLAG(bool, log_closes, false, "print every close the server starts");
 ABSL_FLAG(double, report, 0, "print a status line every this many seconds (0: never)");
+ABSL_FLAG(int, slow, 0, "the sessions numbered below this stop reading once open (slow readers)");
 ABSL_FLAG(int, retries, 0, "open a session that failed to connect again, up to this many times");
 ABSL_FLAG(double, handshake_timeout, 30, "seconds before an unanswered connect counts as failed");
 ABSL_FLAG(bool, tls, false, "wss://: TLS to every target, the server's certificate verified");
@@ -109,6 +110,7 @@ struct Conn {
   std::string message;  // fragmented message being assembled
   bool want_out = false;
   bool closing = false;  // we sent a close frame (churn)
+  bool stopped = false;  // --slow: no longer reads
   size_t open_pos = 0;   // index in LoadGen::open_ while open
 };
 
@@ -353,7 +355,7 @@ class LoadGen {
     if (c->want_out == want || c->fd < 0) return;
     c->want_out = want;
     epoll_event ev{};
-    ev.events = EPOLLIN | (want ? static_cast<uint32_t>(EPOLLOUT) : 0u);
+    ev.events = (c->stopped ? 0u : static_cast<uint32_t>(EPOLLIN)) | (want ? static_cast<uint32_t>(EPOLLOUT) : 0u);
     ev.data.u64 = id_of_[c];
     epoll_ctl(epfd_, EPOLL_CTL_MOD, c->fd, &ev);
   }
@@ -575,6 +577,15 @@ class LoadGen {
 
   void Connected(Conn* c) {
     c->state = State::kOpen;
+    if (c->index < absl::GetFlag(FLAGS_slow)) {
+      // A slow reader: what the server sends piles up in the socket
+      // buffers, then in the server's outbox.
+      c->stopped = true;
+      epoll_event ev{};
+      ev.events = c->want_out ? static_cast<uint32_t>(EPOLLOUT) : 0u;
+      ev.data.u64 = id_of_[c];
+      epoll_ctl(epfd_, EPOLL_CTL_MOD, c->fd, &ev);
+    }
     --in_flight_;
     ++connected_;
     c->open_pos = open_.size();

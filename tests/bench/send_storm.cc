@@ -37,6 +37,9 @@ ABSL_FLAG(std::string, user_prefixes, "u", "comma-separated user ID prefixes (on
 ABSL_FLAG(int, users, 100, "users per prefix: <prefix><0..users-1>");
 ABSL_FLAG(int, concurrency, 1024, "calls in flight at most (a call due while this many wait is counted as skipped)");
 ABSL_FLAG(int, timeout_ms, 2000, "each call's deadline");
+ABSL_FLAG(std::string, hot_user, "", "a user who gets --hot_share of the calls (e.g. one with a slow reader)");
+ABSL_FLAG(double, hot_share, 0, "the share of calls to --hot_user");
+ABSL_FLAG(int, pad, 0, "bytes of padding in each message's data");
 
 namespace sb = switchboard;
 
@@ -100,6 +103,9 @@ int main(int argc, char** argv) {
     }
   });
 
+  const std::string hot_user = absl::GetFlag(FLAGS_hot_user);
+  const double hot_share = absl::GetFlag(FLAGS_hot_share);
+  const int pad = absl::GetFlag(FLAGS_pad);
   std::mt19937_64 rng(7);
   int64_t skipped = 0;
   const int64_t t0 = MonoUs();
@@ -114,12 +120,14 @@ int main(int argc, char** argv) {
     auto* call = new Call();
     sb::v1::SendToUserRequest req;
     req.set_app_id(config->default_app());
-    req.set_user_id(absl::StrCat(prefixes[rng() % prefixes.size()], rng() % users));
+    const bool hot = !hot_user.empty() && static_cast<double>(rng() % 1000000) < hot_share * 1e6;
+    req.set_user_id(hot ? hot_user : absl::StrCat(prefixes[rng() % prefixes.size()], rng() % users));
     req.set_event("storm");
     call->started_us = MonoUs();
     auto* fields = req.mutable_data()->mutable_struct_value()->mutable_fields();
     (*fields)["t"].set_number_value(static_cast<double>(call->started_us));
     (*fields)["s"].set_number_value(static_cast<double>(i));
+    if (pad > 0) (*fields)["pad"].set_string_value(std::string(static_cast<size_t>(pad), 'x'));
     call->ctx.AddMetadata("authorization", "apikey " + api_key);
     call->ctx.set_deadline(std::chrono::system_clock::now() +
                            std::chrono::milliseconds(absl::GetFlag(FLAGS_timeout_ms)));
