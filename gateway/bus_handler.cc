@@ -74,6 +74,14 @@ void BusHandler::OnMessage(const std::string& reply_to, const std::string& data)
     spdlog::debug("bus: {} heard again; already done", request->request_id());
     return;
   }
+  if (auto nothing = hub_->AnswerIfNothingToDo(*request)) {
+    // No session here to act on (most gateways, for one user's command):
+    // answered here, as a query is.
+    spdlog::debug("bus: {} concerns no session here", request->request_id());
+    Send(reply_to, *std::move(nothing), /*now=*/true);
+    Handled(op, received);
+    return;
+  }
   // If the loop's queue is full the request is dropped: control names this
   // gateway as missing, which is the truth.
   (void)loop_->Post([this, request, reply_to, op, received] {

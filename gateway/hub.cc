@@ -342,6 +342,51 @@ v1::BusReply Hub::AnswerQuery(const v1::BusRequest& req) const {
   return reply;
 }
 
+std::optional<v1::BusReply> Hub::AnswerIfNothingToDo(const v1::BusRequest& req) const {
+  if (req.format_version() != bus_format_version_) return std::nullopt;
+  // Does any session this gateway holds remain once the request's own
+  // filters (only one client, or all but some) are applied?
+  auto any_left = [this](const std::string& app_id, const std::string& user_id, const std::string& only,
+                         const google::protobuf::RepeatedPtrField<std::string>& except) {
+    if (!only.empty()) {
+      const auto record = index_.Find(only);
+      return record.has_value() && record->app_id() == app_id && (user_id.empty() || record->user_id() == user_id);
+    }
+    for (const auto& client_id : index_.ClientsOf(app_id, user_id)) {
+      if (std::find(except.begin(), except.end(), client_id) == except.end()) return true;
+    }
+    return false;
+  };
+  const google::protobuf::RepeatedPtrField<std::string> none;
+  switch (req.op_case()) {
+    case v1::BusRequest::kTerminate: {
+      const auto& t = req.terminate();
+      if (!ValidApiCloseCode(t.code())) return std::nullopt;  // the loop says why
+      if (any_left(t.app_id(), t.user_id(), t.only_client_id(), t.except_client_ids())) return std::nullopt;
+      break;
+    }
+    case v1::BusRequest::kDisconnect: {
+      const auto& d = req.disconnect();
+      if (!ValidApiCloseCode(d.code())) return std::nullopt;
+      if (any_left(d.app_id(), "", d.client_id(), none)) return std::nullopt;
+      break;
+    }
+    case v1::BusRequest::kSend: {
+      const auto& m = req.send();
+      if (any_left(m.app_id(), m.only_client_id().empty() ? m.user_id() : "", m.only_client_id(),
+                   m.except_client_ids())) {
+        return std::nullopt;
+      }
+      break;
+    }
+    default:
+      return std::nullopt;
+  }
+  v1::BusReply reply;
+  (void)StartReply(req, &reply);
+  return reply;  // closed 0, delivered 0
+}
+
 v1::BusReply Hub::HandleBusRequest(const v1::BusRequest& req) {
   if (IsQuery(req)) return AnswerQuery(req);
   v1::BusReply reply;

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -71,6 +72,12 @@ class Hub {
   static bool IsQuery(const v1::BusRequest& request) { return request.op_case() == v1::BusRequest::kUserQuery; }
   // Any thread; only for IsQuery() requests.
   v1::BusReply AnswerQuery(const v1::BusRequest& request) const;
+  // Any thread: the answer to a command (terminate, disconnect, send) that
+  // finds no session of this gateway to act on, from the session index
+  // alone, so that gateways without the user's sessions (most of a fleet)
+  // answer as fast as a query does; nullopt when the loop must handle it
+  // (sessions to act on, or an error to give).
+  std::optional<v1::BusReply> AnswerIfNothingToDo(const v1::BusRequest& request) const;
   // The bus payloads' format this gateway speaks (bus.proto).
   static constexpr uint32_t kBusFormatVersion = 1;
   // Testing only: the bus format version this gateway speaks (1 by

@@ -623,6 +623,80 @@ TEST_F(HubTest, DisconnectClosesOneConnectionOfTheRightApp) {
   EXPECT_EQ(CloseCode(2), 0);
 }
 
+// A command no session of this gateway is concerned by is answered from the
+// index on the bus thread (AnswerIfNothingToDo), and never differently from
+// how the loop would answer it: over every shape of command (user, one
+// client, keep-lists, other apps, bad codes), whenever the fast answer is
+// given, the loop's is the same (nothing done, nothing counted) and no
+// session is touched; and commands with work to do are left to the loop.
+TEST_F(HubTest, TheBusThreadAnswersOnlyCommandsWithNothingToDoAndAsTheLoopWould) {
+  const std::string a = Connect(1, "42");
+  const std::string b = Connect(2, "42");
+  const std::string c = Connect(3, "43");
+  std::vector<v1::BusRequest> requests;
+  for (const std::string app : {"demo", "other", "nope"}) {
+    for (const std::string user : {"42", "43", "44"}) {
+      for (const std::vector<std::string>& except : std::vector<std::vector<std::string>>{{}, {a}, {a, b}, {c}}) {
+        for (const std::string& only : {std::string(), a, c, std::string("ghost")}) {
+          for (uint32_t code : {0u, 4501u, 1000u}) {
+            v1::BusRequest t;
+            auto* tt = t.mutable_terminate();
+            tt->set_app_id(app), tt->set_user_id(user), tt->set_only_client_id(only), tt->set_code(code);
+            for (const auto& e : except) tt->add_except_client_ids(e);
+            requests.push_back(t);
+          }
+          v1::BusRequest m;
+          auto* mm = m.mutable_send();
+          mm->set_app_id(app), mm->set_event("e"), mm->set_data_json("1");
+          if (only.empty()) {
+            mm->set_user_id(user);
+          } else {
+            mm->set_only_client_id(only);
+          }
+          for (const auto& e : except) mm->add_except_client_ids(e);
+          requests.push_back(m);
+        }
+      }
+      for (const std::string& client : {a, c, std::string("ghost")}) {
+        v1::BusRequest d;
+        d.mutable_disconnect()->set_app_id(app), d.mutable_disconnect()->set_client_id(client);
+        requests.push_back(d);
+      }
+    }
+  }
+  int fast = 0, loop = 0;
+  for (auto req : requests) {
+    req.set_format_version(1);
+    req.set_request_id("r");
+    auto quick = hub_->AnswerIfNothingToDo(req);
+    if (!quick.has_value()) {
+      ++loop;
+      continue;
+    }
+    ++fast;
+    EXPECT_EQ(quick->closed(), 0u);
+    EXPECT_EQ(quick->delivered(), 0u);
+    EXPECT_TRUE(quick->error().empty());
+    EXPECT_EQ(quick->gateway_id(), "gw-test");
+    const v1::BusReply slow = hub_->HandleBusRequest(req);
+    EXPECT_EQ(slow.closed(), 0u) << req.ShortDebugString();
+    EXPECT_EQ(slow.delivered(), 0u) << req.ShortDebugString();
+    EXPECT_TRUE(slow.not_delivered().empty()) << req.ShortDebugString();
+    EXPECT_TRUE(slow.error().empty()) << req.ShortDebugString();
+  }
+  EXPECT_EQ(hub_->session_count(), 3u);
+  EXPECT_TRUE(transport_.closed.empty());
+  EXPECT_GT(fast, 100);
+  EXPECT_GT(loop, 50);
+  // And those with work to do do it on the loop.
+  v1::BusRequest send;
+  send.set_format_version(1);
+  send.mutable_send()->set_app_id("demo"), send.mutable_send()->set_user_id("42");
+  send.mutable_send()->set_event("e"), send.mutable_send()->set_data_json("1");
+  EXPECT_FALSE(hub_->AnswerIfNothingToDo(send).has_value());
+  EXPECT_EQ(hub_->HandleBusRequest(send).delivered(), 2u);
+}
+
 TEST_F(HubTest, UnknownFormatVersionIsAnsweredWithError) {
   v1::BusRequest req;
   req.set_format_version(99);
