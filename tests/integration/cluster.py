@@ -94,6 +94,30 @@ class Proc:
     def signal(self, sig):
         if self.p.poll() is None:
             os.kill(self.p.pid, sig)
+            if sig == signal.SIGSTOP:
+                self.wait_stopped()
+
+    def wait_stopped(self, timeout=10):
+        """kill(SIGSTOP) returns before every thread has stopped: on a busy
+        machine a thread that its socket woke (a gateway's NATS thread with a
+        request in hand) can still run, and answer, for milliseconds. A
+        frozen process is one whose every thread is in state T."""
+        deadline = time.monotonic() + timeout
+        while True:
+            states = []
+            try:
+                for tid in os.listdir("/proc/%d/task" % self.p.pid):
+                    with open("/proc/%d/task/%s/stat" % (self.p.pid, tid)) as f:
+                        stat = f.read()
+                    states.append(stat[stat.rfind(")") + 2])
+            except FileNotFoundError:
+                continue  # a thread ended while listed: look again
+            if states and all(st in "Tt" for st in states):
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError("%s: not stopped %.0f s after SIGSTOP (thread states %s)"
+                                     % (self.name, timeout, "".join(states)))
+            time.sleep(0.001)
 
     def stop(self, timeout=20):
         if self.p.poll() is None:
