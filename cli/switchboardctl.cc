@@ -22,7 +22,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "common/version.h"
+#include "common/cli_help.h"
 #include "common/config.h"
 #include "common/grpc_tls.h"
 #include "common/crypto.h"

@@ -25,7 +25,7 @@
 #include "common/logging.h"
 #include "common/metrics.h"
 #include "common/runtime.h"
-#include "common/version.h"
+#include "common/cli_help.h"
 #include "common/nats_client_impl.h"
 #include "common/timer_queue.h"
 #include "control/fleet.h"

@@ -367,94 +367,82 @@ void ControlService::GatherAll(std::vector<v1::BusRequest> requests, absl::Time 
   }
 }
 
-void ControlService::CentrifugoPublish(grpc::ServerContext* ctx, const v1::CentrifugoPublishRequest* req,
-                                       v1::CentrifugoPublishResponse* resp, UnaryResponder* done) {
-  absl::Status st = Authenticate(ctx);
-  auto requests = st.ok() ? CentrifugoPublishRequests(config_, {req->channel()}, req->data(), req->b64data())
-                          : absl::StatusOr<std::vector<v1::BusRequest>>(st);
+void ControlService::SendAll(grpc::ServerContext* ctx, const absl::Status& st,
+                             const std::function<absl::StatusOr<std::vector<v1::BusRequest>>()>& build,
+                             FillAll fill, UnaryResponder* done) {
+  auto requests = st.ok() ? build() : absl::StatusOr<std::vector<v1::BusRequest>>(st);
   if (!requests.ok()) {
     done->Finish(ToGrpcStatus(requests.status()));
     return;
   }
-  GatherAll(*std::move(requests), GatherDeadline(ctx), [resp, done](absl::StatusOr<std::vector<GatherResult>> all) {
-    if (!all.ok()) {
-      done->Finish(ToGrpcStatus(all.status()));
-      return;
-    }
-    resp->mutable_result()->set_delivered(Delivered(all->front()));
-    MergeCoverage(*all, resp->mutable_result()->mutable_coverage());
-    done->Finish(grpc::Status::OK);
-  });
+  GatherAll(*std::move(requests), GatherDeadline(ctx),
+            [fill = std::move(fill), done](absl::StatusOr<std::vector<GatherResult>> all) {
+              if (!all.ok()) {
+                done->Finish(ToGrpcStatus(all.status()));
+                return;
+              }
+              fill(*all);
+              done->Finish(grpc::Status::OK);
+            });
+}
+
+void ControlService::CentrifugoPublish(grpc::ServerContext* ctx, const v1::CentrifugoPublishRequest* req,
+                                       v1::CentrifugoPublishResponse* resp, UnaryResponder* done) {
+  SendAll(
+      ctx, Authenticate(ctx),
+      [&] { return CentrifugoPublishRequests(config_, {req->channel()}, req->data(), req->b64data()); },
+      [resp](const std::vector<GatherResult>& all) {
+        resp->mutable_result()->set_delivered(Delivered(all.front()));
+        MergeCoverage(all, resp->mutable_result()->mutable_coverage());
+      },
+      done);
 }
 
 void ControlService::CentrifugoBroadcast(grpc::ServerContext* ctx, const v1::CentrifugoBroadcastRequest* req,
                                          v1::CentrifugoBroadcastResponse* resp, UnaryResponder* done) {
-  absl::Status st = Authenticate(ctx);
-  auto requests = st.ok() ? CentrifugoPublishRequests(
-                                config_, std::vector<std::string>(req->channels().begin(), req->channels().end()),
-                                req->data(), req->b64data())
-                          : absl::StatusOr<std::vector<v1::BusRequest>>(st);
-  if (!requests.ok()) {
-    done->Finish(ToGrpcStatus(requests.status()));
-    return;
-  }
-  GatherAll(*std::move(requests), GatherDeadline(ctx), [resp, done](absl::StatusOr<std::vector<GatherResult>> all) {
-    if (!all.ok()) {
-      done->Finish(ToGrpcStatus(all.status()));
-      return;
-    }
-    for (const auto& g : *all) {
-      auto* one = resp->mutable_result()->add_responses()->mutable_result();
-      one->set_delivered(Delivered(g));
-      MergeCoverage({g}, one->mutable_coverage());
-    }
-    done->Finish(grpc::Status::OK);
-  });
+  SendAll(
+      ctx, Authenticate(ctx),
+      [&] {
+        return CentrifugoPublishRequests(config_, std::vector<std::string>(req->channels().begin(), req->channels().end()),
+                                         req->data(), req->b64data());
+      },
+      [resp](const std::vector<GatherResult>& all) {
+        for (const auto& g : all) {
+          auto* one = resp->mutable_result()->add_responses()->mutable_result();
+          one->set_delivered(Delivered(g));
+          MergeCoverage({g}, one->mutable_coverage());
+        }
+      },
+      done);
 }
 
 void ControlService::PusherTrigger(grpc::ServerContext* ctx, const v1::PusherTriggerRequest* req,
                                    v1::PusherTriggerResponse* resp, UnaryResponder* done) {
   HttpTarget target{req->app_id(), "POST", "/apps/" + req->app_id() + "/events"};
-  absl::Status st = Authenticate(ctx, &target);
-  auto requests = st.ok() ? PusherTriggerRequests(config_, *req) : absl::StatusOr<std::vector<v1::BusRequest>>(st);
-  if (!requests.ok()) {
-    done->Finish(ToGrpcStatus(requests.status()));
-    return;
-  }
-  GatherAll(*std::move(requests), GatherDeadline(ctx), [resp, done](absl::StatusOr<std::vector<GatherResult>> all) {
-    if (!all.ok()) {
-      done->Finish(ToGrpcStatus(all.status()));
-      return;
-    }
-    uint32_t delivered = 0;
-    for (const auto& g : *all) delivered += Delivered(g);
-    resp->set_delivered(delivered);
-    MergeCoverage(*all, resp->mutable_coverage());
-    done->Finish(grpc::Status::OK);
-  });
+  SendAll(
+      ctx, Authenticate(ctx, &target), [&] { return PusherTriggerRequests(config_, *req); },
+      [resp](const std::vector<GatherResult>& all) {
+        uint32_t delivered = 0;
+        for (const auto& g : all) delivered += Delivered(g);
+        resp->set_delivered(delivered);
+        MergeCoverage(all, resp->mutable_coverage());
+      },
+      done);
 }
 
 void ControlService::PusherTriggerBatch(grpc::ServerContext* ctx, const v1::PusherTriggerBatchRequest* req,
                                         v1::PusherTriggerBatchResponse* resp, UnaryResponder* done) {
   HttpTarget target{req->app_id(), "POST", "/apps/" + req->app_id() + "/batch_events"};
-  absl::Status st = Authenticate(ctx, &target);
-  auto requests = st.ok() ? PusherBatchRequests(config_, *req) : absl::StatusOr<std::vector<v1::BusRequest>>(st);
-  if (!requests.ok()) {
-    done->Finish(ToGrpcStatus(requests.status()));
-    return;
-  }
-  GatherAll(*std::move(requests), GatherDeadline(ctx), [resp, done](absl::StatusOr<std::vector<GatherResult>> all) {
-    if (!all.ok()) {
-      done->Finish(ToGrpcStatus(all.status()));
-      return;
-    }
-    for (const auto& g : *all) {
-      auto* one = resp->add_batch();
-      one->set_delivered(Delivered(g));
-      MergeCoverage({g}, one->mutable_coverage());
-    }
-    done->Finish(grpc::Status::OK);
-  });
+  SendAll(
+      ctx, Authenticate(ctx, &target), [&] { return PusherBatchRequests(config_, *req); },
+      [resp](const std::vector<GatherResult>& all) {
+        for (const auto& g : all) {
+          auto* one = resp->add_batch();
+          one->set_delivered(Delivered(g));
+          MergeCoverage({g}, one->mutable_coverage());
+        }
+      },
+      done);
 }
 
 void ControlService::ListGateways(grpc::ServerContext* ctx, const v1::ListGatewaysRequest*,

@@ -83,6 +83,13 @@ class ControlService {
   // the first error. Any thread.
   using AllDone = std::function<void(absl::StatusOr<std::vector<GatherResult>>)>;
   void GatherAll(std::vector<v1::BusRequest> requests, absl::Time deadline, AllDone done);
+  // The shape of the Pusher and Centrifugo sending calls: the caller
+  // authenticated (st), the bus requests built (or their error), gathered
+  // together, the answer filled by `fill` from every result in order.
+  using FillAll = std::function<void(const std::vector<GatherResult>&)>;
+  void SendAll(grpc::ServerContext* ctx, const absl::Status& st,
+               const std::function<absl::StatusOr<std::vector<v1::BusRequest>>()>& build, FillAll fill,
+               UnaryResponder* done);
   // Binds a method of this class as a handler of its UnaryCall.
   template <typename Req, typename Resp>
   typename UnaryCall<v1::Control::AsyncService, Req, Resp>::Handler Bind(

@@ -16,7 +16,7 @@
 #include "common/config.h"
 #include "common/logging.h"
 #include "common/runtime.h"
-#include "common/version.h"
+#include "common/cli_help.h"
 #include "gateway/app.h"
 #include "gateway/drain.h"
 #include "gateway/supervisor.h"
