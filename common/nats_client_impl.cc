@@ -201,6 +201,13 @@ NatsClientImpl::~NatsClientImpl() {
   // runs any more (they point into objects that go away after this client).
   const int nsubs = nsubs_.load(std::memory_order_acquire);
   if (rx_conn_ != nullptr) {
+    // What an event loop published (PublishFromLoop) and the socket had not
+    // taken yet goes out before the connection closes (the receive thread
+    // still runs and writes it).
+    if (natsConnection_Status(rx_conn_) == NATS_CONN_STATUS_CONNECTED &&
+        natsConnection_FlushTimeout(rx_conn_, 1000) != NATS_OK) {
+      spdlog::warn("nats: could not flush the last answers at shutdown");
+    }
     for (int i = 0; i < nsubs; ++i) (void)natsSubscription_Unsubscribe(subs_[i]->sub);
     natsConnection_Close(rx_conn_);
   }
