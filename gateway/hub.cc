@@ -352,10 +352,11 @@ std::optional<v1::BusReply> Hub::AnswerIfNothingToDo(const v1::BusRequest& req) 
       const auto record = index_.Find(only);
       return record.has_value() && record->app_id() == app_id && (user_id.empty() || record->user_id() == user_id);
     }
-    for (const auto& client_id : index_.ClientsOf(app_id, user_id)) {
-      if (std::find(except.begin(), except.end(), client_id) == except.end()) return true;
-    }
-    return false;
+    const auto clients = index_.ClientsOf(app_id, user_id);
+    if (except.empty()) return !clients.empty();
+    // As the loop does: a set, not a scan of the keep-list per session.
+    const absl::flat_hash_set<std::string> skip(except.begin(), except.end());
+    return std::any_of(clients.begin(), clients.end(), [&skip](const std::string& c) { return !skip.contains(c); });
   };
   const google::protobuf::RepeatedPtrField<std::string> none;
   switch (req.op_case()) {
