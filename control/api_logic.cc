@@ -208,14 +208,20 @@ namespace {
 constexpr char kServerToUser[] = "#server-to-user-";
 
 // Pusher's `data` (a string) as the payload's JSON text: itself when it is
-// JSON (an object the SDK encoded, usually), else as a JSON string.
-absl::StatusOr<std::string> PusherDataJson(const v1::Config& config, const std::string& data) {
+// JSON (an object the SDK encoded, usually; `verbatim` is then set: Pusher
+// clients get the text as it came, a JSON string literal with its quotes),
+// else as a JSON string.
+absl::StatusOr<std::string> PusherDataJson(const v1::Config& config, const std::string& data, bool* verbatim) {
   const uint32_t limit = config.control().max_send_bytes();
+  *verbatim = false;
   if (data.size() > limit) {
     return absl::InvalidArgumentError(
         absl::StrCat("data is ", data.size(), " bytes; at most ", limit, " (control.max_send_bytes)"));
   }
-  if (JsonDepthWithin(data) && nlohmann::json::accept(data)) return data;
+  if (JsonDepthWithin(data) && nlohmann::json::accept(data)) {
+    *verbatim = true;
+    return data;
+  }
   std::string quoted = nlohmann::json(data).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   if (quoted.size() > limit) return absl::InvalidArgumentError("data is too large once quoted (control.max_send_bytes)");
   return quoted;
@@ -234,7 +240,8 @@ absl::StatusOr<v1::BusRequest> PusherEvent(const v1::Config& config, const std::
   }
   const std::string user = channel.substr(sizeof(kServerToUser) - 1);
   if (auto st = CheckId("user id in channel", user); !st.ok()) return st;
-  auto data_json = PusherDataJson(config, data);
+  bool verbatim = false;
+  auto data_json = PusherDataJson(config, data, &verbatim);
   if (!data_json.ok()) return data_json.status();
   v1::BusRequest req;
   auto* s = req.mutable_send();
@@ -242,6 +249,7 @@ absl::StatusOr<v1::BusRequest> PusherEvent(const v1::Config& config, const std::
   s->set_user_id(user);
   s->set_event(name);
   s->set_data_json(*std::move(data_json));
+  s->set_pusher_text_verbatim(verbatim);
   if (!socket_id.empty()) s->add_except_client_ids(socket_id);
   return req;
 }

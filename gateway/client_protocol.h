@@ -94,6 +94,9 @@ struct ServerMessage {
   const std::string& user_id;    // the session's user
   const std::string& event;      // the event name (Pusher binds to it)
   const std::string& data_json;  // the payload, JSON text
+  // Pusher clients get data_json itself as their `data` text, even when it
+  // is a JSON string (BusSend.pusher_text_verbatim).
+  bool pusher_text_verbatim = false;
 };
 enum class DeliverResult {
   kDelivered,      // handed to the socket layer, in order after what was sent before

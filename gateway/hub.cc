@@ -445,7 +445,7 @@ v1::BusReply Hub::HandleBusRequest(const v1::BusRequest& req) {
         }
         Conn& conn = cit->second;
         Host host(this, cit->first, &conn);
-        switch (conn.protocol->Deliver(host, ServerMessage{m.app_id(), user_id, m.event(), m.data_json()})) {
+        switch (conn.protocol->Deliver(host, ServerMessage{m.app_id(), user_id, m.event(), m.data_json(), m.pusher_text_verbatim()})) {
           case DeliverResult::kDelivered: ++delivered; break;
           case DeliverResult::kNotSubscribed: ++(*not_delivered)["not subscribed"]; break;
           case DeliverResult::kSlow:

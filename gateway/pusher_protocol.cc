@@ -199,9 +199,10 @@ void PusherProtocol::Subscribe(ConnectionHost& host, const std::string& channel)
 DeliverResult PusherProtocol::Deliver(ConnectionHost& host, const ServerMessage& message) {
   if (!server_to_user_) return DeliverResult::kNotSubscribed;
   // Pusher's `data` is a string: a string payload goes as it is, anything
-  // else as its JSON text (what the server SDKs send for an object).
+  // else as its JSON text (what the server SDKs send for an object); text
+  // from Pusher's own REST API goes exactly as it came.
   std::string data = message.data_json;
-  if (!data.empty() && data.front() == '"') {
+  if (!message.pusher_text_verbatim && !data.empty() && data.front() == '"') {
     json parsed = ParseShallow(data);
     if (parsed.is_string()) data = parsed.get<std::string>();
   }

@@ -310,6 +310,13 @@ class PusherEventsTest(unittest.TestCase):
         self.assertEqual(res["status"], 200, res)
         driver.wait_event(a, "pusher_user_event", event_name="after")
         self.assertEqual(user_events(a), [("after", "ok")])
+        # Text that is a JSON string literal reaches pusher-js as Pusher's
+        # does: with its quotes on the wire, so pusher-js parses it to the
+        # string "123", not the number 123.
+        res = pusher_api(call="sendToUser", user="pu-3", event_name="quoted", data='"123"')
+        self.assertEqual(res["status"], 200, res)
+        driver.wait_event(a, "pusher_user_event", event_name="quoted")
+        self.assertEqual(user_events(a)[-1], ("quoted", "123"))
 
 
 class CentrifugoPublishTest(unittest.TestCase):

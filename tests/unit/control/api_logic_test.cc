@@ -81,5 +81,31 @@ TEST(UserConnectionsPages, NoPageSizeIsEverythingAndABadTokenIsInvalid) {
   EXPECT_EQ(PageCursor(std::string(1000, 'A')).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(PusherEvents, DataTextReachesPusherClientsAsItCameAndOtherClientsAsJson) {
+  v1::Config config;
+  config.mutable_control()->set_max_send_bytes(1000);
+  config.add_apps()->set_id("demo");
+  struct Case {
+    std::string data, data_json;
+    bool verbatim;
+  };
+  for (const Case& c : {Case{R"({"a":1})", R"({"a":1})", true}, Case{"123", "123", true},
+                        Case{R"("123")", R"("123")", true}, Case{"plain text", R"("plain text")", false},
+                        Case{"{not json", R"("{not json")", false}}) {
+    v1::PusherTriggerRequest r;
+    r.set_app_id("demo");
+    r.set_name("e");
+    r.set_channel("#server-to-user-42");
+    r.set_data(c.data);
+    auto reqs = PusherTriggerRequests(config, r);
+    ASSERT_TRUE(reqs.ok()) << c.data << ": " << reqs.status();
+    ASSERT_EQ(reqs->size(), 1u);
+    const auto& s = reqs->front().send();
+    EXPECT_EQ(s.user_id(), "42");
+    EXPECT_EQ(s.data_json(), c.data_json) << c.data;
+    EXPECT_EQ(s.pusher_text_verbatim(), c.verbatim) << c.data;
+  }
+}
+
 }  // namespace
 }  // namespace switchboard::control

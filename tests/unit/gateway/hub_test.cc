@@ -1131,6 +1131,12 @@ TEST_F(PusherHubTest, ServerToUserChannelIsTheSignedInUsersOwnOnly) {
   EXPECT_EQ(m["data"], R"({"text":"hi"})");
   ASSERT_EQ(Bus(SendRequest("42", R"("plain \"quoted\" text")")).delivered(), 1u);
   EXPECT_EQ(nlohmann::json::parse(transport_.sent[1].back())["data"], "plain \"quoted\" text");
+  // Text from Pusher's own REST API goes as it came, a JSON string literal
+  // with its quotes (pusher-js then parses it to the string, as Pusher's do).
+  v1::BusRequest verbatim = SendRequest("42", R"("123")");
+  verbatim.mutable_send()->set_pusher_text_verbatim(true);
+  ASSERT_EQ(Bus(verbatim).delivered(), 1u);
+  EXPECT_EQ(nlohmann::json::parse(transport_.sent[1].back())["data"], R"("123")");
   // Unsubscribed: no more.
   hub_->OnFrame(1, R"({"event":"pusher:unsubscribe","data":{"channel":"#server-to-user-42"}})", false);
   EXPECT_EQ(Bus(SendRequest("42", "1")).not_delivered().at("not subscribed"), 1u);
