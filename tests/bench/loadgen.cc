@@ -731,12 +731,22 @@ class LoadGen {
     std::vector<int64_t> push = push_latency_us_;
     std::sort(push.begin(), push.end());
     auto ppct = [&](double p) { return push.empty() ? 0.0 : push[static_cast<size_t>(p * (push.size() - 1))] / 1000.0; };
+    // The same latencies as counts per 100 us (the last: 50 ms and above),
+    // so that bench.py can merge generators into one distribution.
+    std::string hist;
+    if (!push.empty()) {
+      std::vector<int64_t> counts(kPushBuckets + 1, 0);
+      for (int64_t us : push) ++counts[static_cast<size_t>(std::clamp<int64_t>(us / 100, 0, kPushBuckets))];
+      hist = ",\"push_hist_100us\":[";
+      for (size_t i = 0; i < counts.size(); ++i) absl::StrAppend(&hist, i ? "," : "", counts[i]);
+      hist += "]";
+    }
     printf("{\"event\":\"%s\",\"open\":%zu,\"connected\":%d,\"failed\":%d,\"churned\":%lld,\"pings\":%lld,"
            "\"closed_by_server\":{%s},\"reconnect_p50_ms\":%.2f,\"reconnect_p99_ms\":%.2f,\"pushes\":%lld,"
-           "\"push_duplicates\":%lld,\"push_p50_ms\":%.3f,\"push_p99_ms\":%.3f,\"push_max_ms\":%.3f}\n",
+           "\"push_duplicates\":%lld,\"push_p50_ms\":%.3f,\"push_p99_ms\":%.3f,\"push_max_ms\":%.3f%s}\n",
            event, open_.size(), connected_, failed_, static_cast<long long>(churned_), static_cast<long long>(pings_),
            codes.c_str(), pct(0.5), pct(0.99), static_cast<long long>(pushes_), static_cast<long long>(push_dups_),
-           ppct(0.5), ppct(0.99), ppct(1.0));
+           ppct(0.5), ppct(0.99), ppct(1.0), hist.c_str());
     fflush(stdout);
   }
 
@@ -759,6 +769,7 @@ class LoadGen {
   int64_t churned_ = 0, pings_ = 0, retried_ = 0;
   int64_t pushes_ = 0, push_dups_ = 0;
   std::vector<int64_t> push_latency_us_;
+  static constexpr int64_t kPushBuckets = 500;
   absl::flat_hash_set<std::pair<int, int64_t>> pushes_seen_;
   std::map<std::string, int> fail_reasons_;
   std::map<int, int> closes_;
