@@ -169,6 +169,18 @@ class Driver(Proc):
         return wait_until(find, timeout, "%s %s %s" % (name, event, match))
 
 
+def control_api(cluster, gateways, metadata):
+    """control's gRPC API once `gateways` gateways have attached: the
+    control_pb2 module and a ControlStub (load_stubs first)."""
+    import grpc
+    from switchboard.v1 import control_pb2, control_pb2_grpc
+    stub = control_pb2_grpc.ControlStub(grpc.insecure_channel("127.0.0.1:%d" % cluster.control_port))
+    wait_until(lambda: len(stub.ListGateways(control_pb2.ListGatewaysRequest(), metadata=metadata,
+                                             timeout=5).gateways) == gateways,
+               10, "%d gateways attached" % gateways)
+    return control_pb2, stub
+
+
 def load_stubs(source_dir):
     """Generates the Python gRPC stubs into a fresh directory on sys.path, so
     `from switchboard.v1 import control_pb2, ...` works."""

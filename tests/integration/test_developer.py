@@ -31,7 +31,7 @@ import urllib.request
 import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import GOOGLEAPIS, Cluster, Driver, load_stubs, parse_args, wait_until  # noqa: E402
+from cluster import Cluster, Driver, control_api, load_stubs, parse_args, wait_until, GOOGLEAPIS  # noqa: E402
 
 ARGS = None
 KEY = "test-api-key-1234"
@@ -42,15 +42,11 @@ REFLECTION_PROTO = "/usr/share/gocode/src/google.golang.org/grpc/reflection/grpc
 def setUpModule():
     global cluster, driver, pb, stub
     load_stubs(ARGS.source_dir)
-    from switchboard.v1 import control_pb2 as pb_mod, control_pb2_grpc
-    pb = pb_mod
     # A long lease: a gateway frozen for one example's retries (about 7 s)
     # stays a member, so the answers name it as missing.
     cluster = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=2, http=True, lease_ms=15000)
     driver = Driver(os.path.join(ARGS.source_dir, "tests/integration/node"))
-    stub = control_pb2_grpc.ControlStub(grpc.insecure_channel("127.0.0.1:%d" % cluster.control_port))
-    wait_until(lambda: len(stub.ListGateways(pb.ListGatewaysRequest(), metadata=API_KEY, timeout=5).gateways) == 2,
-               10, "both gateways attached")
+    pb, stub = control_api(cluster, 2, API_KEY)
 
 
 def tearDownModule():

@@ -16,7 +16,7 @@ import urllib.request
 import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import Cluster, Driver, load_stubs, parse_args, wait_until  # noqa: E402
+from cluster import Cluster, Driver, control_api, load_stubs, parse_args, wait_until  # noqa: E402
 
 ARGS = None
 API_KEY = (("authorization", "apikey test-api-key-1234"),)
@@ -26,13 +26,9 @@ TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 def setUpModule():
     global cluster, driver, pb, stub
     load_stubs(ARGS.source_dir)
-    from switchboard.v1 import control_pb2 as pb_mod, control_pb2_grpc
-    pb = pb_mod
     cluster = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=2, http=True, log_format="json")
     driver = Driver(os.path.join(ARGS.source_dir, "tests/integration/node"))
-    stub = control_pb2_grpc.ControlStub(grpc.insecure_channel("127.0.0.1:%d" % cluster.control_port))
-    wait_until(lambda: len(stub.ListGateways(pb.ListGatewaysRequest(), metadata=API_KEY, timeout=5).gateways) == 2,
-               10, "both gateways attached")
+    pb, stub = control_api(cluster, 2, API_KEY)
 
 
 def tearDownModule():

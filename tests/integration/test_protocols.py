@@ -13,7 +13,7 @@ import unittest
 import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import parse_args, Cluster, Driver, Proc, load_stubs, wait_until  # noqa: E402
+from cluster import Cluster, Driver, Proc, control_api, load_stubs, parse_args, wait_until  # noqa: E402
 
 ARGS = None
 API_KEY = (("authorization", "apikey test-api-key-1234"),)
@@ -23,13 +23,9 @@ KEY, SECRET = "demo-key", "demo-secret-for-tests"
 def setUpModule():
     global cluster, driver, pb, stub
     load_stubs(ARGS.source_dir)
-    from switchboard.v1 import control_pb2, control_pb2_grpc
-    pb = control_pb2
     cluster = Cluster(ARGS.build_dir, ARGS.source_dir, http=False)
     driver = Driver(os.path.join(ARGS.source_dir, "tests/integration/node"))
-    stub = control_pb2_grpc.ControlStub(grpc.insecure_channel("127.0.0.1:%d" % cluster.control_port))
-    wait_until(lambda: len(stub.ListGateways(pb.ListGatewaysRequest(), metadata=API_KEY, timeout=5).gateways) == 2,
-               10, "both gateways attached")
+    pb, stub = control_api(cluster, 2, API_KEY)
 
 
 def tearDownModule():

@@ -10,10 +10,9 @@ import sys
 import time
 import unittest
 
-import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import parse_args, Cluster, Driver, Proc, load_stubs, wait_until  # noqa: E402
+from cluster import Cluster, Driver, Proc, control_api, load_stubs, parse_args, wait_until  # noqa: E402
 
 ARGS = None
 API_KEY = (("authorization", "apikey test-api-key-1234"),)
@@ -26,13 +25,9 @@ TOKEN_TTL_S = 4
 def setUpModule():
     global cluster, driver, pb, stub, long_started
     load_stubs(ARGS.source_dir)
-    from switchboard.v1 import control_pb2, control_pb2_grpc
-    pb = control_pb2
     cluster = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=1, http=False, grace=GRACE)
     driver = Driver(os.path.join(ARGS.source_dir, "tests/integration/node"))
-    stub = control_pb2_grpc.ControlStub(grpc.insecure_channel("127.0.0.1:%d" % cluster.control_port))
-    wait_until(lambda: len(stub.ListGateways(pb.ListGatewaysRequest(), metadata=API_KEY, timeout=5).gateways) == 1,
-               10, "gateway attached")
+    pb, stub = control_api(cluster, 1, API_KEY)
     # The long-lived client starts first; the other tests run while it lives.
     driver.send(op="centrifuge", name="long", url=cluster.ws_url("gw-1"),
                 token=cluster.token("long-user", ttl=str(TOKEN_TTL_S)), client_name="refresher",
