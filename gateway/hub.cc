@@ -342,42 +342,65 @@ v1::BusReply Hub::AnswerQuery(const v1::BusRequest& req) const {
   return reply;
 }
 
+std::vector<Hub::Target> Hub::TargetsOf(const std::string& app_id, const std::string& user_id,
+                                        const std::string& only,
+                                        const google::protobuf::RepeatedPtrField<std::string>& except) const {
+  std::vector<Target> out;
+  // A set, not a scan of the keep-list per session (a user with many
+  // sessions and a long keep-list).
+  const absl::flat_hash_set<std::string> skip(except.begin(), except.end());
+  if (!only.empty()) {
+    const auto record = index_.Find(only);
+    if (record.has_value() && record->app_id() == app_id && (user_id.empty() || record->user_id() == user_id) &&
+        !skip.contains(only)) {
+      out.push_back({only, record->user_id()});
+    }
+    return out;
+  }
+  for (auto& client_id : index_.ClientsOf(app_id, user_id)) {
+    if (!skip.contains(client_id)) out.push_back({std::move(client_id), user_id});
+  }
+  return out;
+}
+
+namespace {
+const google::protobuf::RepeatedPtrField<std::string>& NoClients() {
+  static const auto* none = new google::protobuf::RepeatedPtrField<std::string>();
+  return *none;
+}
+}  // namespace
+
+std::vector<Hub::Target> Hub::TerminateTargets(const v1::BusTerminate& t) const {
+  // A terminate names its user: `only` is one of theirs, or nothing.
+  return TargetsOf(t.app_id(), t.user_id(), t.user_id().empty() ? "" : t.only_client_id(), t.except_client_ids());
+}
+
+std::vector<Hub::Target> Hub::SendTargets(const v1::BusSend& m) const {
+  // One client (whoever its user), or a user's sessions.
+  return TargetsOf(m.app_id(), m.only_client_id().empty() ? m.user_id() : "", m.only_client_id(),
+                   m.except_client_ids());
+}
+
 std::optional<v1::BusReply> Hub::AnswerIfNothingToDo(const v1::BusRequest& req) const {
   if (req.format_version() != bus_format_version_) return std::nullopt;
-  // Does any session this gateway holds remain once the request's own
-  // filters (only one client, or all but some) are applied?
-  auto any_left = [this](const std::string& app_id, const std::string& user_id, const std::string& only,
-                         const google::protobuf::RepeatedPtrField<std::string>& except) {
-    if (!only.empty()) {
-      const auto record = index_.Find(only);
-      return record.has_value() && record->app_id() == app_id && (user_id.empty() || record->user_id() == user_id);
-    }
-    const auto clients = index_.ClientsOf(app_id, user_id);
-    if (except.empty()) return !clients.empty();
-    // As the loop does: a set, not a scan of the keep-list per session.
-    const absl::flat_hash_set<std::string> skip(except.begin(), except.end());
-    return std::any_of(clients.begin(), clients.end(), [&skip](const std::string& c) { return !skip.contains(c); });
-  };
-  const google::protobuf::RepeatedPtrField<std::string> none;
+  // The same targets the loop would act on (TargetsOf): none, and the
+  // answer is the loop's own (closed 0, delivered 0).
   switch (req.op_case()) {
     case v1::BusRequest::kTerminate: {
       const auto& t = req.terminate();
       if (!ValidApiCloseCode(t.code())) return std::nullopt;  // the loop says why
-      if (any_left(t.app_id(), t.user_id(), t.only_client_id(), t.except_client_ids())) return std::nullopt;
+      if (!TerminateTargets(t).empty()) return std::nullopt;
       break;
     }
     case v1::BusRequest::kDisconnect: {
       const auto& d = req.disconnect();
       if (!ValidApiCloseCode(d.code())) return std::nullopt;
-      if (any_left(d.app_id(), "", d.client_id(), none)) return std::nullopt;
+      if (!d.client_id().empty() && !TargetsOf(d.app_id(), "", d.client_id(), NoClients()).empty()) return std::nullopt;
       break;
     }
     case v1::BusRequest::kSend: {
       const auto& m = req.send();
-      if (any_left(m.app_id(), m.only_client_id().empty() ? m.user_id() : "", m.only_client_id(),
-                   m.except_client_ids())) {
-        return std::nullopt;
-      }
+      if (!SendTargets(m).empty()) return std::nullopt;
       break;
     }
     default:
@@ -385,13 +408,14 @@ std::optional<v1::BusReply> Hub::AnswerIfNothingToDo(const v1::BusRequest& req) 
   }
   v1::BusReply reply;
   (void)StartReply(req, &reply);
-  return reply;  // closed 0, delivered 0
+  return reply;
 }
 
 v1::BusReply Hub::HandleBusRequest(const v1::BusRequest& req) {
   if (IsQuery(req)) return AnswerQuery(req);
   v1::BusReply reply;
   if (!StartReply(req, &reply)) return reply;
+  auto conn_of = [this](const std::string& client_id) { return conns_.find(index_.ConnOf(client_id)); };
   switch (req.op_case()) {
     case v1::BusRequest::kTerminate: {
       const auto& t = req.terminate();
@@ -399,14 +423,11 @@ v1::BusReply Hub::HandleBusRequest(const v1::BusRequest& req) {
         reply.set_error("invalid close code " + std::to_string(t.code()) + " (3000-4999, or 0 for the default)");
         break;
       }
-      absl::flat_hash_set<std::string> keep(t.except_client_ids().begin(), t.except_client_ids().end());
-      int code = t.code() ? static_cast<int>(t.code()) : close_code::kForceDisconnect;
-      std::string reason = t.reason().empty() ? "force disconnect" : t.reason();
+      const int code = t.code() ? static_cast<int>(t.code()) : close_code::kForceDisconnect;
+      const std::string reason = t.reason().empty() ? "force disconnect" : t.reason();
       uint32_t closed = 0;
-      for (const auto& client_id : index_.ClientsOf(t.app_id(), t.user_id())) {
-        if (keep.contains(client_id)) continue;
-        if (!t.only_client_id().empty() && client_id != t.only_client_id()) continue;
-        auto cit = conns_.find(index_.ConnOf(client_id));
+      for (const auto& target : TerminateTargets(t)) {
+        auto cit = conn_of(target.client_id);
         if (cit == conns_.end()) continue;
         CloseConn(cit->first, cit->second, code, reason);
         ++closed;
@@ -420,14 +441,13 @@ v1::BusReply Hub::HandleBusRequest(const v1::BusRequest& req) {
         reply.set_error("invalid close code " + std::to_string(d.code()) + " (3000-4999, or 0 for the default)");
         break;
       }
-      const auto record = index_.Find(d.client_id());
-      if (record.has_value() && record->app_id() == d.app_id()) {
-        auto cit = conns_.find(index_.ConnOf(d.client_id()));
-        if (cit != conns_.end()) {
-          CloseConn(cit->first, cit->second, d.code() ? static_cast<int>(d.code()) : close_code::kForceDisconnect,
-                    d.reason().empty() ? "force disconnect" : d.reason());
-          reply.set_closed(1);
-        }
+      if (d.client_id().empty()) break;
+      for (const auto& target : TargetsOf(d.app_id(), "", d.client_id(), NoClients())) {
+        auto cit = conn_of(target.client_id);
+        if (cit == conns_.end()) continue;
+        CloseConn(cit->first, cit->second, d.code() ? static_cast<int>(d.code()) : close_code::kForceDisconnect,
+                  d.reason().empty() ? "force disconnect" : d.reason());
+        reply.set_closed(1);
       }
       break;
     }
@@ -435,17 +455,18 @@ v1::BusReply Hub::HandleBusRequest(const v1::BusRequest& req) {
       const auto& m = req.send();
       uint32_t delivered = 0;
       auto* not_delivered = reply.mutable_not_delivered();
-      auto deliver = [&](const std::string& client_id, const std::string& user_id) {
-        auto cit = conns_.find(index_.ConnOf(client_id));
+      for (const auto& target : SendTargets(m)) {
+        auto cit = conn_of(target.client_id);
         // Listed but without its connection: it is ending (the index learns
         // last). Counted as such, never skipped silently.
         if (cit == conns_.end() || cit->second.state == State::kClosing) {
           ++(*not_delivered)["closing"];
-          return;
+          continue;
         }
         Conn& conn = cit->second;
         Host host(this, cit->first, &conn);
-        switch (conn.protocol->Deliver(host, ServerMessage{m.app_id(), user_id, m.event(), m.data_json(), m.pusher_text_verbatim()})) {
+        const ServerMessage message{m.app_id(), target.user_id, m.event(), m.data_json(), m.pusher_text_verbatim()};
+        switch (conn.protocol->Deliver(host, message)) {
           case DeliverResult::kDelivered: ++delivered; break;
           case DeliverResult::kNotSubscribed: ++(*not_delivered)["not subscribed"]; break;
           case DeliverResult::kSlow:
@@ -454,15 +475,6 @@ v1::BusReply Hub::HandleBusRequest(const v1::BusRequest& req) {
             ++(*not_delivered)["slow consumer"];
             if (conn.state != State::kClosing) CloseConn(cit->first, conn, close_code::kSlow, "slow");
             break;
-        }
-      };
-      if (!m.only_client_id().empty()) {
-        const auto record = index_.Find(m.only_client_id());
-        if (record.has_value() && record->app_id() == m.app_id()) deliver(m.only_client_id(), record->user_id());
-      } else {
-        absl::flat_hash_set<std::string> skip(m.except_client_ids().begin(), m.except_client_ids().end());
-        for (const auto& client_id : index_.ClientsOf(m.app_id(), m.user_id())) {
-          if (!skip.contains(client_id)) deliver(client_id, m.user_id());
         }
       }
       reply.set_delivered(delivered);

@@ -127,6 +127,18 @@ class Hub {
   };
   class Host;
 
+  // The sessions a command acts on, from the index alone: the app's
+  // sessions of `user_id`, or the one client `only` (of that user when
+  // `user_id` is set), less `except`; each with its user ID. The loop acts
+  // on them, and the bus thread answers at once when there are none: one
+  // definition for both. Any thread.
+  struct Target {
+    std::string client_id, user_id;
+  };
+  std::vector<Target> TargetsOf(const std::string& app_id, const std::string& user_id, const std::string& only,
+                                const google::protobuf::RepeatedPtrField<std::string>& except) const;
+  std::vector<Target> TerminateTargets(const v1::BusTerminate& t) const;
+  std::vector<Target> SendTargets(const v1::BusSend& m) const;
   // Counts the request and fills the reply's header; false (with the error
   // set) for a format this gateway does not speak. Any thread.
   bool StartReply(const v1::BusRequest& req, v1::BusReply* reply) const;
