@@ -329,7 +329,11 @@ std::string JsonPublicationPush(const std::string& channel, const std::string& d
 }  // namespace
 
 DeliverResult CentrifugeProtocol::Deliver(ConnectionHost& host, const ServerMessage& message) {
-  if (!host.Send(EncodePublication(PersonalChannel(FindApp(host.config(), message.app_id), message.user_id), message.data_json), binary())) {
+  std::string frame = message.Frame(binary() ? Wire::kCentrifugeProtobuf : Wire::kCentrifugeJson, [&] {
+    return EncodePublication(PersonalChannel(FindApp(host.config(), message.app_id), message.user_id),
+                             message.data_json);
+  });
+  if (!host.Send(std::move(frame), binary())) {
     return DeliverResult::kSlow;
   }
   return DeliverResult::kDelivered;
@@ -348,8 +352,11 @@ std::string CentrifugeProtobufProtocol::EncodePublication(const std::string& cha
 }
 
 DeliverResult CentrifugeUniStreamProtocol::Deliver(ConnectionHost& host, const ServerMessage& message) {
-  if (!host.Send(JsonPublicationPush(PersonalChannel(FindApp(host.config(), message.app_id), message.user_id),
-                                     message.data_json) + "\n", false)) {
+  std::string line = message.Frame(Wire::kUniHttpStream, [&] {
+    return JsonPublicationPush(PersonalChannel(FindApp(host.config(), message.app_id), message.user_id),
+                               message.data_json) + "\n";
+  });
+  if (!host.Send(std::move(line), false)) {
     return DeliverResult::kSlow;
   }
   return DeliverResult::kDelivered;

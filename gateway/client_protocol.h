@@ -1,5 +1,6 @@
 #pragma once
 
+#include <array>
 #include <memory>
 #include <optional>
 #include <string>
@@ -87,6 +88,23 @@ class ConnectionHost {
   virtual void Activity(bool reset_ping) = 0;
 };
 
+// Frames already made for one server message, one per wire: every session
+// of a user on one wire gets the same bytes, so a request encodes once per
+// wire, not once per session. One request, one user (the frames name it).
+class EncodedFrames {
+ public:
+  // The frame for `wire`, made by `encode` the first time.
+  template <typename Encode>
+  const std::string& Get(Wire wire, Encode encode) {
+    auto& slot = frames_[static_cast<size_t>(wire)];
+    if (!slot.has_value()) slot = encode();
+    return *slot;
+  }
+
+ private:
+  std::array<std::optional<std::string>, 4> frames_;
+};
+
 // A message from the server API (SendToUser / SendToClient) for one
 // session, and what became of it.
 struct ServerMessage {
@@ -97,6 +115,13 @@ struct ServerMessage {
   // Pusher clients get data_json itself as their `data` text, even when it
   // is a JSON string (BusSend.pusher_text_verbatim).
   bool pusher_text_verbatim = false;
+  // Set: frames made for earlier sessions of this message (same user) are
+  // used again; null: each Deliver encodes its own.
+  EncodedFrames* encoded = nullptr;
+  template <typename Encode>
+  std::string Frame(Wire wire, Encode encode) const {
+    return encoded != nullptr ? encoded->Get(wire, encode) : encode();
+  }
 };
 enum class DeliverResult {
   kDelivered,      // handed to the socket layer, in order after what was sent before

@@ -455,7 +455,11 @@ v1::BusReply Hub::HandleBusRequest(const v1::BusRequest& req) {
       const auto& m = req.send();
       uint32_t delivered = 0;
       auto* not_delivered = reply.mutable_not_delivered();
-      for (const auto& target : SendTargets(m)) {
+      const std::vector<Target> targets = SendTargets(m);
+      // Every target has the same user (one client, or the user's
+      // sessions): each wire's frame is made once.
+      EncodedFrames encoded;
+      for (const auto& target : targets) {
         auto cit = conn_of(target.client_id);
         // Listed but without its connection: it is ending (the index learns
         // last). Counted as such, never skipped silently.
@@ -465,7 +469,8 @@ v1::BusReply Hub::HandleBusRequest(const v1::BusRequest& req) {
         }
         Conn& conn = cit->second;
         Host host(this, cit->first, &conn);
-        const ServerMessage message{m.app_id(), target.user_id, m.event(), m.data_json(), m.pusher_text_verbatim()};
+        const ServerMessage message{m.app_id(), target.user_id, m.event(), m.data_json(), m.pusher_text_verbatim(),
+                                    &encoded};
         switch (conn.protocol->Deliver(host, message)) {
           case DeliverResult::kDelivered: ++delivered; break;
           case DeliverResult::kNotSubscribed: ++(*not_delivered)["not subscribed"]; break;

@@ -201,13 +201,15 @@ DeliverResult PusherProtocol::Deliver(ConnectionHost& host, const ServerMessage&
   // Pusher's `data` is a string: a string payload goes as it is, anything
   // else as its JSON text (what the server SDKs send for an object); text
   // from Pusher's own REST API goes exactly as it came.
-  std::string data = message.data_json;
-  if (!message.pusher_text_verbatim && !data.empty() && data.front() == '"') {
-    json parsed = ParseShallow(data);
-    if (parsed.is_string()) data = parsed.get<std::string>();
-  }
-  json frame = {{"event", message.event}, {"channel", ServerToUserChannel(message.user_id)}, {"data", data}};
-  if (!host.Send(Dump(frame), false)) return DeliverResult::kSlow;
+  std::string frame = message.Frame(Wire::kPusher, [&] {
+    std::string data = message.data_json;
+    if (!message.pusher_text_verbatim && !data.empty() && data.front() == '"') {
+      json parsed = ParseShallow(data);
+      if (parsed.is_string()) data = parsed.get<std::string>();
+    }
+    return Dump(json({{"event", message.event}, {"channel", ServerToUserChannel(message.user_id)}, {"data", data}}));
+  });
+  if (!host.Send(std::move(frame), false)) return DeliverResult::kSlow;
   return DeliverResult::kDelivered;
 }
 

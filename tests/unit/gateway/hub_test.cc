@@ -1077,7 +1077,7 @@ TEST_F(HubTest, SendCountsAFullOutboxAsASlowConsumer) {
   EXPECT_EQ(r.not_delivered().at("slow consumer"), 1u);
 }
 
-TEST_F(HubTest, SendInProtobufIsAPushWithThePayloadAsData) {
+TEST_F(HubTest, SendInProtobufIsAPushWithThePayloadAsDataAndJsonSessionsGetTheirOwnFrame) {
   Open(1, "", Wire::kCentrifugeProtobuf);
   v1::ClientCommand cmd;
   cmd.set_id(1);
@@ -1090,7 +1090,14 @@ TEST_F(HubTest, SendInProtobufIsAPushWithThePayloadAsData) {
     cmd.SerializeWithCachedSizes(&coded);
   }
   hub_->OnFrame(1, frame, true);
-  ASSERT_EQ(Bus(SendRequest("42", R"({"a":1})")).delivered(), 1u);
+  // Two JSON sessions of the same user beside it: a request makes each
+  // wire's frame once, and each session gets its own wire's.
+  Connect(2, "42");
+  Connect(3, "42");
+  ASSERT_EQ(Bus(SendRequest("42", R"({"a":1})")).delivered(), 3u);
+  for (ConnId json_conn : {2, 3}) {
+    EXPECT_EQ(transport_.sent[json_conn].back(), R"({"push":{"channel":"#42","pub":{"data":{"a":1}}}})");
+  }
   const std::string& out = transport_.sent[1].back();
   google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(out.data()), static_cast<int>(out.size()));
   uint32_t len = 0;
