@@ -4,7 +4,7 @@
 #include <deque>
 #include <string>
 
-#include "absl/container/flat_hash_set.h"
+#include "absl/container/node_hash_set.h"
 #include "absl/time/time.h"
 
 namespace switchboard::gateway {
@@ -30,10 +30,11 @@ class RecentIds {
  private:
   struct Entry {
     absl::Time until;
-    std::string id;
+    const std::string* id;  // the set's own copy (a node set: it stays put)
   };
+  void DropOldest();
   size_t max_ids_;
-  absl::flat_hash_set<std::string> ids_;
+  absl::node_hash_set<std::string> ids_;
   // In arrival order. A later entry may expire before an earlier one (a
   // shorter window): it is then kept a little longer, never shorter.
   std::deque<Entry> order_;
