@@ -278,7 +278,12 @@ struct ScatterGather::GatherMetrics {
   prometheus::Family<prometheus::Counter>* incomplete;
 };
 
-ScatterGather::~ScatterGather() = default;
+ScatterGather::~ScatterGather() {
+  // A `done` still running on another thread (the timer's, when a call's
+  // deadline ends it) touches this object once it returns (DoneReturned):
+  // Close waits for every one of them, and ends any call still pending.
+  Close(absl::CancelledError("shutting down"));
+}
 
 const char* ScatterGather::OpOf(const v1::BusRequest& request) {
   switch (request.op_case()) {
