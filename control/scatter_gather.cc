@@ -281,8 +281,10 @@ struct ScatterGather::GatherMetrics {
 ScatterGather::~ScatterGather() {
   // A `done` still running on another thread (the timer's, when a call's
   // deadline ends it) touches this object once it returns (DoneReturned):
-  // Close waits for every one of them, and ends any call still pending.
-  Close(absl::CancelledError("shutting down"));
+  // wait for every one of them. Only this object's own members: the bus and
+  // the timers may be gone already (Close() is the shutdown, called first).
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(+[](int* n) { return *n == 0; }, &in_done_));
 }
 
 const char* ScatterGather::OpOf(const v1::BusRequest& request) {
