@@ -342,43 +342,71 @@ v1::BusReply Hub::AnswerQuery(const v1::BusRequest& req) const {
   return reply;
 }
 
-std::vector<Hub::Target> Hub::TargetsOf(const std::string& app_id, const std::string& user_id,
-                                        const std::string& only,
-                                        const google::protobuf::RepeatedPtrField<std::string>& except) const {
-  std::vector<Target> out;
-  // A set, not a scan of the keep-list per session (a user with many
-  // sessions and a long keep-list).
-  const absl::flat_hash_set<std::string> skip(except.begin(), except.end());
-  if (!only.empty()) {
-    const auto record = index_.Find(only);
-    if (record.has_value() && record->app_id() == app_id && (user_id.empty() || record->user_id() == user_id) &&
-        !skip.contains(only)) {
-      out.push_back({only, record->user_id()});
-    }
-    return out;
-  }
-  for (auto& client_id : index_.ClientsOf(app_id, user_id)) {
-    if (!skip.contains(client_id)) out.push_back({std::move(client_id), user_id});
-  }
-  return out;
-}
-
 namespace {
 const google::protobuf::RepeatedPtrField<std::string>& NoClients() {
   static const auto* none = new google::protobuf::RepeatedPtrField<std::string>();
   return *none;
 }
+const std::string& NoId() {
+  static const auto* none = new std::string();
+  return *none;
+}
 }  // namespace
 
-std::vector<Hub::Target> Hub::TerminateTargets(const v1::BusTerminate& t) const {
+Hub::TargetQuery Hub::QueryOf(const v1::BusTerminate& t) {
   // A terminate names its user: `only` is one of theirs, or nothing.
-  return TargetsOf(t.app_id(), t.user_id(), t.user_id().empty() ? "" : t.only_client_id(), t.except_client_ids());
+  return {t.app_id(), t.user_id(), t.user_id().empty() ? NoId() : t.only_client_id(), t.except_client_ids()};
 }
 
-std::vector<Hub::Target> Hub::SendTargets(const v1::BusSend& m) const {
+Hub::TargetQuery Hub::QueryOf(const v1::BusDisconnect& d) {
+  // One client, whoever its user; no client ID names no session.
+  return {d.app_id(), NoId(), d.client_id(), NoClients(), d.client_id().empty()};
+}
+
+Hub::TargetQuery Hub::QueryOf(const v1::BusSend& m) {
   // One client (whoever its user), or a user's sessions.
-  return TargetsOf(m.app_id(), m.only_client_id().empty() ? m.user_id() : "", m.only_client_id(),
-                   m.except_client_ids());
+  return {m.app_id(), m.only_client_id().empty() ? m.user_id() : NoId(), m.only_client_id(), m.except_client_ids()};
+}
+
+void Hub::ForEachTarget(const TargetQuery& q,
+                        absl::FunctionRef<bool(const std::string& client_id, const std::string& user_id)> visit) const {
+  if (q.none) return;
+  // A long keep-list goes into a set (a user with many sessions and many
+  // exceptions); a short one is scanned.
+  absl::flat_hash_set<absl::string_view> skip;
+  if (q.except.size() > 8) skip.insert(q.except.begin(), q.except.end());
+  auto skipped = [&q, &skip](const std::string& client_id) {
+    return skip.empty() ? std::find(q.except.begin(), q.except.end(), client_id) != q.except.end()
+                        : skip.contains(client_id);
+  };
+  if (!q.only.empty()) {
+    const auto owner = index_.OwnerOf(q.only);
+    if (owner.has_value() && owner->app_id == q.app_id && (q.user_id.empty() || owner->user_id == q.user_id) &&
+        !skipped(q.only)) {
+      (void)visit(q.only, owner->user_id);
+    }
+    return;
+  }
+  index_.VisitClientsOf(q.app_id, q.user_id,
+                        [&](const std::string& client_id) { return skipped(client_id) || visit(client_id, q.user_id); });
+}
+
+std::vector<Hub::Target> Hub::TargetsOf(const TargetQuery& q) const {
+  std::vector<Target> out;
+  ForEachTarget(q, [&out](const std::string& client_id, const std::string& user_id) {
+    out.push_back({client_id, user_id});
+    return true;
+  });
+  return out;
+}
+
+bool Hub::HasTargets(const TargetQuery& q) const {
+  bool any = false;
+  ForEachTarget(q, [&any](const std::string&, const std::string&) {
+    any = true;
+    return false;
+  });
+  return any;
 }
 
 std::optional<v1::BusReply> Hub::AnswerIfNothingToDo(const v1::BusRequest& req) const {
@@ -389,18 +417,18 @@ std::optional<v1::BusReply> Hub::AnswerIfNothingToDo(const v1::BusRequest& req) 
     case v1::BusRequest::kTerminate: {
       const auto& t = req.terminate();
       if (!ValidApiCloseCode(t.code())) return std::nullopt;  // the loop says why
-      if (!TerminateTargets(t).empty()) return std::nullopt;
+      if (HasTargets(QueryOf(t))) return std::nullopt;
       break;
     }
     case v1::BusRequest::kDisconnect: {
       const auto& d = req.disconnect();
       if (!ValidApiCloseCode(d.code())) return std::nullopt;
-      if (!d.client_id().empty() && !TargetsOf(d.app_id(), "", d.client_id(), NoClients()).empty()) return std::nullopt;
+      if (HasTargets(QueryOf(d))) return std::nullopt;
       break;
     }
     case v1::BusRequest::kSend: {
       const auto& m = req.send();
-      if (!SendTargets(m).empty()) return std::nullopt;
+      if (HasTargets(QueryOf(m))) return std::nullopt;
       break;
     }
     default:
@@ -426,7 +454,7 @@ v1::BusReply Hub::HandleBusRequest(const v1::BusRequest& req) {
       const int code = t.code() ? static_cast<int>(t.code()) : close_code::kForceDisconnect;
       const std::string reason = t.reason().empty() ? "force disconnect" : t.reason();
       uint32_t closed = 0;
-      for (const auto& target : TerminateTargets(t)) {
+      for (const auto& target : TargetsOf(QueryOf(t))) {
         auto cit = conn_of(target.client_id);
         if (cit == conns_.end()) continue;
         CloseConn(cit->first, cit->second, code, reason);
@@ -441,8 +469,7 @@ v1::BusReply Hub::HandleBusRequest(const v1::BusRequest& req) {
         reply.set_error("invalid close code " + std::to_string(d.code()) + " (3000-4999, or 0 for the default)");
         break;
       }
-      if (d.client_id().empty()) break;
-      for (const auto& target : TargetsOf(d.app_id(), "", d.client_id(), NoClients())) {
+      for (const auto& target : TargetsOf(QueryOf(d))) {
         auto cit = conn_of(target.client_id);
         if (cit == conns_.end()) continue;
         CloseConn(cit->first, cit->second, d.code() ? static_cast<int>(d.code()) : close_code::kForceDisconnect,
@@ -455,7 +482,7 @@ v1::BusReply Hub::HandleBusRequest(const v1::BusRequest& req) {
       const auto& m = req.send();
       uint32_t delivered = 0;
       auto* not_delivered = reply.mutable_not_delivered();
-      const std::vector<Target> targets = SendTargets(m);
+      const std::vector<Target> targets = TargetsOf(QueryOf(m));
       // Every target has the same user (one client, or the user's
       // sessions): each wire's frame is made once.
       EncodedFrames encoded;

@@ -11,6 +11,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/node_hash_map.h"
+#include "absl/functional/function_ref.h"
 #include "absl/time/time.h"
 #include "gateway/client_protocol.h"
 #include "gateway/session_index.h"
@@ -131,14 +132,27 @@ class Hub {
   // sessions of `user_id`, or the one client `only` (of that user when
   // `user_id` is set), less `except`; each with its user ID. The loop acts
   // on them, and the bus thread answers at once when there are none: one
-  // definition for both. Any thread.
+  // definition for both (ForEachTarget). Any thread.
   struct Target {
     std::string client_id, user_id;
   };
-  std::vector<Target> TargetsOf(const std::string& app_id, const std::string& user_id, const std::string& only,
-                                const google::protobuf::RepeatedPtrField<std::string>& except) const;
-  std::vector<Target> TerminateTargets(const v1::BusTerminate& t) const;
-  std::vector<Target> SendTargets(const v1::BusSend& m) const;
+  struct TargetQuery {
+    const std::string& app_id;
+    const std::string& user_id;
+    const std::string& only;
+    const google::protobuf::RepeatedPtrField<std::string>& except;
+    bool none = false;  // names no session (a disconnect without a client ID)
+  };
+  // The query holds references into the command: it lives no longer.
+  static TargetQuery QueryOf(const v1::BusTerminate& t);
+  static TargetQuery QueryOf(const v1::BusDisconnect& d);
+  static TargetQuery QueryOf(const v1::BusSend& m);
+  // Visits the targets until `visit` returns false (it runs under the
+  // index's shared lock: it must not change the index).
+  void ForEachTarget(const TargetQuery& q,
+                     absl::FunctionRef<bool(const std::string& client_id, const std::string& user_id)> visit) const;
+  std::vector<Target> TargetsOf(const TargetQuery& q) const;
+  bool HasTargets(const TargetQuery& q) const;  // stops at the first
   // Counts the request and fills the reply's header; false (with the error
   // set) for a format this gateway does not speak. Any thread.
   bool StartReply(const v1::BusRequest& req, v1::BusReply* reply) const;

@@ -139,16 +139,34 @@ ConnId SessionIndex::ConnOf(const std::string& client_id) const {
   return it == by_client_.end() ? 0 : it->second.conn;
 }
 
+std::optional<SessionIndex::Owner> SessionIndex::OwnerOf(const std::string& client_id) const {
+  absl::ReaderMutexLock lock(&mu_);
+  auto it = by_client_.find(client_id);
+  if (it == by_client_.end()) return std::nullopt;
+  return Owner{*it->second.app_id, it->second.user_id};
+}
+
 std::vector<std::string> SessionIndex::ClientsOf(const std::string& app_id, const std::string& user_id) const {
   std::vector<std::string> out;
+  VisitClientsOf(app_id, user_id, [&out](const std::string& id) {
+    out.push_back(id);
+    return true;
+  });
+  return out;
+}
+
+bool SessionIndex::VisitClientsOf(const std::string& app_id, const std::string& user_id,
+                                  absl::FunctionRef<bool(const std::string& client_id)> visit) const {
   absl::ReaderMutexLock lock(&mu_);
   // Only an app ID in the pool can have sessions; looking does not add it.
   const std::string* app = pool_.Find(app_id);
-  if (app == nullptr) return out;
+  if (app == nullptr) return true;
   auto it = by_user_.find(UserKey{app, user_id});
-  if (it == by_user_.end()) return out;
-  for (const std::string* id : it->second) out.push_back(*id);
-  return out;
+  if (it == by_user_.end()) return true;
+  for (const std::string* id : it->second) {
+    if (!visit(*id)) return false;
+  }
+  return true;
 }
 
 std::vector<v1::SessionRecord> SessionIndex::SessionsOf(const std::string& app_id,

@@ -12,6 +12,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/inlined_vector.h"
 #include "absl/container/node_hash_map.h"
+#include "absl/functional/function_ref.h"
 #include "absl/synchronization/mutex.h"
 #include "switchboard/v1/bus.pb.h"
 
@@ -54,7 +55,17 @@ class SessionIndex {
 
   std::optional<v1::SessionRecord> Find(const std::string& client_id) const;
   ConnId ConnOf(const std::string& client_id) const;  // 0 if absent
+  // A client's app and user, without building its record; nullopt if absent.
+  struct Owner {
+    std::string app_id, user_id;
+  };
+  std::optional<Owner> OwnerOf(const std::string& client_id) const;
   std::vector<std::string> ClientsOf(const std::string& app_id, const std::string& user_id) const;
+  // Calls `visit` with the client ID of each of the user's sessions until it
+  // returns false; false if it was stopped. `visit` runs under the index's
+  // shared lock: it must not change the index. Any thread.
+  bool VisitClientsOf(const std::string& app_id, const std::string& user_id,
+                      absl::FunctionRef<bool(const std::string& client_id)> visit) const;
   // The user's sessions as records. Any thread.
   std::vector<v1::SessionRecord> SessionsOf(const std::string& app_id, const std::string& user_id) const;
   std::vector<v1::SessionRecord> All() const;

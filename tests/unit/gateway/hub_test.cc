@@ -558,6 +558,15 @@ TEST_F(HubTest, TerminateClosesAllButKeptAndLeavesOthers) {
   hub_->OnClosed(3);
   EXPECT_EQ(hub_->session_count(), 2u);
   EXPECT_EQ(observer_.closed.size(), 2u);
+  // A long keep-list (a set, not a scan) keeps the same way.
+  const std::string d = Connect(5, "42");
+  req.mutable_terminate()->clear_except_client_ids();
+  for (int i = 0; i < 20; ++i) req.mutable_terminate()->add_except_client_ids("kept-" + std::to_string(i));
+  req.mutable_terminate()->add_except_client_ids(b);
+  EXPECT_EQ(Bus(req).closed(), 1u);
+  EXPECT_EQ(CloseCode(5), close_code::kForceDisconnect);
+  EXPECT_EQ(CloseCode(2), 0);
+  hub_->OnClosed(5);
   EXPECT_EQ(Bus(req).closed(), 0u);
 }
 
@@ -636,7 +645,13 @@ TEST_F(HubTest, TheBusThreadAnswersOnlyCommandsWithNothingToDoAndAsTheLoopWould)
   std::vector<v1::BusRequest> requests;
   for (const std::string app : {"demo", "other", "nope"}) {
     for (const std::string user : {"42", "43", "44"}) {
-      for (const std::vector<std::string>& except : std::vector<std::vector<std::string>>{{}, {a}, {a, b}, {c}}) {
+      // Long keep-lists (more than 8) are looked up in a set, short ones scanned.
+      std::vector<std::string> long_with_a{a}, long_without;
+      for (int i = 0; i < 9; ++i) long_with_a.push_back("kept-" + std::to_string(i));
+      for (int i = 0; i < 9; ++i) long_without.push_back("kept-" + std::to_string(i));
+      long_with_a.push_back(b);
+      for (const std::vector<std::string>& except :
+           std::vector<std::vector<std::string>>{{}, {a}, {a, b}, {c}, long_with_a, long_without}) {
         for (const std::string& only : {std::string(), a, c, std::string("ghost")}) {
           for (uint32_t code : {0u, 4501u, 1000u}) {
             v1::BusRequest t;
@@ -657,7 +672,7 @@ TEST_F(HubTest, TheBusThreadAnswersOnlyCommandsWithNothingToDoAndAsTheLoopWould)
           requests.push_back(m);
         }
       }
-      for (const std::string& client : {a, c, std::string("ghost")}) {
+      for (const std::string& client : {a, c, std::string("ghost"), std::string()}) {
         v1::BusRequest d;
         d.mutable_disconnect()->set_app_id(app), d.mutable_disconnect()->set_client_id(client);
         requests.push_back(d);
