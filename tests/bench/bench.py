@@ -376,15 +376,18 @@ def host_wakecost(a):
         flush=True)
 
 
-def gateway_means(cluster):
-    """Mean of switchboard_gateway_bus_request_duration_seconds per op over
-    every gateway, in microseconds."""
+def gateway_metrics(cluster):
+    """Every gateway's /metrics page, read once (the helpers below parse it)."""
     import urllib.request
+    return [urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5).read().decode()
+            for port in cluster.operator_ports.values() if port]
+
+
+def gateway_means(pages):
+    """Mean of switchboard_gateway_bus_request_duration_seconds per op over
+    every gateway's page, in microseconds."""
     sums, counts = {}, {}
-    for port in cluster.operator_ports.values():
-        if not port:
-            continue
-        text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5).read().decode()
+    for text in pages:
         for m in re.finditer(r'^switchboard_gateway_bus_request_duration_seconds_(sum|count)\{op="(\w+)"\} (\S+)$',
                              text, re.M):
             d = sums if m.group(1) == "sum" else counts
@@ -413,7 +416,7 @@ def send_latencies(a, cluster, k, gens):
     # Where a gateway's time goes: a bus request's arrival to its answer
     # handed to NATS, mean per operation over this run's calls.
     print("K=%d gateways' own time per request (arrival to answer handed over, mean): %s" % (k, ", ".join(
-        "%s %.0f us" % (op, us) for op, us in gateway_means(cluster).items())), flush=True)
+        "%s %.0f us" % (op, us) for op, us in gateway_means(gateway_metrics(cluster)).items())), flush=True)
     # Also an explanation: with the client processes stopped (SIGSTOP) for
     # 200 calls (below the outbox bound; the frames wait in the sockets),
     # the CPU their wake-ups take from the call's own path is left out.
@@ -588,13 +591,11 @@ def last_status(g):
     return {}
 
 
-def histogram_buckets(urls, name, labels):
+def histogram_buckets(pages, name, labels):
     """A Prometheus histogram's cumulative buckets summed over several
     /metrics pages."""
-    import urllib.request
     buckets = {}
-    for url in urls:
-        text = urllib.request.urlopen(url, timeout=5).read().decode()
+    for text in pages:
         for line in text.splitlines():
             if not line.startswith(name + "_bucket{") or labels not in line:
                 continue
@@ -603,11 +604,11 @@ def histogram_buckets(urls, name, labels):
     return buckets
 
 
-def histogram_quantiles(urls, name, labels, qs=(0.5, 0.99), since=None):
+def histogram_quantiles(pages, name, labels, qs=(0.5, 0.99), since=None):
     """The quantiles (upper bucket bounds, ms) of a Prometheus histogram
     summed over several /metrics pages, counting only what came after the
     `since` buckets: where the time of a call goes."""
-    buckets = histogram_buckets(urls, name, labels)
+    buckets = histogram_buckets(pages, name, labels)
     for b, v in (since or {}).items():
         buckets[b] = buckets.get(b, 0) - v
     bounds = sorted(buckets)
@@ -649,8 +650,7 @@ def cmd_storm(a):
         pids = {"nats-server": [cluster.nats.p.pid], "control": [c.p.pid for c in cluster.controls],
                 "gateways": gw_pids}
         meter = CpuMeter(pids)
-        gw_urls = ["http://127.0.0.1:%d/metrics" % p for p in cluster.operator_ports.values() if p]
-        lag0 = histogram_buckets(gw_urls, "switchboard_gateway_loop_lag_seconds", "")
+        lag0 = histogram_buckets(gateway_metrics(cluster), "switchboard_gateway_loop_lag_seconds", "")
         out = subprocess.run([os.path.join(a.build_dir, "tests/bench/switchboard-send-storm"), "--config",
                               cluster.config, "--rate", str(a.rate), "--seconds", str(a.hold), "--users", str(users),
                               "--user_prefixes", ",".join("g%du" % i for i in range(n_gens)),
@@ -706,8 +706,9 @@ def cmd_storm(a):
               % (rss0 / 1e6, peak[0] / 1e6, rss1 / 1e6, cpu_text(cpu)), flush=True)
         # Where the time goes: the gateways' own share (a send's arrival on
         # the bus to its answer handed to NATS) and their loops' lateness.
-        n, (s50, s99) = histogram_quantiles(gw_urls, "switchboard_gateway_bus_request_duration_seconds", 'op="send"')
-        _, (l50, l99) = histogram_quantiles(gw_urls, "switchboard_gateway_loop_lag_seconds", "", since=lag0)
+        pages = gateway_metrics(cluster)
+        n, (s50, s99) = histogram_quantiles(pages, "switchboard_gateway_bus_request_duration_seconds", 'op="send"')
+        _, (l50, l99) = histogram_quantiles(pages, "switchboard_gateway_loop_lag_seconds", "", since=lag0)
         print("storm: gateways' handling of a send (bus arrival to answer handed over, %d answers) p50 <= %.2f ms "
               "p99 <= %.2f ms (bucket bounds); loop lag during the storm p50 <= %.1f ms p99 <= %.1f ms" % (n, s50, s99, l50, l99),
               flush=True)
