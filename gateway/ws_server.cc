@@ -465,9 +465,44 @@ void WsServer::RunPosted() {
     absl::MutexLock lock(&post_mu_);
     batch.swap(posted_);
   }
+  deferring_writes_ = true;
   for (auto& fn : batch) {
     fn();
-    if (shut_down_) return;  // the rest were posted to a loop that is ending
+    if (shut_down_) {
+      deferring_writes_ = false;
+      return;  // the rest were posted to a loop that is ending
+    }
+  }
+  deferring_writes_ = false;
+  WriteDeferred();
+}
+
+void WsServer::WriteDeferred() {
+  std::vector<ConnId> ids;
+  ids.swap(deferred_);
+  for (ConnId id : ids) {
+    auto it = peers_.find(id);
+    if (it == peers_.end()) continue;
+    Peer& peer = it->second;
+    if (!peer.write_deferred) continue;
+    peer.write_deferred = false;
+    // What Send() would have done for each frame: written while the socket
+    // takes it; the rest (or a close) on a writable turn.
+    while (!peer.outbox.empty() && !lws_partial_buffered(peer.wsi)) {
+      if (!WriteMessage(peer.wsi, peer.outbox.front().buf, peer.outbox.front().binary)) {
+        // The socket is gone: lws drops the connection at its next turn.
+        peer.outbox.clear();
+        lws_set_timeout(peer.wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+        break;
+      }
+      peer.outbox.pop_front();
+    }
+    if (!peer.outbox.empty() || peer.closing) {
+      lws_callback_on_writable(peer.wsi);
+    } else if (peer.notify_written) {
+      peer.notify_written = false;
+      hub_->OnWritten(id);
+    }
   }
 }
 
@@ -505,6 +540,17 @@ bool WsServer::Send(ConnId id, std::string frame, bool binary) {
     buf += "\r\n";
   } else {
     buf += frame;
+    if (peer.write_deferred) {
+      peer.outbox.push_back({std::move(buf), binary});
+      return true;
+    }
+    if (deferring_writes_ && peer.outbox.empty() && !lws_partial_buffered(peer.wsi)) {
+      // Written after the posted batch (WriteDeferred), as it would be now.
+      peer.outbox.push_back({std::move(buf), binary});
+      peer.write_deferred = true;
+      deferred_.push_back(id);
+      return true;
+    }
     if (peer.outbox.empty() && !lws_partial_buffered(peer.wsi)) {
       // Nothing waits before it: written now. Asking for a writable turn
       // first costs lws+libuv four epoll_ctl calls (uv_poll_start removes

@@ -202,13 +202,15 @@ class WsServer final : public Transport, public Dispatcher {
     bool http_stream : 1;
     bool http_started : 1;  // the POST body is in and the hub has the connection
     bool notify_written : 1;  // tell the hub once the outbox is empty
+    bool write_deferred : 1;  // in deferred_: its outbox is written after the posted batch
     Peer()
         : rx_oversized(false),
           closing(false),
           close_sent(false),
           http_stream(false),
           http_started(false),
-          notify_written(false) {}
+          notify_written(false),
+          write_deferred(false) {}
   };
   explicit WsServer(const Options& options);
   static int Callback(lws* wsi, int reason, void* user, void* in, size_t len);
@@ -222,6 +224,9 @@ class WsServer final : public Transport, public Dispatcher {
   // trusted proxy says), the socket counted for it (loop thread).
   const std::string& ClientIp(lws* wsi);
   void RunPosted();
+  // Writes the outboxes of the connections whose frames a posted task sent
+  // (deferred_), after the whole batch.
+  void WriteDeferred();
   // Hands the connections whose outbox has drained to lws's own close
   // handshake (see ws_server.cc for why this runs outside their callbacks).
   void StartCloseHandshakes();
@@ -298,6 +303,12 @@ class WsServer final : public Transport, public Dispatcher {
   void AssertOnLoop(const char* what) const;
   std::function<void()> on_empty_;
   std::vector<ConnId> ready_to_close_;  // outbox flushed, close frame not yet handed to lws
+  // While posted tasks run (bus commands), frames that would be written at
+  // once wait in their outbox until the batch is done: the commands' answers
+  // leave first (their path to the caller is the call's latency), the
+  // frames a moment later, in the same loop turn.
+  bool deferring_writes_ = false;
+  std::vector<ConnId> deferred_;
 
   absl::Mutex post_mu_;
   std::vector<std::function<void()>> posted_ ABSL_GUARDED_BY(post_mu_);
