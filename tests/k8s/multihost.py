@@ -50,6 +50,7 @@ import urllib.error
 import urllib.request
 
 import grpc
+from google.protobuf import struct_pb2
 import yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -872,7 +873,8 @@ class MultiHost(unittest.TestCase):
             for c in r.connections.values():
                 truth[u][c.gateway] = truth[u].get(c.gateway, 0) + 1
         leaving = {}  # gateway -> (monotonic time its termination began, time it was gone)
-        stats = {"calls": 0, "grpc": 0, "http": 0, "failed": [], "incomplete": 0, "wrong": [], "reasons": []}
+        stats = {"calls": 0, "grpc": 0, "http": 0, "failed": [], "incomplete": 0, "wrong": [], "reasons": [],
+                 "sends": 0, "handed": 0, "sends_incomplete": 0, "not_handed": []}
         stop = threading.Event()
         control_channel = self.backend_channel()
         control = self.pbg.ControlStub(control_channel)
@@ -912,6 +914,24 @@ class MultiHost(unittest.TestCase):
                             stats["wrong"].append("TerminateUser of nobody-%d closed %d" % (i, t.closed))
                         if not t.coverage.complete:
                             stats["incomplete"] += 1
+                    elif i % 10 == 5:
+                        # A message to every device of the user: a complete
+                        # answer counts every session that was up, and every
+                        # session it was handed to receives it (counted at
+                        # the clients at the end).
+                        r = control.SendToUser(self.pb.SendToUserRequest(
+                            app_id="main", user_id=u, event="upgrade", data=struct_pb2.Value(
+                                struct_value=struct_pb2.Struct(fields={"s": struct_pb2.Value(number_value=i)}))),
+                            metadata=self.md(), timeout=3)
+                        stats["handed"] += r.delivered
+                        stats["sends"] += 1
+                        if r.not_delivered:
+                            stats["not_handed"].append("%.1f s %s: %s" % (t0 - start, u, dict(r.not_delivered)))
+                        per = {g: n for g, n in r.delivered_per_gateway.items() if n}
+                        check(u, r.coverage.complete, per, t0, time.monotonic(), "grpc",
+                              "send: %s %s" % (r.coverage.incomplete_reason, list(r.coverage.gateways_missing)))
+                        if not r.coverage.complete:
+                            stats["sends_incomplete"] += 1
                     elif i % 3 == 0:
                         req = urllib.request.Request("%s/apps/main/users/%s/connections" % (http_base, u),
                                                      headers={"X-API-Key": self.api_key})
@@ -979,6 +999,19 @@ class MultiHost(unittest.TestCase):
         self.assertGreater(stats["calls"], 200)
         self.assertGreater(stats["http"], 30)
         self.assertEqual(codes, {3001: 120}, "every client of an old gateway got the reconnect code")
+        # Every session a message was handed to received it, once: exactly
+        # the answers' count when every answer was complete (an incomplete
+        # one may leave out what a missing gateway handed over).
+        done = gen.stop()
+        log("  SendToUser during the upgrade: %d calls (%d incomplete), handed to %d sessions, received %d, "
+            "duplicates %d; not handed: %s" % (stats["sends"], stats["sends_incomplete"], stats["handed"],
+                                               done["pushes"], done["push_duplicates"], stats["not_handed"][:10]))
+        self.assertGreater(stats["sends"], 20)
+        self.assertEqual(done["push_duplicates"], 0)
+        if stats["sends_incomplete"]:
+            self.assertGreaterEqual(done["pushes"], stats["handed"])
+        else:
+            self.assertEqual(done["pushes"], stats["handed"])
         for u in users:
             r = self.uc(self.controls[0], u)
             self.assertTrue(r.complete and len(r.connections) == 0, r)
