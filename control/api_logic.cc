@@ -287,28 +287,49 @@ absl::StatusOr<std::vector<v1::BusRequest>> PusherBatchRequests(const v1::Config
   return out;
 }
 
-absl::StatusOr<std::vector<v1::BusRequest>> CentrifugoPublishRequests(const v1::Config& config,
-                                                                       const std::vector<std::string>& channels,
-                                                                       const google::protobuf::Value& data,
-                                                                       const std::string& b64data) {
+namespace {
+// A personal channel's send (NOT_FOUND for any other channel: Centrifugo's
+// "unknown channel").
+absl::StatusOr<v1::BusRequest> PersonalChannelSend(const v1::Config& config, const std::string& channel,
+                                                   const google::protobuf::Value& data) {
+  const std::string prefix = PersonalChannel(FindApp(config, config.default_app()), "");
+  if (channel.size() <= prefix.size() || channel.compare(0, prefix.size(), prefix) != 0) {
+    return absl::NotFoundError("unknown channel \"" + channel.substr(0, 200) + "\": only personal channels (" + prefix +
+                               "<user id>) are served");
+  }
+  v1::SendToUserRequest one;
+  one.set_app_id(config.default_app());
+  one.set_user_id(channel.substr(prefix.size()));
+  one.set_event("publication");
+  *one.mutable_data() = data;
+  return SendToUserRequest(config, one);
+}
+}  // namespace
+
+absl::StatusOr<v1::BusRequest> CentrifugoPublishRequest(const v1::Config& config, const std::string& channel,
+                                                        const google::protobuf::Value& data,
+                                                        const std::string& b64data) {
   if (!b64data.empty()) return absl::InvalidArgumentError("b64data is not supported: send data as JSON");
-  if (channels.empty()) return absl::InvalidArgumentError("channel is required");
+  if (channel.empty()) return absl::InvalidArgumentError("channel is required");
+  return PersonalChannelSend(config, channel, data);
+}
+
+absl::StatusOr<std::vector<CentrifugoChannelRequest>> CentrifugoBroadcastRequests(
+    const v1::Config& config, const std::vector<std::string>& channels, const google::protobuf::Value& data,
+    const std::string& b64data) {
+  if (!b64data.empty()) return absl::InvalidArgumentError("b64data is not supported: send data as JSON");
+  if (channels.empty()) return absl::InvalidArgumentError("channels are required");
   if (channels.size() > 1000) return absl::InvalidArgumentError("at most 1000 channels");
-  std::vector<v1::BusRequest> out;
-  for (const auto& ch : channels) {
-    const std::string prefix = PersonalChannel(FindApp(config, config.default_app()), "");
-    if (ch.size() <= prefix.size() || ch.compare(0, prefix.size(), prefix) != 0) {
-      return absl::NotFoundError("unknown channel \"" + ch.substr(0, 200) + "\": only personal channels (" + prefix +
-                                 "<user id>) are served");
+  std::vector<CentrifugoChannelRequest> out(channels.size());
+  for (size_t i = 0; i < channels.size(); ++i) {
+    auto req = channels[i].empty() ? absl::InvalidArgumentError("channel can not be blank in broadcast")
+                                   : PersonalChannelSend(config, channels[i], data);
+    if (req.ok()) {
+      out[i].request = *std::move(req);
+      continue;
     }
-    v1::SendToUserRequest one;
-    one.set_app_id(config.default_app());
-    one.set_user_id(ch.substr(prefix.size()));
-    one.set_event("publication");
-    *one.mutable_data() = data;
-    auto req = SendToUserRequest(config, one);
-    if (!req.ok()) return req.status();
-    out.push_back(*std::move(req));
+    out[i].error.set_code(absl::IsNotFound(req.status()) ? 102 : 107);
+    out[i].error.set_message(std::string(req.status().message()));
   }
   return out;
 }

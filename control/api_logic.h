@@ -1,5 +1,6 @@
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -55,10 +56,20 @@ absl::StatusOr<std::vector<v1::BusRequest>> PusherTriggerRequests(const v1::Conf
                                                                    const v1::PusherTriggerRequest& r);
 absl::StatusOr<std::vector<v1::BusRequest>> PusherBatchRequests(const v1::Config& config,
                                                                  const v1::PusherTriggerBatchRequest& r);
-absl::StatusOr<std::vector<v1::BusRequest>> CentrifugoPublishRequests(const v1::Config& config,
-                                                                       const std::vector<std::string>& channels,
-                                                                       const google::protobuf::Value& data,
-                                                                       const std::string& b64data);
+absl::StatusOr<v1::BusRequest> CentrifugoPublishRequest(const v1::Config& config, const std::string& channel,
+                                                        const google::protobuf::Value& data,
+                                                        const std::string& b64data);
+// Centrifugo's broadcast takes each channel on its own, as Centrifugo does:
+// one that cannot be published gets its own error (102 not a personal
+// channel, 107 empty or a bad user ID or data) and the others are sent.
+// What concerns the call (no channel, more than 1000, b64data) is its error.
+struct CentrifugoChannelRequest {
+  std::optional<v1::BusRequest> request;  // unset: `error` says why
+  v1::CentrifugoError error;
+};
+absl::StatusOr<std::vector<CentrifugoChannelRequest>> CentrifugoBroadcastRequests(
+    const v1::Config& config, const std::vector<std::string>& channels, const google::protobuf::Value& data,
+    const std::string& b64data);
 void FillSendToClient(const GatherResult& g, v1::SendToClientResponse* out);
 
 }  // namespace switchboard::control

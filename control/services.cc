@@ -390,7 +390,11 @@ void ControlService::CentrifugoPublish(grpc::ServerContext* ctx, const v1::Centr
                                        v1::CentrifugoPublishResponse* resp, UnaryResponder* done) {
   SendAll(
       ctx, Authenticate(ctx),
-      [&] { return CentrifugoPublishRequests(config_, {req->channel()}, req->data(), req->b64data()); },
+      [&]() -> absl::StatusOr<std::vector<v1::BusRequest>> {
+        auto one = CentrifugoPublishRequest(config_, req->channel(), req->data(), req->b64data());
+        if (!one.ok()) return one.status();
+        return std::vector<v1::BusRequest>{*std::move(one)};
+      },
       [resp](const std::vector<GatherResult>& all) {
         resp->mutable_result()->set_delivered(Delivered(all.front()));
         MergeCoverage(all, resp->mutable_result()->mutable_coverage());
@@ -400,17 +404,34 @@ void ControlService::CentrifugoPublish(grpc::ServerContext* ctx, const v1::Centr
 
 void ControlService::CentrifugoBroadcast(grpc::ServerContext* ctx, const v1::CentrifugoBroadcastRequest* req,
                                          v1::CentrifugoBroadcastResponse* resp, UnaryResponder* done) {
+  // Each channel answered in its place: published (delivered, coverage) or
+  // its own error, as Centrifugo answers a broadcast.
+  auto plan = std::make_shared<std::vector<CentrifugoChannelRequest>>();
   SendAll(
       ctx, Authenticate(ctx),
-      [&] {
-        return CentrifugoPublishRequests(config_, std::vector<std::string>(req->channels().begin(), req->channels().end()),
-                                         req->data(), req->b64data());
+      [&]() -> absl::StatusOr<std::vector<v1::BusRequest>> {
+        auto channels = CentrifugoBroadcastRequests(
+            config_, std::vector<std::string>(req->channels().begin(), req->channels().end()), req->data(),
+            req->b64data());
+        if (!channels.ok()) return channels.status();
+        *plan = *std::move(channels);
+        std::vector<v1::BusRequest> sends;
+        for (auto& ch : *plan) {
+          if (ch.request.has_value()) sends.push_back(*std::move(ch.request));
+        }
+        return sends;
       },
-      [resp](const std::vector<GatherResult>& all) {
-        for (const auto& g : all) {
-          auto* one = resp->mutable_result()->add_responses()->mutable_result();
-          one->set_delivered(Delivered(g));
-          MergeCoverage({g}, one->mutable_coverage());
+      [resp, plan](const std::vector<GatherResult>& all) {
+        size_t next = 0;
+        for (const auto& ch : *plan) {
+          auto* one = resp->mutable_result()->add_responses();
+          if (ch.error.code() != 0) {
+            *one->mutable_error() = ch.error;
+            continue;
+          }
+          const GatherResult& g = all.at(next++);
+          one->mutable_result()->set_delivered(Delivered(g));
+          MergeCoverage({g}, one->mutable_result()->mutable_coverage());
         }
       },
       done);

@@ -89,14 +89,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     case 4: {
       v1::CentrifugoPublishRequest m;
-      if (Parse(binary, body, &m)) Check(control::CentrifugoPublishRequests(Config(), {m.channel()}, m.data(), m.b64data()));
+      if (Parse(binary, body, &m)) Check(control::CentrifugoPublishRequest(Config(), m.channel(), m.data(), m.b64data()));
       break;
     }
     default: {
       v1::CentrifugoBroadcastRequest m;
       if (Parse(binary, body, &m)) {
         std::vector<std::string> channels(m.channels().begin(), m.channels().end());
-        Check(control::CentrifugoPublishRequests(Config(), channels, m.data(), m.b64data()));
+        auto plan = control::CentrifugoBroadcastRequests(Config(), channels, m.data(), m.b64data());
+        if (plan.ok()) {
+          // One entry per channel, in order: a request or Centrifugo's error.
+          if (plan->size() != channels.size()) __builtin_trap();
+          for (const auto& ch : *plan) {
+            if (ch.request.has_value() == (ch.error.code() != 0)) __builtin_trap();
+            if (ch.request.has_value()) Check(*ch.request);
+          }
+        }
       }
       break;
     }

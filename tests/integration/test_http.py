@@ -342,6 +342,25 @@ class CentrifugoPublishTest(unittest.TestCase):
         self.assertTrue(res["ok"], res)
         for n, ch in ((a, "#cp-1"), (b, "#cp-1"), (c, "#cp-2")):
             driver.wait_event(n, "publication", channel=ch, data={"n": 2})
+        # A broadcast takes each channel on its own, as Centrifugo's does: a
+        # channel that is not a personal one, or an empty one, gets its own
+        # error in its place (102, 107) and the others are published; cent.js
+        # resolves with the replies.
+        res = self.cent("broadcast", {"channels": ["news", "#cp-2", ""], "data": {"n": 3}})
+        self.assertTrue(res["ok"], res)
+        replies = res["value"]["responses"]
+        self.assertEqual(len(replies), 3, res)
+        self.assertEqual((replies[0]["error"]["code"], "result" in replies[0]), (102, False), res)
+        self.assertEqual((replies[1]["result"]["delivered"], "error" in replies[1]), (1, False), res)
+        self.assertTrue(replies[1]["result"]["coverage"]["complete"], res)
+        self.assertEqual((replies[2]["error"]["code"], "result" in replies[2]), (107, False), res)
+        driver.wait_event(c, "publication", channel="#cp-2", data={"n": 3})
+        status, resp = curl("POST", "/api/broadcast", body='{"channels": ["nope", ":#x"], "data": {}}',
+                            headers=["X-API-Key: " + API_KEY])
+        self.assertEqual((status, [r["error"]["code"] for r in resp["result"]["responses"]]), (200, [102, 102]), resp)
+        status, resp = curl("POST", "/api/broadcast", body='{"channels": [], "data": {}}',
+                            headers=["X-API-Key: " + API_KEY])
+        self.assertEqual((status, resp["error"]["code"]), (200, 107), resp)
         # Any other channel: Centrifugo's 102 unknown channel (cent.js throws;
         # the code, read with curl).
         res = self.cent("publish", {"channel": "news", "data": {}})
@@ -352,7 +371,7 @@ class CentrifugoPublishTest(unittest.TestCase):
         status, resp = curl("POST", "/api/publish", body='{"channel": "#cp-2", "b64data": "eA=="}',
                             headers=["X-API-Key: " + API_KEY])
         self.assertEqual((status, resp["error"]["code"]), (200, 107), resp)
-        self.assertEqual([e["data"] for e in driver.events(c) if e["event"] == "publication"], [{"n": 2}])
+        self.assertEqual([e["data"] for e in driver.events(c) if e["event"] == "publication"], [{"n": 2}, {"n": 3}])
 
 
 class CentrifugoRoutesTest(unittest.TestCase):

@@ -107,5 +107,41 @@ TEST(PusherEvents, DataTextReachesPusherClientsAsItCameAndOtherClientsAsJson) {
   }
 }
 
+// Centrifugo's broadcast answers each channel in its place: a personal
+// channel is sent, any other (or an empty one, or one whose user ID cannot
+// be) gets Centrifugo's error for it; only what concerns the whole call fails
+// it.
+TEST(CentrifugoBroadcast, EachChannelIsSentOrGetsItsOwnErrorInItsPlace) {
+  v1::Config config;
+  config.mutable_control()->set_max_send_bytes(1000);
+  config.set_default_app("demo");
+  config.add_apps()->set_id("demo");
+  google::protobuf::Value data;
+  data.set_number_value(7);
+  auto plan = CentrifugoBroadcastRequests(config, {"news", "#42", "", "#" + std::string(300, 'u'), "#43"}, data, "");
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_EQ(plan->size(), 5u);
+  std::vector<uint32_t> codes;
+  std::vector<std::string> users;
+  for (const auto& ch : *plan) {
+    codes.push_back(ch.error.code());
+    EXPECT_EQ(ch.request.has_value(), ch.error.code() == 0);
+    if (ch.request.has_value()) users.push_back(ch.request->send().user_id());
+  }
+  EXPECT_EQ(codes, (std::vector<uint32_t>{102, 0, 107, 107, 0}));
+  EXPECT_EQ(users, (std::vector<std::string>{"42", "43"}));
+  EXPECT_NE(plan->front().error.message().find("news"), std::string::npos);
+  // The call's own errors.
+  EXPECT_EQ(CentrifugoBroadcastRequests(config, {}, data, "").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(CentrifugoBroadcastRequests(config, {"#42"}, data, "eA==").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(CentrifugoBroadcastRequests(config, std::vector<std::string>(1001, "#42"), data, "").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // Publish: one channel, its error is the call's.
+  EXPECT_EQ(CentrifugoPublishRequest(config, "news", data, "").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(CentrifugoPublishRequest(config, "", data, "").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(CentrifugoPublishRequest(config, "#42", data, "")->send().user_id(), "42");
+}
+
 }  // namespace
 }  // namespace switchboard::control
