@@ -488,16 +488,16 @@ void WsServer::WriteDeferred() {
     peer.write_deferred = false;
     // What Send() would have done for each frame: written while the socket
     // takes it; the rest (or a close) on a writable turn.
-    while (!peer.outbox.empty() && !lws_partial_buffered(peer.wsi)) {
-      if (!WriteMessage(peer.wsi, peer.outbox.front().buf, peer.outbox.front().binary)) {
-        // The socket is gone: lws drops the connection at its next turn.
-        peer.outbox.clear();
-        lws_set_timeout(peer.wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
-        break;
-      }
+    bool gone = false;
+    while (!gone && !peer.outbox.empty() && !lws_partial_buffered(peer.wsi)) {
+      gone = !WriteMessage(peer.wsi, peer.outbox.front().buf, peer.outbox.front().binary);
       peer.outbox.pop_front();
     }
-    if (!peer.outbox.empty() || peer.closing) {
+    if (gone) {
+      // The socket is gone: lws drops the connection at its next turn.
+      peer.outbox.clear();
+      lws_set_timeout(peer.wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+    } else if (!peer.outbox.empty() || peer.closing) {
       lws_callback_on_writable(peer.wsi);
     } else if (peer.notify_written) {
       peer.notify_written = false;
