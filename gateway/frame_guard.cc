@@ -127,6 +127,13 @@ void Forget(int fd) {
   if (Slot* slot = Find(fd)) *slot = Slot{};
 }
 
+void ReleaseThread() {
+  delete t_slots;
+  t_slots = nullptr;
+  t_handler = nullptr;
+  t_ctx = nullptr;
+}
+
 void ExpectProxyHeader(int fd) {
   if (fd < 0) return;
   Slot& slot = Ensure(fd);

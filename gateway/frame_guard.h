@@ -61,6 +61,9 @@ void SetHandler(ViolationHandler handler, void* ctx);
 // connection `conn` (call at the upgrade); Forget when the socket goes.
 void Watch(int fd, uint64_t conn);
 void Forget(int fd);
+// Loop thread, when its loop has ended: drops this thread's table and
+// handler (a loop on a thread that then exits would leak the table).
+void ReleaseThread();
 // How many connections were failed so far (this thread).
 uint64_t violations();
 // Whether this thread watches any descriptor (the interposed reads' fast path).

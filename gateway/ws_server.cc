@@ -370,6 +370,7 @@ void WsServer::Run() {
   // once Shutdown() has destroyed the context from inside it.
   while (!shut_down_ && lws_service(context_, 0) >= 0) {
   }
+  frame_guard::ReleaseThread();
 }
 
 void WsServer::StopAccepting() {
