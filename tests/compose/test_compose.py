@@ -94,6 +94,7 @@ def main():
     http = "http://127.0.0.1:%d" % ports["SWITCHBOARD_HTTP_PORT"]
     driver = None
     t0 = time.monotonic()
+    up = None
     try:
         up = subprocess.run(compose + ["up", "-d"], capture_output=True, text=True, env=env, timeout=300)
         if up.returncode != 0:
@@ -147,6 +148,13 @@ def main():
         print("1 passed, 0 failed")
         return 0
     except Exception as e:  # noqa: BLE001 - report, with the containers' logs
+        # What podman-compose said when it started them (a container it could
+        # not start leaves no log of its own), and every container's state.
+        if up is not None:
+            print("podman-compose up (exit %d):\n%s%s" % (up.returncode, up.stdout[-3000:], up.stderr[-3000:]))
+        ps = subprocess.run(["podman", "ps", "-a", "--filter", "name=" + project], capture_output=True, text=True,
+                            env=env, timeout=60)
+        print(ps.stdout + ps.stderr)
         logs = subprocess.run(compose + ["logs"], capture_output=True, text=True, env=env, timeout=60)
         print(logs.stdout[-6000:] + logs.stderr[-2000:])
         print("FAILED: %s" % e)
