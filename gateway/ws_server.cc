@@ -479,9 +479,10 @@ void WsServer::RunPosted() {
 }
 
 void WsServer::WriteDeferred() {
-  std::vector<ConnId> ids;
-  ids.swap(deferred_);
-  for (ConnId id : ids) {
+  // Nothing adds to deferred_ meanwhile (deferring is off; a Send from
+  // OnWritten below writes at once): walked in place, then emptied, so its
+  // capacity serves the next batch.
+  for (ConnId id : deferred_) {
     auto it = peers_.find(id);
     if (it == peers_.end()) continue;
     Peer& peer = it->second;
@@ -505,6 +506,7 @@ void WsServer::WriteDeferred() {
       hub_->OnWritten(id);
     }
   }
+  deferred_.clear();
 }
 
 bool WsServer::Send(ConnId id, std::string frame, bool binary) {
