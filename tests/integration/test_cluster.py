@@ -807,6 +807,21 @@ class NatsOutageTest(unittest.TestCase):
             self.assertIn("gw-late", [g.id for g in s.ListGateways(pb.ListGatewaysRequest(), metadata=API_KEY,
                                                                           timeout=2).gateways])
             self.assertIsNone(late.p.poll())
+            # A command after the outage (the NATS thread hands it to the
+            # loop, which answers on the receiving connection): complete,
+            # and the client has it.
+            def sent():
+                sreq = pb.SendToUserRequest(app_id="demo", user_id="50", event="after-outage")
+                sreq.data.string_value = "bus back"
+                try:
+                    r = s.SendToUser(sreq, metadata=API_KEY, timeout=5)
+                except grpc.RpcError:
+                    return None
+                return r if r.coverage.complete else None
+            r = wait_until(sent, 15, "a complete SendToUser after the outage")
+            self.assertEqual((r.delivered, dict(r.delivered_per_gateway)), (1, {"gw-1": 1, "gw-late": 0}), r)
+            pub = driver.wait_event("outage", "publication")
+            self.assertEqual((pub["channel"], pub["data"]), ("#50", "bus back"))
             self.assertFalse([e for e in driver.events("outage") if e["event"] == "disconnected"
                               or (e["event"] == "connecting" and e["code"] != 0)])
             driver.send(op="close", name="outage")
