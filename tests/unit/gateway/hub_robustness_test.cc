@@ -11,6 +11,7 @@
 #include "switchboard/v1/client.pb.h"
 #include "nlohmann/json.hpp"
 #include "gtest/gtest.h"
+#include "tests/unit/testing/gateway_config.h"
 #include "tests/unit/testing/tokens.h"
 
 namespace switchboard::gateway {
@@ -82,20 +83,7 @@ std::string Mutate(std::string s, std::mt19937& rng) {
 }
 
 TEST(HubRobustness, MutatedFramesOnEveryWireNeverCrash) {
-  v1::Config config;
-  auto* app = config.add_apps();
-  app->set_id("demo");
-  app->set_key("demo-key");
-  app->set_secret("demo-secret-123");
-  config.set_default_app("demo");
-  auto* gw = config.mutable_gateway();
-  gw->set_ping_interval_s(25);
-  gw->set_pong_timeout_s(8);
-  gw->set_connect_timeout_ms(10000);
-  gw->set_max_sessions(100000);
-  gw->set_max_unsigned(100);
-  gw->set_pusher_signin_timeout_s(30);
-  gw->set_max_message_bytes(65536);
+  const v1::Config config = testing::DemoGatewayConfig(/*max_sessions=*/100000, /*max_unsigned=*/100);
   NullTransport transport;
   NullObserver observer;
   absl::Time now = absl::FromUnixSeconds(1'800'000'000);

@@ -15,12 +15,15 @@
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "switchboard/v1/client.pb.h"
 #include "gtest/gtest.h"
+#include "tests/unit/testing/gateway_config.h"
 #include "nlohmann/json.hpp"
 #include "tests/unit/testing/tokens.h"
 
 namespace switchboard::gateway {
 namespace {
 
+using ::switchboard::testing::DemoGatewayConfig;
+using ::switchboard::testing::kDemoSecret;
 using ::switchboard::testing::MakeToken;
 
 class FakeTransport : public Transport {
@@ -53,29 +56,17 @@ class RecordingObserver : public SessionObserver {
   std::vector<std::string> closed;
 };
 
-constexpr char kSecret[] = "demo-secret-123";
+constexpr const char* kSecret = kDemoSecret;
 constexpr char kOtherSecret[] = "other-secret-456";
 
 class HubTest : public ::testing::Test {
  protected:
   HubTest() {
+    config_ = DemoGatewayConfig(/*max_sessions=*/100, /*max_unsigned=*/100);
     auto* app = config_.add_apps();
-    app->set_id("demo");
-    app->set_key("demo-key");
-    app->set_secret(kSecret);
-    app = config_.add_apps();
     app->set_id("other");
     app->set_key("other-key");
     app->set_secret(kOtherSecret);
-    config_.set_default_app("demo");
-    auto* gw = config_.mutable_gateway();
-    gw->set_ping_interval_s(25);
-    gw->set_pong_timeout_s(8);
-    gw->set_connect_timeout_ms(10000);
-    gw->set_max_sessions(100);
-    gw->set_max_unsigned(100);
-    gw->set_pusher_signin_timeout_s(30);
-    gw->set_max_message_bytes(65536);
     hub_ = std::make_unique<Hub>(config_, "gw-test", &transport_, &observer_, [this] { return now_; });
   }
 

@@ -15,6 +15,7 @@
 #include "absl/synchronization/notification.h"
 #include "gateway/hub.h"
 #include "gtest/gtest.h"
+#include "tests/unit/testing/gateway_config.h"
 #include "tests/unit/testing/tokens.h"
 
 namespace switchboard::gateway {
@@ -162,19 +163,7 @@ class NoObserver : public SessionObserver {
 // and a terminate of the same user still reach the client in that order —
 // both messages, then the close frame with the terminate's code.
 TEST(WsServer, FramesOfOneBatchOfCommandsReachTheClientInOrderBeforeItsClose) {
-  v1::Config config;
-  auto* app = config.add_apps();
-  app->set_id("demo");
-  app->set_key("demo-key");
-  app->set_secret("demo-secret-123");
-  config.set_default_app("demo");
-  auto* gw = config.mutable_gateway();
-  gw->set_ping_interval_s(25);
-  gw->set_pong_timeout_s(8);
-  gw->set_connect_timeout_ms(10000);
-  gw->set_max_sessions(10);
-  gw->set_max_unsigned(10);
-  gw->set_max_message_bytes(65536);
+  const v1::Config config = testing::DemoGatewayConfig(/*max_sessions=*/10, /*max_unsigned=*/10);
   auto created = WsServer::Create(WsServer::Options{});
   ASSERT_TRUE(created.ok()) << created.status();
   WsServer* server = created->get();
