@@ -405,6 +405,8 @@ std::string GatewaysSubject(const std::string& cluster) { return "switchboard." 
 std::string RepliesSubjectPrefix(const std::string& cluster) { return "switchboard." + cluster + ".replies"; }
 
 std::string PresenceSubject(const std::string& cluster) { return "switchboard." + cluster + ".presence"; }
+std::string CommandsSubject(const std::string& cluster) { return "switchboard." + cluster + ".commands"; }
+std::string LoopProbeSubjectPrefix(const std::string& cluster) { return "switchboard." + cluster + ".loop-probe"; }
 
 std::string PersonalChannel(const v1::AppConfig* app, const std::string& user_id) {
   if (app == nullptr || app->personal_channel_namespace().empty()) return "#" + user_id;

@@ -20,6 +20,15 @@ class Dispatcher {
  public:
   virtual ~Dispatcher() = default;
   virtual bool Post(std::function<void()> fn) = 0;
+  // Calls `on_ready` on the owning thread each time descriptor `fd` is
+  // readable, from a coming loop turn until the loop ends (the descriptor
+  // must outlive the loop). False where the loop cannot watch one, and then
+  // nothing is called. Any thread.
+  virtual bool Watch(int fd, std::function<void()> on_ready) {
+    (void)fd;
+    (void)on_ready;
+    return false;
+  }
 };
 
 // Runs `fn` on the loop and waits up to `timeout` for its result. False if

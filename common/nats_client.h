@@ -52,6 +52,24 @@ class NatsClient {
   // Called on a bus thread each time the subscriptions come up (the first
   // connection and every reconnect). Set before the first connection.
   virtual void SetOnSubscribed(std::function<void()> fn) { (void)fn; }
+
+  // Receiving on an outside event loop's thread, with no hand-off: a client
+  // that has a loop receiver gives a descriptor (>= 0) that turns readable
+  // when there is something to do; the loop then calls PumpLoopReceiver(),
+  // which runs SubscribeOnLoop's handlers on the loop's thread. -1: none
+  // (SubscribeOnLoop fails).
+  virtual int LoopReceiverFd() const { return -1; }
+  virtual absl::Status SubscribeOnLoop(const std::string& subject, Handler handler) {
+    (void)subject;
+    (void)handler;
+    return absl::UnimplementedError("no loop receiver");
+  }
+  virtual void PumpLoopReceiver() {}
+  virtual bool LoopReceiverConnected() const { return false; }
+  // Connected, and the loop has heard, on this connection, a probe it sent
+  // after its subscriptions: what is published from now on reaches
+  // SubscribeOnLoop's handlers. Any thread.
+  virtual bool LoopReceiverLive() { return false; }
 };
 
 }  // namespace switchboard

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
 
@@ -73,8 +74,50 @@ void NatsClientImpl::OnConnected(natsConnection*, void* closure) {
 void NatsClientImpl::OnRxConnected(natsConnection*, void* closure) {
   spdlog::info("nats: receiving connection connected");
   auto* self = static_cast<NatsClientImpl*>(closure);
-  if (!self->rx_connected_once_.HasBeenNotified()) self->rx_connected_once_.Notify();
+  if (!self->rx_.connected_once.HasBeenNotified()) self->rx_.connected_once.Notify();
   self->Subscribed();
+}
+
+void NatsClientImpl::OnLoopConnected(natsConnection*, void* closure) {
+  spdlog::info("nats: event loop's receiving connection connected");
+  auto* self = static_cast<NatsClientImpl*>(closure);
+  if (self->loop_ && !self->loop_->connected_once.HasBeenNotified()) self->loop_->connected_once.Notify();
+  self->LoopUp();
+}
+
+void NatsClientImpl::OnLoopReconnected(natsConnection*, void* closure) {
+  spdlog::info("nats: event loop's receiving connection reconnected");
+  static_cast<NatsClientImpl*>(closure)->LoopUp();
+}
+
+// A new connection (NATS.c sent its subscriptions again first): live once
+// the loop has read back a probe it sent after them, which proves the
+// server has them.
+void NatsClientImpl::LoopUp() {
+  loop_generation_.fetch_add(1);
+  SendLoopProbe();
+}
+
+void NatsClientImpl::SendLoopProbe() {
+  if (!loop_ || loop_->conn == nullptr) return;
+  last_probe_ns_.store(absl::GetCurrentTimeNanos());
+  const std::string gen = std::to_string(loop_generation_.load());
+  if (natsConnection_Publish(loop_->conn, loop_probe_subject_.c_str(), gen.data(), static_cast<int>(gen.size())) !=
+      NATS_OK) {
+    spdlog::debug("nats: loop receiver probe not sent");
+  }
+}
+
+bool NatsClientImpl::LoopReceiverLive() {
+  if (!LoopReceiverConnected()) return false;
+  const uint64_t gen = loop_generation_.load();
+  if (loop_confirmed_.load() == gen) return true;
+  // Not confirmed yet (the loop not running, or a probe lost as the
+  // connection came up): asked again, at most every 200 ms.
+  const int64_t now = absl::GetCurrentTimeNanos();
+  int64_t last = last_probe_ns_.load();
+  if (now - last > 200'000'000 && last_probe_ns_.compare_exchange_strong(last, now)) SendLoopProbe();
+  return false;
 }
 
 void NatsClientImpl::OnRxReconnected(natsConnection*, void* closure) {
@@ -96,8 +139,9 @@ void NatsClientImpl::Subscribed() {
 bool NatsClientImpl::WaitForFirstConnection(absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
   if (!connected_once_.WaitForNotificationWithDeadline(deadline)) return false;
-  if (!rx_connected_once_.WaitForNotificationWithDeadline(deadline)) return false;
-  for (natsConnection* nc : {conn_, rx_conn_}) {
+  if (!rx_.connected_once.WaitForNotificationWithDeadline(deadline)) return false;
+  // Not the loop receiver: its loop may not run yet (LoopReceiverLive).
+  for (natsConnection* nc : {conn_, rx_.conn}) {
     const int64_t left_ms = std::max<int64_t>(1, absl::ToInt64Milliseconds(deadline - absl::Now()));
     if (natsConnection_FlushTimeout(nc, left_ms) != NATS_OK) return false;
   }
@@ -114,6 +158,63 @@ absl::Time NatsClientImpl::ConnectedSince() const {
   return absl::FromUnixMillis(connected_since_ms_.load());
 }
 
+absl::StatusOr<NatsClientImpl::OptsPtr> NatsClientImpl::MakeOptions(Receiver* receiver,
+                                                                     natsConnectionHandler connected,
+                                                                     natsConnectionHandler reconnected) {
+  natsOptions* opts = nullptr;
+  if (auto st = FromNats(natsOptions_Create(&opts), "nats options"); !st.ok()) return st;
+  OptsPtr guard(opts, natsOptions_Destroy);
+  natsStatus s = natsOptions_SetURL(opts, url_.c_str());
+  if (s == NATS_OK) s = natsOptions_SetName(opts, (receiver != nullptr && receiver != &rx_ ? name_ + " loop" : name_).c_str());
+  if (s == NATS_OK && !user_.empty()) s = natsOptions_SetUserInfo(opts, user_.c_str(), password_.c_str());
+  if (s == NATS_OK && url_.rfind("tls://", 0) == 0) {
+    s = natsOptions_SetSecure(opts, true);
+    if (s == NATS_OK && !ca_file_.empty()) s = natsOptions_LoadCATrustedCertificates(opts, ca_file_.c_str());
+  }
+  if (s == NATS_OK) s = natsOptions_SetSendAsap(opts, true);
+  if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts, -1);
+  if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts, 250);
+  if (s == NATS_OK) s = natsOptions_SetTimeout(opts, 2000);
+  if (s == NATS_OK) s = natsOptions_SetAllowReconnect(opts, true);
+  if (s == NATS_OK) s = natsOptions_SetRetryOnFailedConnect(opts, true, connected, this);
+  if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(opts, OnDisconnected, nullptr);
+  if (s == NATS_OK) s = natsOptions_SetReconnectedCB(opts, reconnected, this);
+  if (s == NATS_OK && receiver != nullptr) {
+    s = natsOptions_SetEventLoop(opts, receiver, EvAttach, EvRead, EvWrite, EvDetach);
+  }
+  if (s != NATS_OK) {
+    return absl::InvalidArgumentError(absl::StrCat("nats_url \"", url_, "\": ", natsStatus_GetText(s)));
+  }
+  return guard;
+}
+
+namespace {
+// A receiver's epoll set; with `wakefd` >= 0, that descriptor in it as tag 0.
+absl::Status MakePollSet(int* epfd, int wakefd) {
+  *epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (*epfd < 0) return absl::InternalError(absl::StrCat("nats receive loop: ", std::strerror(errno)));
+  if (wakefd < 0) return absl::OkStatus();
+  epoll_event wake{};
+  wake.events = EPOLLIN;
+  wake.data.u64 = 0;
+  if (epoll_ctl(*epfd, EPOLL_CTL_ADD, wakefd, &wake) != 0) {
+    return absl::InternalError(absl::StrCat("nats receive loop: ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+// Connects in the background if the server is not there yet; false only for
+// an error a retry cannot mend.
+absl::Status Connect(natsConnection** nc, natsOptions* opts, const std::string& url, bool* connected) {
+  const natsStatus s = natsConnection_Connect(nc, opts);
+  *connected = s == NATS_OK;
+  if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED) {
+    return absl::UnavailableError(absl::StrCat("nats connect ", url, ": ", natsStatus_GetText(s)));
+  }
+  return absl::OkStatus();
+}
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<NatsClientImpl>> NatsClientImpl::Create(const std::string& url,
                                                                       const std::string& name,
                                                                       const std::string& user,
@@ -121,69 +222,107 @@ absl::StatusOr<std::unique_ptr<NatsClientImpl>> NatsClientImpl::Create(const std
                                                                       const std::string& ca_file) {
   std::unique_ptr<NatsClientImpl> client(new NatsClientImpl());
   NatsClientImpl* self = client.get();
-  using OptsPtr = std::unique_ptr<natsOptions, void (*)(natsOptions*)>;
-  // The options both connections share; `rx` adds the event loop.
-  auto make_opts = [&](bool rx) -> absl::StatusOr<OptsPtr> {
-    natsOptions* opts = nullptr;
-    if (auto st = FromNats(natsOptions_Create(&opts), "nats options"); !st.ok()) return st;
-    OptsPtr guard(opts, natsOptions_Destroy);
-    natsStatus s = natsOptions_SetURL(opts, url.c_str());
-    if (s == NATS_OK) s = natsOptions_SetName(opts, name.c_str());
-    if (s == NATS_OK && !user.empty()) s = natsOptions_SetUserInfo(opts, user.c_str(), password.c_str());
-    if (s == NATS_OK && url.rfind("tls://", 0) == 0) {
-      s = natsOptions_SetSecure(opts, true);
-      if (s == NATS_OK && !ca_file.empty()) s = natsOptions_LoadCATrustedCertificates(opts, ca_file.c_str());
-    }
-    if (s == NATS_OK) s = natsOptions_SetSendAsap(opts, true);
-    if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts, -1);
-    if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts, 250);
-    if (s == NATS_OK) s = natsOptions_SetTimeout(opts, 2000);
-    if (s == NATS_OK) s = natsOptions_SetAllowReconnect(opts, true);
-    if (s == NATS_OK) s = natsOptions_SetRetryOnFailedConnect(opts, true, rx ? OnRxConnected : OnConnected, self);
-    if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(opts, OnDisconnected, nullptr);
-    if (s == NATS_OK) s = natsOptions_SetReconnectedCB(opts, rx ? OnRxReconnected : OnReconnected, self);
-    if (s == NATS_OK && rx) s = natsOptions_SetEventLoop(opts, self, EvAttach, EvRead, EvWrite, EvDetach);
-    if (s != NATS_OK) {
-      return absl::InvalidArgumentError(absl::StrCat("nats_url \"", url, "\": ", natsStatus_GetText(s)));
-    }
-    return guard;
-  };
-  auto opts = make_opts(false);
+  self->url_ = url;
+  self->name_ = name;
+  self->user_ = user;
+  self->password_ = password;
+  self->ca_file_ = ca_file;
+  self->rx_.client = self;
+  auto opts = self->MakeOptions(nullptr, OnConnected, OnReconnected);
   if (!opts.ok()) return opts.status();
-  auto rx_opts = make_opts(true);
+  auto rx_opts = self->MakeOptions(&self->rx_, OnRxConnected, OnRxReconnected);
   if (!rx_opts.ok()) return rx_opts.status();
 
   // The receiving connection's loop runs before it connects: the connect
   // attaches the socket, and confirmations (flushes) are read by the loop.
-  self->epfd_ = epoll_create1(EPOLL_CLOEXEC);
   self->wakefd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (self->epfd_ < 0 || self->wakefd_ < 0) {
-    return absl::InternalError(absl::StrCat("nats receive loop: ", std::strerror(errno)));
-  }
-  epoll_event wake{};
-  wake.events = EPOLLIN;
-  wake.data.u64 = 0;
-  if (epoll_ctl(self->epfd_, EPOLL_CTL_ADD, self->wakefd_, &wake) != 0) {
-    return absl::InternalError(absl::StrCat("nats receive loop: ", std::strerror(errno)));
-  }
+  if (self->wakefd_ < 0) return absl::InternalError(absl::StrCat("nats receive loop: ", std::strerror(errno)));
+  if (auto st = MakePollSet(&self->rx_.epfd, self->wakefd_); !st.ok()) return st;
   self->rx_thread_ = std::thread([self] { self->RxLoop(); });
 
-  natsStatus s = natsConnection_Connect(&self->conn_, opts->get());
-  if (s == NATS_OK) {
+  bool up = false;
+  if (auto st = Connect(&self->conn_, opts->get(), url, &up); !st.ok()) return st;
+  if (up) {
     self->connected_since_ms_ = absl::ToUnixMillis(absl::Now());
     self->connected_once_.Notify();
+  } else {
+    spdlog::warn("nats: {} not reachable yet, retrying in background", url);
   }
-  if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED) {
-    return absl::UnavailableError(absl::StrCat("nats connect ", url, ": ", natsStatus_GetText(s)));
-  }
-  if (s == NATS_NOT_YET_CONNECTED) spdlog::warn("nats: {} not reachable yet, retrying in background", url);
-  natsStatus rs = natsConnection_Connect(&self->rx_conn_, rx_opts->get());
-  if (rs == NATS_OK) self->rx_connected_once_.Notify();
-  if (rs != NATS_OK && rs != NATS_NOT_YET_CONNECTED) {
-    return absl::UnavailableError(absl::StrCat("nats connect ", url, ": ", natsStatus_GetText(rs)));
-  }
+  if (auto st = Connect(&self->rx_.conn, rx_opts->get(), url, &up); !st.ok()) return st;
+  if (up) self->rx_.connected_once.Notify();
   self->sender_ = std::thread([self] { self->SendLoop(); });
   return client;
+}
+
+absl::Status NatsClientImpl::StartLoopReceiver(const std::string& probe_prefix) {
+  if (loop_) return absl::FailedPreconditionError("nats: loop receiver started already");
+  auto receiver = std::make_unique<Receiver>();
+  receiver->client = this;
+  if (auto st = MakePollSet(&receiver->epfd, -1); !st.ok()) return st;
+  auto opts = MakeOptions(receiver.get(), OnLoopConnected, OnLoopReconnected);
+  if (!opts.ok()) {
+    close(receiver->epfd);
+    return opts.status();
+  }
+  // Set before connecting: the connected callback may run at once.
+  loop_ = std::move(receiver);
+  bool up = false;
+  if (auto st = Connect(&loop_->conn, opts->get(), url_, &up); !st.ok()) {
+    if (loop_->conn != nullptr) natsConnection_Destroy(loop_->conn);
+    close(loop_->epfd);
+    loop_.reset();
+    return st;
+  }
+  // The probe's subscription first: drained first in each pump, so that
+  // what arrives with the probe counts as heard live.
+  const std::string inbox = NewInbox();  // "_INBOX.<unique>"
+  loop_probe_subject_ = probe_prefix + inbox.substr(inbox.find('.'));
+  auto st = loop_->Subscribe(&mu_, loop_probe_subject_, [this](const std::string&, const std::string&,
+                                                               const std::string& data) {
+    uint64_t gen = 0;
+    if (absl::SimpleAtoi(data, &gen) && gen == loop_generation_.load() && loop_confirmed_.load() != gen) {
+      loop_confirmed_.store(gen);
+      spdlog::info("nats: the event loop's own connection is live (commands read on the loop)");
+    }
+  });
+  if (!st.ok()) return st;
+  if (up) {
+    if (!loop_->connected_once.HasBeenNotified()) loop_->connected_once.Notify();
+    LoopUp();
+  }
+  return absl::OkStatus();
+}
+
+bool NatsClientImpl::LoopReceiverConnected() const {
+  return loop_ && loop_->conn != nullptr && natsConnection_Status(loop_->conn) == NATS_CONN_STATUS_CONNECTED;
+}
+
+void NatsClientImpl::PumpLoopReceiver() {
+  if (!loop_) return;
+  epoll_event ready[4];
+  const int n = epoll_wait(loop_->epfd, ready, 4, 0);
+  loop_->Pump(ready, n > 0 ? n : 0);
+}
+
+absl::Status NatsClientImpl::SubscribeOnLoop(const std::string& subject, Handler handler) {
+  if (!loop_) return absl::FailedPreconditionError("nats: no loop receiver");
+  return loop_->Subscribe(&mu_, subject, std::move(handler));
+}
+
+void NatsClientImpl::Receiver::Close() {
+  if (conn == nullptr) return;
+  const int n = nsubs.load(std::memory_order_acquire);
+  for (int i = 0; i < n; ++i) (void)natsSubscription_Unsubscribe(subs[i]->sub);
+  natsConnection_Close(conn);
+}
+
+void NatsClientImpl::Receiver::Destroy() {
+  const int n = nsubs.load(std::memory_order_acquire);
+  for (int i = 0; i < n; ++i) natsSubscription_Destroy(subs[i]->sub);
+  if (conn != nullptr) natsConnection_Destroy(conn);
+  conn = nullptr;
+  if (epfd >= 0) close(epfd);
+  epfd = -1;
 }
 
 NatsClientImpl::~NatsClientImpl() {
@@ -197,19 +336,23 @@ NatsClientImpl::~NatsClientImpl() {
       spdlog::warn("nats: could not flush the last publishes at shutdown");
     }
   }
-  // Handlers run only on the receive loop's thread: once it has ended, none
-  // runs any more (they point into objects that go away after this client).
-  const int nsubs = nsubs_.load(std::memory_order_acquire);
-  if (rx_conn_ != nullptr) {
+  // Handlers run only on the threads that pump their receivers: the
+  // receive thread, ended below, and an outside loop, which has ended
+  // before this client goes (they point into objects that go away after
+  // this client).
+  if (loop_) {
+    loop_->Close();
+    loop_->Destroy();
+  }
+  if (rx_.conn != nullptr) {
     // What an event loop published (PublishFromLoop) and the socket had not
     // taken yet goes out before the connection closes (the receive thread
     // still runs and writes it).
-    if (natsConnection_Status(rx_conn_) == NATS_CONN_STATUS_CONNECTED &&
-        natsConnection_FlushTimeout(rx_conn_, 1000) != NATS_OK) {
+    if (natsConnection_Status(rx_.conn) == NATS_CONN_STATUS_CONNECTED &&
+        natsConnection_FlushTimeout(rx_.conn, 1000) != NATS_OK) {
       spdlog::warn("nats: could not flush the last answers at shutdown");
     }
-    for (int i = 0; i < nsubs; ++i) (void)natsSubscription_Unsubscribe(subs_[i]->sub);
-    natsConnection_Close(rx_conn_);
+    rx_.Close();
   }
   if (rx_thread_.joinable()) {
     rx_stop_.store(true);
@@ -217,13 +360,11 @@ NatsClientImpl::~NatsClientImpl() {
     if (write(wakefd_, &one, sizeof(one)) < 0) spdlog::debug("nats: receive loop wake-up failed");
     rx_thread_.join();
   }
-  for (int i = 0; i < nsubs; ++i) natsSubscription_Destroy(subs_[i]->sub);
-  if (rx_conn_ != nullptr) natsConnection_Destroy(rx_conn_);
+  rx_.Destroy();
   if (conn_ != nullptr) {
     natsConnection_Close(conn_);
     natsConnection_Destroy(conn_);
   }
-  if (epfd_ >= 0) close(epfd_);
   if (wakefd_ >= 0) close(wakefd_);
 }
 
@@ -255,22 +396,22 @@ namespace {
 // interest (made under its connection lock) is noted here instead of
 // waking the receive thread, which is asked only if the write stays partial.
 struct InlineWrite {
-  const NatsClientImpl* client = nullptr;
+  const void* receiver = nullptr;
   bool wanted = false;
 };
 thread_local InlineWrite tl_inline;
 }  // namespace
 
 absl::Status NatsClientImpl::PublishFromLoop(const std::string& subject, const std::string& data) {
-  if (rx_conn_ == nullptr) return Publish(subject, data, "");
-  tl_inline = {this, false};
-  const natsStatus s = natsConnection_Publish(rx_conn_, subject.c_str(), data.data(), static_cast<int>(data.size()));
+  if (rx_.conn == nullptr) return Publish(subject, data, "");
+  tl_inline = {&rx_, false};
+  const natsStatus s = natsConnection_Publish(rx_.conn, subject.c_str(), data.data(), static_cast<int>(data.size()));
   // Connected, and nothing of an earlier publish still waiting: written
   // here (non-blocking; NATS.c takes its connection lock).
-  if (tl_inline.wanted) natsConnection_ProcessWriteEvent(rx_conn_);
+  if (tl_inline.wanted) natsConnection_ProcessWriteEvent(rx_.conn);
   const bool leftover = tl_inline.wanted;
   tl_inline = {};
-  if (leftover) SetRxEvents(EPOLLOUT, true);
+  if (leftover) rx_.SetEvents(EPOLLOUT, true);
   if (s != NATS_OK) return FromNats(s, "nats publish " + subject);
   return absl::OkStatus();
 }
@@ -302,62 +443,62 @@ void NatsClientImpl::SendLoop() {
 }
 
 natsStatus NatsClientImpl::EvAttach(void** user, void* loop, natsConnection* nc, natsSock socket) {
-  auto* self = static_cast<NatsClientImpl*>(loop);
-  *user = self;
-  self->rx_nc_.store(nc);
-  absl::MutexLock lock(&self->ev_mu_);
+  auto* r = static_cast<Receiver*>(loop);
+  *user = r;
+  r->nc.store(nc);
+  absl::MutexLock lock(&r->ev_mu);
   // A reconnect brings a new socket; the old one is closed already, which
   // took it out of the epoll set.
-  self->rx_fd_ = socket;
-  self->rx_events_ = EPOLLIN;
-  const uint64_t attach = self->rx_attaches_.load() + 1;
-  self->rx_attaches_.store(attach);
+  r->fd = socket;
+  r->events = EPOLLIN;
+  const uint64_t attach = r->attaches.load() + 1;
+  r->attaches.store(attach);
   epoll_event ev{};
-  ev.events = self->rx_events_;
+  ev.events = r->events;
   ev.data.u64 = RxTag(attach, socket);
-  if (epoll_ctl(self->epfd_, EPOLL_CTL_ADD, socket, &ev) != 0 &&
-      (errno != EEXIST || epoll_ctl(self->epfd_, EPOLL_CTL_MOD, socket, &ev) != 0)) {
-    spdlog::error("nats: cannot poll the receiving connection: {}", std::strerror(errno));
+  if (epoll_ctl(r->epfd, EPOLL_CTL_ADD, socket, &ev) != 0 &&
+      (errno != EEXIST || epoll_ctl(r->epfd, EPOLL_CTL_MOD, socket, &ev) != 0)) {
+    spdlog::error("nats: cannot poll a receiving connection: {}", std::strerror(errno));
     return NATS_ERR;
   }
   return NATS_OK;
 }
 
-void NatsClientImpl::SetRxEvents(uint32_t events, bool add) {
-  absl::MutexLock lock(&ev_mu_);
-  const uint32_t next = add ? (rx_events_ | events) : (rx_events_ & ~events);
-  const bool changed = next != rx_events_;
-  rx_events_ = next;
-  if (!changed || rx_fd_ < 0) return;
+void NatsClientImpl::Receiver::SetEvents(uint32_t wanted, bool add) {
+  absl::MutexLock lock(&ev_mu);
+  const uint32_t next = add ? (events | wanted) : (events & ~wanted);
+  const bool changed = next != events;
+  events = next;
+  if (!changed || fd < 0) return;
   epoll_event ev{};
   ev.events = next;
-  ev.data.u64 = RxTag(rx_attaches_.load(), rx_fd_);
-  if (epoll_ctl(epfd_, EPOLL_CTL_MOD, rx_fd_, &ev) != 0) {
+  ev.data.u64 = RxTag(attaches.load(), fd);
+  if (epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev) != 0) {
     spdlog::debug("nats: receiving connection poll update: {}", std::strerror(errno));
   }
 }
 
 natsStatus NatsClientImpl::EvRead(void* user, bool add) {
-  static_cast<NatsClientImpl*>(user)->SetRxEvents(EPOLLIN, add);
+  static_cast<Receiver*>(user)->SetEvents(EPOLLIN, add);
   return NATS_OK;
 }
 
 natsStatus NatsClientImpl::EvWrite(void* user, bool add) {
-  auto* self = static_cast<NatsClientImpl*>(user);
-  if (tl_inline.client == self) {
+  auto* r = static_cast<Receiver*>(user);
+  if (tl_inline.receiver == r) {
     tl_inline.wanted = add;
     if (add) return NATS_OK;
   }
-  self->SetRxEvents(EPOLLOUT, add);
+  r->SetEvents(EPOLLOUT, add);
   return NATS_OK;
 }
 
 natsStatus NatsClientImpl::EvDetach(void* user) {
-  auto* self = static_cast<NatsClientImpl*>(user);
-  absl::MutexLock lock(&self->ev_mu_);
-  if (self->rx_fd_ >= 0) (void)epoll_ctl(self->epfd_, EPOLL_CTL_DEL, self->rx_fd_, nullptr);
-  self->rx_fd_ = -1;
-  self->rx_events_ = 0;
+  auto* r = static_cast<Receiver*>(user);
+  absl::MutexLock lock(&r->ev_mu);
+  if (r->fd >= 0) (void)epoll_ctl(r->epfd, EPOLL_CTL_DEL, r->fd, nullptr);
+  r->fd = -1;
+  r->events = 0;
   return NATS_OK;
 }
 
@@ -371,7 +512,7 @@ void NatsClientImpl::RxLoop() {
     for (;;) {
       const bool poll = awaiting_.load(std::memory_order_relaxed) > 0 &&
                         absl::Now() - last_message < absl::Nanoseconds(busy_window_ns_.load(std::memory_order_relaxed));
-      n = epoll_wait(epfd_, events, 4, poll ? 0 : -1);
+      n = epoll_wait(rx_.epfd, events, 4, poll ? 0 : -1);
       if (n != 0 || !poll) break;
       sched_yield();
     }
@@ -382,49 +523,50 @@ void NatsClientImpl::RxLoop() {
       spdlog::error("nats: receive loop: {}", std::strerror(errno));
       return;
     }
-    natsConnection* nc = rx_nc_.load();
     for (int i = 0; i < n; ++i) {
-      const uint64_t attach = events[i].data.u64 >> 32;  // which socket; 0: the wake-up
-      const int fd = static_cast<int>(events[i].data.u64 & 0xffffffffu);
-      if (attach == 0) {
-        uint64_t count;
-        while (read(wakefd_, &count, sizeof(count)) > 0) {
-        }
-        continue;
-      }
-      if (attach != rx_attaches_.load()) {
-        // A socket the library has left (if not closed yet): out of the
-        // set, unless its number is the current socket's already.
-        absl::MutexLock lock(&ev_mu_);
-        if (fd != rx_fd_) (void)epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
-        continue;
-      }
-      if (nc == nullptr) continue;
-      const uint32_t ev = events[i].events;
-      if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) natsConnection_ProcessReadEvent(nc);
-      if (ev & EPOLLOUT) natsConnection_ProcessWriteEvent(nc);
-      if (ev & (EPOLLERR | EPOLLHUP)) {
-        // Broken. NATS.c 3.4 closes it as it starts reconnecting (which
-        // takes it out of the set; a new socket is attached later); should
-        // a library leave it open meanwhile, it would wake this loop without
-        // end: out of the set. (tests: NatsOutageTest checks nobody is busy
-        // while the bus is down.)
-        absl::MutexLock lock(&ev_mu_);
-        if (attach == rx_attaches_.load() && rx_fd_ >= 0) {
-          (void)epoll_ctl(epfd_, EPOLL_CTL_DEL, rx_fd_, nullptr);
-          rx_fd_ = -1;
-          rx_events_ = 0;
-        }
+      if (events[i].data.u64 != 0) continue;  // the wake-up
+      uint64_t count;
+      while (read(wakefd_, &count, sizeof(count)) > 0) {
       }
     }
-    DrainSubscriptions();
+    rx_.Pump(events, n);
   }
 }
 
-void NatsClientImpl::DrainSubscriptions() {
-  const int n = nsubs_.load(std::memory_order_acquire);
+void NatsClientImpl::Receiver::Pump(const epoll_event* ready, int n) {
+  natsConnection* c = nc.load();
   for (int i = 0; i < n; ++i) {
-    Sub* sub = subs_[i].get();
+    const uint64_t attach = ready[i].data.u64 >> 32;  // which socket; 0: a wake-up
+    const int sock = static_cast<int>(ready[i].data.u64 & 0xffffffffu);
+    if (attach == 0) continue;
+    if (attach != attaches.load()) {
+      // A socket the library has left (if not closed yet): out of the
+      // set, unless its number is the current socket's already.
+      absl::MutexLock lock(&ev_mu);
+      if (sock != fd) (void)epoll_ctl(epfd, EPOLL_CTL_DEL, sock, nullptr);
+      continue;
+    }
+    if (c == nullptr) continue;
+    const uint32_t ev = ready[i].events;
+    if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) natsConnection_ProcessReadEvent(c);
+    if (ev & EPOLLOUT) natsConnection_ProcessWriteEvent(c);
+    if (ev & (EPOLLERR | EPOLLHUP)) {
+      // Broken. NATS.c 3.4 closes it as it starts reconnecting (which
+      // takes it out of the set; a new socket is attached later); should
+      // a library leave it open meanwhile, it would wake the pump without
+      // end: out of the set. (tests: NatsOutageTest checks nobody is busy
+      // while the bus is down.)
+      absl::MutexLock lock(&ev_mu);
+      if (attach == attaches.load() && fd >= 0) {
+        (void)epoll_ctl(epfd, EPOLL_CTL_DEL, fd, nullptr);
+        fd = -1;
+        events = 0;
+      }
+    }
+  }
+  const int count = nsubs.load(std::memory_order_acquire);
+  for (int i = 0; i < count; ++i) {
+    Sub* sub = subs[i].get();
     for (;;) {
       natsMsg* msg = nullptr;
       const natsStatus s = natsSubscription_NextMsg(&msg, sub->sub, 0);
@@ -441,30 +583,36 @@ void NatsClientImpl::DrainSubscriptions() {
   }
 }
 
-absl::Status NatsClientImpl::Subscribe(const std::string& subject, Handler handler) {
-  absl::ReleasableMutexLock lock(&mu_);
-  const int n = nsubs_.load();
+absl::Status NatsClientImpl::Receiver::Subscribe(absl::Mutex* mu, const std::string& subject, Handler handler) {
+  absl::ReleasableMutexLock lock(mu);
+  const int n = nsubs.load();
   if (n == kMaxSubs) return absl::ResourceExhaustedError("nats: too many subscriptions");
   auto sub = std::make_unique<Sub>();
   sub->handler = std::move(handler);
-  natsStatus s = natsConnection_SubscribeSync(&sub->sub, rx_conn_, subject.c_str());
+  natsStatus s = natsConnection_SubscribeSync(&sub->sub, conn, subject.c_str());
   if (s != NATS_OK) return FromNats(s, "nats subscribe " + subject);
-  subs_[n] = std::move(sub);
-  nsubs_.store(n + 1, std::memory_order_release);
+  subs[n] = std::move(sub);
+  nsubs.store(n + 1, std::memory_order_release);
   lock.Release();
   // A round trip, so the server has the subscription before the caller goes
   // on (a gateway attaches to control only after this: it must not be asked
   // before it can hear). Bounded; while disconnected the library resends it.
-  if (natsConnection_Status(rx_conn_) == NATS_CONN_STATUS_CONNECTED &&
-      natsConnection_FlushTimeout(rx_conn_, 2000) != NATS_OK) {
+  // A receiver pumped by an outside loop that may not run yet cannot read
+  // the server's answer: not waited for (its probe tells, LoopReceiverLive).
+  if (this == &client->rx_ && natsConnection_Status(conn) == NATS_CONN_STATUS_CONNECTED &&
+      natsConnection_FlushTimeout(conn, 2000) != NATS_OK) {
     spdlog::warn("nats: subscription to {} not confirmed by the server yet", subject);
   }
   return absl::OkStatus();
 }
 
+absl::Status NatsClientImpl::Subscribe(const std::string& subject, Handler handler) {
+  return rx_.Subscribe(&mu_, subject, std::move(handler));
+}
+
 bool NatsClientImpl::Connected() const {
   return natsConnection_Status(conn_) == NATS_CONN_STATUS_CONNECTED &&
-         natsConnection_Status(rx_conn_) == NATS_CONN_STATUS_CONNECTED;
+         natsConnection_Status(rx_.conn) == NATS_CONN_STATUS_CONNECTED;
 }
 
 size_t NatsClientImpl::MaxPayload() const {

@@ -7,6 +7,8 @@
 #include <thread>
 #include <vector>
 
+#include <sys/epoll.h>
+
 #include <nats/nats.h>
 
 #include "absl/status/statusor.h"
@@ -28,7 +30,8 @@ namespace switchboard {
 // the socket, and its subscriptions are synchronous ones it drains right
 // after each read, so a message goes from the socket to its handler on one
 // thread. NATS.c's own way hands every message from its reader thread to a
-// delivery thread: a wake-up on the path of every fleet call.
+// delivery thread: a wake-up on the path of every fleet call. A gateway
+// adds a third (StartLoopReceiver), read the same way by its event loop.
 class NatsClientImpl final : public NatsClient {
  public:
   // A tls:// url connects with TLS, verifying the server against `ca_file`.
@@ -73,6 +76,18 @@ class NatsClientImpl final : public NatsClient {
     absl::MutexLock lock(&on_subscribed_mu_);
     on_subscribed_ = std::move(fn);
   }
+  // A third connection, receiving only, for an outside event loop to pump
+  // (see NatsClient::LoopReceiverFd), named as the client with " loop"
+  // after it: connects in the background, as the others do. Its probe goes
+  // to a subject of its own under `probe_prefix`, which it must be allowed
+  // to publish and subscribe to (if not, it never turns live). Once, before
+  // SubscribeOnLoop.
+  absl::Status StartLoopReceiver(const std::string& probe_prefix);
+  int LoopReceiverFd() const override { return loop_ ? loop_->epfd : -1; }
+  absl::Status SubscribeOnLoop(const std::string& subject, Handler handler) override;
+  void PumpLoopReceiver() override;
+  bool LoopReceiverConnected() const override;
+  bool LoopReceiverLive() override;
 
  private:
   struct Outgoing {
@@ -80,58 +95,90 @@ class NatsClientImpl final : public NatsClient {
   };
   struct Sub {
     Handler handler;
-    natsSubscription* sub = nullptr;  // synchronous, on rx_conn_
+    natsSubscription* sub = nullptr;  // synchronous, on its receiver's connection
   };
   static constexpr int kMaxSubs = 16;
+  // A receiving connection in NATS.c's event-loop mode: its socket sits in
+  // an epoll set of its own, and whoever polls that set pumps it (Pump):
+  // NATS.c's read and write processing, then every subscription drained, so
+  // handlers run on the pumping thread. The client's receive thread pumps
+  // `rx_`; an outside event loop pumps `loop_` (StartLoopReceiver).
+  struct Receiver {
+    NatsClientImpl* client = nullptr;
+    natsConnection* conn = nullptr;  // set once connected (or connecting)
+    std::atomic<natsConnection*> nc{nullptr};  // as NATS.c gave it to EvAttach
+    int epfd = -1;
+    absl::Mutex ev_mu;
+    int fd ABSL_GUARDED_BY(ev_mu) = -1;
+    uint32_t events ABSL_GUARDED_BY(ev_mu) = 0;
+    // Which socket fd is; written under ev_mu, read without it by the pump
+    // for each event.
+    std::atomic<uint64_t> attaches{0};
+    // Only added (under the client's mu_) until the client goes; the pump
+    // reads the first nsubs of them.
+    std::unique_ptr<Sub> subs[kMaxSubs];
+    std::atomic<int> nsubs{0};
+    absl::Notification connected_once;
+    void SetEvents(uint32_t events, bool add);
+    // What epoll_wait returned on epfd (tag 0, a caller's own wake-up, is
+    // skipped), then every subscription drained.
+    void Pump(const epoll_event* ready, int n);
+    absl::Status Subscribe(absl::Mutex* mu, const std::string& subject, Handler handler);
+    // Unsubscribes, closes the connection (pumping may go on meanwhile).
+    void Close();
+    // After the pumping has stopped.
+    void Destroy();
+  };
   NatsClientImpl() = default;
   void SendLoop();
-  // The receiving connection's thread: epoll on its socket, NATS.c's read
-  // and write processing, then every subscription drained.
+  // The receiving connection's thread: epoll on rx_'s set, and rx_ pumped.
   void RxLoop();
-  void DrainSubscriptions();
-  void SetRxEvents(uint32_t events, bool add);
   static void OnConnected(natsConnection*, void* closure);
   static void OnRxConnected(natsConnection*, void* closure);
   static void OnReconnected(natsConnection*, void* closure);
   static void OnRxReconnected(natsConnection*, void* closure);
+  static void OnLoopConnected(natsConnection*, void* closure);
+  static void OnLoopReconnected(natsConnection*, void* closure);
+  void LoopUp();
+  void SendLoopProbe();
   void Subscribed();
+  // The options every connection shares; with `receiver`, event-loop mode
+  // on it.
+  using OptsPtr = std::unique_ptr<natsOptions, void (*)(natsOptions*)>;
+  absl::StatusOr<OptsPtr> MakeOptions(Receiver* receiver, natsConnectionHandler connected,
+                                      natsConnectionHandler reconnected);
   // NATS.c's event-loop callbacks (called with the connection's lock held,
   // from any thread: the connecting, reconnecting, timer or loop thread).
+  // `loop` and `user` are the Receiver.
   static natsStatus EvAttach(void** user, void* loop, natsConnection* nc, natsSock socket);
   static natsStatus EvRead(void* user, bool add);
   static natsStatus EvWrite(void* user, bool add);
   static natsStatus EvDetach(void* user);
 
+  std::string url_, name_, user_, password_, ca_file_;
   natsConnection* conn_ = nullptr;
-  natsConnection* rx_conn_ = nullptr;  // set once Create returns
   absl::Mutex mu_;
   std::deque<Outgoing> queue_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::thread sender_;
   std::atomic<int64_t> connected_since_ms_{0};
   absl::Notification connected_once_;
-  absl::Notification rx_connected_once_;
   std::atomic<uint64_t> subscribed_session_{0};
   absl::Mutex on_subscribed_mu_;
   std::function<void()> on_subscribed_ ABSL_GUARDED_BY(on_subscribed_mu_);
 
-  // Receiving side. Subscriptions are only added (under mu_) until the
-  // client goes; the loop reads the first nsubs_ of them.
-  std::unique_ptr<Sub> subs_[kMaxSubs];
-  std::atomic<int> nsubs_{0};
-  std::atomic<natsConnection*> rx_nc_{nullptr};  // as NATS.c gave it to EvAttach
-  int epfd_ = -1;
+  Receiver rx_;
   int wakefd_ = -1;
   std::atomic<bool> rx_stop_{false};
   std::thread rx_thread_;
-  absl::Mutex ev_mu_;
-  int rx_fd_ ABSL_GUARDED_BY(ev_mu_) = -1;
-  uint32_t rx_events_ ABSL_GUARDED_BY(ev_mu_) = 0;
-  // Which socket rx_fd_ is; written under ev_mu_, read without it by the
-  // loop for each event.
-  std::atomic<uint64_t> rx_attaches_{0};
   std::atomic<int> awaiting_{0};
   std::atomic<int64_t> busy_window_ns_{0};
+  // The outside loop's receiver: present once StartLoopReceiver succeeded.
+  std::unique_ptr<Receiver> loop_;
+  std::string loop_probe_subject_;
+  std::atomic<uint64_t> loop_generation_{0};  // its connections so far
+  std::atomic<uint64_t> loop_confirmed_{0};   // the last one the loop heard its probe on
+  std::atomic<int64_t> last_probe_ns_{0};
 };
 
 // Whether this libnats lets received messages be freed on the thread that

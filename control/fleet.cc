@@ -127,6 +127,16 @@ void Fleet::ApplyLoad(const std::string& gateway_id, uint64_t token, const v1::G
   if (it != members_.end() && it->second.token == token) it->second.load = load;
 }
 
+bool Fleet::AllReadCommands(const std::vector<std::string>& ids, absl::Time now) const {
+  if (ids.empty()) return false;
+  absl::MutexLock lock(&mu_);
+  for (const auto& id : ids) {
+    auto it = members_.find(id);
+    if (it == members_.end() || !Fresh(it->second, now) || !it->second.load.commands_on_loop()) return false;
+  }
+  return true;
+}
+
 size_t Fleet::Expire(absl::Time now) {
   std::vector<std::pair<std::string, Evict>> evicted;
   {

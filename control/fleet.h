@@ -69,6 +69,9 @@ class Fleet {
   // does not sign (an older gateway, during an upgrade).
   bool AcceptsUnsigned(const std::string& gateway_id, absl::Time now) const;
   static constexpr absl::Duration kKeysKeptFor = absl::Minutes(10);
+  // Every one of `ids` is a member with a fresh lease whose last load report
+  // says its loop reads the commands subject (false for none).
+  bool AllReadCommands(const std::vector<std::string>& ids, absl::Time now) const;
   // Members with a fresh lease at `now`, sorted.
   std::vector<std::string> LiveIds(absl::Time now) const;
   std::vector<v1::GatewayInfo> List(absl::Time now) const;

@@ -202,6 +202,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   gather.set_reply_prefix(RepliesSubjectPrefix(config.cluster()));
+  gather.set_commands_subject(CommandsSubject(config.cluster()), [&fleet](const std::vector<std::string>& asked) {
+    return fleet.AllReadCommands(asked, absl::Now());
+  });
   if (auto st = gather.Start(); !st.ok()) {
     spdlog::error("{}", std::string(st.message()));
     return 1;

@@ -71,6 +71,12 @@ void ScatterGather::Call(v1::BusRequest request, absl::Time deadline, Done done)
   pending->asked = live_();
   pending->not_ready = readiness_ ? readiness_() : "";
   pending->done = std::move(done);
+  // Only to a fleet known whole, every member of which reads it: a gateway
+  // not known yet (after a restart) hears the gateways subject.
+  pending->subject = command && commands_route_ && pending->not_ready.empty() && !pending->asked.empty() &&
+                             commands_route_(pending->asked)
+                         ? &commands_subject_
+                         : &subject_;
   if (pending->asked.empty() && pending->not_ready.empty()) {
     // The fleet is known to be empty. A command still goes out (cheap, and
     // it reaches a gateway this replica cannot know of); nobody to wait for.
@@ -110,7 +116,7 @@ void ScatterGather::Call(v1::BusRequest request, absl::Time deadline, Done done)
     request.set_remember_ms(static_cast<uint32_t>(std::clamp<int64_t>(left_ms, 0, 3600 * 1000) + 1000));
   }
   pending->wire = request.SerializeAsString();
-  auto st = bus_->PublishNow(subject_, pending->wire, inbox_);
+  auto st = bus_->PublishNow(*pending->subject, pending->wire, inbox_);
   if (!st.ok()) {
     std::shared_ptr<Pending> p;
     {
@@ -251,7 +257,7 @@ void ScatterGather::MemberLeft(const std::string& gateway_id) {
 }
 
 void ScatterGather::Reask(const std::string& gateway_id) {
-  std::vector<std::string> wires;
+  std::vector<std::pair<std::string, const std::string*>> wires;  // the request, its subject
   {
     absl::MutexLock lock(&mu_);
     for (auto& [id, p] : pending_) {
@@ -260,12 +266,12 @@ void ScatterGather::Reask(const std::string& gateway_id) {
         continue;
       }
       if (std::find(p->asked.begin(), p->asked.end(), gateway_id) == p->asked.end()) continue;
-      wires.push_back(p->wire);
+      wires.emplace_back(p->wire, p->subject);
     }
   }
   if (wires.empty()) return;
   spdlog::info("bus: {} is back on the bus; asking it again {} call(s) it may have missed", gateway_id, wires.size());
-  for (const auto& wire : wires) (void)bus_->Publish(subject_, wire, inbox_);
+  for (const auto& [wire, subject] : wires) (void)bus_->Publish(*subject, wire, inbox_);
   reasked_.fetch_add(wires.size());
 }
 

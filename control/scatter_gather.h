@@ -74,6 +74,15 @@ class ScatterGather {
   // Before Start(): this replica's inbox goes under `prefix` (the subjects
   // the bus lets gateways answer on) instead of the library's own inbox.
   void set_reply_prefix(std::string prefix) { reply_prefix_ = std::move(prefix); }
+  // Before Start(): a command (terminate, disconnect, send) goes to
+  // `subject` instead of the gateways subject when `route` says that every
+  // gateway asked reads it (their event loops do, from a NATS connection of
+  // their own); otherwise, and without this, on the gateways subject.
+  using RouteFn = std::function<bool(const std::vector<std::string>& asked)>;
+  void set_commands_subject(std::string subject, RouteFn route) {
+    commands_subject_ = std::move(subject);
+    commands_route_ = std::move(route);
+  }
   // Subscribes to this replica's reply inbox.
   absl::Status Start();
 
@@ -126,6 +135,7 @@ class ScatterGather {
     Done done;
     uint64_t timer = 0;
     std::string wire;  // the request as published
+    const std::string* subject = nullptr;  // where (subject_ or commands_subject_)
   };
   // Counts a finished gather (p: null for one that asked nobody).
   void Record(const char* op, absl::Time started, const GatherResult& result, const Pending* p);
@@ -150,6 +160,8 @@ class ScatterGather {
   std::atomic<int64_t> unauthenticated_logged_ms_{0};
   size_t max_in_flight_ = 10000;
   std::string reply_prefix_;
+  std::string commands_subject_;
+  RouteFn commands_route_;
   std::string inbox_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<Pending>> pending_ ABSL_GUARDED_BY(mu_);

@@ -84,6 +84,12 @@ absl::Status GatewayApp::Build() {
                                        config.tls().ca_file());
   if (!bus_or.ok()) return absl::UnavailableError(bus_or.status().message());
   bus_ = *std::move(bus_or);
+  // A third connection, read by the loop itself: commands (sends,
+  // terminations) go from the socket to the hub with no thread hand-off.
+  if (absl::Status st = bus_->StartLoopReceiver(LoopProbeSubjectPrefix(config.cluster())); !st.ok()) {
+    spdlog::warn("nats: no connection for the loop ({}); commands reach it through the bus thread",
+                 std::string(st.message()));
+  }
 
   v1::GatewayHello hello;
   hello.set_gateway_id(gateway_id_);
@@ -111,6 +117,10 @@ absl::Status GatewayApp::Build() {
       load.set_connections(hub_->connections_now());
     }
     load.set_draining(server_->draining());
+    // Commands may come on the commands subject (read by the loop itself)
+    // while its connection is live; a draining gateway takes them the old
+    // way, as its loop is about to end.
+    load.set_commands_on_loop(!server_->draining() && bus_->LoopReceiverLive());
     return load;
   };
   auto resolver = ControlResolver::Create(config.control().dns_server());

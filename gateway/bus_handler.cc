@@ -46,7 +46,24 @@ std::vector<v1::BusReply> SplitReply(v1::BusReply reply, size_t max_bytes) {
 }
 
 absl::Status BusHandler::Start(const std::string& cluster) {
-  return bus_->Subscribe(GatewaysSubject(cluster),
+  const std::string subject = GatewaysSubject(cluster);
+  if (const int fd = bus_->LoopReceiverFd(); fd >= 0) {
+    // Commands read on the loop itself, from a connection of its own
+    // subscribed to the commands subject: no wake-up between the socket and
+    // the command. Control sends them there once every gateway it asks
+    // reports such a connection live (GatewayLoad.commands_on_loop); until
+    // then, and from older replicas, on the gateways subject (OnMessage).
+    NatsClient* bus = bus_;
+    if (!loop_->Watch(fd, [bus] { bus->PumpLoopReceiver(); })) {
+      spdlog::warn("bus: the loop cannot read the bus itself; commands reach it through the bus thread");
+    } else if (auto st = bus_->SubscribeOnLoop(CommandsSubject(cluster), [this](const std::string&, const std::string& reply,
+                                                               const std::string& data) { OnLoopMessage(reply, data); });
+               !st.ok()) {
+      spdlog::warn("bus: the loop's own subscription failed ({}); commands reach it through the bus thread",
+                   std::string(st.message()));
+    }
+  }
+  return bus_->Subscribe(subject,
                          [this](const std::string&, const std::string& reply, const std::string& data) {
                            OnMessage(reply, data);
                          });
@@ -84,19 +101,42 @@ void BusHandler::OnMessage(const std::string& reply_to, const std::string& data)
   }
   // If the loop's queue is full the request is dropped: control names this
   // gateway as missing, which is the truth.
-  (void)loop_->Post([this, request, reply_to, op, received] {
-    spdlog::debug("bus: handling {}", request->request_id());
-    v1::BusReply reply = hub_->HandleBusRequest(*request);
-    if (op == kTerminate || op == kDisconnect) {
-      // The command's request ID is control's audit record's: one grep
-      // finds the call, the gather and each gateway's part in it.
-      ScopedLogFields fields(nlohmann::ordered_json{{"request_id", request->request_id()}});
-      spdlog::info("bus: {} from control: closed {}{}", op == kTerminate ? "terminate" : "disconnect",
-                   reply.closed(), reply.error().empty() ? "" : "; error: " + reply.error());
-    }
-    Send(reply_to, std::move(reply), /*now=*/false);
-    Handled(op, received);
-  });
+  (void)loop_->Post([this, request, reply_to, op, received] { RunCommand(*request, reply_to, op, received); });
+}
+
+void BusHandler::OnLoopMessage(const std::string& reply_to, const std::string& data) {
+  const absl::Time received = absl::Now();
+  v1::BusRequest request;
+  if (reply_to.empty() || !request.ParseFromString(data)) {
+    if (malformed_metric_ != nullptr) malformed_metric_->Increment();
+    if (malformed_.fetch_add(1) == 0) spdlog::warn("bus: dropping malformed request");
+    return;
+  }
+  if (Hub::IsQuery(request)) {  // control sends none here; answered all the same
+    Send(reply_to, hub_->AnswerQuery(request), /*now=*/false);
+    Handled(kUserQuery, received);
+    return;
+  }
+  if (!FirstTime(request)) {
+    if (repeated_ != nullptr) repeated_->Increment();
+    spdlog::debug("bus: {} heard again; already done", request.request_id());
+    return;
+  }
+  RunCommand(request, reply_to, OpOf(request), received);
+}
+
+void BusHandler::RunCommand(const v1::BusRequest& request, const std::string& reply_to, Op op, absl::Time received) {
+  spdlog::debug("bus: handling {}", request.request_id());
+  v1::BusReply reply = hub_->HandleBusRequest(request);
+  if (op == kTerminate || op == kDisconnect) {
+    // The command's request ID is control's audit record's: one grep
+    // finds the call, the gather and each gateway's part in it.
+    ScopedLogFields fields(nlohmann::ordered_json{{"request_id", request.request_id()}});
+    spdlog::info("bus: {} from control: closed {}{}", op == kTerminate ? "terminate" : "disconnect",
+                 reply.closed(), reply.error().empty() ? "" : "; error: " + reply.error());
+  }
+  Send(reply_to, std::move(reply), /*now=*/false);
+  Handled(op, received);
 }
 
 BusHandler::Op BusHandler::OpOf(const v1::BusRequest& request) {

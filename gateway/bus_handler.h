@@ -29,11 +29,13 @@ namespace switchboard::gateway {
 // BusReply.part). Any thread.
 std::vector<v1::BusReply> SplitReply(v1::BusReply reply, size_t max_bytes);
 
-// Receives control's broadcasts on a NATS thread and publishes the hub's
-// answer to the request's reply subject (in parts when it is larger than the
-// bus carries). Queries (a user's sessions) are answered on the NATS thread
-// from the session index's thread-safe read; everything else is posted to
-// the loop and answered through the sender queue.
+// Receives control's broadcasts and publishes the hub's answer to the
+// request's reply subject (in parts when it is larger than the bus
+// carries). Queries (a user's sessions) are answered on the NATS thread from
+// the session index's thread-safe read. Commands run on the loop: those on
+// the commands subject are read there, from the loop's own NATS connection
+// (NatsClient::SubscribeOnLoop); those on the gateways subject are posted to
+// it by the NATS thread. A command heard twice runs once (FirstTime).
 class BusHandler {
  public:
   // `keys`: each replica's answer key, to sign answers with (null: unsigned).
@@ -46,7 +48,10 @@ class BusHandler {
   void EnableMetrics(Metrics* metrics);
 
  private:
+  // On the bus thread.
   void OnMessage(const std::string& reply_to, const std::string& data);
+  // On the loop, from its own connection (NatsClient::SubscribeOnLoop).
+  void OnLoopMessage(const std::string& reply_to, const std::string& data);
   // `now`: from a bus thread, sent on it; otherwise from the loop, written
   // there without waiting on the socket (NatsClient::PublishFromLoop).
   void Send(const std::string& reply_to, v1::BusReply reply, bool now);
@@ -68,6 +73,8 @@ class BusHandler {
   prometheus::Counter* repeated_ = nullptr;
   prometheus::Counter* malformed_metric_ = nullptr;
   void Handled(Op op, absl::Time received);
+  // On the loop: the command run, its answer sent.
+  void RunCommand(const v1::BusRequest& request, const std::string& reply_to, Op op, absl::Time received);
   // Commands run once: control asks again a gateway that came back on the
   // bus, and this one may have heard the first time. Each ID is kept as
   // long as the request says it may be asked again (remember_ms), or

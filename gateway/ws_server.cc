@@ -28,6 +28,13 @@
 
 namespace switchboard::gateway {
 
+// A descriptor the loop watches for another part (Watch): a copy of it,
+// adopted by lws as a raw file (lws closes the copy with its wsi).
+struct WsServer::Watched {
+  lws* wsi = nullptr;
+  std::function<void()> on_ready;
+};
+
 // The wheel's lws timer, with the way back to its server.
 struct WsServer::TickTimer {
   lws_sorted_usec_list_t sul;  // first: lws hands back this pointer
@@ -408,6 +415,10 @@ void WsServer::Shutdown() {
   shut_down_ = true;
   lws_sul_cancel(&tick_timer_->sul);
   StopListener();
+  for (auto& w : watched_) {
+    if (w->wsi != nullptr) lws_set_timeout(w->wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_SYNC);
+    w->wsi = nullptr;
+  }
   // lws 4.1 with libuv: destroying the context inside the loop closes its
   // handles; the loop then runs dry and lws_service() returns. The
   // destructor's second lws_context_destroy() finishes the job.
@@ -458,6 +469,43 @@ void WsServer::StartCloseHandshakes() {
     // tests/unit/gateway/lws_close_test.cc.
     lws_set_timeout(peer.wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_SYNC);
   }
+}
+
+bool WsServer::Watch(int fd, std::function<void()> on_ready) {
+  return Post([this, fd, fn = std::move(on_ready)]() mutable {
+    lws_sock_file_fd_type desc;
+    desc.filefd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    lws_vhost* vh = lws_get_vhost_by_name(context_, "default");
+    lws* wsi = desc.filefd >= 0 && vh != nullptr
+                   ? lws_adopt_descriptor_vhost(vh, LWS_ADOPT_RAW_FILE_DESC, desc, "switchboard", nullptr)
+                   : nullptr;
+    if (wsi == nullptr) {
+      if (desc.filefd >= 0) close(desc.filefd);
+      spdlog::error("loop: cannot watch descriptor {}", fd);
+      return;
+    }
+    auto w = std::make_unique<Watched>();
+    w->wsi = wsi;
+    w->on_ready = std::move(fn);
+    watched_.push_back(std::move(w));
+  });
+}
+
+bool WsServer::RunWatched(lws* wsi) {
+  for (auto& w : watched_) {
+    if (w->wsi != wsi) continue;
+    if (shut_down_) return true;
+    // As a batch of posted tasks: the frames it sent written after it, then
+    // the close handshakes it made ready started (the closing connections'
+    // wsis are not the one being serviced, as in the cancel event).
+    deferring_writes_ = true;
+    w->on_ready();
+    deferring_writes_ = false;
+    WriteDeferred();
+    StartCloseHandshakes();
+    return true;
+  }
+  return false;
 }
 
 void WsServer::RunPosted() {
@@ -896,11 +944,18 @@ int WsServer::HandleEvent(lws* wsi, int reason, ConnId* pss, void* in, size_t le
       return 0;
 
     case LWS_CALLBACK_RAW_RX_FILE:
-      if (wsi == listen_wsi_) Accept();
+      if (wsi == listen_wsi_) {
+        Accept();
+      } else {
+        RunWatched(wsi);
+      }
       return 0;
 
     case LWS_CALLBACK_RAW_CLOSE_FILE:
       if (wsi == listen_wsi_) listen_wsi_ = nullptr;
+      for (auto& w : watched_) {
+        if (w->wsi == wsi) w->wsi = nullptr;
+      }
       return 0;
 
     case LWS_CALLBACK_WSI_DESTROY:

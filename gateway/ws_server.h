@@ -99,6 +99,9 @@ class WsServer final : public Transport, public Dispatcher {
 
   // Dispatcher (any thread).
   bool Post(std::function<void()> fn) override;
+  // A copy of `fd` adopted by lws as a raw file. `on_ready` runs as a batch
+  // of posted tasks does: the frames it sends are written after it.
+  bool Watch(int fd, std::function<void()> on_ready) override;
   uint64_t posts_dropped() const { return posts_dropped_.load(); }
 
   size_t connection_count() const { return peers_.size(); }
@@ -224,6 +227,10 @@ class WsServer final : public Transport, public Dispatcher {
   // trusted proxy says), the socket counted for it (loop thread).
   const std::string& ClientIp(lws* wsi);
   void RunPosted();
+  // A watched descriptor is readable: its on_ready run. False: not one.
+  bool RunWatched(lws* wsi);
+  struct Watched;
+  std::vector<std::unique_ptr<Watched>> watched_;  // loop thread; closed in Shutdown
   // Writes the outboxes of the connections whose frames a posted task sent
   // (deferred_), after the whole batch.
   void WriteDeferred();

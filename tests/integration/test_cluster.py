@@ -706,6 +706,59 @@ class GatewayDrainTest(unittest.TestCase):
             c.close()
 
 
+class CommandsOnTheLoopTest(unittest.TestCase):
+    def test_commands_go_to_the_gateways_loops_once_every_gateway_reports_it(self):
+        """Once both gateways report (load, on the attach stream) that their
+        event loop reads the commands subject on a connection of its own,
+        control sends commands there only: nats-server delivers them to the
+        loops' connections and to no other of the gateways'; the answer and
+        the client are as before."""
+        c = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=2, http=False)
+        ch = grpc.insecure_channel("127.0.0.1:%d" % c.control_port)
+        try:
+            s = stub_mod.ControlStub(ch)
+            wait_until(lambda: len(s.ListGateways(pb.ListGatewaysRequest(), metadata=API_KEY, timeout=2).gateways) == 2,
+                       10, "both gateways attached")
+            driver.send(op="centrifuge", name="onloop", url=c.ws_url("gw-1"), token=c.token("onloop-1"))
+            driver.wait_event("onloop", "server_subscribed", channel="#onloop-1")
+
+            def out_msgs():
+                got = {}
+                for x in c.nats_connections():
+                    if x["name"].startswith("switchboard-gateway gw-1"):
+                        key = "loop" if x["name"].endswith(" loop") else "other"
+                        got[key] = got.get(key, 0) + x.get("out_msgs", 0)
+                return got
+
+            def send(n):
+                req = pb.SendToUserRequest(app_id="demo", user_id="onloop-1", event="e")
+                req.data.string_value = "m%d" % n
+                return s.SendToUser(req, metadata=API_KEY, timeout=5)
+            sent = [0]
+
+            def through_the_loop():
+                before = out_msgs()
+                sent[0] += 1
+                r = send(sent[0])
+                self.assertTrue(r.coverage.complete, r)
+                self.assertEqual((r.delivered, dict(r.delivered_per_gateway)), (1, {"gw-1": 1, "gw-2": 0}), r)
+                after = out_msgs()
+                return after.get("loop", 0) > before.get("loop", 0) and after.get("other") == before.get("other")
+            # Within a few heartbeats (300 ms here) of both being live.
+            wait_until(through_the_loop, 10, "a send delivered to gw-1's loop connection alone")
+            for n in range(5):
+                self.assertTrue(through_the_loop(), "send %d went elsewhere" % n)
+            # The client got every one, once, in order.
+            wait_until(lambda: len([e for e in driver.events("onloop") if e["event"] == "publication"]) == sent[0],
+                       10, "every publication")
+            pubs = [e["data"] for e in driver.events("onloop") if e["event"] == "publication"]
+            self.assertEqual(pubs, ["m%d" % i for i in range(1, sent[0] + 1)])
+            driver.send(op="close", name="onloop")
+        finally:
+            ch.close()
+            c.close()
+
+
 class NatsKeepaliveTest(unittest.TestCase):
     """Its own cluster: nats-server pings every client connection four times
     a second and drops one that misses two answers (its default: every two
@@ -725,10 +778,16 @@ class NatsKeepaliveTest(unittest.TestCase):
             def conns():
                 return {x["cid"]: x["name"] for x in c.nats_connections()}
             before = conns()
-            # Control and each gateway: one connection to publish, one to receive.
+            # Control: one connection to publish, one to receive; each
+            # gateway those two and a third its event loop reads commands
+            # from, live (its probe came back through the least permissions).
             self.assertEqual(sorted(before.values()), sorted(["switchboard-control"] * 2 +
                                                              ["switchboard-gateway gw-1"] * 2 +
-                                                             ["switchboard-gateway gw-2"] * 2), before)
+                                                             ["switchboard-gateway gw-2"] * 2 +
+                                                             ["switchboard-gateway gw-1 loop",
+                                                              "switchboard-gateway gw-2 loop"]), before)
+            for g, (p, _) in c.gateways.items():
+                p.wait_line(r"the event loop's own connection is live")
             # Twelve server pings (3 s, an observation window): a connection
             # that missed two would be gone and come back with a new cid.
             t0 = time.monotonic()
@@ -807,9 +866,9 @@ class NatsOutageTest(unittest.TestCase):
             self.assertIn("gw-late", [g.id for g in s.ListGateways(pb.ListGatewaysRequest(), metadata=API_KEY,
                                                                           timeout=2).gateways])
             self.assertIsNone(late.p.poll())
-            # A command after the outage (the NATS thread hands it to the
-            # loop, which answers on the receiving connection): complete,
-            # and the client has it.
+            # A command after the outage (read by the gateway's loop from
+            # its own connection once that is live again; until then handed
+            # over by the NATS thread): complete, and the client has it.
             def sent():
                 sreq = pb.SendToUserRequest(app_id="demo", user_id="50", event="after-outage")
                 sreq.data.string_value = "bus back"

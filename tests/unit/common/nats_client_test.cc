@@ -5,10 +5,12 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
@@ -44,18 +46,24 @@ class NatsServer {
       port_ = ntohs(a.sin_port);
     }
     close(s);
+    Spawn();
+  }
+  ~NatsServer() { End(); }
+  // Gone, then the same server on the same port again.
+  void End() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGCONT);
+    kill(pid_, SIGTERM);
+    waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
+  void Spawn() {
     std::string port = std::to_string(port_);
     std::vector<std::string> args = {"nats-server", "-a", "127.0.0.1", "-p", port};
     std::vector<char*> argv;
     for (auto& arg : args) argv.push_back(arg.data());
     argv.push_back(nullptr);
     if (posix_spawnp(&pid_, "nats-server", nullptr, nullptr, argv.data(), environ) != 0) pid_ = -1;
-  }
-  ~NatsServer() {
-    if (pid_ <= 0) return;
-    kill(pid_, SIGCONT);
-    kill(pid_, SIGTERM);
-    waitpid(pid_, nullptr, 0);
   }
   bool started() const { return pid_ > 0 && port_ > 0; }
   std::string url() const { return "nats://127.0.0.1:" + std::to_string(port_); }
@@ -111,6 +119,63 @@ TEST(NatsClient, PublishFromLoopNeverWaitsAndLosesNothing) {
   ASSERT_TRUE(testing::WaitFor([&] { return got.size() == 80; }, absl::Seconds(30))) << got.size();
   absl::MutexLock lock(&got.mu);
   for (int i = 0; i < 80; ++i) EXPECT_EQ(got.messages[i], payload(i)) << "message " << i;
+}
+
+// The loop receiver: nothing is handled until an outside loop pumps it, and
+// then on that loop's thread; it says it is live only once that loop has
+// read back its probe (before, a command's other path must run it), and
+// again after the server came back.
+TEST(NatsClient, LoopReceiverRunsHandlersOnThePumpingThreadOnceLive) {
+  NatsServer server;
+  ASSERT_TRUE(server.started()) << "nats-server (Debian's package) is needed";
+  auto sender = NatsClientImpl::Create(server.url(), "sender");
+  auto receiver = NatsClientImpl::Create(server.url(), "receiver");
+  ASSERT_TRUE(sender.ok() && receiver.ok());
+  ASSERT_TRUE((*receiver)->StartLoopReceiver("test.loop-probe").ok());
+  const int fd = (*receiver)->LoopReceiverFd();
+  ASSERT_GE(fd, 0);
+  Received got;
+  std::atomic<int> off_thread{0};
+  std::atomic<std::thread::id> pump_thread{};
+  ASSERT_TRUE((*receiver)
+                  ->SubscribeOnLoop("loop.own",
+                                    [&](const std::string&, const std::string&, const std::string& data) {
+                                      if (std::this_thread::get_id() != pump_thread.load()) off_thread.fetch_add(1);
+                                      absl::MutexLock lock(&got.mu);
+                                      got.messages.push_back(data);
+                                    })
+                  .ok());
+  ASSERT_TRUE((*sender)->WaitForFirstConnection(absl::Seconds(10)));
+  ASSERT_TRUE((*receiver)->WaitForFirstConnection(absl::Seconds(10)));
+  ASSERT_TRUE(testing::WaitFor([&] { return (*receiver)->LoopReceiverConnected(); }, absl::Seconds(10)));
+  // Connected, but no loop reads it yet: not live, nothing handled.
+  EXPECT_FALSE((*receiver)->LoopReceiverLive());
+
+  std::atomic<bool> stop{false};
+  std::thread loop([&] {
+    pump_thread.store(std::this_thread::get_id());
+    while (!stop.load()) {
+      pollfd p{fd, POLLIN, 0};
+      if (poll(&p, 1, 50) > 0) (*receiver)->PumpLoopReceiver();
+    }
+  });
+  ASSERT_TRUE(testing::WaitFor([&] { return (*receiver)->LoopReceiverLive(); }, absl::Seconds(10)));
+  for (int i = 0; i < 100; ++i) ASSERT_TRUE((*sender)->PublishNow("loop.own", std::to_string(i)).ok());
+  ASSERT_TRUE(testing::WaitFor([&] { return got.size() == 100; }, absl::Seconds(10))) << got.size();
+
+  // The server goes and comes back: not live in between, live again after.
+  server.End();
+  ASSERT_TRUE(testing::WaitFor([&] { return !(*receiver)->LoopReceiverLive(); }, absl::Seconds(30)));
+  server.Spawn();
+  ASSERT_TRUE(testing::WaitFor([&] { return (*receiver)->LoopReceiverLive(); }, absl::Seconds(30)));
+  ASSERT_TRUE((*sender)->PublishNow("loop.own", "after").ok());
+  ASSERT_TRUE(testing::WaitFor([&] { return got.size() == 101; }, absl::Seconds(10))) << got.size();
+  stop.store(true);
+  loop.join();
+  EXPECT_EQ(off_thread.load(), 0);
+  absl::MutexLock lock(&got.mu);
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(got.messages[i], std::to_string(i));
+  EXPECT_EQ(got.messages[100], "after");
 }
 
 }  // namespace

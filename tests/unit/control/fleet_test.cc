@@ -24,6 +24,33 @@ TEST(Fleet, SecondAttachWithALiveIdIsRefusedNotAReplacement) {
   EXPECT_EQ(evicted, 0);
 }
 
+// Commands go on the commands subject only if every gateway asked is a live
+// member whose last load report says its loop reads it: a stranger, a
+// member that said nothing (an older gateway) or said no, or one whose lease
+// ran out, each keeps the gateways subject.
+TEST(Fleet, AllReadCommandsOnlyWhenEveryAskedMemberLastSaidSo) {
+  Fleet fleet(absl::Seconds(3));
+  const uint64_t t1 = fleet.Attach(Hello("gw-1"), kT0, [](const char*) {});
+  const uint64_t t2 = fleet.Attach(Hello("gw-2"), kT0, [](const char*) {});
+  v1::GatewayLoad reads;
+  reads.set_commands_on_loop(true);
+  const std::vector<std::string> both = {"gw-1", "gw-2"};
+  EXPECT_FALSE(fleet.AllReadCommands(both, kT0));  // no report yet
+  fleet.ApplyLoad("gw-1", t1, reads);
+  EXPECT_TRUE(fleet.AllReadCommands({"gw-1"}, kT0));
+  EXPECT_FALSE(fleet.AllReadCommands(both, kT0));
+  fleet.ApplyLoad("gw-2", t2, reads);
+  EXPECT_TRUE(fleet.AllReadCommands(both, kT0));
+  EXPECT_FALSE(fleet.AllReadCommands({"gw-1", "gw-stranger"}, kT0));
+  EXPECT_FALSE(fleet.AllReadCommands({}, kT0));
+  fleet.ApplyLoad("gw-2", t2, v1::GatewayLoad());  // its loop connection went down
+  EXPECT_FALSE(fleet.AllReadCommands(both, kT0));
+  fleet.ApplyLoad("gw-2", t2 + 100, reads);  // not its attachment's token: ignored
+  EXPECT_FALSE(fleet.AllReadCommands(both, kT0));
+  // Past its lease: no longer believed.
+  EXPECT_FALSE(fleet.AllReadCommands({"gw-1"}, kT0 + absl::Seconds(4)));
+}
+
 TEST(Fleet, LeaseRunsOutWithoutMessagesAndIsRenewedByThem) {
   Fleet fleet(absl::Seconds(3));
   int evicted = 0;

@@ -221,6 +221,73 @@ TEST_F(ScatterGatherTest, RequestCarriesFormatVersionAndId) {
   EXPECT_EQ(seen[0].user_query().user_id(), "42");
 }
 
+// With a commands subject and a route: a command goes there, and only there,
+// when the route says every gateway asked reads it (and the fleet is known
+// whole); otherwise, and a query always, on the gateways subject. A gateway
+// answering from either completes the call.
+TEST_F(ScatterGatherTest, CommandsGoToTheCommandsSubjectOnlyWhenEveryGatewayAskedReadsIt) {
+  constexpr char kCommands[] = "switchboard.test.commands";
+  std::atomic<bool> all_read{true};
+  std::vector<std::string> routed;  // what the route was asked about
+  sg_ = std::make_unique<ScatterGather>(
+      &bus_, &timers_, [this] { return live_; }, kSubject,
+      [this] {
+        absl::MutexLock lock(&mu_);
+        return not_ready_;
+      });
+  sg_->set_commands_subject(kCommands, [&](const std::vector<std::string>& asked) {
+    routed = asked;
+    return all_read.load();
+  });
+  ASSERT_TRUE(sg_->Start().ok());
+  absl::Mutex heard_mu;
+  std::vector<std::string> heard;  // the subject of each request, in order
+  for (const char* subject : {kCommands, kSubject}) {
+    ASSERT_TRUE(bus_.Subscribe(subject, [&](const std::string& subj, const std::string& reply, const std::string& data) {
+                      v1::BusRequest req;
+                      ASSERT_TRUE(req.ParseFromString(data));
+                      {
+                        absl::MutexLock lock(&heard_mu);
+                        heard.push_back(subj);
+                      }
+                      v1::BusReply answer;  // gw-a, from whichever it heard
+                      answer.set_format_version(1);
+                      answer.set_request_id(req.request_id());
+                      answer.set_gateway_id("gw-a");
+                      (void)bus_.Publish(reply, answer.SerializeAsString(), "");
+                    }).ok());
+  }
+  auto heard_now = [&] {
+    absl::MutexLock lock(&heard_mu);
+    std::vector<std::string> out;
+    out.swap(heard);
+    return out;
+  };
+  live_ = {"gw-a"};
+
+  auto r = CallAndWait(absl::Seconds(30), Terminate());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->complete);
+  EXPECT_EQ(heard_now(), std::vector<std::string>{kCommands});
+  EXPECT_EQ(routed, std::vector<std::string>{"gw-a"});
+
+  r = CallAndWait(absl::Seconds(30));  // a user query
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(heard_now(), std::vector<std::string>{kSubject});
+
+  all_read = false;  // one gateway asked does not read it
+  r = CallAndWait(absl::Seconds(30), Terminate());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->complete);
+  EXPECT_EQ(heard_now(), std::vector<std::string>{kSubject});
+
+  all_read = true;  // the fleet is not known whole: gateways not known yet hear it
+  set_not_ready("control started 10ms ago");
+  r = CallAndWait(absl::Seconds(30), Terminate());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(heard_now(), std::vector<std::string>{kSubject});
+}
+
 TEST_F(ScatterGatherTest, TerminateIsPublishedEvenWhenTheFleetLooksEmpty) {
   // Right after a control restart nobody has re-attached yet, but gateways
   // are out there: the terminate must reach them.
