@@ -161,9 +161,8 @@ int Sign(const v1::Config& config, const std::string& app_id) {
 // nats-server's authorization block for this cluster: one user per role with
 // the least it needs. Gateways: subscribe to the broadcast and commands
 // subjects, publish only under the replies prefix and on the presence
-// subject, both under the loop-probe prefix (each gateway's loop connection
-// proves itself live to itself there). Control: publish the broadcast and
-// the commands, subscribe under the replies prefix and to presence. (Not allow_responses: nats-server keeps every
+// subject. Control: publish the broadcast and the commands, subscribe under
+// the replies prefix and to presence. (Not allow_responses: nats-server keeps every
 // reply subject it allowed for two minutes and, past 4,096 of them, scans
 // them all on each request it delivers; at 35 calls/s and more that scan
 // slowed every UserConnections call by half. Every gateway hears every
@@ -171,7 +170,6 @@ int Sign(const v1::Config& config, const std::string& app_id) {
 int NatsConfig(const v1::Config& config) {
   using nlohmann::json;
   auto q = [](const std::string& s) { return json(s).dump(-1, ' ', false, json::error_handler_t::replace); };
-  const std::string probe = q(LoopProbeSubjectPrefix(config.cluster()) + ".*");
   const std::string subject = q(GatewaysSubject(config.cluster())) + ", " + q(CommandsSubject(config.cluster()));
   const std::string replies = q(RepliesSubjectPrefix(config.cluster()) + ".>") + ", " +
                               q(PresenceSubject(config.cluster()));
@@ -186,7 +184,7 @@ int NatsConfig(const v1::Config& config) {
       "  ]\n"
       "}\n",
       config.cluster().c_str(), q(config.nats_gateway().user()).c_str(), q(config.nats_gateway().password()).c_str(),
-      (subject + ", " + probe).c_str(), (replies + ", " + probe).c_str(), q(config.nats_control().user()).c_str(),
+      subject.c_str(), replies.c_str(), q(config.nats_control().user()).c_str(),
       q(config.nats_control().password()).c_str(), subject.c_str(), replies.c_str());
   if (TlsEnabled(config)) {
     std::printf("tls {\n  cert_file: %s\n  key_file: %s\n}\n", q(config.tls().cert_file()).c_str(),

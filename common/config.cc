@@ -406,7 +406,6 @@ std::string RepliesSubjectPrefix(const std::string& cluster) { return "switchboa
 
 std::string PresenceSubject(const std::string& cluster) { return "switchboard." + cluster + ".presence"; }
 std::string CommandsSubject(const std::string& cluster) { return "switchboard." + cluster + ".commands"; }
-std::string LoopProbeSubjectPrefix(const std::string& cluster) { return "switchboard." + cluster + ".loop-probe"; }
 
 std::string PersonalChannel(const v1::AppConfig* app, const std::string& user_id) {
   if (app == nullptr || app->personal_channel_namespace().empty()) return "#" + user_id;

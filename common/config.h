@@ -57,9 +57,7 @@ std::string PresenceSubject(const std::string& cluster);
 // loop reads this one from a NATS connection of its own (no thread
 // hand-off; GatewayLoad.commands_on_loop).
 std::string CommandsSubject(const std::string& cluster);
-// A gateway's loop connection proves itself live with a probe it publishes
-// to itself under this prefix (NatsClient::LoopReceiverLive).
-std::string LoopProbeSubjectPrefix(const std::string& cluster);
+
 
 const v1::AppConfig* FindApp(const v1::Config& config, const std::string& app_id);
 

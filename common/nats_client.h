@@ -65,11 +65,8 @@ class NatsClient {
     return absl::UnimplementedError("no loop receiver");
   }
   virtual void PumpLoopReceiver() {}
+  // Any thread.
   virtual bool LoopReceiverConnected() const { return false; }
-  // Connected, and the loop has heard, on this connection, a probe it sent
-  // after its subscriptions: what is published from now on reaches
-  // SubscribeOnLoop's handlers. Any thread.
-  virtual bool LoopReceiverLive() { return false; }
 };
 
 }  // namespace switchboard

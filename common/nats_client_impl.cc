@@ -11,7 +11,6 @@
 
 #include <algorithm>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
 
@@ -82,42 +81,10 @@ void NatsClientImpl::OnLoopConnected(natsConnection*, void* closure) {
   spdlog::info("nats: event loop's receiving connection connected");
   auto* self = static_cast<NatsClientImpl*>(closure);
   if (self->loop_ && !self->loop_->connected_once.HasBeenNotified()) self->loop_->connected_once.Notify();
-  self->LoopUp();
 }
 
-void NatsClientImpl::OnLoopReconnected(natsConnection*, void* closure) {
+void NatsClientImpl::OnLoopReconnected(natsConnection*, void*) {
   spdlog::info("nats: event loop's receiving connection reconnected");
-  static_cast<NatsClientImpl*>(closure)->LoopUp();
-}
-
-// A new connection (NATS.c sent its subscriptions again first): live once
-// the loop has read back a probe it sent after them, which proves the
-// server has them.
-void NatsClientImpl::LoopUp() {
-  loop_generation_.fetch_add(1);
-  SendLoopProbe();
-}
-
-void NatsClientImpl::SendLoopProbe() {
-  if (!loop_ || loop_->conn == nullptr) return;
-  last_probe_ns_.store(absl::GetCurrentTimeNanos());
-  const std::string gen = std::to_string(loop_generation_.load());
-  if (natsConnection_Publish(loop_->conn, loop_probe_subject_.c_str(), gen.data(), static_cast<int>(gen.size())) !=
-      NATS_OK) {
-    spdlog::debug("nats: loop receiver probe not sent");
-  }
-}
-
-bool NatsClientImpl::LoopReceiverLive() {
-  if (!LoopReceiverConnected()) return false;
-  const uint64_t gen = loop_generation_.load();
-  if (loop_confirmed_.load() == gen) return true;
-  // Not confirmed yet (the loop not running, or a probe lost as the
-  // connection came up): asked again, at most every 200 ms.
-  const int64_t now = absl::GetCurrentTimeNanos();
-  int64_t last = last_probe_ns_.load();
-  if (now - last > 200'000'000 && last_probe_ns_.compare_exchange_strong(last, now)) SendLoopProbe();
-  return false;
 }
 
 void NatsClientImpl::OnRxReconnected(natsConnection*, void* closure) {
@@ -140,7 +107,7 @@ bool NatsClientImpl::WaitForFirstConnection(absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
   if (!connected_once_.WaitForNotificationWithDeadline(deadline)) return false;
   if (!rx_.connected_once.WaitForNotificationWithDeadline(deadline)) return false;
-  // Not the loop receiver: its loop may not run yet (LoopReceiverLive).
+  // Not the loop receiver: its loop may not run yet.
   for (natsConnection* nc : {conn_, rx_.conn}) {
     const int64_t left_ms = std::max<int64_t>(1, absl::ToInt64Milliseconds(deadline - absl::Now()));
     if (natsConnection_FlushTimeout(nc, left_ms) != NATS_OK) return false;
@@ -254,7 +221,7 @@ absl::StatusOr<std::unique_ptr<NatsClientImpl>> NatsClientImpl::Create(const std
   return client;
 }
 
-absl::Status NatsClientImpl::StartLoopReceiver(const std::string& probe_prefix) {
+absl::Status NatsClientImpl::StartLoopReceiver() {
   if (loop_) return absl::FailedPreconditionError("nats: loop receiver started already");
   auto receiver = std::make_unique<Receiver>();
   receiver->client = this;
@@ -273,23 +240,7 @@ absl::Status NatsClientImpl::StartLoopReceiver(const std::string& probe_prefix) 
     loop_.reset();
     return st;
   }
-  // The probe's subscription first: drained first in each pump, so that
-  // what arrives with the probe counts as heard live.
-  const std::string inbox = NewInbox();  // "_INBOX.<unique>"
-  loop_probe_subject_ = probe_prefix + inbox.substr(inbox.find('.'));
-  auto st = loop_->Subscribe(&mu_, loop_probe_subject_, [this](const std::string&, const std::string&,
-                                                               const std::string& data) {
-    uint64_t gen = 0;
-    if (absl::SimpleAtoi(data, &gen) && gen == loop_generation_.load() && loop_confirmed_.load() != gen) {
-      loop_confirmed_.store(gen);
-      spdlog::info("nats: the event loop's own connection is live (commands read on the loop)");
-    }
-  });
-  if (!st.ok()) return st;
-  if (up) {
-    if (!loop_->connected_once.HasBeenNotified()) loop_->connected_once.Notify();
-    LoopUp();
-  }
+  if (up && !loop_->connected_once.HasBeenNotified()) loop_->connected_once.Notify();
   return absl::OkStatus();
 }
 
@@ -598,7 +549,7 @@ absl::Status NatsClientImpl::Receiver::Subscribe(absl::Mutex* mu, const std::str
   // on (a gateway attaches to control only after this: it must not be asked
   // before it can hear). Bounded; while disconnected the library resends it.
   // A receiver pumped by an outside loop that may not run yet cannot read
-  // the server's answer: not waited for (its probe tells, LoopReceiverLive).
+  // the server's answer: not waited for (what it hears tells its user).
   if (this == &client->rx_ && natsConnection_Status(conn) == NATS_CONN_STATUS_CONNECTED &&
       natsConnection_FlushTimeout(conn, 2000) != NATS_OK) {
     spdlog::warn("nats: subscription to {} not confirmed by the server yet", subject);

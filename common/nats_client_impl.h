@@ -78,16 +78,13 @@ class NatsClientImpl final : public NatsClient {
   }
   // A third connection, receiving only, for an outside event loop to pump
   // (see NatsClient::LoopReceiverFd), named as the client with " loop"
-  // after it: connects in the background, as the others do. Its probe goes
-  // to a subject of its own under `probe_prefix`, which it must be allowed
-  // to publish and subscribe to (if not, it never turns live). Once, before
+  // after it: connects in the background, as the others do. Once, before
   // SubscribeOnLoop.
-  absl::Status StartLoopReceiver(const std::string& probe_prefix);
+  absl::Status StartLoopReceiver();
   int LoopReceiverFd() const override { return loop_ ? loop_->epfd : -1; }
   absl::Status SubscribeOnLoop(const std::string& subject, Handler handler) override;
   void PumpLoopReceiver() override;
   bool LoopReceiverConnected() const override;
-  bool LoopReceiverLive() override;
 
  private:
   struct Outgoing {
@@ -139,8 +136,6 @@ class NatsClientImpl final : public NatsClient {
   static void OnRxReconnected(natsConnection*, void* closure);
   static void OnLoopConnected(natsConnection*, void* closure);
   static void OnLoopReconnected(natsConnection*, void* closure);
-  void LoopUp();
-  void SendLoopProbe();
   void Subscribed();
   // The options every connection shares; with `receiver`, event-loop mode
   // on it.
@@ -175,10 +170,6 @@ class NatsClientImpl final : public NatsClient {
   std::atomic<int64_t> busy_window_ns_{0};
   // The outside loop's receiver: present once StartLoopReceiver succeeded.
   std::unique_ptr<Receiver> loop_;
-  std::string loop_probe_subject_;
-  std::atomic<uint64_t> loop_generation_{0};  // its connections so far
-  std::atomic<uint64_t> loop_confirmed_{0};   // the last one the loop heard its probe on
-  std::atomic<int64_t> last_probe_ns_{0};
 };
 
 // Whether this libnats lets received messages be freed on the thread that

@@ -281,6 +281,7 @@ int main(int argc, char** argv) {
         presence.RenewAll(now);
       }
       fleet.Expire(now);
+      gather.SendBeacon();
       for (const auto& id : presence.Expire(now)) {
         if (!fleet.IsLive(id, now)) gather.MemberLeft(id);
       }

@@ -293,6 +293,13 @@ ScatterGather::~ScatterGather() {
   mu_.Await(absl::Condition(+[](int* n) { return *n == 0; }, &in_done_));
 }
 
+void ScatterGather::SendBeacon() {
+  if (commands_subject_.empty()) return;
+  v1::BusRequest beacon;
+  beacon.set_format_version(1);
+  (void)bus_->Publish(commands_subject_, beacon.SerializeAsString(), "");
+}
+
 const char* ScatterGather::OpOf(const v1::BusRequest& request) {
   switch (request.op_case()) {
     case v1::BusRequest::kUserQuery: return "user_query";

@@ -83,6 +83,11 @@ class ScatterGather {
     commands_subject_ = std::move(subject);
     commands_route_ = std::move(route);
   }
+  // On the commands subject (if set), a request with no operation and no
+  // reply subject: a gateway whose loop hears these says so in its load
+  // reports (GatewayLoad.commands_on_loop), which proves the whole way, the
+  // NATS permissions included. Call it every half heartbeat. Any thread.
+  void SendBeacon();
   // Subscribes to this replica's reply inbox.
   absl::Status Start();
 

@@ -86,7 +86,7 @@ absl::Status GatewayApp::Build() {
   bus_ = *std::move(bus_or);
   // A third connection, read by the loop itself: commands (sends,
   // terminations) go from the socket to the hub with no thread hand-off.
-  if (absl::Status st = bus_->StartLoopReceiver(LoopProbeSubjectPrefix(config.cluster())); !st.ok()) {
+  if (absl::Status st = bus_->StartLoopReceiver(); !st.ok()) {
     spdlog::warn("nats: no connection for the loop ({}); commands reach it through the bus thread",
                  std::string(st.message()));
   }
@@ -118,9 +118,9 @@ absl::Status GatewayApp::Build() {
     }
     load.set_draining(server_->draining());
     // Commands may come on the commands subject (read by the loop itself)
-    // while its connection is live; a draining gateway takes them the old
-    // way, as its loop is about to end.
-    load.set_commands_on_loop(!server_->draining() && bus_->LoopReceiverLive());
+    // while the loop hears control's beacons there; a draining gateway takes
+    // them the old way, as its loop is about to end.
+    load.set_commands_on_loop(!server_->draining() && CommandsOnLoop());
     return load;
   };
   auto resolver = ControlResolver::Create(config.control().dns_server());
@@ -215,6 +215,12 @@ DrainReport GatewayApp::Drain(Clock& clock) {
   return report;
 }
 
+bool GatewayApp::CommandsOnLoop() const {
+  // Beacons come every half heartbeat: three heartbeats hear six.
+  return bus_handler_ != nullptr &&
+         bus_handler_->CommandsOnLoop(3 * absl::Milliseconds(config_.control().heartbeat_interval_ms()));
+}
+
 void GatewayApp::CollectFromLoop(std::vector<prometheus::MetricFamily>* out) {
   using prometheus::MetricType;
   struct Snapshot {
@@ -276,6 +282,10 @@ void GatewayApp::CollectFromLoop(std::vector<prometheus::MetricFamily>* out) {
                     .Add(static_cast<double>(links.attaches))));
   add(std::move(FamilyBuilder("switchboard_gateway_nats_connected", "1 while connected to NATS", MetricType::Gauge)
                     .Add(bus_->Connected() ? 1 : 0)));
+  add(std::move(FamilyBuilder("switchboard_gateway_commands_on_loop",
+                              "1 while the event loop hears control on the commands subject (commands may come there)",
+                              MetricType::Gauge)
+                    .Add(CommandsOnLoop() ? 1 : 0)));
   add(std::move(FamilyBuilder("switchboard_gateway_draining", "1 once the gateway drains", MetricType::Gauge)
                     .Add(server_->draining() ? 1 : 0)));
   add(std::move(FamilyBuilder("switchboard_gateway_loop_posts_dropped_total",
@@ -402,11 +412,11 @@ std::optional<size_t> GatewayApp::EndLoop() {
 
 void GatewayApp::Stop() {
   if (presence_) presence_->Stop();
+  if (links_) links_->Stop();  // their load reports read the bus handler
   operator_http_.reset();  // it asks the loop, which is gone
   bus_.reset();  // before the handler its subscriptions call
   NatsClientImpl::ShutdownLibrary();
   bus_handler_.reset();
-  if (links_) links_->Stop();
   hub_.reset();
   server_.reset();
 }

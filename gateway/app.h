@@ -75,6 +75,9 @@ class GatewayApp final : public DrainTarget {
   // The /metrics of the operator listener; loop-owned counts are copied
   // on the loop at each scrape (CollectFromLoop).
   void CollectFromLoop(std::vector<prometheus::MetricFamily>* out);
+  // Its event loop hears control on the commands subject
+  // (BusHandler::CommandsOnLoop). Any thread.
+  bool CommandsOnLoop() const;
 
   v1::Config config_;
   Options options_;

@@ -51,8 +51,9 @@ absl::Status BusHandler::Start(const std::string& cluster) {
     // Commands read on the loop itself, from a connection of its own
     // subscribed to the commands subject: no wake-up between the socket and
     // the command. Control sends them there once every gateway it asks
-    // reports such a connection live (GatewayLoad.commands_on_loop); until
-    // then, and from older replicas, on the gateways subject (OnMessage).
+    // reports that its loop hears control's beacons there
+    // (CommandsOnLoop, GatewayLoad.commands_on_loop); until then, and from
+    // older replicas, on the gateways subject (OnMessage).
     NatsClient* bus = bus_;
     if (!loop_->Watch(fd, [bus] { bus->PumpLoopReceiver(); })) {
       spdlog::warn("bus: the loop cannot read the bus itself; commands reach it through the bus thread");
@@ -107,7 +108,16 @@ void BusHandler::OnMessage(const std::string& reply_to, const std::string& data)
 void BusHandler::OnLoopMessage(const std::string& reply_to, const std::string& data) {
   const absl::Time received = absl::Now();
   v1::BusRequest request;
-  if (reply_to.empty() || !request.ParseFromString(data)) {
+  const bool parsed = request.ParseFromString(data);
+  if (parsed && reply_to.empty() && request.op_case() == v1::BusRequest::OP_NOT_SET) {
+    // Control's beacon (ScatterGather::SendBeacon): this loop hears control
+    // on the commands subject.
+    if (last_beacon_ns_.exchange(absl::ToUnixNanos(received)) == 0) {
+      spdlog::info("bus: control heard on the commands subject: commands are read on the loop");
+    }
+    return;
+  }
+  if (reply_to.empty() || !parsed) {
     if (malformed_metric_ != nullptr) malformed_metric_->Increment();
     if (malformed_.fetch_add(1) == 0) spdlog::warn("bus: dropping malformed request");
     return;
@@ -137,6 +147,11 @@ void BusHandler::RunCommand(const v1::BusRequest& request, const std::string& re
   }
   Send(reply_to, std::move(reply), /*now=*/false);
   Handled(op, received);
+}
+
+bool BusHandler::CommandsOnLoop(absl::Duration window) const {
+  const int64_t last = last_beacon_ns_.load();
+  return last != 0 && absl::Now() - absl::FromUnixNanos(last) < window && bus_->LoopReceiverConnected();
 }
 
 BusHandler::Op BusHandler::OpOf(const v1::BusRequest& request) {

@@ -43,6 +43,10 @@ class BusHandler {
       : bus_(bus), loop_(loop), hub_(hub), keys_(keys) {}
   absl::Status Start(const std::string& cluster);
   uint64_t malformed() const { return malformed_.load(); }
+  // The loop's own connection is up and has heard control's beacon on the
+  // commands subject within `window`: commands sent there reach the loop.
+  // Any thread.
+  bool CommandsOnLoop(absl::Duration window) const;
   // Counts requests by operation and times them (received to answered) in
   // `metrics`, which outlives the handler. Before Start().
   void EnableMetrics(Metrics* metrics);
@@ -61,6 +65,7 @@ class BusHandler {
   Hub* hub_;
   const AnswerKeys* keys_;
   std::atomic<uint64_t> malformed_{0};
+  std::atomic<int64_t> last_beacon_ns_{0};  // Unix ns; 0: never
   // Per BusRequest operation (its oneof case, or kOther): prometheus-cpp's
   // counters and histograms are safe from any thread.
   enum Op { kUserQuery, kTerminate, kDisconnect, kSend, kOther, kOps };

@@ -709,10 +709,10 @@ class GatewayDrainTest(unittest.TestCase):
 class CommandsOnTheLoopTest(unittest.TestCase):
     def test_commands_go_to_the_gateways_loops_once_every_gateway_reports_it(self):
         """Once both gateways report (load, on the attach stream) that their
-        event loop reads the commands subject on a connection of its own,
-        control sends commands there only: nats-server delivers them to the
-        loops' connections and to no other of the gateways'; the answer and
-        the client are as before."""
+        event loop hears control's beacons on the commands subject, on a
+        connection of its own, control sends commands there only:
+        nats-server delivers them to the loops' connections and to no other
+        of the gateways'; the answer and the client are as before."""
         c = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=2, http=False)
         ch = grpc.insecure_channel("127.0.0.1:%d" % c.control_port)
         try:
@@ -780,14 +780,15 @@ class NatsKeepaliveTest(unittest.TestCase):
             before = conns()
             # Control: one connection to publish, one to receive; each
             # gateway those two and a third its event loop reads commands
-            # from, live (its probe came back through the least permissions).
+            # from, which hears control's beacons (through the least
+            # permissions).
             self.assertEqual(sorted(before.values()), sorted(["switchboard-control"] * 2 +
                                                              ["switchboard-gateway gw-1"] * 2 +
                                                              ["switchboard-gateway gw-2"] * 2 +
                                                              ["switchboard-gateway gw-1 loop",
                                                               "switchboard-gateway gw-2 loop"]), before)
             for g, (p, _) in c.gateways.items():
-                p.wait_line(r"the event loop's own connection is live")
+                p.wait_line(r"control heard on the commands subject")
             # Twelve server pings (3 s, an observation window): a connection
             # that missed two would be gone and come back with a new cid.
             t0 = time.monotonic()

@@ -157,6 +157,8 @@ class MetricsTest(unittest.TestCase):
                            value(before["gw-1"], "switchboard_gateway_sent_bytes_total"))
         self.assertEqual(value(now["gw-1"], "switchboard_gateway_control_replicas_attached"), 1)
         self.assertEqual(value(now["gw-1"], "switchboard_gateway_nats_connected"), 1)
+        wait_until(lambda: value(gw_metrics("gw-1"), "switchboard_gateway_commands_on_loop") == 1, 10,
+                   "gw-1's loop hearing control on the commands subject")
         self.assertEqual(value(now["gw-1"], "switchboard_gateway_loop_responsive"), 1)
         self.assertGreater(value(now["gw-1"], "switchboard_gateway_loop_lag_seconds_count"), 0)
         # A client that leaves: its close handshake is the client's.

@@ -286,6 +286,11 @@ TEST_F(ScatterGatherTest, CommandsGoToTheCommandsSubjectOnlyWhenEveryGatewayAske
   r = CallAndWait(absl::Seconds(30), Terminate());
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(heard_now(), std::vector<std::string>{kSubject});
+
+  // The beacon gateways' loops listen for: on the commands subject, with
+  // no operation (and no reply subject).
+  sg_->SendBeacon();
+  EXPECT_EQ(heard_now(), std::vector<std::string>{kCommands});
 }
 
 TEST_F(ScatterGatherTest, TerminateIsPublishedEvenWhenTheFleetLooksEmpty) {
