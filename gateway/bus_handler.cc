@@ -74,8 +74,7 @@ void BusHandler::OnMessage(const std::string& reply_to, const std::string& data)
   auto request = std::make_shared<v1::BusRequest>();
   const absl::Time received = absl::Now();
   if (reply_to.empty() || !request->ParseFromString(data)) {
-    if (malformed_metric_ != nullptr) malformed_metric_->Increment();
-    if (malformed_.fetch_add(1) == 0) spdlog::warn("bus: dropping malformed request");
+    DropMalformed();
     return;
   }
   const Op op = OpOf(*request);
@@ -87,11 +86,7 @@ void BusHandler::OnMessage(const std::string& reply_to, const std::string& data)
     Handled(op, received);
     return;
   }
-  if (!FirstTime(*request)) {
-    if (repeated_ != nullptr) repeated_->Increment();
-    spdlog::debug("bus: {} heard again; already done", request->request_id());
-    return;
-  }
+  if (!FirstTime(*request)) return;
   if (auto nothing = hub_->AnswerIfNothingToDo(*request)) {
     // No session here to act on (most gateways, for one user's command):
     // answered here, as a query is.
@@ -118,8 +113,7 @@ void BusHandler::OnLoopMessage(const std::string& reply_to, const std::string& d
     return;
   }
   if (reply_to.empty() || !parsed) {
-    if (malformed_metric_ != nullptr) malformed_metric_->Increment();
-    if (malformed_.fetch_add(1) == 0) spdlog::warn("bus: dropping malformed request");
+    DropMalformed();
     return;
   }
   if (Hub::IsQuery(request)) {  // control sends none here; answered all the same
@@ -127,11 +121,7 @@ void BusHandler::OnLoopMessage(const std::string& reply_to, const std::string& d
     Handled(kUserQuery, received);
     return;
   }
-  if (!FirstTime(request)) {
-    if (repeated_ != nullptr) repeated_->Increment();
-    spdlog::debug("bus: {} heard again; already done", request.request_id());
-    return;
-  }
+  if (!FirstTime(request)) return;
   RunCommand(request, reply_to, OpOf(request), received);
 }
 
@@ -199,6 +189,11 @@ void BusHandler::Handled(Op op, absl::Time received) {
   m.seconds->Observe(absl::ToDoubleSeconds(absl::Now() - received));
 }
 
+void BusHandler::DropMalformed() {
+  if (malformed_metric_ != nullptr) malformed_metric_->Increment();
+  if (malformed_.fetch_add(1) == 0) spdlog::warn("bus: dropping malformed request");
+}
+
 bool BusHandler::FirstTime(const v1::BusRequest& request) {
   const absl::Duration remember =
       request.remember_ms() > 0 ? absl::Milliseconds(request.remember_ms()) : kDefaultRemember;
@@ -210,6 +205,10 @@ bool BusHandler::FirstTime(const v1::BusRequest& request) {
     if (uint64_t held = 0; limiter.Allow(&held)) {
       spdlog::warn("bus: {} command IDs remembered, the bound: the oldest let go before their time", recent_.size());
     }
+  }
+  if (!first) {
+    if (repeated_ != nullptr) repeated_->Increment();
+    spdlog::debug("bus: {} heard again; already done", request.request_id());
   }
   return first;
 }

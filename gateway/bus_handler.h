@@ -86,7 +86,11 @@ class BusHandler {
   // kDefaultRemember from replicas that do not say (control's longest
   // default deadline, and a second).
   static constexpr absl::Duration kDefaultRemember = absl::Seconds(11);
+  // False (counted, and logged at debug) for a command heard before.
   bool FirstTime(const v1::BusRequest& request);
+  // An unreadable message, or one without a reply subject: counted, the
+  // first one logged.
+  void DropMalformed();
   absl::Mutex recent_mu_;
   RecentIds recent_ ABSL_GUARDED_BY(recent_mu_);
 };
