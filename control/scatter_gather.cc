@@ -71,6 +71,8 @@ void ScatterGather::Call(v1::BusRequest request, absl::Time deadline, Done done)
   pending->asked = live_();
   pending->not_ready = readiness_ ? readiness_() : "";
   pending->done = std::move(done);
+  pending->request_id = request_id;
+  pending->command = command;
   // Only to a fleet known whole, every member of which reads it: a gateway
   // not known yet (after a restart) hears the gateways subject.
   pending->subject = command && commands_route_ && pending->not_ready.empty() && !pending->asked.empty() &&
@@ -116,17 +118,118 @@ void ScatterGather::Call(v1::BusRequest request, absl::Time deadline, Done done)
     request.set_remember_ms(static_cast<uint32_t>(std::clamp<int64_t>(left_ms, 0, 3600 * 1000) + 1000));
   }
   pending->wire = request.SerializeAsString();
-  auto st = bus_->PublishNow(*pending->subject, pending->wire, inbox_);
-  if (!st.ok()) {
-    std::shared_ptr<Pending> p;
+  if (command) {
     {
       absl::MutexLock lock(&mu_);
-      p = Take(request_id);
+      auto it = pending_.find(request_id);
+      if (it == pending_.end() || it->second != pending) return;  // ended already (a deadline in the past)
+      if (!AdmitLocked(pending)) return;  // waits for a change of subject
     }
-    if (p == nullptr) return;
-    timers_->Cancel(timer);
-    p->done(absl::UnavailableError(std::string("message bus unavailable: ") + std::string(st.message())));
-    DoneReturned();
+  }
+  Publish(pending);
+}
+
+void ScatterGather::Publish(const std::shared_ptr<Pending>& pending) {
+  auto st = bus_->PublishNow(*pending->subject, pending->wire, inbox_);
+  if (st.ok()) return;
+  std::shared_ptr<Pending> p;
+  {
+    absl::MutexLock lock(&mu_);
+    p = Take(pending->request_id);
+  }
+  if (p == nullptr) return;
+  if (p->timer != 0) timers_->Cancel(p->timer);
+  p->done(absl::UnavailableError(std::string("message bus unavailable: ") + std::string(st.message())));
+  DoneReturned();
+  ReleaseHeld();
+}
+
+bool ScatterGather::AdmitLocked(const std::shared_ptr<Pending>& p) {
+  if (!held_.empty() || releasing_) {
+    // Behind commands already waiting (or being published): in call order.
+    p->held_since = absl::Now();
+    held_.push_back(p);
+    return false;
+  }
+  if (route_ != nullptr && p->subject != route_ && route_in_flight_ > 0) {
+    // A change of subject while commands sent on the old one are still in
+    // flight: a gateway reads the two subjects on different threads and
+    // could run this one first. Wait until they are answered (or
+    // kRouteSwitchWait, past which their gateways are late anyway).
+    p->held_since = absl::Now();
+    held_.push_back(p);
+    route_waits_.fetch_add(1);
+    if (hold_timer_ == 0) {
+      hold_timer_ = timers_->Schedule(p->held_since + kRouteSwitchWait, [this] { OnHoldTimer(); });
+    }
+    return false;
+  }
+  CountLocked(p.get());
+  return true;
+}
+
+void ScatterGather::CountLocked(Pending* p) {
+  if (p->subject != route_) {
+    // Rare (a gateway joins, leaves, drains, or its loop's connection
+    // comes or goes): worth a line.
+    spdlog::info("bus: commands now go to {}", *p->subject);
+    route_ = p->subject;
+    ++route_gen_;
+    route_in_flight_ = 0;
+  }
+  p->route_gen = route_gen_;
+  p->published = true;
+  ++route_in_flight_;
+}
+
+void ScatterGather::OnHoldTimer() {
+  {
+    absl::MutexLock lock(&mu_);
+    hold_timer_ = 0;
+    if (!closed_.ok()) return;
+    ++in_done_;  // the destructor waits for this thread to leave
+  }
+  ReleaseHeld();
+  DoneReturned();
+}
+
+void ScatterGather::ReleaseHeld() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (releasing_ || held_.empty()) return;  // the thread releasing looks again before it leaves
+    releasing_ = true;
+  }
+  for (;;) {
+    std::shared_ptr<Pending> next;
+    {
+      absl::MutexLock lock(&mu_);
+      while (next == nullptr) {
+        if (held_.empty()) {
+          releasing_ = false;
+          return;
+        }
+        std::shared_ptr<Pending> head = held_.front();
+        auto it = pending_.find(head->request_id);
+        if (it == pending_.end() || it->second != head) {  // its deadline ended it meanwhile
+          held_.pop_front();
+          continue;
+        }
+        if (route_ != nullptr && head->subject != route_ && route_in_flight_ > 0 &&
+            absl::Now() < head->held_since + kRouteSwitchWait) {
+          // Still waiting: the last answer on the old subject, or the timer,
+          // calls this again.
+          if (hold_timer_ == 0) {
+            hold_timer_ = timers_->Schedule(head->held_since + kRouteSwitchWait, [this] { OnHoldTimer(); });
+          }
+          releasing_ = false;
+          return;
+        }
+        held_.pop_front();
+        CountLocked(head.get());
+        next = std::move(head);
+      }
+    }
+    Publish(next);
   }
 }
 
@@ -135,6 +238,7 @@ std::shared_ptr<ScatterGather::Pending> ScatterGather::Take(const std::string& r
   if (it == pending_.end()) return nullptr;
   std::shared_ptr<Pending> p = std::move(it->second);
   pending_.erase(it);
+  if (p->command && p->published && p->route_gen == route_gen_) --route_in_flight_;
   // Under the lock so counts never go out of order (an atomic store).
   bus_->SetAwaitingAnswers(static_cast<int>(pending_.size()));
   ++in_done_;
@@ -154,6 +258,9 @@ void ScatterGather::Close(const absl::Status& why) {
     closed_ = status;
     for (auto& [id, p] : pending_) left.emplace_back(p, p->timer);
     pending_.clear();
+    held_.clear();
+    if (hold_timer_ != 0) timers_->Cancel(hold_timer_);
+    hold_timer_ = 0;
     bus_->SetAwaitingAnswers(0);
   }
   for (auto& [p, timer] : left) {
@@ -395,6 +502,8 @@ void ScatterGather::Finish(const std::string& request_id, bool timed_out) {
     timer = p->timer;
   }
   if (!timed_out && timer != 0) timers_->Cancel(timer);
+  // A command waiting for this one's subject to fall quiet may go now.
+  ReleaseHeld();
   GatherResult result;
   result.asked = p->asked;
   result.answers = std::move(p->answers);

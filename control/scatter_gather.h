@@ -1,7 +1,8 @@
 #pragma once
 
-#include <functional>
 #include <atomic>
+#include <deque>
+#include <functional>
 #include <map>
 #include <set>
 #include <memory>
@@ -54,6 +55,9 @@ class ScatterGather {
   using ReadinessFn = std::function<std::string()>;
   // How long a call waits for unknown gateways when it knows of none.
   static constexpr absl::Duration kUnknownFleetWindow = absl::Milliseconds(250);
+  // How long a command waits, at most, for the commands published on the
+  // other subject to be answered before it changes subject (see Admit).
+  static constexpr absl::Duration kRouteSwitchWait = absl::Milliseconds(50);
 
   // Whether an answer for `gateway_id` comes from it: the answer's bytes
   // and its MAC (empty when it carries none). Any thread; must be quick.
@@ -78,6 +82,11 @@ class ScatterGather {
   // `subject` instead of the gateways subject when `route` says that every
   // gateway asked reads it (their event loops do, from a NATS connection of
   // their own); otherwise, and without this, on the gateways subject.
+  // Commands stay in the order they were called across a change of subject:
+  // the first one on the new subject waits (kRouteSwitchWait at most) until
+  // those still in flight on the old one are answered, and later ones queue
+  // behind it, so that no gateway reads a command from its loop's connection
+  // before it has run an earlier one from its NATS thread's, or the reverse.
   using RouteFn = std::function<bool(const std::vector<std::string>& asked)>;
   void set_commands_subject(std::string subject, RouteFn route) {
     commands_subject_ = std::move(subject);
@@ -108,6 +117,8 @@ class ScatterGather {
   void Reask(const std::string& gateway_id);
   // Requests published again by Reask.
   uint64_t reasked() const { return reasked_.load(); }
+  // Commands that waited for a change of subject (see set_commands_subject).
+  uint64_t route_waits() const { return route_waits_.load(); }
 
   size_t in_flight() const;
 
@@ -141,6 +152,13 @@ class ScatterGather {
     uint64_t timer = 0;
     std::string wire;  // the request as published
     const std::string* subject = nullptr;  // where (subject_ or commands_subject_)
+    std::string request_id;
+    // A command: published (or held back, see Admit) on route_'s generation
+    // `route_gen`.
+    bool command = false;
+    bool published = false;
+    uint64_t route_gen = 0;
+    absl::Time held_since;
   };
   // Counts a finished gather (p: null for one that asked nobody).
   void Record(const char* op, absl::Time started, const GatherResult& result, const Pending* p);
@@ -153,6 +171,16 @@ class ScatterGather {
   // it in in_done_ until DoneReturned() says its `done` has returned.
   std::shared_ptr<Pending> Take(const std::string& request_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DoneReturned();
+  // Under mu_: whether command `p` may be published now on its subject
+  // (counted as in flight on the route); if not, it is queued in held_.
+  bool AdmitLocked(const std::shared_ptr<Pending>& p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CountLocked(Pending* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Publishes the held commands that may go now, in order (one thread at a
+  // time); arms a timer for the first that must still wait.
+  void ReleaseHeld();
+  void OnHoldTimer();
+  // Publishes a call's request; if the bus refuses it, ends the call.
+  void Publish(const std::shared_ptr<Pending>& p);
 
   NatsClient* bus_;
   TimerQueue* timers_;
@@ -172,6 +200,17 @@ class ScatterGather {
   absl::flat_hash_map<std::string, std::shared_ptr<Pending>> pending_ ABSL_GUARDED_BY(mu_);
   absl::Status closed_ ABSL_GUARDED_BY(mu_);  // not OK once closed
   int in_done_ ABSL_GUARDED_BY(mu_) = 0;      // calls taken out of pending_ whose done has not returned
+  // The subject commands go to now, its generation (one per change) and
+  // how many published there are still in flight; the commands waiting for a
+  // change of subject, in call order.
+  const std::string* route_ ABSL_GUARDED_BY(mu_) = nullptr;
+  uint64_t route_gen_ ABSL_GUARDED_BY(mu_) = 0;
+  int route_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  std::deque<std::shared_ptr<Pending>> held_ ABSL_GUARDED_BY(mu_);
+  bool releasing_ ABSL_GUARDED_BY(mu_) = false;      // a thread is in ReleaseHeld
+  bool release_again_ ABSL_GUARDED_BY(mu_) = false;  // and should look again before it leaves
+  uint64_t hold_timer_ ABSL_GUARDED_BY(mu_) = 0;
+  std::atomic<uint64_t> route_waits_{0};
   bool IdleLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return pending_.empty() && in_done_ == 0; }
 };
 

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <future>
+#include <map>
 #include <optional>
 #include <tuple>
 
@@ -291,6 +292,141 @@ TEST_F(ScatterGatherTest, CommandsGoToTheCommandsSubjectOnlyWhenEveryGatewayAske
   // no operation (and no reply subject).
   sg_->SendBeacon();
   EXPECT_EQ(heard_now(), std::vector<std::string>{kCommands});
+}
+
+// Two gateways' threads read the two subjects: a command must not go out on
+// the new subject while one sent earlier on the old one is still in flight,
+// or a gateway could run them out of call order. The first command after a
+// change of subject waits for the earlier ones' answers, later ones queue
+// behind it, and all go out in call order.
+class CommandRouteSwitchTest : public ScatterGatherTest {
+ protected:
+  static constexpr char kCommands[] = "switchboard.test.commands";
+  void SetUp() override {
+    sg_ = std::make_unique<ScatterGather>(&bus_, &timers_, [this] { return live_; }, kSubject);
+    sg_->set_commands_subject(kCommands, [this](const std::vector<std::string>&) { return all_read_.load(); });
+    ASSERT_TRUE(sg_->Start().ok());
+    for (const char* subject : {kCommands, kSubject}) {
+      ASSERT_TRUE(bus_.Subscribe(subject, [this](const std::string& subj, const std::string& reply,
+                                                 const std::string& data) {
+                        v1::BusRequest req;
+                        ASSERT_TRUE(req.ParseFromString(data));
+                        absl::MutexLock lock(&mu_);
+                        heard_.push_back(subj + " " + req.request_id());
+                        // The gateways subject's answers wait until told
+                        // (a gateway's NATS thread still busy with them).
+                        if (subj == kSubject) {
+                          waiting_.emplace_back(req.request_id(), reply);
+                        } else {
+                          answer_now_.emplace_back(req.request_id(), reply);
+                        }
+                      }).ok());
+    }
+    live_ = {"gw-a"};
+  }
+  // Answers what the commands subject carried (outside the bus's callback).
+  void AnswerCommands() { AnswerAll(&answer_now_); }
+  void AnswerGatewaysSubject() { AnswerAll(&waiting_); }
+  void AnswerAll(std::vector<std::pair<std::string, std::string>>* which) {
+    std::vector<std::pair<std::string, std::string>> now;
+    {
+      absl::MutexLock lock(&mu_);
+      now.swap(*which);
+    }
+    for (const auto& [id, reply] : now) {
+      v1::BusReply answer;
+      answer.set_format_version(1);
+      answer.set_request_id(id);
+      answer.set_gateway_id("gw-a");
+      (void)bus_.Publish(reply, answer.SerializeAsString(), "");
+    }
+  }
+  std::vector<std::string> heard() {
+    absl::MutexLock lock(&mu_);
+    return heard_;
+  }
+  // Starts a terminate with request ID `id`; its result lands in results_.
+  void Start(const std::string& id, absl::Duration deadline = absl::Seconds(30)) {
+    v1::BusRequest req = Terminate();
+    req.set_request_id(id);
+    sg_->Call(req, absl::Now() + deadline, [this, id](absl::StatusOr<GatherResult> r) {
+      absl::MutexLock lock(&mu_);
+      results_[id] = r.ok() && r->complete;
+    });
+  }
+  bool Finished(const std::string& id, absl::Duration within = absl::Seconds(10)) {
+    absl::MutexLock lock(&mu_);
+    auto done = [this, &id]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return results_.count(id) > 0; };
+    return mu_.AwaitWithTimeout(absl::Condition(&done), within);
+  }
+
+  std::atomic<bool> all_read_{false};
+  std::vector<std::string> heard_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::pair<std::string, std::string>> waiting_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::pair<std::string, std::string>> answer_now_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, bool> results_ ABSL_GUARDED_BY(mu_);
+};
+
+TEST_F(CommandRouteSwitchTest, CommandsAfterAChangeOfSubjectWaitForTheEarlierOnesAnswers) {
+  const std::string g = kSubject, c = kCommands;
+  Start("A");  // on the gateways subject, not answered yet
+  all_read_ = true;
+  Start("B");  // wants the commands subject: waits for A
+  Start("C");  // behind B
+  EXPECT_EQ(heard(), std::vector<std::string>{g + " A"});
+  EXPECT_FALSE(Finished("B", absl::Milliseconds(10)));
+  AnswerGatewaysSubject();  // A answered: B, then C, go out
+  ASSERT_TRUE(Finished("A"));
+  EXPECT_EQ(heard(), (std::vector<std::string>{g + " A", c + " B", c + " C"}));
+  AnswerCommands();
+  ASSERT_TRUE(Finished("B"));
+  ASSERT_TRUE(Finished("C"));
+  EXPECT_EQ(sg_->route_waits(), 1u);
+  {
+    absl::MutexLock lock(&mu_);
+    EXPECT_TRUE(results_["A"] && results_["B"] && results_["C"]);
+  }
+
+  // Nothing in flight: a change of subject waits for nothing.
+  all_read_ = false;
+  Start("D");
+  EXPECT_EQ(heard().back(), g + " D");
+  AnswerGatewaysSubject();
+  ASSERT_TRUE(Finished("D"));
+  EXPECT_EQ(sg_->route_waits(), 1u);
+  EXPECT_EQ(sg_->in_flight(), 0u);
+}
+
+TEST_F(CommandRouteSwitchTest, AWaitForAnAnswerThatDoesNotComeIsBounded) {
+  const std::string g = kSubject, c = kCommands;
+  Start("A");  // never answered before its 30 s deadline
+  all_read_ = true;
+  const absl::Time start = absl::Now();
+  Start("B");
+  Start("C");
+  // B goes out after kRouteSwitchWait, not after A's deadline; C behind it.
+  for (int i = 0; i < 1000 && heard().size() < 3; ++i) absl::SleepFor(absl::Milliseconds(5));
+  const absl::Duration waited = absl::Now() - start;
+  EXPECT_EQ(heard(), (std::vector<std::string>{g + " A", c + " B", c + " C"}));
+  EXPECT_GE(waited, ScatterGather::kRouteSwitchWait);
+  EXPECT_LT(waited, absl::Seconds(5));
+  AnswerCommands();
+  ASSERT_TRUE(Finished("B"));
+  ASSERT_TRUE(Finished("C"));
+  EXPECT_FALSE(Finished("A", absl::Milliseconds(1)));  // still waiting for its gateway
+  AnswerGatewaysSubject();
+  ASSERT_TRUE(Finished("A"));
+}
+
+TEST_F(CommandRouteSwitchTest, CloseEndsTheCommandsStillWaiting) {
+  Start("A");
+  all_read_ = true;
+  Start("B");
+  sg_->Close(absl::UnavailableError("shutting down"));
+  ASSERT_TRUE(Finished("A"));
+  ASSERT_TRUE(Finished("B"));
+  absl::SleepFor(ScatterGather::kRouteSwitchWait * 2);  // the hold timer, cancelled, publishes nothing
+  EXPECT_EQ(heard(), std::vector<std::string>{std::string(kSubject) + " A"});
 }
 
 TEST_F(ScatterGatherTest, TerminateIsPublishedEvenWhenTheFleetLooksEmpty) {
