@@ -105,8 +105,16 @@ absl::Status GatewayApp::Build() {
   link_opts.lease = absl::Milliseconds(config.control().lease_ms());
   link_opts.credentials = ChannelCredentials(config);
   if (signs_answers) {
+    answer_keys_.set_signing(true);
     link_opts.on_welcome = [this](const v1::ControlWelcome& w) {
-      if (!w.answer_key().empty() && !w.reply_subject().empty()) answer_keys_.Set(w.reply_subject(), w.answer_key());
+      if (w.answer_key().empty() || w.reply_subject().empty()) return;
+      // Answers to this replica's requests that came before its welcome
+      // (AnswerKeys::Sign held them): signed now, sent now.
+      for (auto& data : answer_keys_.Set(w.reply_subject(), w.answer_key(), absl::Now())) {
+        if (auto st = bus_->PublishNow(w.reply_subject(), data); !st.ok()) {
+          spdlog::warn("bus: a held answer was not sent: {}", std::string(st.message()));
+        }
+      }
     };
   }
   // The hub exists before any link starts (Start()).

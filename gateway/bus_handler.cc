@@ -215,13 +215,16 @@ bool BusHandler::FirstTime(const v1::BusRequest& request) {
 
 void BusHandler::Send(const std::string& reply_to, v1::BusReply reply, bool now) {
   const size_t limit = bus_->MaxPayload() > 4096 ? bus_->MaxPayload() - 1024 : bus_->MaxPayload();
-  // Signed with the asking replica's key, so that only this gateway can
-  // answer as itself (no key yet from that replica: unsigned, and it is
-  // named as missing there).
-  const std::string key = keys_ != nullptr ? keys_->KeyFor(reply_to) : std::string();
+  const absl::Time at = absl::Now();
   for (auto& part : SplitReply(std::move(reply), limit)) {
     std::string data = part.SerializeAsString();
-    if (!key.empty()) data = SignAnswer(key, std::move(data));
+    // Signed with the asking replica's key, so that only this gateway can
+    // answer as itself. Before that replica's welcome has brought its key:
+    // unsigned (it is not believed), and sent again signed when the key
+    // comes (AnswerKeys), from the control link's thread.
+    if (keys_ != nullptr && !keys_->Sign(reply_to, &data, at)) {
+      spdlog::debug("bus: answer to {} unsigned: no key from that replica yet", reply_to);
+    }
     // From the loop: written there, no hand-off to the sender thread (a
     // wake-up on the answer's path), never waiting on the socket.
     auto st = now ? bus_->PublishNow(reply_to, data) : bus_->PublishFromLoop(reply_to, data);

@@ -39,7 +39,7 @@ std::vector<v1::BusReply> SplitReply(v1::BusReply reply, size_t max_bytes);
 class BusHandler {
  public:
   // `keys`: each replica's answer key, to sign answers with (null: unsigned).
-  BusHandler(NatsClient* bus, Dispatcher* loop, Hub* hub, const AnswerKeys* keys = nullptr)
+  BusHandler(NatsClient* bus, Dispatcher* loop, Hub* hub, AnswerKeys* keys = nullptr)
       : bus_(bus), loop_(loop), hub_(hub), keys_(keys) {}
   absl::Status Start(const std::string& cluster);
   uint64_t malformed() const { return malformed_.load(); }
@@ -63,7 +63,7 @@ class BusHandler {
   NatsClient* bus_;
   Dispatcher* loop_;
   Hub* hub_;
-  const AnswerKeys* keys_;
+  AnswerKeys* keys_;
   std::atomic<uint64_t> malformed_{0};
   std::atomic<int64_t> last_beacon_ns_{0};  // Unix ns; 0: never
   // Per BusRequest operation (its oneof case, or kOther): prometheus-cpp's

@@ -759,6 +759,87 @@ class CommandsOnTheLoopTest(unittest.TestCase):
             c.close()
 
 
+class CommandsInOrderAcrossChangesOfSubjectTest(unittest.TestCase):
+    def test_pipelined_sends_arrive_in_order_while_gateways_join_and_leave(self):
+        """Control sends commands on the commands subject (read by each
+        gateway's loop) or the gateways subject (read by its NATS thread),
+        whichever every gateway asked can hear; the choice changes twice when
+        a gateway joins (it reports its loop only once it hears control's
+        beacon there). One caller's sends, many in flight at once on one channel,
+        must still reach the user's session in call order across those
+        changes."""
+        c = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=2, http=False)
+        ch = grpc.insecure_channel("127.0.0.1:%d" % c.control_port)
+        stop = threading.Event()
+        try:
+            s = stub_mod.ControlStub(ch)
+            wait_until(lambda: len(s.ListGateways(pb.ListGatewaysRequest(), metadata=API_KEY, timeout=2).gateways) == 2,
+                       10, "both gateways attached")
+            driver.send(op="centrifuge", name="inorder", url=c.ws_url("gw-1"), token=c.token("inorder-1"))
+            driver.wait_event("inorder", "server_subscribed", channel="#inorder-1")
+            handed = []  # the sequence numbers the answers say gw-1 took
+            errors, incomplete = [], []
+
+            def sender():
+                try:
+                    send_all()
+                except Exception as e:  # noqa: BLE001 (reported below)
+                    errors.append(e)
+                    stop.set()
+
+            def send_all():
+                n, window = 0, []
+                while not stop.is_set() or window:
+                    while not stop.is_set() and len(window) < 16:
+                        n += 1
+                        req = pb.SendToUserRequest(app_id="demo", user_id="inorder-1", event="e")
+                        req.data.string_value = "%d" % n
+                        window.append((n, s.SendToUser.future(req, metadata=API_KEY, timeout=10)))
+                    m, f = window.pop(0)
+                    r = f.result()
+                    if not r.coverage.complete:
+                        incomplete.append((m, r.coverage.incomplete_reason))
+                    if r.delivered_per_gateway.get("gw-1") == 1:
+                        handed.append(m)
+            t = threading.Thread(target=sender)
+            t.start()
+            def switches():
+                return [line.rsplit(" ", 1)[1] for p in c.controls for line in p.lines
+                        if "bus: commands now go to" in line]
+            before = len(switches())
+            for i in range(3):
+                c.add_gateway("gw-join-%d" % i)
+                wait_until(lambda: len(s.ListGateways(pb.ListGatewaysRequest(), metadata=API_KEY,
+                                                      timeout=2).gateways) == 3 + i, 10, "gw-join-%d attached" % i)
+                # Until control has seen its loop proven (its beacon heard):
+                # commands back on the loops' subject.
+                wait_until(lambda: switches()[-1].endswith(".commands"), 10, "commands back on the loops' subject")
+            stop.set()
+            t.join(60)
+            self.assertFalse(t.is_alive())
+            self.assertEqual(errors, [])
+            # A new gateway is asked from the moment it attached, before its
+            # welcome (with this replica's answer key) reaches it: its
+            # answers to those first calls come again, signed, once the key
+            # is in, and the calls are complete (not left to their deadline).
+            self.assertEqual(incomplete, [])
+            self.assertGreater(len(handed), 100)
+            # The joins changed the subject under the sends (to the gateways
+            # subject while a new gateway's loop was unproven, and back).
+            self.assertGreaterEqual(len(switches()) - before, 2, switches())
+            wait_until(lambda: len([e for e in driver.events("inorder") if e["event"] == "publication"]) >= len(handed),
+                       20, "every publication handed to the session")
+            got = [int(e["data"]) for e in driver.events("inorder") if e["event"] == "publication"]
+            # Every one handed over, once, in call order.
+            self.assertEqual(got, sorted(set(got)))
+            self.assertEqual(got, handed)
+            driver.send(op="close", name="inorder")
+        finally:
+            stop.set()
+            ch.close()
+            c.close()
+
+
 class NatsKeepaliveTest(unittest.TestCase):
     """Its own cluster: nats-server pings every client connection four times
     a second and drops one that misses two answers (its default: every two
