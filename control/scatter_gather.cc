@@ -285,10 +285,12 @@ void ScatterGather::OnReply(const std::string& subject, const std::string& data)
   const std::string request_id = reply.request_id();
   const std::string gw = reply.gateway_id();
   bool authentic = true;
+  bool unsigned_answer = false;
   if (auth_) {
     std::string_view body, mac;
     if (!SplitSignedAnswer(data, &body, &mac)) body = data;
     authentic = auth_(gw, body, mac);
+    unsigned_answer = mac.empty();
   }
   bool all_in = false;
   {
@@ -305,7 +307,12 @@ void ScatterGather::OnReply(const std::string& subject, const std::string& data)
       ++unauthenticated_;
       int64_t last = unauthenticated_logged_ms_.load();
       if (now_ms - last >= 10000 && unauthenticated_logged_ms_.compare_exchange_strong(last, now_ms)) {
-        spdlog::warn("bus: an answer naming gateway {} could not be authenticated and was dropped ({} so far)", gw,
+        // Unsigned: a gateway this replica has not welcomed (cut from it,
+        // or its welcome still on the way: it answers again, signed, once
+        // the key is in); signed with another key: someone else.
+        spdlog::warn("bus: an answer naming gateway {} could not be authenticated and was dropped ({}; {} so far)", gw,
+                     unsigned_answer ? "unsigned: this replica's welcome has not reached it, or it is not attached here"
+                                     : "its MAC does not match this replica's key for it",
                      unauthenticated_.load());
       }
       return;
