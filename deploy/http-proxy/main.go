@@ -35,6 +35,7 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/runtime"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
@@ -227,8 +228,40 @@ func retryUnstarted(ctx context.Context, method string, req, reply interface{}, 
 		if !unstarted && !(readOnly && cut) {
 			return err
 		}
+		if unstarted && attempt < 2 && !awaitControl(ctx, cc) {
+			return err // control still unreachable: said as such (503), not as the wait's deadline
+		}
 	}
 	return err
+}
+
+// lastBackoffReset: when a call last cut the channel's reconnect backoff
+// short (unix nanoseconds), so that a burst of calls dials once.
+var lastBackoffReset int64
+
+// awaitControl: a call found no connection to control (refused while a
+// replica restarts, or the channel waiting out its reconnect backoff, which
+// fails every call at once): dial again now, and wait for the connection, up
+// to 2 s or the call's own deadline; true once connected. Without it a
+// request in the seconds after a control restart failed although control
+// was back.
+func awaitControl(ctx context.Context, cc *grpc.ClientConn) bool {
+	now := time.Now().UnixNano()
+	if last := atomic.LoadInt64(&lastBackoffReset); now-last > int64(250*time.Millisecond) &&
+		atomic.CompareAndSwapInt64(&lastBackoffReset, last, now) {
+		cc.ResetConnectBackoff()
+	}
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	for s := cc.GetState(); s != connectivity.Ready; s = cc.GetState() {
+		if s == connectivity.Shutdown {
+			return false
+		}
+		if !cc.WaitForStateChange(wctx, s) {
+			return false
+		}
+	}
+	return true
 }
 
 // isPlaceholderSecret: a value this repository publishes (the dev defaults

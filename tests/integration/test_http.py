@@ -519,6 +519,33 @@ class BusDownTest(unittest.TestCase):
             c.close()
 
 
+
+class ControlRestartTest(unittest.TestCase):
+    def test_a_call_just_after_control_restarts_is_answered(self):
+        """While control is down, calls fail (503) and switchboard-http's
+        channel waits out a growing reconnect backoff; a call made the moment
+        the replica is back must be answered, not failed for that backoff."""
+        c = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=1)
+        try:
+            key = ["X-API-Key: " + API_KEY]
+            path = "/apps/demo/users/1/connections"
+            wait_until(lambda: curl("GET", path, headers=key, port=c.http_port)[0] == 200, 10, "200 at first")
+
+            def while_down():
+                # A short deadline each (grpc-gateway's Grpc-Timeout): the
+                # proxy waits for control at most that long.
+                for _ in range(3):
+                    status, resp = curl("GET", path, headers=key + ["Grpc-Timeout: 300m"], port=c.http_port)
+                    self.assertEqual(status, 503, resp)
+            c.restart_control(while_down=while_down)
+            t0 = time.monotonic()
+            status, resp = curl("GET", path, headers=key, port=c.http_port)
+            self.assertEqual(status, 200, resp)
+            self.assertIn("complete", resp)  # an answer (incomplete until gw-1 re-attaches)
+            self.assertLess(time.monotonic() - t0, 5)
+        finally:
+            c.close()
+
 if __name__ == "__main__":
     ARGS, argv = parse_args()
     unittest.main(argv=argv, verbosity=2)
