@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "common/answer_mac.h"
 #include "common/ids.h"
@@ -168,6 +169,16 @@ bool ScatterGather::AdmitLocked(const std::shared_ptr<Pending>& p) {
   return true;
 }
 
+bool ScatterGather::SettleLocked(Pending* p) {
+  if (!p->command || !p->published || p->settled || p->route_gen != route_gen_) return false;
+  for (const auto& id : p->asked) {
+    if (!p->answers.count(id) && !p->failed.count(id) && !p->forged.count(id) && !p->partial.count(id)) return false;
+  }
+  p->settled = true;
+  --route_in_flight_;
+  return route_in_flight_ == 0;
+}
+
 void ScatterGather::CountLocked(Pending* p) {
   if (p->subject != route_) {
     // Rare (a gateway joins, leaves, drains, or its loop's connection
@@ -238,7 +249,7 @@ std::shared_ptr<ScatterGather::Pending> ScatterGather::Take(const std::string& r
   if (it == pending_.end()) return nullptr;
   std::shared_ptr<Pending> p = std::move(it->second);
   pending_.erase(it);
-  if (p->command && p->published && p->route_gen == route_gen_) --route_in_flight_;
+  if (p->command && p->published && !p->settled && p->route_gen == route_gen_) --route_in_flight_;
   // Under the lock so counts never go out of order (an atomic store).
   bus_->SetAwaitingAnswers(static_cast<int>(pending_.size()));
   ++in_done_;
@@ -293,11 +304,21 @@ void ScatterGather::OnReply(const std::string& subject, const std::string& data)
     unsigned_answer = mac.empty();
   }
   bool all_in = false;
+  // Once every gateway asked has answered a command, authentic or not, it
+  // has run it: commands waiting for a change of subject may go (after the
+  // lock is let go, on every way out below).
+  bool settled = false;
+  auto release = absl::MakeCleanup([this, &settled] {
+    if (settled) ReleaseHeld();
+  });
   {
     absl::MutexLock lock(&mu_);
     auto it = pending_.find(request_id);
     if (it == pending_.end()) return;  // late: the call already finished
     auto& p = *it->second;
+    auto settle = absl::MakeCleanup([this, &p, &settled]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      settled = SettleLocked(&p);
+    });
     if (!authentic) {
       // Someone on the bus answering for a gateway it is not (or a gateway
       // this replica has no key of): never counted; the gateway, if asked,

@@ -57,7 +57,7 @@ class ScatterGather {
   static constexpr absl::Duration kUnknownFleetWindow = absl::Milliseconds(250);
   // How long a command waits, at most, for the commands published on the
   // other subject to be answered before it changes subject (see Admit).
-  static constexpr absl::Duration kRouteSwitchWait = absl::Milliseconds(50);
+  static constexpr absl::Duration kRouteSwitchWait = absl::Milliseconds(200);
 
   // Whether an answer for `gateway_id` comes from it: the answer's bytes
   // and its MAC (empty when it carries none). Any thread; must be quick.
@@ -157,6 +157,7 @@ class ScatterGather {
     // `route_gen`.
     bool command = false;
     bool published = false;
+    bool settled = false;  // every gateway asked answered (see SettleLocked)
     uint64_t route_gen = 0;
     absl::Time held_since;
   };
@@ -175,6 +176,10 @@ class ScatterGather {
   // (counted as in flight on the route); if not, it is queued in held_.
   bool AdmitLocked(const std::shared_ptr<Pending>& p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CountLocked(Pending* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Under mu_: a command every asked gateway has answered (authentic or
+  // not: it ran it) or left no longer holds back a change of subject; true
+  // if that was the last one in flight.
+  bool SettleLocked(Pending* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Publishes the held commands that may go now, in order (one thread at a
   // time); arms a timer for the first that must still wait.
   void ReleaseHeld();
@@ -208,7 +213,6 @@ class ScatterGather {
   int route_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   std::deque<std::shared_ptr<Pending>> held_ ABSL_GUARDED_BY(mu_);
   bool releasing_ ABSL_GUARDED_BY(mu_) = false;      // a thread is in ReleaseHeld
-  bool release_again_ ABSL_GUARDED_BY(mu_) = false;  // and should look again before it leaves
   uint64_t hold_timer_ ABSL_GUARDED_BY(mu_) = 0;
   std::atomic<uint64_t> route_waits_{0};
   bool IdleLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return pending_.empty() && in_done_ == 0; }

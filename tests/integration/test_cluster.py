@@ -759,15 +759,19 @@ class CommandsOnTheLoopTest(unittest.TestCase):
             c.close()
 
 
-class CommandsInOrderAcrossChangesOfSubjectTest(unittest.TestCase):
-    def test_pipelined_sends_arrive_in_order_while_gateways_join_and_leave(self):
+class SendsWhileGatewaysJoinTest(unittest.TestCase):
+    def test_pipelined_sends_while_gateways_join_are_complete_and_delivered_once(self):
         """Control sends commands on the commands subject (read by each
         gateway's loop) or the gateways subject (read by its NATS thread),
         whichever every gateway asked can hear; the choice changes twice when
         a gateway joins (it reports its loop only once it hears control's
-        beacon there). One caller's sends, many in flight at once on one channel,
-        must still reach the user's session in call order across those
-        changes."""
+        beacon there), and a gateway is asked from the instant it attaches,
+        before its welcome (with control's answer key) has reached it. One
+        caller's sends, 16 in flight at once, while three gateways join:
+        every answer complete, every message handed to the session received
+        once. (Not their order: gRPC does not order calls in flight together
+        — seen reordered under ASan with no change of subject at all; the
+        order of commands control publishes in turn is the unit test's.)"""
         c = Cluster(ARGS.build_dir, ARGS.source_dir, gateways=2, http=False)
         ch = grpc.insecure_channel("127.0.0.1:%d" % c.control_port)
         stop = threading.Event()
@@ -830,9 +834,9 @@ class CommandsInOrderAcrossChangesOfSubjectTest(unittest.TestCase):
             wait_until(lambda: len([e for e in driver.events("inorder") if e["event"] == "publication"]) >= len(handed),
                        20, "every publication handed to the session")
             got = [int(e["data"]) for e in driver.events("inorder") if e["event"] == "publication"]
-            # Every one handed over, once, in call order.
-            self.assertEqual(got, sorted(set(got)))
-            self.assertEqual(got, handed)
+            # Every one handed over, once.
+            self.assertEqual(len(got), len(set(got)))
+            self.assertEqual(sorted(got), sorted(handed))
             driver.send(op="close", name="inorder")
         finally:
             stop.set()
